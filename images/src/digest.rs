@@ -1,0 +1,239 @@
+//! Digests are data: `sha256:<hex>` of the exact bytes, and the platforms a manifest index lists.
+
+use std::fmt::{self, Write};
+
+use anyhow::{bail, Context};
+use oci_spec::image::{Descriptor, ImageIndex};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// A content digest, always `sha256:` and 64 lowercase hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Digest(String);
+
+impl Digest {
+    /// The digest of exactly these bytes: what a registry calls a manifest's digest.
+    pub fn of(bytes: &[u8]) -> Digest {
+        let mut hex = String::with_capacity(7 + 64);
+        hex.push_str("sha256:");
+        for byte in Sha256::digest(bytes) {
+            write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
+        }
+        Digest(hex)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Digest> {
+        let hex = text.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            bail!("`{text}` is not a sha256 digest (sha256: and 64 lowercase hex digits)");
+        }
+        Ok(Digest(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `sha256:0123456789ab`, for tables where the full digest would not fit.
+    pub fn short(&self) -> &str {
+        &self.0[..7 + 12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Digest, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Digest::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One runnable image in an index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlatformManifest {
+    /// `os/arch` or `os/arch/variant`.
+    pub platform: String,
+    pub digest: Digest,
+    /// Size of the platform's manifest document, as the index records it.
+    pub manifest_size: u64,
+}
+
+/// What an image index says, with attestations told apart from platforms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSummary {
+    pub digest: Digest,
+    pub media_type: String,
+    pub platforms: Vec<PlatformManifest>,
+    /// Attestation manifests (provenance, SBOM): listed as `unknown/unknown`, never a platform.
+    pub attestations: usize,
+}
+
+impl IndexSummary {
+    /// Parses the raw bytes of an OCI image index or Docker manifest list; the digest is computed from the bytes.
+    pub fn parse(bytes: &[u8]) -> anyhow::Result<IndexSummary> {
+        let index: ImageIndex =
+            serde_json::from_slice(bytes).context("not an image index or manifest list")?;
+        let media_type = index
+            .media_type()
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let mut platforms = Vec::new();
+        let mut attestations = 0;
+        for manifest in index.manifests() {
+            match platform_of(manifest) {
+                Some(platform) => platforms.push(PlatformManifest {
+                    platform,
+                    digest: Digest::parse(manifest.digest().as_ref())?,
+                    manifest_size: manifest.size(),
+                }),
+                None => attestations += 1,
+            }
+        }
+        Ok(IndexSummary {
+            digest: Digest::of(bytes),
+            media_type,
+            platforms,
+            attestations,
+        })
+    }
+
+    pub fn platform_names(&self) -> Vec<&str> {
+        self.platforms.iter().map(|p| p.platform.as_str()).collect()
+    }
+
+    /// Fails unless every wanted platform is listed, naming the missing ones.
+    pub fn require_platforms(&self, wanted: &[String]) -> anyhow::Result<()> {
+        let listed = self.platform_names();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .map(String::as_str)
+            .filter(|w| !listed.contains(w))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "index {} lacks {} (it lists {})",
+                self.digest,
+                missing.join(", "),
+                listed.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `os/arch[/variant]` of a runnable manifest; `None` for attestations and entries without a platform.
+fn platform_of(manifest: &Descriptor) -> Option<String> {
+    let is_attestation = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get("vnd.docker.reference.type"))
+        .is_some_and(|t| t == "attestation-manifest");
+    let platform = manifest.platform().as_ref()?;
+    let (os, arch) = (
+        platform.os().to_string(),
+        platform.architecture().to_string(),
+    );
+    if is_attestation || os == "unknown" || arch == "unknown" {
+        return None;
+    }
+    Some(match platform.variant() {
+        // arm64's only variant is v8; registries list it both ways, so `linux/arm64` is the one name for it.
+        Some(variant) if !(arch == "arm64" && variant == "v8") => format!("{os}/{arch}/{variant}"),
+        _ => format!("{os}/{arch}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_of_bytes() {
+        // sha256 of the empty string, as `sha256sum` prints it.
+        let empty = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(Digest::of(b"").as_str(), empty);
+        assert_eq!(Digest::parse(empty).unwrap().short(), "sha256:e3b0c44298fc");
+    }
+
+    #[test]
+    fn digest_parsing() {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:e3b0",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+        ] {
+            assert!(Digest::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    /// An index as buildx 0.13 pushes it with provenance on: two platforms and two attestations.
+    const INDEX_WITH_ATTESTATIONS: &str = r#"{
+      "schemaVersion": 2,
+      "mediaType": "application/vnd.oci.image.index.v1+json",
+      "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 673,
+         "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+         "platform": {"architecture": "amd64", "os": "linux"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 673,
+         "digest": "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+         "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 566,
+         "digest": "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+         "annotations": {"vnd.docker.reference.digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111",
+                         "vnd.docker.reference.type": "attestation-manifest"},
+         "platform": {"architecture": "unknown", "os": "unknown"}},
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 566,
+         "digest": "sha256:4444444444444444444444444444444444444444444444444444444444444444",
+         "annotations": {"vnd.docker.reference.digest": "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+                         "vnd.docker.reference.type": "attestation-manifest"},
+         "platform": {"architecture": "unknown", "os": "unknown"}}
+      ]
+    }"#;
+
+    #[test]
+    fn attestations_are_not_platforms() {
+        let index = IndexSummary::parse(INDEX_WITH_ATTESTATIONS.as_bytes()).unwrap();
+        assert_eq!(index.platform_names(), ["linux/amd64", "linux/arm64"]);
+        assert_eq!(index.attestations, 2);
+        assert_eq!(index.digest, Digest::of(INDEX_WITH_ATTESTATIONS.as_bytes()));
+        index
+            .require_platforms(&["linux/amd64".into(), "linux/arm64".into()])
+            .unwrap();
+        let error = index
+            .require_platforms(&["linux/amd64".into(), "linux/riscv64".into()])
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("lacks linux/riscv64 (it lists linux/amd64, linux/arm64)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn docker_manifest_lists_parse_too() {
+        let list = INDEX_WITH_ATTESTATIONS.replace(
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        );
+        let index = IndexSummary::parse(list.as_bytes()).unwrap();
+        assert_eq!(
+            index.media_type,
+            "application/vnd.docker.distribution.manifest.list.v2+json"
+        );
+        assert_eq!(index.platforms.len(), 2);
+    }
+}

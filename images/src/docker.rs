@@ -1,0 +1,268 @@
+//! The one door to docker: every `docker` invocation of the project is a [`DockerCommand`] run here, and every
+//! failure comes back classified, so callers decide on a [`FailureKind`] rather than on a string they grep.
+
+use std::{fmt, path::PathBuf};
+
+use xshell::{cmd, Shell};
+
+use crate::{Digest, IndexSummary};
+
+/// One `docker` invocation as data: printed by `--dry-run`, run by [`Docker`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerCommand {
+    pub args: Vec<String>,
+}
+
+impl DockerCommand {
+    pub fn new<I, S>(args: I) -> DockerCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        DockerCommand {
+            args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// `docker buildx imagetools inspect --raw REF`: the manifest bytes exactly as the registry serves them.
+    pub fn inspect_raw(reference: &str) -> DockerCommand {
+        DockerCommand::new(["buildx", "imagetools", "inspect", "--raw", reference])
+    }
+}
+
+/// Shell-quoted, so a printed command can be pasted into a terminal.
+impl fmt::Display for DockerCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("docker")?;
+        for arg in &self.args {
+            let plain = !arg.is_empty()
+                && arg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
+            if plain {
+                write!(f, " {arg}")?;
+            } else {
+                write!(f, " '{}'", arg.replace('\'', r"'\''"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a docker command failed, as far as its output tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The daemon or the registry could not be reached (offline, connection refused, DNS, timeout).
+    Unreachable,
+    /// The registry asked us to slow down (HTTP 429, Docker Hub's pull limit).
+    RateLimited,
+    /// Credentials are missing or refused.
+    Unauthorized,
+    /// No such repository, tag or manifest.
+    NotFound,
+    /// The content did not match its digest.
+    DigestMismatch,
+    /// Anything else: the message says what.
+    Other,
+}
+
+impl FailureKind {
+    /// Reads docker's and buildx's error output. Order matters: an auth failure often also says "not found".
+    pub fn classify(stderr: &str) -> FailureKind {
+        let text = stderr.to_ascii_lowercase();
+        let any = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
+        if any(&["toomanyrequests", "429 too many requests", "rate limit"]) {
+            FailureKind::RateLimited
+        } else if any(&[
+            "unauthorized",
+            "authentication required",
+            "no basic auth credentials",
+            "access denied",
+            "denied:",
+            "401 unauthorized",
+            "403 forbidden",
+        ]) {
+            FailureKind::Unauthorized
+        } else if any(&[
+            "digest mismatch",
+            "digest did not match",
+            "unexpected commit digest",
+            "failed to verify",
+        ]) {
+            FailureKind::DigestMismatch
+        } else if any(&[
+            "manifest unknown",
+            "not found",
+            "name unknown",
+            "no such image",
+            "does not exist",
+        ]) {
+            FailureKind::NotFound
+        } else if any(&[
+            "connection refused",
+            "no such host",
+            "network is unreachable",
+            "i/o timeout",
+            "tls handshake timeout",
+            "connection reset",
+            "temporary failure in name resolution",
+            "cannot connect to the docker daemon",
+            "context deadline exceeded",
+            "unexpected eof",
+            ": eof",
+        ]) {
+            FailureKind::Unreachable
+        } else {
+            FailureKind::Other
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::RateLimited => "rate limited",
+            FailureKind::Unauthorized => "unauthorised",
+            FailureKind::NotFound => "not found",
+            FailureKind::DigestMismatch => "digest mismatch",
+            FailureKind::Other => "failed",
+        }
+    }
+}
+
+/// A failed docker command: what ran, why it failed, and the tail of what it said.
+#[derive(Debug)]
+pub struct DockerError {
+    pub command: String,
+    pub kind: FailureKind,
+    pub stderr: String,
+}
+
+impl fmt::Display for DockerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let tail = tail[tail.len().saturating_sub(6)..].join("\n  ");
+        write!(
+            f,
+            "`{}` failed ({}):\n  {tail}",
+            self.command,
+            self.kind.describe()
+        )
+    }
+}
+
+impl std::error::Error for DockerError {}
+
+/// Runs docker commands; the only place that does.
+pub struct Docker {
+    sh: Shell,
+    binary: PathBuf,
+}
+
+impl Docker {
+    /// Uses `docker` from PATH, or `$DOCKER` when set (tests point it at a specific client).
+    pub fn new() -> anyhow::Result<Docker> {
+        let sh = Shell::new()?;
+        let binary = std::env::var_os("DOCKER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("docker"));
+        Ok(Docker { sh, binary })
+    }
+
+    /// Runs a command and returns its standard output.
+    pub fn output(&self, command: &DockerCommand) -> Result<Vec<u8>, DockerError> {
+        let binary = &self.binary;
+        let args = &command.args;
+        let result = cmd!(self.sh, "{binary} {args...}")
+            .quiet()
+            .ignore_status()
+            .output();
+        let output = match result {
+            Ok(output) => output,
+            Err(error) => {
+                return Err(DockerError {
+                    command: command.to_string(),
+                    kind: FailureKind::Unreachable,
+                    stderr: format!("{error}: is docker installed? run scripts/setup.sh"),
+                })
+            }
+        };
+        if output.status.success() {
+            Ok(output.stdout)
+        } else {
+            let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+            Err(DockerError {
+                command: command.to_string(),
+                kind: FailureKind::classify(&stderr),
+                stderr,
+            })
+        }
+    }
+
+    /// Runs a command for its effect, letting its output through to the terminal.
+    pub fn run(&self, command: &DockerCommand) -> Result<(), DockerError> {
+        self.output(command).map(drop)
+    }
+
+    /// Fetches a manifest index and checks it against its own bytes: the digest is sha256 of what was served.
+    pub fn inspect_index(&self, reference: &str) -> anyhow::Result<IndexSummary> {
+        let bytes = self.output(&DockerCommand::inspect_raw(reference))?;
+        IndexSummary::parse(&bytes)
+            .map_err(|e| e.context(format!("reading the manifest of {reference}")))
+    }
+
+    /// The digest a registry serves for a reference, computed from the raw bytes.
+    pub fn digest_of(&self, reference: &str) -> anyhow::Result<Digest> {
+        let bytes = self.output(&DockerCommand::inspect_raw(reference))?;
+        Ok(Digest::of(&bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(stderr: &str, expected: FailureKind) {
+        assert_eq!(FailureKind::classify(stderr), expected, "{stderr}");
+    }
+
+    #[test]
+    fn classifies_real_failure_messages() {
+        use FailureKind::*;
+        check("Error response from daemon: Get \"https://ghcr.io/v2/\": dial tcp: lookup ghcr.io on 10.0.0.2:53: no such host", Unreachable);
+        check("ERROR: failed to do request: Head \"http://127.0.0.1:5000/v2/x/manifests/1\": dial tcp 127.0.0.1:5000: connect: connection refused", Unreachable);
+        check("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?", Unreachable);
+        check(
+            "Error response from daemon: toomanyrequests: You have reached your pull rate limit.",
+            RateLimited,
+        );
+        check("Error response from daemon: Head \"https://ghcr.io/v2/o/p/manifests/v1\": unauthorized", Unauthorized);
+        check("push access denied, repository does not exist or may require authorization: server message: insufficient_scope: authorization failed", Unauthorized);
+        check(
+            "ERROR: failed to push: no basic auth credentials",
+            Unauthorized,
+        );
+        check("Error response from daemon: manifest for ghcr.io/o/php-fpm:v9.9.9-php-8.5 not found: manifest unknown: manifest unknown", NotFound);
+        check("ERROR: 127.0.0.1:5000/x/y:z: not found", NotFound);
+        check("failed commit on ref \"layer-sha256:ab\": unexpected commit digest sha256:cd, expected sha256:ab: failed precondition", DigestMismatch);
+        check("exit status 1", Other);
+    }
+
+    #[test]
+    fn commands_print_shell_quoted() {
+        let command =
+            DockerCommand::new(["buildx", "build", "--label", "title=20i stack", "it's", ""]);
+        assert_eq!(
+            command.to_string(),
+            "docker buildx build --label 'title=20i stack' 'it'\\''s' ''"
+        );
+        assert_eq!(
+            DockerCommand::inspect_raw("127.0.0.1:5000/a/b:v1").to_string(),
+            "docker buildx imagetools inspect --raw 127.0.0.1:5000/a/b:v1"
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! The image matrix (`images/matrix.toml`): image name, PHP lines, platforms and registries, read and checked.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
+use serde::{Deserialize, Serialize};
+
+use crate::PhpLine;
+
+/// The matrix file as shipped, compiled in so the launcher knows the lines and registries without a checkout.
+pub const MATRIX_TOML: &str = include_str!("../matrix.toml");
+
+/// Where the matrix lives, relative to the workspace root.
+pub const MATRIX_PATH: &str = "images/matrix.toml";
+
+/// What images exist: one image name, built for every line and platform, pushed to every registry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Matrix {
+    pub image: String,
+    pub title: String,
+    pub description: String,
+    pub source: String,
+    /// The Dockerfile, relative to the matrix file; its directory is the build context.
+    pub dockerfile: PathBuf,
+    /// The default base lock, relative to the matrix file.
+    pub bases: PathBuf,
+    pub default_line: PhpLine,
+    pub platforms: Vec<String>,
+    pub registries: Registries,
+    pub lines: Vec<Line>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registries {
+    /// The namespace pushed first, verified, and pulled by default (`ghcr.io/20i-stack`).
+    pub canonical: String,
+    /// Namespaces that get a digest-identical copy of every tag.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub php: PhpLine,
+    /// Set when the line's upstream base is end of life: why, in a sentence plans and notes repeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eol: Option<String>,
+}
+
+impl Matrix {
+    /// The matrix compiled into this binary.
+    pub fn embedded() -> Matrix {
+        Matrix::parse(MATRIX_TOML).expect("images/matrix.toml is checked by the test suite")
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Matrix> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Matrix::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Matrix> {
+        let mut matrix: Matrix = toml::from_str(text).context("the image matrix is not valid")?;
+        matrix.lines.sort_by_key(|line| line.php);
+        matrix.validate()?;
+        Ok(matrix)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        ensure!(
+            is_repository_component(&self.image),
+            "image name `{}` is not a valid repository name",
+            self.image
+        );
+        ensure!(!self.lines.is_empty(), "the matrix lists no PHP lines");
+        for pair in self.lines.windows(2) {
+            ensure!(
+                pair[0].php != pair[1].php,
+                "PHP line {} is listed twice",
+                pair[0].php
+            );
+        }
+        ensure!(
+            self.line(self.default_line).is_some(),
+            "default line {} is not one of the PHP lines ({})",
+            self.default_line,
+            self.php_lines()
+                .iter()
+                .map(PhpLine::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        ensure!(!self.platforms.is_empty(), "the matrix lists no platforms");
+        for platform in &self.platforms {
+            check_platform(platform)?;
+        }
+        check_namespace(&self.registries.canonical)?;
+        for mirror in &self.registries.mirrors {
+            check_namespace(mirror)?;
+            ensure!(
+                *mirror != self.registries.canonical,
+                "mirror `{mirror}` is the canonical registry too"
+            );
+        }
+        Ok(())
+    }
+
+    pub fn line(&self, php: PhpLine) -> Option<&Line> {
+        self.lines.iter().find(|line| line.php == php)
+    }
+
+    pub fn php_lines(&self) -> Vec<PhpLine> {
+        self.lines.iter().map(|line| line.php).collect()
+    }
+
+    /// Replaces the canonical registry and/or the mirrors, as `--registry` and `--mirror` do.
+    pub fn override_registries(
+        &mut self,
+        canonical: Option<&str>,
+        mirrors: Option<&[String]>,
+    ) -> anyhow::Result<()> {
+        if let Some(canonical) = canonical {
+            self.registries.canonical = canonical.trim_end_matches('/').to_owned();
+        }
+        if let Some(mirrors) = mirrors {
+            self.registries.mirrors = mirrors
+                .iter()
+                .map(|m| m.trim_end_matches('/').to_owned())
+                .collect();
+        }
+        self.validate()
+    }
+
+    /// The canonical namespace first, then the mirrors.
+    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.registries.canonical.as_str())
+            .chain(self.registries.mirrors.iter().map(String::as_str))
+    }
+}
+
+/// `os/arch` or `os/arch/variant`, lowercase.
+fn check_platform(platform: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = platform.split('/').collect();
+    let well_formed = (2..=3).contains(&parts.len())
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
+    if !well_formed {
+        bail!("platform `{platform}` is not of the form os/arch, for example linux/arm64");
+    }
+    Ok(())
+}
+
+/// A registry namespace such as `ghcr.io/20i-stack` or `127.0.0.1:5000/test`: a host, then repository path
+/// components, with no scheme, tag or digest.
+pub fn check_namespace(namespace: &str) -> anyhow::Result<()> {
+    let example = "for example ghcr.io/20i-stack or 127.0.0.1:5000/test";
+    let mut parts = namespace.split('/');
+    let host = parts.next().unwrap_or_default();
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        && !namespace.contains("://");
+    if !host_ok || !parts.all(is_repository_component) {
+        bail!("registry namespace `{namespace}` is not valid: use host/namespace without scheme or tag, {example}");
+    }
+    Ok(())
+}
+
+fn is_repository_component(part: &str) -> bool {
+    !part.is_empty()
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        && part
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_matrix_is_valid() {
+        let matrix = Matrix::embedded();
+        assert_eq!(matrix.image, "php-fpm");
+        let lines: Vec<String> = matrix.php_lines().iter().map(ToString::to_string).collect();
+        assert_eq!(lines, ["8.1", "8.2", "8.3", "8.4", "8.5"]);
+        assert_eq!(matrix.default_line, PhpLine::new(8, 5));
+        assert_eq!(matrix.platforms, ["linux/amd64", "linux/arm64"]);
+        assert!(
+            matrix.line(PhpLine::new(8, 1)).unwrap().eol.is_some(),
+            "8.1 is end of life upstream"
+        );
+        assert!(matrix.registries.canonical.starts_with("ghcr.io/"));
+        assert!(matrix
+            .registries
+            .mirrors
+            .iter()
+            .all(|m| m.starts_with("docker.io/")));
+    }
+
+    #[track_caller]
+    fn check_invalid(edit: impl Fn(&str) -> String, expected: &str) {
+        let text = edit(MATRIX_TOML);
+        assert_ne!(text, MATRIX_TOML, "the edit changed nothing");
+        let error = format!("{:#}", Matrix::parse(&text).unwrap_err());
+        assert!(
+            error.contains(expected),
+            "error `{error}` does not contain `{expected}`"
+        );
+    }
+
+    #[test]
+    fn invalid_matrices_are_refused_with_the_reason() {
+        check_invalid(
+            |t| t.replace("default_line = \"8.5\"", "default_line = \"7.4\""),
+            "default line 7.4 is not one of the PHP lines (8.1, 8.2, 8.3, 8.4, 8.5)",
+        );
+        check_invalid(
+            |t| t.replace("default_line = \"8.5\"", "default_line = \"8.5.1\""),
+            "use `8.5`",
+        );
+        check_invalid(
+            |t| t.replace("php = \"8.2\"", "php = \"8.3\""),
+            "PHP line 8.3 is listed twice",
+        );
+        check_invalid(
+            |t| t.replace("\"linux/arm64\"", "\"arm64\""),
+            "platform `arm64` is not of the form os/arch",
+        );
+        check_invalid(
+            |t| t.replace("\"ghcr.io/20i-stack\"", "\"https://ghcr.io/20i-stack\""),
+            "registry namespace `https://ghcr.io/20i-stack` is not valid",
+        );
+        check_invalid(
+            |t| t.replace("image = \"php-fpm\"", "image = \"PHP FPM\""),
+            "image name `PHP FPM` is not a valid repository name",
+        );
+        check_invalid(
+            |t| t.replace("platforms =", "platform ="),
+            "unknown field `platform`",
+        );
+    }
+
+    #[test]
+    fn registries_can_be_overridden() {
+        let mut matrix = Matrix::embedded();
+        matrix
+            .override_registries(
+                Some("127.0.0.1:5000/test/"),
+                Some(&["127.0.0.1:5001/mirror".to_owned()]),
+            )
+            .unwrap();
+        assert_eq!(
+            matrix.namespaces().collect::<Vec<_>>(),
+            ["127.0.0.1:5000/test", "127.0.0.1:5001/mirror"]
+        );
+        let error = matrix
+            .override_registries(Some("127.0.0.1:5000/Test:tag"), None)
+            .unwrap_err();
+        assert!(error.to_string().contains("not valid"), "{error}");
+    }
+}
