@@ -9,7 +9,7 @@
 
 use std::{cmp::Ordering, fmt, str::FromStr};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
 use crate::PhpLine;
@@ -43,8 +43,9 @@ impl FromStr for ReleaseVersion {
     fn from_str(input: &str) -> anyhow::Result<ReleaseVersion> {
         let hint = "use vX.Y.Z or X.Y.Z, for example v2.0.0 or v2.1.0-rc.1";
         let text = input.strip_prefix('v').unwrap_or(input);
-        let version = semver::Version::parse(text)
-            .with_context(|| format!("`{input}` is not a release version: {hint}"))?;
+        let Ok(version) = semver::Version::parse(text) else {
+            bail!("`{input}` is not a release version: {hint}");
+        };
         if !version.build.is_empty() {
             // `+` is not allowed in an image tag, so build metadata could never be published.
             bail!(

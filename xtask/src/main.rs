@@ -1,1 +1,75 @@
-fn main() {}
+//! `cargo xtask`: the maintainers' commands for the 20i stack images (plan, release, bases, ...).
+
+mod bases;
+mod git;
+mod inputs;
+mod plan;
+mod table;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Plan, build and publish the 20i stack's pre-built PHP-FPM images"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what releasing a version would build, push and tag, without touching docker or the network
+    Plan(plan::PlanCmd),
+    /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
+    #[command(subcommand)]
+    Bases(bases::BasesCmd),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line per cause, outermost first: what failed, then why.
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.command {
+        Command::Plan(cmd) => cmd.run(&sh),
+        Command::Bases(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The workspace root: every path the xtask prints or records is relative to it.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+/// `path` relative to the project root when it is inside it, for stable output.
+pub fn display_path(path: &Path) -> String {
+    let root = project_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,37 @@
+//! Fixture images built here: static busybox for amd64 and arm64 on `scratch`, named as fixtures wherever they
+//! stand in for an image this machine cannot pull.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+/// Where `scripts/setup.sh` leaves `busybox-amd64` and `busybox-arm64` (`$STACK_FIXTURES_DIR` overrides).
+pub fn busybox_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::var_os("STACK_FIXTURES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/20i-stack/fixtures"));
+    for arch in ["amd64", "arm64"] {
+        if !dir.join(format!("busybox-{arch}")).exists() {
+            bail!("no busybox-{arch} in {}: run `make setup`", dir.display());
+        }
+    }
+    Ok(dir)
+}
+
+/// A build context for a two-platform image that runs busybox: its Dockerfile and both binaries.
+pub fn busybox_context(extra_dockerfile_lines: &str) -> anyhow::Result<tempfile::TempDir> {
+    let source = busybox_dir()?;
+    let dir = tempfile::Builder::new().prefix("20i-fixture-").tempdir()?;
+    for arch in ["amd64", "arm64"] {
+        let name = format!("busybox-{arch}");
+        std::fs::copy(source.join(&name), dir.path().join(&name))
+            .with_context(|| format!("copying {name}"))?;
+    }
+    let dockerfile = format!(
+        "FROM scratch\nARG TARGETARCH\nCOPY busybox-${{TARGETARCH}} /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         ENV PATH=/bin\n{extra_dockerfile_lines}"
+    );
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile)?;
+    Ok(dir)
+}

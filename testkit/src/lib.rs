@@ -1,0 +1,7 @@
+//! Real parts for the integration tests: `distribution` registries on free loopback ports, and fixture images
+//! built on this machine from static busybox (the stand-in for bases that cannot be pulled here).
+
+pub mod fixtures;
+pub mod registry;
+
+pub use registry::Registry;

@@ -1,0 +1,450 @@
+//! The release plan: every image, tag, copy and check of a release as plain data, computed without side effects,
+//! and the `plan` command that prints it.
+
+use std::collections::BTreeMap;
+
+use chrono::DateTime;
+use clap::Args;
+use serde::Serialize;
+use stack_images::{
+    tags::{self, Skipped, TagKind},
+    Base, PhpLine, ReleaseVersion,
+};
+use xshell::Shell;
+
+use crate::{
+    inputs::{PlanInputs, PublishedFrom, ReleaseArgs},
+    table,
+};
+
+/// A release, fully decided: what `release` executes, `plan` prints, and tests assert on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub version: ReleaseVersion,
+    pub prerelease: bool,
+    pub revision: String,
+    /// The commit time in RFC 3339: the images' `created`, so a rebuild of the same commit says the same.
+    pub created: String,
+    pub source_date_epoch: i64,
+    pub image: String,
+    pub canonical: String,
+    pub mirrors: Vec<String>,
+    pub platforms: Vec<String>,
+    /// The releases the tag rules were applied against, oldest first.
+    pub published: Vec<ReleaseVersion>,
+    pub bases: BasesUsed,
+    pub builds: Vec<Build>,
+    /// In execution order: pins are built, copied and verified before any moving tag is touched.
+    pub steps: Vec<Step>,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BasesUsed {
+    pub lock: String,
+    pub source: String,
+    pub read_on: String,
+}
+
+/// One image: a PHP line built for every platform and pushed to the canonical registry under its pin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Build {
+    pub php: PhpLine,
+    /// The target name in the generated bake file.
+    pub target: String,
+    pub platforms: Vec<String>,
+    pub context: String,
+    pub dockerfile: String,
+    pub base: Base,
+    pub build_args: BTreeMap<String, String>,
+    /// OCI labels of the image config.
+    pub labels: BTreeMap<String, String>,
+    /// OCI annotations of the index and of each platform's manifest.
+    pub annotations: BTreeMap<String, String>,
+    /// The canonical pin this build is pushed to.
+    pub push: String,
+    /// Set when the line's upstream base is end of life, in the words of the matrix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_of_life: Option<String>,
+}
+
+/// Phases of a release, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Build every line and push its pin to the canonical registry.
+    Build,
+    /// Copy every pin to every mirror, digest unchanged.
+    Mirror,
+    /// Check every pin in every registry: digest equal to the canonical one, every platform listed.
+    VerifyPins,
+    /// Point the moving tags at verified pins, registry by registry.
+    MoveTags,
+    /// Check every moved tag the same way.
+    VerifyTags,
+}
+
+/// One action of a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Step {
+    /// Build a line for every platform and push it to `reference`.
+    Build {
+        phase: Phase,
+        php: PhpLine,
+        reference: String,
+    },
+    /// Copy the manifest index of `from` to `to` without rebuilding, so both have one digest.
+    Copy {
+        phase: Phase,
+        php: PhpLine,
+        from: String,
+        to: String,
+    },
+    /// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
+    Verify {
+        phase: Phase,
+        php: PhpLine,
+        reference: String,
+    },
+    /// Point the moving tag `to` at the pin `from` (same registry).
+    Tag {
+        phase: Phase,
+        kind: TagKind,
+        php: PhpLine,
+        from: String,
+        to: String,
+    },
+}
+
+impl Step {
+    pub fn phase(&self) -> Phase {
+        match self {
+            Step::Build { phase, .. }
+            | Step::Copy { phase, .. }
+            | Step::Verify { phase, .. }
+            | Step::Tag { phase, .. } => *phase,
+        }
+    }
+}
+
+/// Computes the plan: no docker, no network, no clock, no file system.
+pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
+    let matrix = &inputs.matrix;
+    let version = &inputs.version;
+    let lines = matrix.php_lines();
+    let tag_set = tags::tags_for(version, &inputs.published, &lines, matrix.default_line)?;
+
+    let created = DateTime::from_timestamp(inputs.commit_time, 0)
+        .ok_or_else(|| anyhow::anyhow!("commit time {} is out of range", inputs.commit_time))?
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let reference = |namespace: &str, tag: &str| tags::reference(namespace, &matrix.image, tag);
+    let canonical = matrix.registries.canonical.as_str();
+    let join = |relative: &std::path::Path| -> String {
+        let dir = inputs.matrix_dir.trim_end_matches('/');
+        let path = relative.display().to_string();
+        if dir.is_empty() {
+            path
+        } else {
+            format!("{dir}/{path}")
+        }
+    };
+    let dockerfile = join(&matrix.dockerfile);
+    let context = join(
+        matrix
+            .dockerfile
+            .parent()
+            .unwrap_or(std::path::Path::new(".")),
+    );
+
+    let mut builds = Vec::new();
+    for tag in tag_set.pins() {
+        let base = inputs
+            .bases
+            .base_for(tag.php, std::path::Path::new(&inputs.bases_path))?;
+        let metadata = BTreeMap::from([
+            (
+                "org.opencontainers.image.title".to_owned(),
+                format!("{} {}", matrix.title, tag.php),
+            ),
+            (
+                "org.opencontainers.image.description".to_owned(),
+                matrix.description.clone(),
+            ),
+            (
+                "org.opencontainers.image.version".to_owned(),
+                tag.tag.clone(),
+            ),
+            (
+                "org.opencontainers.image.revision".to_owned(),
+                inputs.revision.clone(),
+            ),
+            (
+                "org.opencontainers.image.created".to_owned(),
+                created.clone(),
+            ),
+            (
+                "org.opencontainers.image.source".to_owned(),
+                matrix.source.clone(),
+            ),
+            (
+                "org.opencontainers.image.base.name".to_owned(),
+                base.reference.clone(),
+            ),
+            (
+                "org.opencontainers.image.base.digest".to_owned(),
+                base.digest.to_string(),
+            ),
+        ]);
+        builds.push(Build {
+            php: tag.php,
+            target: format!("php-{}-{}", tag.php.major, tag.php.minor),
+            platforms: matrix.platforms.clone(),
+            context: context.clone(),
+            dockerfile: dockerfile.clone(),
+            build_args: BTreeMap::from([
+                ("PHP_VERSION".to_owned(), tag.php.to_string()),
+                ("PHP_BASE".to_owned(), base.reference.clone()),
+                (
+                    "SOURCE_DATE_EPOCH".to_owned(),
+                    inputs.commit_time.to_string(),
+                ),
+            ]),
+            base,
+            labels: metadata.clone(),
+            annotations: metadata,
+            push: reference(canonical, &tag.tag),
+            end_of_life: matrix.line(tag.php).and_then(|line| line.eol.clone()),
+        });
+    }
+
+    let mut steps = Vec::new();
+    for build in &builds {
+        steps.push(Step::Build {
+            phase: Phase::Build,
+            php: build.php,
+            reference: build.push.clone(),
+        });
+    }
+    for mirror in &matrix.registries.mirrors {
+        for tag in tag_set.pins() {
+            steps.push(Step::Copy {
+                phase: Phase::Mirror,
+                php: tag.php,
+                from: reference(canonical, &tag.tag),
+                to: reference(mirror, &tag.tag),
+            });
+        }
+    }
+    for namespace in matrix.namespaces() {
+        for tag in tag_set.pins() {
+            steps.push(Step::Verify {
+                phase: Phase::VerifyPins,
+                php: tag.php,
+                reference: reference(namespace, &tag.tag),
+            });
+        }
+    }
+    for namespace in matrix.namespaces() {
+        for tag in tag_set.moving() {
+            steps.push(Step::Tag {
+                phase: Phase::MoveTags,
+                kind: tag.kind,
+                php: tag.php,
+                from: reference(namespace, &tags::pin_tag(version, tag.php)),
+                to: reference(namespace, &tag.tag),
+            });
+        }
+    }
+    for namespace in matrix.namespaces() {
+        for tag in tag_set.moving() {
+            steps.push(Step::Verify {
+                phase: Phase::VerifyTags,
+                php: tag.php,
+                reference: reference(namespace, &tag.tag),
+            });
+        }
+    }
+    debug_assert!(
+        steps.windows(2).all(|w| w[0].phase() <= w[1].phase()),
+        "steps run phase by phase"
+    );
+
+    let mut published = inputs.published.clone();
+    published.sort();
+    published.dedup();
+    Ok(Plan {
+        version: version.clone(),
+        prerelease: version.is_prerelease(),
+        revision: inputs.revision.clone(),
+        created,
+        source_date_epoch: inputs.commit_time,
+        image: matrix.image.clone(),
+        canonical: canonical.to_owned(),
+        mirrors: matrix.registries.mirrors.clone(),
+        platforms: matrix.platforms.clone(),
+        published,
+        bases: BasesUsed {
+            lock: inputs.bases_path.clone(),
+            source: inputs.bases.source.clone(),
+            read_on: inputs.bases.read_on.clone(),
+        },
+        builds,
+        steps,
+        skipped: tag_set.skipped,
+    })
+}
+
+impl Plan {
+    /// The plan as a person reads it.
+    pub fn render(&self, published_from: PublishedFrom) -> String {
+        let mut out = String::new();
+        let kind = if self.prerelease {
+            "prerelease"
+        } else {
+            "stable"
+        };
+        out.push_str(&format!(
+            "Release {} ({kind}) of {}\n",
+            self.version, self.image
+        ));
+        let published = if self.published.is_empty() {
+            "none".to_owned()
+        } else {
+            self.published
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let published_from = match published_from {
+            PublishedFrom::Flag => "--published",
+            PublishedFrom::GitTags => "git tags",
+        };
+        let mut registries = vec![format!("{} (canonical)", self.canonical)];
+        registries.extend(self.mirrors.iter().map(|m| format!("{m} (mirror)")));
+        let header = vec![
+            vec!["revision".to_owned(), self.revision.clone()],
+            vec![
+                "created".to_owned(),
+                format!(
+                    "{} (SOURCE_DATE_EPOCH={})",
+                    self.created, self.source_date_epoch
+                ),
+            ],
+            vec![
+                "published".to_owned(),
+                format!("{published} (from {published_from})"),
+            ],
+            vec!["registries".to_owned(), registries.join(", ")],
+            vec![
+                "bases".to_owned(),
+                format!(
+                    "{} read on {} ({})",
+                    self.bases.source, self.bases.read_on, self.bases.lock
+                ),
+            ],
+        ];
+        out.push_str(&table::render(&header, "  "));
+
+        out.push_str(&format!(
+            "\nImages: {} PHP lines x {}\n",
+            self.builds.len(),
+            self.platforms.join(", ")
+        ));
+        let mut rows = vec![vec![
+            "PHP".to_owned(),
+            "pin".to_owned(),
+            "base".to_owned(),
+            "note".to_owned(),
+        ]];
+        for build in &self.builds {
+            rows.push(vec![
+                build.php.to_string(),
+                build.push.rsplit(':').next().unwrap_or_default().to_owned(),
+                format!(
+                    "{}:{}",
+                    self.bases.source.rsplit('/').next().unwrap_or("php"),
+                    tag_of(&build.base.reference)
+                ) + &format!("@{}", build.base.digest.short()),
+                if build.end_of_life.is_some() {
+                    "end of life upstream".to_owned()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        out.push_str(&table::render(&rows, "  "));
+
+        out.push_str(&format!("\nSteps ({}), in order\n", self.steps.len()));
+        let mut rows = Vec::new();
+        for (n, step) in self.steps.iter().enumerate() {
+            let (action, what) = match step {
+                Step::Build { php, reference, .. } => {
+                    ("build", format!("PHP {php} -> {reference}"))
+                }
+                Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
+                Step::Verify { reference, .. } => ("verify", reference.clone()),
+                Step::Tag { from, to, .. } => (
+                    "tag",
+                    format!("{to} -> {}", from.rsplit(':').next().unwrap_or(from)),
+                ),
+            };
+            rows.push(vec![format!("{:>3}", n + 1), action.to_owned(), what]);
+        }
+        out.push_str(&table::render(&rows, "  "));
+
+        if !self.skipped.is_empty() {
+            out.push_str("\nNot moved\n");
+            for skipped in &self.skipped {
+                out.push_str(&format!("  {}\n", skipped.reason));
+            }
+        }
+        let end_of_life: Vec<&Build> = self
+            .builds
+            .iter()
+            .filter(|b| b.end_of_life.is_some())
+            .collect();
+        if !end_of_life.is_empty() {
+            out.push_str("\nEnd of life\n");
+            for build in end_of_life {
+                out.push_str(&format!(
+                    "  PHP {}: {}\n",
+                    build.php,
+                    build.end_of_life.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `tag` of `source:tag@digest`.
+fn tag_of(reference: &str) -> &str {
+    let without_digest = reference.split('@').next().unwrap_or(reference);
+    without_digest.rsplit(':').next().unwrap_or(without_digest)
+}
+
+/// `cargo xtask plan`.
+#[derive(Args, Debug)]
+pub struct PlanCmd {
+    #[command(flatten)]
+    release: ReleaseArgs,
+    /// Print the plan as JSON instead of a table
+    #[arg(long)]
+    json: bool,
+}
+
+impl PlanCmd {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let inputs = self.release.gather(sh)?;
+        let plan = compute(&inputs)?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", plan.render(inputs.published_from));
+        }
+        Ok(())
+    }
+}

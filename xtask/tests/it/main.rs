@@ -1,0 +1,3 @@
+//! Tests of the xtask binary as a maintainer runs it.
+
+mod plan;
