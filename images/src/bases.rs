@@ -119,6 +119,23 @@ digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
     }
 
     #[test]
+    fn the_shipped_lock_is_as_refresh_writes_it() {
+        let text = include_str!("../bases/docker-hub.lock.toml");
+        let lock = BaseLock::parse(text).unwrap();
+        assert_eq!(
+            lock.render(),
+            text,
+            "images/bases/docker-hub.lock.toml differs from `cargo xtask bases refresh` output"
+        );
+        let lines: Vec<PhpLine> = lock.lines.keys().copied().collect();
+        assert_eq!(
+            lines,
+            crate::Matrix::embedded().php_lines(),
+            "every line of the matrix has a pinned base"
+        );
+    }
+
+    #[test]
     fn refuses_bad_digests() {
         let error = BaseLock::parse(&LOCK.replace("sha256:e3b0", "sha256:E3B0")).unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use stack_images::docker::{Docker, DockerCommand};
 
 /// Where `scripts/setup.sh` leaves `busybox-amd64` and `busybox-arm64` (`$STACK_FIXTURES_DIR` overrides).
 pub fn busybox_dir() -> anyhow::Result<PathBuf> {
@@ -34,4 +35,37 @@ pub fn busybox_context(extra_dockerfile_lines: &str) -> anyhow::Result<tempfile:
     );
     std::fs::write(dir.path().join("Dockerfile"), dockerfile)?;
     Ok(dir)
+}
+
+/// Builds the busybox fixture for linux/amd64 and linux/arm64 with `extra_dockerfile_lines`, pushes it under
+/// `reference`, and returns the index digest buildx recorded in its metadata file.
+pub fn push_busybox(
+    reference: &str,
+    extra_dockerfile_lines: &str,
+    attestations: bool,
+) -> anyhow::Result<String> {
+    let docker = Docker::new()?;
+    let context = busybox_context(extra_dockerfile_lines)?;
+    let metadata = context.path().join("metadata.json");
+    let mut args = vec![
+        "buildx",
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--push",
+        "--tag",
+        reference,
+    ];
+    if !attestations {
+        args.push("--provenance=false");
+    }
+    let metadata_arg = metadata.display().to_string();
+    let context_arg = context.path().display().to_string();
+    args.extend(["--metadata-file", &metadata_arg, &context_arg]);
+    docker.run(&DockerCommand::new(args))?;
+    let metadata: serde_json::Value = serde_json::from_slice(&std::fs::read(&metadata)?)?;
+    let digest = metadata["containerimage.digest"]
+        .as_str()
+        .context("buildx recorded no containerimage.digest")?;
+    Ok(digest.to_owned())
 }
