@@ -1,3 +1,4 @@
-//! Tests of the xtask binary as a maintainer runs it.
+//! Tests of the xtask binary as a maintainer runs it; those that push use registries on 127.0.0.1.
 
+mod bases;
 mod plan;
