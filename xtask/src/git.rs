@@ -5,15 +5,19 @@ use anyhow::Context;
 use stack_images::ReleaseVersion;
 use xshell::{cmd, Shell};
 
-/// Every `v*` tag that is a release version; other tags (`vnext`, `v1`) are not releases and are left out.
+/// The releases among the `v*` tags of the checkout.
 pub fn release_tags(sh: &Shell) -> anyhow::Result<Vec<ReleaseVersion>> {
     let list = cmd!(sh, "git tag --list v*").quiet().read().context(
         "listing release tags (git tag --list 'v*'); outside a git checkout pass --published",
     )?;
-    Ok(list
-        .lines()
+    Ok(parse_release_tags(&list))
+}
+
+/// Every tag that is a release version; other `v*` tags (`vnext`, `v1`, `v2.0.0+meta`) are not releases.
+fn parse_release_tags(list: &str) -> Vec<ReleaseVersion> {
+    list.lines()
         .filter_map(|tag| tag.trim().parse().ok())
-        .collect())
+        .collect()
 }
 
 pub fn head_revision(sh: &Shell) -> anyhow::Result<String> {
@@ -32,4 +36,15 @@ pub fn commit_time(sh: &Shell, revision: &str) -> anyhow::Result<i64> {
     text.trim()
         .parse()
         .with_context(|| format!("git printed `{text}` as the commit time of {revision}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_release_versions_are_releases() {
+        let tags =
+            super::parse_release_tags("v1.0.0\nv1\nvnext\nv2.0.0-rc.1\nv1.10.0\nv2.0.0+meta\n");
+        let tags: Vec<String> = tags.iter().map(ToString::to_string).collect();
+        assert_eq!(tags, ["v1.0.0", "v2.0.0-rc.1", "v1.10.0"]);
+    }
 }
