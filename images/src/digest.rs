@@ -3,7 +3,7 @@
 use std::fmt::{self, Write};
 
 use anyhow::{bail, Context};
-use oci_spec::image::{Descriptor, ImageIndex};
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
@@ -132,6 +132,13 @@ impl IndexSummary {
     }
 }
 
+/// Compressed size of an image from the raw bytes of its manifest: config plus layers, as pulled.
+pub fn compressed_size(manifest: &[u8]) -> anyhow::Result<u64> {
+    let manifest: ImageManifest =
+        serde_json::from_slice(manifest).context("not an image manifest")?;
+    Ok(manifest.config().size() + manifest.layers().iter().map(Descriptor::size).sum::<u64>())
+}
+
 /// `os/arch[/variant]` of a runnable manifest; `None` for attestations and entries without a platform.
 fn platform_of(manifest: &Descriptor) -> Option<String> {
     let is_attestation = manifest
@@ -221,6 +228,20 @@ mod tests {
                 .ends_with("lacks linux/riscv64 (it lists linux/amd64, linux/arm64)"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn compressed_size_is_config_plus_layers() {
+        let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+          "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1000,
+                     "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+          "layers": [
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 30000000,
+             "digest": "sha256:2222222222222222222222222222222222222222222222222222222222222222"},
+            {"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 5000,
+             "digest": "sha256:3333333333333333333333333333333333333333333333333333333333333333"}]}"#;
+        assert_eq!(compressed_size(manifest.as_bytes()).unwrap(), 30_006_000);
+        assert!(compressed_size(INDEX_WITH_ATTESTATIONS.as_bytes()).is_err());
     }
 
     #[test]

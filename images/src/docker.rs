@@ -1,7 +1,13 @@
 //! The one door to docker: every `docker` invocation of the project is a [`DockerCommand`] run here, and every
 //! failure comes back classified, so callers decide on a [`FailureKind`] rather than on a string they grep.
 
-use std::{fmt, path::PathBuf};
+use std::{
+    fmt,
+    fs::OpenOptions,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
 
 use xshell::{cmd, Shell};
 
@@ -160,6 +166,8 @@ impl std::error::Error for DockerError {}
 pub struct Docker {
     sh: Shell,
     binary: PathBuf,
+    /// When set, every command is appended to this file before it runs: what a run really did.
+    journal: Option<PathBuf>,
 }
 
 impl Docker {
@@ -169,26 +177,58 @@ impl Docker {
         let binary = std::env::var_os("DOCKER")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("docker"));
-        Ok(Docker { sh, binary })
+        Ok(Docker {
+            sh,
+            binary,
+            journal: None,
+        })
+    }
+
+    /// Records every command it runs, one line each, in `path`.
+    pub fn with_journal(mut self, path: &Path) -> Docker {
+        self.journal = Some(path.to_path_buf());
+        self
+    }
+
+    fn record(&self, command: &DockerCommand) {
+        if let Some(path) = &self.journal {
+            // The journal is a record, not a dependency: failing to write it must not fail the command.
+            if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(file, "{command}");
+            }
+        }
+    }
+
+    fn not_started(command: &DockerCommand, error: impl fmt::Display) -> DockerError {
+        DockerError {
+            command: command.to_string(),
+            kind: FailureKind::Unreachable,
+            stderr: format!("{error}: is docker installed? run `make setup`"),
+        }
     }
 
     /// Runs a command and returns its standard output.
     pub fn output(&self, command: &DockerCommand) -> Result<Vec<u8>, DockerError> {
+        self.output_with_env(command, &[])
+    }
+
+    /// Runs a command with extra environment variables (how `docker compose` gets the values it interpolates)
+    /// and returns its standard output.
+    pub fn output_with_env(
+        &self,
+        command: &DockerCommand,
+        env: &[(String, String)],
+    ) -> Result<Vec<u8>, DockerError> {
         let binary = &self.binary;
         let args = &command.args;
         let result = cmd!(self.sh, "{binary} {args...}")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .quiet()
             .ignore_status()
             .output();
         let output = match result {
             Ok(output) => output,
-            Err(error) => {
-                return Err(DockerError {
-                    command: command.to_string(),
-                    kind: FailureKind::Unreachable,
-                    stderr: format!("{error}: is docker installed? run scripts/setup.sh"),
-                })
-            }
+            Err(error) => return Err(Docker::not_started(command, error)),
         };
         if output.status.success() {
             Ok(output.stdout)
@@ -202,9 +242,83 @@ impl Docker {
         }
     }
 
-    /// Runs a command for its effect, letting its output through to the terminal.
+    /// Runs a command for its effect; its output is kept for the error only.
     pub fn run(&self, command: &DockerCommand) -> Result<(), DockerError> {
         self.output(command).map(drop)
+    }
+
+    /// Runs a long command (a build) with everything it prints appended to `log`, so a terminal stays readable
+    /// and the whole output is there to read; a failure carries the log's tail.
+    pub fn run_logged(&self, command: &DockerCommand, log: &Path) -> Result<(), DockerError> {
+        self.record(command);
+        let open = || OpenOptions::new().create(true).append(true).open(log);
+        let (stdout, stderr) = match (open(), open()) {
+            (Ok(stdout), Ok(stderr)) => (stdout, stderr),
+            (Err(error), _) | (_, Err(error)) => {
+                return Err(Docker::not_started(
+                    command,
+                    format!("opening {}: {error}", log.display()),
+                ))
+            }
+        };
+        let status = Command::new(&self.binary)
+            .args(&command.args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .map_err(|error| Docker::not_started(command, error))?;
+        if status.success() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        let stderr = format!("{}\n(full output: {})", tail.join("\n"), log.display());
+        Err(DockerError {
+            command: command.to_string(),
+            kind: FailureKind::classify(&stderr),
+            stderr,
+        })
+    }
+
+    /// The index a reference names, or `None` when the registry has no such tag or digest.
+    pub fn find_index(&self, reference: &str) -> anyhow::Result<Option<IndexSummary>> {
+        match self.output(&DockerCommand::inspect_raw(reference)) {
+            Ok(bytes) => IndexSummary::parse(&bytes)
+                .map(Some)
+                .map_err(|e| e.context(format!("reading the manifest of {reference}"))),
+            Err(error) if error.kind == FailureKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Compressed size of one platform's image: its config and layers as the registry stores them.
+    pub fn image_size(&self, repository: &str, manifest: &Digest) -> anyhow::Result<u64> {
+        let reference = format!("{repository}@{manifest}");
+        let bytes = self.output(&DockerCommand::inspect_raw(&reference))?;
+        crate::digest::compressed_size(&bytes)
+            .map_err(|e| e.context(format!("reading the manifest of {reference}")))
+    }
+
+    /// Runs a command attached to the terminal (its output streams, as `logs --follow` needs), with extra
+    /// environment variables. Its error output is not captured, so a failure is classified as [`FailureKind::Other`].
+    pub fn run_attached(
+        &self,
+        command: &DockerCommand,
+        env: &[(String, String)],
+    ) -> Result<(), DockerError> {
+        let binary = &self.binary;
+        let args = &command.args;
+        cmd!(self.sh, "{binary} {args...}")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .quiet()
+            .run()
+            .map_err(|error| DockerError {
+                command: command.to_string(),
+                kind: FailureKind::Other,
+                stderr: error.to_string(),
+            })
     }
 
     /// Fetches a manifest index and checks it against its own bytes: the digest is sha256 of what was served.

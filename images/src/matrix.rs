@@ -27,8 +27,31 @@ pub struct Matrix {
     pub bases: PathBuf,
     pub default_line: PhpLine,
     pub platforms: Vec<String>,
+    #[serde(default)]
+    pub attestations: Attestations,
     pub registries: Registries,
     pub lines: Vec<Line>,
+}
+
+/// What is attested alongside each image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attestations {
+    /// No attestation: the index lists the platform images only.
+    None,
+    /// SLSA provenance in mode=min, one attestation manifest per platform.
+    #[default]
+    Provenance,
+}
+
+impl Attestations {
+    /// The value of buildx's `--provenance` flag.
+    pub fn provenance_flag(self) -> &'static str {
+        match self {
+            Attestations::None => "--provenance=false",
+            Attestations::Provenance => "--provenance=mode=min",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

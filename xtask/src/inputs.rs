@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use chrono::DateTime;
 use clap::Args;
-use stack_images::{matrix::MATRIX_PATH, tags, BaseLock, Matrix, ReleaseVersion};
+use stack_images::{
+    matrix::{Attestations, MATRIX_PATH},
+    tags, BaseLock, Matrix, ReleaseVersion,
+};
 use xshell::Shell;
 
 use crate::{display_path, git, project_root};
@@ -39,16 +42,22 @@ pub struct ReleaseArgs {
     /// Image matrix file (default: images/matrix.toml)
     #[arg(long, value_name = "FILE")]
     pub matrix: Option<PathBuf>,
+    /// Build context replacing the matrix's (its Dockerfile is used): for stand-in images in tests and the demo
+    #[arg(long, value_name = "DIR")]
+    pub context: Option<PathBuf>,
+    /// Attestations pushed with the images, replacing the matrix's setting
+    #[arg(long, value_enum)]
+    pub attestations: Option<Attestations>,
 }
 
 /// Everything a plan depends on, and nothing else: the plan is a pure function of this.
 #[derive(Debug, Clone)]
 pub struct PlanInputs {
     pub matrix: Matrix,
-    /// The matrix file's directory: the Dockerfile and default lock are relative to it.
-    pub matrix_dir: String,
     pub bases: BaseLock,
     pub bases_path: String,
+    /// The build context, relative to the project root when inside it; its `Dockerfile` is built.
+    pub context: String,
     pub version: ReleaseVersion,
     pub published: Vec<ReleaseVersion>,
     pub published_from: PublishedFrom,
@@ -81,6 +90,29 @@ impl ReleaseArgs {
             .parent()
             .map(|p| p.to_path_buf())
             .unwrap_or_default();
+        if let Some(attestations) = self.attestations {
+            matrix.attestations = attestations;
+        }
+        let dockerfile_name = matrix.dockerfile.file_name().unwrap_or_default().to_owned();
+        let context = match &self.context {
+            Some(dir) => {
+                let dir = std::path::absolute(dir)
+                    .with_context(|| format!("--context {}", dir.display()))?;
+                anyhow::ensure!(
+                    dir.join(&dockerfile_name).is_file(),
+                    "--context {} has no {}",
+                    dir.display(),
+                    dockerfile_name.to_string_lossy()
+                );
+                dir
+            }
+            None => matrix_dir.join(
+                matrix
+                    .dockerfile
+                    .parent()
+                    .unwrap_or(std::path::Path::new(".")),
+            ),
+        };
 
         let bases_path = self
             .bases
@@ -112,9 +144,9 @@ impl ReleaseArgs {
 
         Ok(PlanInputs {
             matrix,
-            matrix_dir: display_path(&matrix_dir),
             bases,
             bases_path: display_path(&bases_path),
+            context: display_path(&context),
             version,
             published,
             published_from,

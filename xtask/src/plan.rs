@@ -7,6 +7,7 @@ use chrono::DateTime;
 use clap::Args;
 use serde::Serialize;
 use stack_images::{
+    matrix::Attestations,
     tags::{self, Skipped, TagKind},
     Base, PhpLine, ReleaseVersion,
 };
@@ -30,6 +31,7 @@ pub struct Plan {
     pub canonical: String,
     pub mirrors: Vec<String>,
     pub platforms: Vec<String>,
+    pub attestations: Attestations,
     /// The releases the tag rules were applied against, oldest first.
     pub published: Vec<ReleaseVersion>,
     pub bases: BasesUsed,
@@ -141,22 +143,13 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         .to_string();
     let reference = |namespace: &str, tag: &str| tags::reference(namespace, &matrix.image, tag);
     let canonical = matrix.registries.canonical.as_str();
-    let join = |relative: &std::path::Path| -> String {
-        let dir = inputs.matrix_dir.trim_end_matches('/');
-        let path = relative.display().to_string();
-        if dir.is_empty() {
-            path
-        } else {
-            format!("{dir}/{path}")
-        }
-    };
-    let dockerfile = join(&matrix.dockerfile);
-    let context = join(
-        matrix
-            .dockerfile
-            .parent()
-            .unwrap_or(std::path::Path::new(".")),
-    );
+    let context = inputs.context.clone();
+    let dockerfile_name = matrix
+        .dockerfile
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("Dockerfile");
+    let dockerfile = format!("{}/{dockerfile_name}", context.trim_end_matches('/'));
 
     let mut builds = Vec::new();
     for tag in tag_set.pins() {
@@ -284,6 +277,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         canonical: canonical.to_owned(),
         mirrors: matrix.registries.mirrors.clone(),
         platforms: matrix.platforms.clone(),
+        attestations: matrix.attestations,
         published,
         bases: BasesUsed {
             lock: inputs.bases_path.clone(),
