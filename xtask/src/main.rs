@@ -1,9 +1,14 @@
 //! `cargo xtask`: the maintainers' commands for the 20i stack images (plan, release, bases, ...).
 
+mod bake;
 mod bases;
+mod credentials;
+mod execute;
 mod git;
 mod inputs;
+mod notes;
 mod plan;
+mod release;
 mod table;
 
 use std::{
@@ -28,6 +33,10 @@ struct Cli {
 enum Command {
     /// Print what releasing a version would build, push and tag, without touching docker or the network
     Plan(plan::PlanCmd),
+    /// Build, push, mirror, verify and tag a release, and write its notes
+    Release(release::ReleaseCmd),
+    /// Regenerate release pages from their JSON, or check them (--check)
+    Notes(notes::NotesCmd),
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
@@ -53,6 +62,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match cli.command {
         Command::Plan(cmd) => cmd.run(&sh),
+        Command::Release(cmd) => cmd.run(&sh),
+        Command::Notes(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
     }
 }

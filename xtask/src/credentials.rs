@@ -1,0 +1,94 @@
+//! Whether docker holds credentials for a registry, read from docker's own config and credential helpers.
+//! Only host names are ever read back from a helper; no secret passes through here.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// The registry host of a namespace: `ghcr.io/20i-stack` → `ghcr.io`.
+pub fn host(namespace: &str) -> &str {
+    namespace.split('/').next().unwrap_or(namespace)
+}
+
+/// Registries on this machine (tests, the demo) may run without authentication.
+pub fn is_loopback(host: &str) -> bool {
+    host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+}
+
+/// The names docker may file a host's credentials under (Docker Hub has several).
+fn config_keys(host: &str) -> Vec<String> {
+    match host {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => [
+            "https://index.docker.io/v1/",
+            "index.docker.io",
+            "docker.io",
+            "registry-1.docker.io",
+        ]
+        .map(String::from)
+        .to_vec(),
+        _ => vec![
+            host.to_owned(),
+            format!("https://{host}"),
+            format!("http://{host}"),
+        ],
+    }
+}
+
+fn config_path() -> Option<PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
+        None => {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
+        }
+    }
+}
+
+/// True when `docker login HOST` was done (an `auths` entry, a per-host helper, or the store lists the host).
+pub fn has_credentials(host: &str) -> anyhow::Result<bool> {
+    let Some(path) = config_path().filter(|p| p.exists()) else {
+        return Ok(false);
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let config: Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let keys = config_keys(host);
+    if keys.iter().any(|k| config["credHelpers"].get(k).is_some()) {
+        return Ok(true);
+    }
+    // An `auths` entry holds either the credentials themselves or, with a store, an empty marker.
+    let in_auths = keys.iter().any(|k| config["auths"].get(k).is_some());
+    match config["credsStore"].as_str() {
+        Some(store) if !store.is_empty() => Ok(in_auths || store_lists(store, &keys)),
+        _ => Ok(in_auths),
+    }
+}
+
+/// `docker-credential-STORE list` prints server → user name, never a secret.
+fn store_lists(store: &str, keys: &[String]) -> bool {
+    let Ok(output) = Command::new(format!("docker-credential-{store}"))
+        .arg("list")
+        .output()
+    else {
+        return false;
+    };
+    let Ok(listed) = serde_json::from_slice::<Value>(&output.stdout) else {
+        return false;
+    };
+    keys.iter().any(|k| listed.get(k).is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host("ghcr.io/20i-stack"), "ghcr.io");
+        assert_eq!(host("127.0.0.1:5000/test"), "127.0.0.1:5000");
+        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost:5000"));
+        assert!(!is_loopback("ghcr.io") && !is_loopback("docker.io"));
+        assert!(config_keys("docker.io").contains(&"https://index.docker.io/v1/".to_owned()));
+    }
+}

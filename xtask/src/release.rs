@@ -1,0 +1,228 @@
+//! `cargo xtask release`: build, push, mirror, verify, move tags and write the notes of a release.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use stack_images::docker::Docker;
+use xshell::Shell;
+
+use crate::{
+    display_path,
+    execute::{self, Executor, Mode, Outcome},
+    inputs::ReleaseArgs,
+    notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
+    plan::{self, Plan},
+    project_root, table,
+};
+
+#[derive(Args, Debug)]
+pub struct ReleaseCmd {
+    #[command(flatten)]
+    release: ReleaseArgs,
+    /// Print the docker commands the release would run, in order, and run none
+    #[arg(long)]
+    dry_run: bool,
+    /// Finish an interrupted release: keep the pins already pushed (after verifying them) and do the rest
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    dirs: Dirs,
+}
+
+/// Where a release writes.
+#[derive(Args, Debug, Clone)]
+pub struct Dirs {
+    /// Where the release notes are written
+    #[arg(long, value_name = "DIR", default_value = "release-notes")]
+    pub notes_dir: PathBuf,
+    /// Scratch space for the bake file, build log and command journal (default: target/xtask/VERSION)
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Dirs {
+    pub fn work_dir(&self, plan: &Plan) -> PathBuf {
+        let default = || {
+            project_root()
+                .join("target/xtask")
+                .join(plan.version.to_string())
+        };
+        std::path::absolute(self.work_dir.clone().unwrap_or_else(default)).unwrap_or_default()
+    }
+
+    pub fn notes_dir(&self) -> PathBuf {
+        project_root().join(&self.notes_dir)
+    }
+}
+
+impl ReleaseCmd {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let inputs = self.release.gather(sh)?;
+        let plan = plan::compute(&inputs)?;
+        let work_dir = self.dirs.work_dir(&plan);
+        if self.dry_run {
+            for command in execute::dry_run_commands(&plan, &work_dir) {
+                println!("{command}");
+            }
+            return Ok(());
+        }
+        let outcome = execute(
+            &plan,
+            Mode::Release {
+                resume: self.resume,
+            },
+            &work_dir,
+        )?;
+        let notes = release_notes(&plan, &outcome);
+        let (json, page) = notes.write(&self.dirs.notes_dir())?;
+        print!(
+            "{}",
+            summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
+        );
+        Ok(())
+    }
+}
+
+/// Runs the plan with a fresh command journal in the work directory.
+pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    std::fs::create_dir_all(work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    let journal = work_dir.join("commands.log");
+    let _ = std::fs::remove_file(&journal);
+    let docker = Docker::new()?.with_journal(&journal);
+    Executor::new(plan, &docker, mode, work_dir.to_path_buf()).run()
+}
+
+/// The notes of a release, from its plan and what the run found.
+pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
+    let images = plan
+        .builds
+        .iter()
+        .map(|build| {
+            let index = &outcome.pins[&build.php];
+            ImageRecord {
+                php: build.php,
+                digest: index.digest.clone(),
+                platforms: index
+                    .platforms
+                    .iter()
+                    .map(|p| PlatformRecord {
+                        platform: p.platform.clone(),
+                        digest: p.digest.clone(),
+                        size: outcome
+                            .sizes
+                            .get(&(build.php, p.platform.clone()))
+                            .copied()
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+                end_of_life: build.end_of_life.clone(),
+            }
+        })
+        .collect();
+    ReleaseNotes {
+        version: plan.version.clone(),
+        prerelease: plan.prerelease,
+        revision: plan.revision.clone(),
+        date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        created: plan.created.clone(),
+        image: plan.image.clone(),
+        canonical: plan.canonical.clone(),
+        mirrors: plan.mirrors.clone(),
+        attestations: format!("{:?}", plan.attestations).to_lowercase(),
+        bases: plan
+            .builds
+            .iter()
+            .map(|b| BaseRecord {
+                php: b.php,
+                reference: b.base.reference.clone(),
+                digest: b.base.digest.clone(),
+            })
+            .collect(),
+        images,
+        references: outcome.references.clone(),
+        skipped: plan.skipped.clone(),
+        republished: Vec::new(),
+    }
+}
+
+/// What was built, pushed, copied and moved, the time each phase took, and the canonical digests.
+pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
+    let lines = |v: &[stack_images::PhpLine]| {
+        v.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let total: Duration = outcome.timings.iter().map(|(_, d)| *d).sum();
+    let timings: Vec<String> = outcome
+        .timings
+        .iter()
+        .map(|(name, d)| format!("{name} {:.1}s", d.as_secs_f64()))
+        .collect();
+    let mut rows = vec![
+        vec![
+            "built".to_owned(),
+            if outcome.built.is_empty() {
+                "nothing".to_owned()
+            } else {
+                format!(
+                    "PHP {} for {}",
+                    lines(&outcome.built),
+                    plan.platforms.join(", ")
+                )
+            },
+        ],
+        vec![
+            "pushed".to_owned(),
+            format!("{} pins to {}", outcome.built.len(), plan.canonical),
+        ],
+    ];
+    if !outcome.kept.is_empty() {
+        rows.push(vec![
+            "kept".to_owned(),
+            format!("PHP {} (already pushed, verified)", lines(&outcome.kept)),
+        ]);
+    }
+    rows.push(vec![
+        "copied".to_owned(),
+        format!(
+            "{} pins to {} ({} already there)",
+            outcome.copied,
+            plan.mirrors.join(", "),
+            outcome.already_copied
+        ),
+    ]);
+    rows.push(vec![
+        "moved".to_owned(),
+        format!("{} tags", outcome.moved.len()),
+    ]);
+    rows.push(vec![
+        "verified".to_owned(),
+        format!("{} references, digest and platforms", outcome.verified),
+    ]);
+    rows.push(vec!["notes".to_owned(), written.join(", ")]);
+    rows.push(vec![
+        "took".to_owned(),
+        format!("{:.1}s: {}", total.as_secs_f64(), timings.join(", ")),
+    ]);
+    let mut out = format!("\n{} of {}: done\n", plan.version, plan.image);
+    out.push_str(&table::render(&rows, "  "));
+    out.push_str(&format!("\n{}/{}\n", plan.canonical, plan.image));
+    let digests: Vec<Vec<String>> = outcome
+        .references
+        .iter()
+        .filter(|r| r.registry == plan.canonical)
+        .map(|r| {
+            let sizes: Vec<String> = r
+                .platforms
+                .iter()
+                .map(|p| format!("{} {}", p.platform, notes::megabytes(p.size)))
+                .collect();
+            vec![r.tag.clone(), r.digest.to_string(), sizes.join(", ")]
+        })
+        .collect();
+    out.push_str(&table::render(&digests, "  "));
+    out
+}
