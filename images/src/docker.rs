@@ -168,6 +168,8 @@ pub struct Docker {
     binary: PathBuf,
     /// When set, every command is appended to this file before it runs: what a run really did.
     journal: Option<PathBuf>,
+    /// When set, `DOCKER_CONFIG` for every command: its own logins, leaving the user's untouched.
+    config_dir: Option<PathBuf>,
 }
 
 impl Docker {
@@ -181,6 +183,39 @@ impl Docker {
             sh,
             binary,
             journal: None,
+            config_dir: None,
+        })
+    }
+
+    /// Runs every command with `DOCKER_CONFIG=dir`: logins made through it stay in `dir`.
+    pub fn with_config_dir(mut self, dir: &Path) -> Docker {
+        self.sh.set_var("DOCKER_CONFIG", dir);
+        self.config_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// `docker login HOST` with the password on standard input: it never appears in a command line or output.
+    pub fn login(&self, host: &str, user: &str, password: &str) -> Result<(), DockerError> {
+        let command = DockerCommand::new(["login", host, "--username", user, "--password-stdin"]);
+        self.record(&command);
+        let binary = &self.binary;
+        let output = cmd!(
+            self.sh,
+            "{binary} login {host} --username {user} --password-stdin"
+        )
+        .stdin(password)
+        .quiet()
+        .ignore_status()
+        .output()
+        .map_err(|error| Docker::not_started(&command, error))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        Err(DockerError {
+            command: command.to_string(),
+            kind: FailureKind::classify(&stderr),
+            stderr,
         })
     }
 
@@ -261,7 +296,11 @@ impl Docker {
                 ))
             }
         };
-        let status = Command::new(&self.binary)
+        let mut process = Command::new(&self.binary);
+        if let Some(dir) = &self.config_dir {
+            process.env("DOCKER_CONFIG", dir);
+        }
+        let status = process
             .args(&command.args)
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -271,10 +310,14 @@ impl Docker {
         if status.success() {
             return Ok(());
         }
+        // A build log is long: the lines that say what failed, then where the rest is.
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        let stderr = format!("{}\n(full output: {})", tail.join("\n"), log.display());
+        let errors: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.contains("error:"))
+            .collect();
+        let errors = &errors[errors.len().saturating_sub(5)..];
+        let stderr = format!("{}\n(full output: {})", errors.join("\n"), log.display());
         Err(DockerError {
             command: command.to_string(),
             kind: FailureKind::classify(&stderr),

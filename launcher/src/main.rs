@@ -1,84 +1,205 @@
-//! `20i`: the 20i stack's launcher. For now it answers which pre-built image `20i start` will use; starting the
-//! stack follows.
+//! `20i`: the 20i stack's launcher. It resolves the configuration (every value with its source), selects the
+//! PHP-FPM image deterministically from the shared tag scheme, gets it (cache, pull, mirror, local build) and runs
+//! the stack with `docker compose`. One file per command.
 
-use std::process::ExitCode;
+mod acquire;
+mod completions;
+mod config;
+mod destroy;
+mod engine;
+mod exit;
+mod image;
+mod init;
+mod logs;
+mod pin;
+mod pull;
+mod selection;
+mod stack;
+mod start;
+mod status;
+mod stop;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use stack_images::{tags, Matrix, PhpLine, ReleaseVersion};
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "20i",
     version,
-    about = "Start the 20i PHP stack on pre-built images"
+    about = "Start the 20i PHP stack on pre-built images",
+    long_about = "Start the 20i PHP stack (nginx, PHP-FPM, MariaDB, phpMyAdmin) on the pre-built PHP-FPM image of \
+                  this release, pulled once and then started from the local cache; or built locally from the \
+                  stack's Dockerfile.\n\n\
+                  Settings come from, lowest first: built-in defaults, STACK_DIR/config/stack-vars.yml, \
+                  ~/.20i/config, the project's .20i-local, the environment, the command line. \
+                  `20i start --explain` shows every value and where it came from.",
+    after_help = exit::HELP
 )]
-struct Cli {
+pub struct Cli {
+    #[command(flatten)]
+    settings: Settings,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Command-line settings: the top layer of the configuration.
+#[derive(Args)]
+struct Settings {
+    /// PHP line to run, major.minor (PHP_VERSION)
+    #[arg(long, global = true, value_name = "M.m")]
+    php_version: Option<String>,
+    /// Pull the pre-built image, or build locally (USE_PREBUILT)
+    #[arg(long, global = true, value_name = "true|false")]
+    use_prebuilt: Option<String>,
+    /// Build locally when the pull fails (ALLOW_LOCAL_BUILD_FALLBACK)
+    #[arg(long, global = true, value_name = "true|false")]
+    allow_local_build_fallback: Option<String>,
+    /// Registry namespace to pull from (IMAGE_REGISTRY)
+    #[arg(long, global = true, value_name = "HOST/NAMESPACE")]
+    registry: Option<String>,
+    /// The stack's directory (STACK_DIR)
+    #[arg(long, global = true, value_name = "DIR")]
+    stack_dir: Option<PathBuf>,
+    /// Set any variable, for example --set HOST_PORT=8080 (repeatable)
+    #[arg(long = "set", short = 's', global = true, value_name = "NAME=VALUE")]
+    set: Vec<String>,
+}
+
+impl Settings {
+    fn into_layer(self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut values = Vec::new();
+        let named = [
+            ("PHP_VERSION", self.php_version),
+            ("USE_PREBUILT", self.use_prebuilt),
+            (
+                "ALLOW_LOCAL_BUILD_FALLBACK",
+                self.allow_local_build_fallback,
+            ),
+            ("IMAGE_REGISTRY", self.registry),
+            ("STACK_DIR", self.stack_dir.map(|p| p.display().to_string())),
+        ];
+        for (name, value) in named {
+            if let Some(value) = value {
+                values.push((name.to_owned(), value));
+            }
+        }
+        for pair in self.set {
+            let Some((name, value)) = pair.split_once('=') else {
+                anyhow::bail!(
+                    "--set {pair}: use --set NAME=VALUE, for example --set HOST_PORT=8080"
+                );
+            };
+            values.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(values)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Get the PHP-FPM image and start the stack, waiting until every service is healthy
+    Start {
+        /// Print every input that decides the image (value and source) and what start would do; start nothing
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Stop the stack's containers (they keep their data)
+    Stop,
+    /// Show the stack's containers and their health
+    Status,
+    /// Show the services' logs
+    Logs {
+        /// Keep following new output
+        #[arg(short, long)]
+        follow: bool,
+        /// Only these services (nginx, apache, mariadb, phpmyadmin, or a module's)
+        services: Vec<String>,
+    },
+    /// Remove the stack's containers, network and volumes (the database's data too)
+    Destroy,
     /// Print the image reference `20i start` uses, and nothing else
     Image,
+    /// Get the PHP-FPM image as `20i start` would (cache, pull, mirror, build), without starting anything
+    Pull,
+    /// Write the shipped stack (compose file, nginx template, stack vars, PHP-FPM build context) to STACK_DIR
+    Init {
+        /// Overwrite files that exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Pin the image by digest: write PHP_FPM_PIN=<image>@sha256:… to the project's .20i-local
+    Pin {
+        /// The release's notes JSON (release-notes/vX.Y.Z.json)
+        #[arg(long, value_name = "FILE")]
+        notes: PathBuf,
+    },
+    /// Print a shell completion script
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli, started) {
+        Ok(()) => ExitCode::from(exit::OK),
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit::code_of(&error))
         }
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
+    let mut flags = cli.settings.into_layer().map_err(exit::Exit::config)?;
+    if let Command::Completions { shell } = cli.command {
+        return completions::run(shell);
+    }
+    if let Command::Pin { .. } = cli.command {
+        // Re-pinning must work when the old pin no longer matches the selected reference.
+        flags.push(("PHP_FPM_PIN".to_owned(), String::new()));
+    }
+    let loaded = config::load(flags).map_err(exit::Exit::config)?;
     match cli.command {
-        Command::Image => {
-            println!(
-                "{}",
-                image_reference(std::env::var("PHP_VERSION").ok().as_deref())?
-            );
-            Ok(())
-        }
+        Command::Start { explain: true } => start::explain(&loaded),
+        Command::Start { explain: false } => start::run(&loaded.config, started),
+        Command::Stop => stop::run(&loaded.config),
+        Command::Status => status::run(&loaded.config),
+        Command::Logs { follow, services } => logs::run(&loaded.config, follow, &services),
+        Command::Destroy => destroy::run(&loaded.config),
+        Command::Image => image::run(&loaded.config),
+        Command::Pull => pull::run(&loaded.config),
+        Command::Init { force } => init::run(&loaded.config, force),
+        Command::Pin { notes } => pin::run(&loaded.config, &notes),
+        Command::Completions { .. } => Ok(()),
     }
-}
-
-/// The pin of this launcher's stack release for the chosen PHP line, in the canonical registry.
-fn image_reference(php_version: Option<&str>) -> anyhow::Result<String> {
-    let matrix = Matrix::embedded();
-    let line: PhpLine = match php_version {
-        Some(text) => text.parse().context("in PHP_VERSION")?,
-        None => matrix.default_line,
-    };
-    let version: ReleaseVersion = env!("CARGO_PKG_VERSION").parse()?;
-    Ok(tags::reference(
-        &matrix.registries.canonical,
-        &matrix.image,
-        &tags::pin_tag(&version, line),
-    ))
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
     #[test]
-    fn the_reference_comes_from_the_shared_tag_scheme() {
-        let version = env!("CARGO_PKG_VERSION");
-        assert_eq!(
-            super::image_reference(None).unwrap(),
-            format!("ghcr.io/20i-stack/php-fpm:v{version}-php-8.5")
-        );
-        assert_eq!(
-            super::image_reference(Some("8.2")).unwrap(),
-            format!("ghcr.io/20i-stack/php-fpm:v{version}-php-8.2")
-        );
-        let error = super::image_reference(Some("8.2.1")).unwrap_err();
-        assert_eq!(
-            format!("{error:#}"),
-            "in PHP_VERSION: PHP version `8.2.1` is not a PHP line: use `8.2`"
-        );
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_texts() {
+        let mut command = Cli::command();
+        insta::assert_snapshot!("help", command.render_long_help().to_string());
+        for sub in ["start", "logs", "pin"] {
+            let help = command
+                .find_subcommand_mut(sub)
+                .expect("subcommand")
+                .render_long_help()
+                .to_string();
+            insta::assert_snapshot!(format!("help_{sub}"), help);
+        }
     }
 }

@@ -1,0 +1,362 @@
+//! Getting the PHP-FPM image: reads what the local store holds, then carries out `selection`'s decisions (use
+//! the cache, pull with bounded retries, try the mirrors, build locally) through the docker door, timing each step.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    io::Write,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use stack_images::{
+    docker::{DockerCommand, FailureKind},
+    BaseLock, Digest,
+};
+
+use crate::{
+    config::Config,
+    engine::{seconds, Engine},
+    exit::Exit,
+    selection::{self, Build, Decision, Facts, LocalImage, Next},
+};
+
+/// The base lock the release builds from, so a local build passes the same `PHP_BASE` build argument.
+const BASE_LOCK: &str = include_str!("../../images/bases/docker-hub.lock.toml");
+
+/// Where the image that runs came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Cache,
+    Pulled { from: String },
+    Mirror { from: String },
+    Built { why: String },
+    LocalBuild,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Cache => f.write_str("cache (no registry request)"),
+            Origin::Pulled { from } => write!(f, "pulled from {from}"),
+            Origin::Mirror { from } => write!(f, "pulled from the mirror {from}"),
+            Origin::Built { why } => write!(f, "built locally ({why})"),
+            Origin::LocalBuild => f.write_str("local build, reused (build context unchanged)"),
+        }
+    }
+}
+
+pub struct Acquired {
+    /// The reference compose runs (`PHP_FPM_IMAGE`).
+    pub reference: String,
+    pub origin: Origin,
+    /// What was done and how long it took, in order.
+    pub steps: Vec<(String, Duration)>,
+}
+
+/// Reads an image from the local store; `None` when it is not there. Never contacts a registry.
+pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<LocalImage>> {
+    let command = DockerCommand::new(["image", "inspect", "--format", "{{json .}}", reference]);
+    let bytes = match engine.output(&command) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind == FailureKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error)
+                .context("reading the local image store: is the Docker daemon running?")
+        }
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("reading `docker image inspect` of {reference}"))?;
+    let digests = value["RepoDigests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d.as_str()?.rsplit_once('@'))
+        .filter_map(|(_, digest)| Digest::parse(digest).ok())
+        .collect();
+    let labels: BTreeMap<String, String> = value["Config"]["Labels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect();
+    Ok(Some(LocalImage { digests, labels }))
+}
+
+/// The digest of a build context (every file's path and content) and of its Dockerfile; `None` without a
+/// Dockerfile.
+pub fn context_digest(dir: &Path) -> anyhow::Result<Option<(Digest, Digest)>> {
+    let dockerfile = match std::fs::read(dir.join("Dockerfile")) {
+        Ok(bytes) => Digest::of(&bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}/Dockerfile", dir.display())),
+    };
+    let mut files = Vec::new();
+    collect_files(dir, dir, &mut files)?;
+    files.sort();
+    let mut summary = String::new();
+    for relative in files {
+        let bytes = std::fs::read(dir.join(&relative))
+            .with_context(|| format!("reading {}/{relative}", dir.display()))?;
+        summary.push_str(&format!("{relative}\0{}\n", Digest::of(&bytes)));
+    }
+    Ok(Some((Digest::of(summary.as_bytes()), dockerfile)))
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            let relative = path.strip_prefix(root).expect("under root");
+            out.push(relative.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+/// Everything the decision needs, read from the local store and the build context.
+pub fn facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
+    let prebuilt = if config.use_prebuilt {
+        inspect_local(engine, &config.prebuilt_reference())?
+    } else {
+        None
+    };
+    Ok(Facts {
+        prebuilt,
+        local_build: inspect_local(engine, &config.local_reference())?,
+        context: context_digest(&config.build_context)?.map(|(context, _)| context),
+    })
+}
+
+/// Makes the selected image available locally and says where it came from.
+pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow::Result<Acquired> {
+    let mut steps = Vec::new();
+    let started = Instant::now();
+    let facts = facts(engine, config)?;
+    steps.push((
+        "checked the local image store".to_owned(),
+        started.elapsed(),
+    ));
+    let (reference, why) = match selection::decide(config, &facts) {
+        Decision::Cached { reference } => {
+            return Ok(Acquired {
+                reference,
+                origin: Origin::Cache,
+                steps,
+            })
+        }
+        Decision::Local(_) => {
+            return build(engine, config, &facts, "USE_PREBUILT=false", steps, log)
+        }
+        Decision::Pull { reference, why } => (reference, why),
+    };
+    writeln!(log, "pulling {reference} ({why})")?;
+    let started = Instant::now();
+    let failure = match pull(engine, config, &reference, log) {
+        Ok(()) => {
+            steps.push((format!("pulled {reference}"), started.elapsed()));
+            return Ok(Acquired {
+                reference,
+                origin: Origin::Pulled {
+                    from: config.registry.clone(),
+                },
+                steps,
+            });
+        }
+        Err(failure) => failure,
+    };
+    steps.push((format!("pull of {reference} failed"), started.elapsed()));
+    writeln!(log, "{}", failure.detail)?;
+    let mut next = selection::after_pull_failure(config, failure.kind, false);
+    if let Next::TryMirrors(mirrors) = &next {
+        for mirror in mirrors {
+            let mirrored = config.reference_in(mirror);
+            writeln!(log, "trying the mirror: pulling {mirrored}")?;
+            let started = Instant::now();
+            match pull(engine, config, &mirrored, log) {
+                Ok(()) => {
+                    // Known locally under the canonical reference from now on: the next start finds it cached.
+                    engine
+                        .output(&DockerCommand::new(["tag", &mirrored, &reference]))
+                        .with_context(|| format!("tagging {mirrored} as {reference}"))?;
+                    steps.push((format!("pulled {mirrored}"), started.elapsed()));
+                    return Ok(Acquired {
+                        reference,
+                        origin: Origin::Mirror {
+                            from: mirror.clone(),
+                        },
+                        steps,
+                    });
+                }
+                Err(failure) => {
+                    steps.push((format!("pull of {mirrored} failed"), started.elapsed()));
+                    writeln!(log, "{}", failure.detail)?;
+                }
+            }
+        }
+        next = selection::after_pull_failure(config, failure.kind, true);
+    }
+    match next {
+        Next::Fallback { why } => {
+            writeln!(
+                log,
+                "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
+            )?;
+            build(engine, config, &facts, &why, steps, log)
+        }
+        Next::Stop { message } => Err(Exit::image(message).into()),
+        Next::TryMirrors(_) => unreachable!("mirrors are only offered once"),
+    }
+}
+
+struct PullFailure {
+    kind: FailureKind,
+    detail: String,
+}
+
+/// `docker pull`, retrying transient failures with backoff; with a pin, a pulled image of another digest is
+/// untagged again and refused.
+fn pull(
+    engine: &Engine,
+    config: &Config,
+    reference: &str,
+    log: &mut dyn Write,
+) -> Result<(), PullFailure> {
+    let command = DockerCommand::new(["pull", "--quiet", reference]);
+    let mut attempt = 1;
+    loop {
+        match engine.output(&command) {
+            Ok(_) => break,
+            Err(error)
+                if selection::is_transient(error.kind) && attempt < selection::PULL_ATTEMPTS =>
+            {
+                let wait = selection::backoff(attempt);
+                let _ = writeln!(
+                    log,
+                    "pull attempt {attempt} of {} failed ({}); retrying in {}",
+                    selection::PULL_ATTEMPTS,
+                    error.kind.describe(),
+                    seconds(wait)
+                );
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            Err(error) => {
+                return Err(PullFailure {
+                    kind: error.kind,
+                    detail: error.to_string(),
+                })
+            }
+        }
+    }
+    let Some(pin) = &config.pin else {
+        return Ok(());
+    };
+    let pulled = inspect_local(engine, reference)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    if pulled.digests.contains(pin) {
+        return Ok(());
+    }
+    let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
+    let got: Vec<String> = pulled.digests.iter().map(ToString::to_string).collect();
+    Err(PullFailure {
+        kind: FailureKind::DigestMismatch,
+        detail: format!(
+            "{reference} was pulled with digest {}, not the pinned {pin}: refused and removed",
+            got.join(", ")
+        ),
+    })
+}
+
+/// Builds from the build context with the release's build arguments, unless the local build is already from
+/// this very context.
+fn build(
+    engine: &Engine,
+    config: &Config,
+    facts: &Facts,
+    why: &str,
+    mut steps: Vec<(String, Duration)>,
+    log: &mut dyn Write,
+) -> anyhow::Result<Acquired> {
+    let context = &config.build_context;
+    let Some((context_digest, dockerfile_digest)) = context_digest(context)? else {
+        return Err(Exit::image(format!(
+            "no Dockerfile in {}: set PHP_FPM_CONTEXT (or STACK_DIR) to the stack's PHP-FPM build context, \
+             or run `20i init`",
+            context.display()
+        ))
+        .into());
+    };
+    let reference = match selection::build_decision(config, facts) {
+        Build::Reuse { reference } => {
+            return Ok(Acquired {
+                reference,
+                origin: Origin::LocalBuild,
+                steps,
+            })
+        }
+        Build::Build {
+            reference,
+            why: changed,
+        } => {
+            writeln!(
+                log,
+                "building {reference} from {} ({changed})",
+                context.display()
+            )?;
+            reference
+        }
+    };
+    let line = config.php.to_string();
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--build-arg".into(),
+        format!("PHP_VERSION={line}"),
+    ];
+    let lock = BaseLock::parse(BASE_LOCK).context("reading the shipped base lock")?;
+    if let Some(base) = lock.lines.get(&config.php) {
+        args.extend([
+            "--build-arg".into(),
+            format!("PHP_BASE={}:{}@{}", lock.source, base.tag, base.digest),
+        ]);
+    }
+    for (label, value) in [
+        (selection::LABEL_LOCAL, "true".to_owned()),
+        (selection::LABEL_CONTEXT, context_digest.to_string()),
+        (selection::LABEL_DOCKERFILE, dockerfile_digest.to_string()),
+        (
+            "org.opencontainers.image.version",
+            config.release.to_string(),
+        ),
+    ] {
+        args.extend(["--label".into(), format!("{label}={value}")]);
+    }
+    args.extend([
+        "--tag".into(),
+        reference.clone(),
+        context.display().to_string(),
+    ]);
+    let started = Instant::now();
+    engine
+        .run_attached(&DockerCommand::new(args), &[])
+        .map_err(|error| {
+            Exit::image(format!(
+                "building {reference} from {} failed (its output is above): fix the Dockerfile, or set \
+                 USE_PREBUILT=true to pull the pre-built image\n{error}",
+                context.display()
+            ))
+        })?;
+    steps.push((format!("built {reference}"), started.elapsed()));
+    Ok(Acquired {
+        reference,
+        origin: Origin::Built {
+            why: why.to_owned(),
+        },
+        steps,
+    })
+}

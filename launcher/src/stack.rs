@@ -1,0 +1,139 @@
+//! The stack the launcher ships (compose file, nginx template, stack vars, the PHP-FPM build context) and the
+//! `docker compose` invocations every command shares: one project, the stack's compose file plus each user
+//! module's, and the resolved variables in the environment.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use stack_images::docker::DockerCommand;
+
+use crate::config::Config;
+
+/// The shipped stack, as `(path under STACK_DIR, content)`. The PHP-FPM files are the release's own.
+pub const FILES: &[(&str, &str)] = &[
+    (
+        "docker-compose.yml",
+        include_str!("../stack/docker-compose.yml"),
+    ),
+    (
+        "docker/nginx.conf.tmpl",
+        include_str!("../stack/docker/nginx.conf.tmpl"),
+    ),
+    (
+        "config/stack-vars.yml",
+        include_str!("../stack/config/stack-vars.yml"),
+    ),
+    (
+        "images/php-fpm/Dockerfile",
+        include_str!("../../images/php-fpm/Dockerfile"),
+    ),
+    (
+        "images/php-fpm/php.ini",
+        include_str!("../../images/php-fpm/php.ini"),
+    ),
+    (
+        "images/php-fpm/zz-stack-fpm.conf",
+        include_str!("../../images/php-fpm/zz-stack-fpm.conf"),
+    ),
+    (
+        "images/php-fpm/php-fpm-healthcheck",
+        include_str!("../../images/php-fpm/php-fpm-healthcheck"),
+    ),
+];
+
+/// Writes the shipped stack into `dir`, keeping files that exist unless `force`; returns what was written.
+pub fn write_shipped(dir: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for (relative, content) in FILES {
+        let path = dir.join(relative);
+        if path.exists() && !force {
+            continue;
+        }
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The compose files of the user's modules: `~/.20i/modules/<name>/` with a compose file, in name order.
+pub fn modules(config: &Config) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let dir = config.user_dir.join("modules");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let file = [
+            "docker-compose.yml",
+            "docker-compose.yaml",
+            "compose.yml",
+            "compose.yaml",
+        ]
+        .iter()
+        .map(|f| path.join(f))
+        .find(|f| f.is_file());
+        if let Some(file) = file {
+            found.push((name, file));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// `docker compose` for this project: `-p NAME -f STACK_FILE -f MODULE...` then `args`.
+pub struct Compose {
+    pub project: String,
+    pub files: Vec<PathBuf>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Compose {
+    /// The project's compose invocation; `image` is the PHP-FPM reference compose runs.
+    pub fn new(config: &Config, image: &str) -> anyhow::Result<Compose> {
+        if !config.stack_file.is_file() {
+            bail!(
+                "no compose file at {}: run `20i init` to write the shipped stack to {}, or set STACK_DIR or STACK_FILE",
+                config.stack_file.display(),
+                config.stack_dir.display()
+            );
+        }
+        let mut files = vec![config.stack_file.clone()];
+        files.extend(modules(config)?.into_iter().map(|(_, file)| file));
+        let mut env = config.compose_env();
+        env.push(("PHP_FPM_IMAGE".to_owned(), image.to_owned()));
+        Ok(Compose {
+            project: config.project.clone(),
+            files,
+            env,
+        })
+    }
+
+    pub fn command<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> DockerCommand {
+        let mut argv = vec![
+            "compose".to_owned(),
+            "--project-name".to_owned(),
+            self.project.clone(),
+        ];
+        for file in &self.files {
+            argv.push("--file".to_owned());
+            argv.push(file.display().to_string());
+        }
+        argv.extend(args.into_iter().map(str::to_owned));
+        DockerCommand::new(argv)
+    }
+}

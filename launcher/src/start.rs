@@ -1,0 +1,193 @@
+//! `20i start`: get the PHP-FPM image, then `docker compose up --wait` the stack and its modules, and say which
+//! image ran, where it came from and how long each step took. `--explain` prints every input instead.
+
+use std::{
+    io::Write,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+
+use crate::{
+    acquire::{self, Acquired},
+    config::{Config, Loaded, Source, VARS},
+    engine::{seconds, Engine},
+    exit::Exit,
+    selection::{self, Build, Decision},
+    stack::{self, Compose},
+};
+
+pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
+    let engine = Engine::new()?;
+    let mut out = std::io::stdout().lock();
+    let mut log = std::io::stderr();
+    ensure_stack(config, &mut log)?;
+    let acquired = acquire::acquire(&engine, config, &mut log)?;
+    let compose = Compose::new(config, &acquired.reference)?;
+    let timeout = config.wait_timeout.to_string();
+    let up = compose.command([
+        "up",
+        "--detach",
+        "--wait",
+        "--wait-timeout",
+        &timeout,
+        "--remove-orphans",
+    ]);
+    let up_started = Instant::now();
+    engine.output_with_env(&up, &compose.env).map_err(|error| {
+        Exit::stack(format!(
+            "the stack did not start healthy within WAIT_TIMEOUT={timeout} s: see `20i status` and `20i logs`, \
+             or raise WAIT_TIMEOUT\n{error}"
+        ))
+    })?;
+    let up_took = up_started.elapsed();
+    report(
+        &mut out, config, &acquired, &compose, up_took, &engine, started,
+    )?;
+    Ok(())
+}
+
+/// With the default STACK_DIR absent, the shipped stack is written there first (what `20i init` does).
+fn ensure_stack(config: &Config, log: &mut dyn Write) -> anyhow::Result<()> {
+    let derived = matches!(
+        config.entry("STACK_FILE").map(|e| &e.source),
+        Some(Source::Derived(_))
+    );
+    if derived && !config.stack_dir.exists() {
+        let written = stack::write_shipped(&config.stack_dir, false)?;
+        writeln!(
+            log,
+            "wrote the shipped stack to {} ({} files; `20i init` does the same)",
+            config.stack_dir.display(),
+            written.len()
+        )?;
+    }
+    Ok(())
+}
+
+fn report(
+    out: &mut dyn Write,
+    config: &Config,
+    acquired: &Acquired,
+    compose: &Compose,
+    up_took: Duration,
+    engine: &Engine,
+    started: Instant,
+) -> anyhow::Result<()> {
+    writeln!(out, "php-fpm  {} ({})", acquired.reference, acquired.origin)?;
+    for (what, took) in &acquired.steps {
+        writeln!(out, "  {what:<60} {}", seconds(*took))?;
+    }
+    let modules = compose.files.len() - 1;
+    let started_what = if modules == 0 {
+        "started the stack, every service healthy".to_owned()
+    } else {
+        format!("started the stack and {modules} module(s), every service healthy")
+    };
+    writeln!(out, "  {started_what:<60} {}", seconds(up_took))?;
+    let value = |name: &str| {
+        config
+            .entry(name)
+            .map(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "stack    {} is up: site http://{}:{}, phpMyAdmin http://{}:{}",
+        config.project,
+        value("BIND_ADDRESS"),
+        value("HOST_PORT"),
+        value("BIND_ADDRESS"),
+        value("PMA_PORT")
+    )?;
+    let total = started.elapsed();
+    let docker = engine.docker_time();
+    let own = total.saturating_sub(docker);
+    writeln!(
+        out,
+        "time     total {:.3} s, docker {:.3} s, launcher {:.3} s ({:.1}% of the total)",
+        total.as_secs_f64(),
+        docker.as_secs_f64(),
+        own.as_secs_f64(),
+        100.0 * own.as_secs_f64() / total.as_secs_f64().max(f64::EPSILON)
+    )?;
+    Ok(())
+}
+
+/// `20i start --explain`: every input with its value and source, the layer files, and the decision. Reads the
+/// local image store; never contacts a registry and starts nothing.
+pub fn explain(loaded: &Loaded) -> anyhow::Result<()> {
+    let config = &loaded.config;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "image    {}", config.selected_reference())?;
+    writeln!(out, "\ninputs (value, then where it came from):")?;
+    for entry in &config.entries {
+        let about = VARS
+            .iter()
+            .find(|v| v.name == entry.name)
+            .map_or("passed to compose as it is", |v| v.about);
+        writeln!(
+            out,
+            "  {:<28} {:<44} {}\n  {:<28} # {about}",
+            entry.name,
+            entry.shown(),
+            entry.source,
+            ""
+        )?;
+    }
+    writeln!(
+        out,
+        "\nlayers, lowest first: default, stack vars, user config, project, environment, command line"
+    )?;
+    for (source, present) in &loaded.files {
+        let state = if *present { "read" } else { "absent" };
+        writeln!(out, "  {source} ({state})")?;
+    }
+    let engine = Engine::new()?;
+    let facts = acquire::facts(&engine, config).context("reading the local image store")?;
+    writeln!(
+        out,
+        "\ndecision (from the local image store only; no registry was asked):"
+    )?;
+    let context = config.build_context.display();
+    let fallback = if config.allow_fallback {
+        format!("build locally from {context} (ALLOW_LOCAL_BUILD_FALLBACK=true)")
+    } else {
+        "stop with the reason and what to do (ALLOW_LOCAL_BUILD_FALLBACK=false)".to_owned()
+    };
+    match selection::decide(config, &facts) {
+        Decision::Cached { reference } => {
+            writeln!(out, "  {reference} is in the local image store: start uses it, with no registry request")?
+        }
+        Decision::Pull { reference, why } => {
+            writeln!(out, "  {reference}: {why}, so start pulls it ({} attempts for transient failures)", selection::PULL_ATTEMPTS)?;
+            if !config.mirrors.is_empty() {
+                writeln!(out, "  if {} is unreachable or rate limited: the same tag from {}", config.registry, config.mirrors.join(", "))?;
+            }
+            if let Some(pin) = &config.pin {
+                writeln!(out, "  a pulled image whose digest is not {pin} is refused")?;
+            }
+            writeln!(out, "  if the pull fails: {fallback}")?;
+        }
+        Decision::Local(Build::Reuse { reference }) => writeln!(
+            out,
+            "  USE_PREBUILT=false: {reference} was built from the current {context}: start reuses it"
+        )?,
+        Decision::Local(Build::Build { reference, why }) => writeln!(
+            out,
+            "  USE_PREBUILT=false: start builds {reference} from {context} ({why})"
+        )?,
+    }
+    let modules = stack::modules(config)?;
+    writeln!(out, "\ncompose (project {}):", config.project)?;
+    let state = if config.stack_file.is_file() {
+        ""
+    } else {
+        " (absent: run `20i init`, or set STACK_DIR or STACK_FILE)"
+    };
+    writeln!(out, "  {}{state}", config.stack_file.display())?;
+    for (name, file) in modules {
+        writeln!(out, "  {} (module {name})", file.display())?;
+    }
+    Ok(())
+}
