@@ -162,6 +162,15 @@ impl fmt::Display for DockerError {
 
 impl std::error::Error for DockerError {}
 
+/// What a registry serves for a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    Absent,
+    Index(IndexSummary),
+    /// Not an index: a push of an index that was interrupted leaves a platform manifest at the tag.
+    Manifest(Digest),
+}
+
 /// Runs docker commands; the only place that does.
 pub struct Docker {
     sh: Shell,
@@ -254,6 +263,7 @@ impl Docker {
         command: &DockerCommand,
         env: &[(String, String)],
     ) -> Result<Vec<u8>, DockerError> {
+        self.record(command);
         let binary = &self.binary;
         let args = &command.args;
         let result = cmd!(self.sh, "{binary} {args...}")
@@ -325,13 +335,15 @@ impl Docker {
         })
     }
 
-    /// The index a reference names, or `None` when the registry has no such tag or digest.
-    pub fn find_index(&self, reference: &str) -> anyhow::Result<Option<IndexSummary>> {
+    /// What a reference serves: nothing, an index, or a single manifest (which is what a tag holds for a
+    /// moment while buildx pushes an index: the platform manifests go to the tag first, the index last).
+    pub fn find(&self, reference: &str) -> anyhow::Result<Found> {
         match self.output(&DockerCommand::inspect_raw(reference)) {
-            Ok(bytes) => IndexSummary::parse(&bytes)
-                .map(Some)
-                .map_err(|e| e.context(format!("reading the manifest of {reference}"))),
-            Err(error) if error.kind == FailureKind::NotFound => Ok(None),
+            Ok(bytes) => match IndexSummary::parse(&bytes) {
+                Ok(index) => Ok(Found::Index(index)),
+                Err(_) => Ok(Found::Manifest(Digest::of(&bytes))),
+            },
+            Err(error) if error.kind == FailureKind::NotFound => Ok(Found::Absent),
             Err(error) => Err(error.into()),
         }
     }

@@ -1,7 +1,7 @@
 //! Fixture images built here: static busybox for amd64 and arm64 on `scratch`, named as fixtures wherever they
 //! stand in for an image this machine cannot pull.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use stack_images::docker::{Docker, DockerCommand};
@@ -68,4 +68,9 @@ pub fn push_busybox(
         .as_str()
         .context("buildx recorded no containerimage.digest")?;
     Ok(digest.to_owned())
+}
+
+/// The build context that stands in for `images/php-fpm` (whose Docker Hub base cannot be pulled here).
+pub fn php_fpm_standin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("standins/php-fpm")
 }

@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 use stack_images::PhpLine;
 
-use crate::plan::Plan;
+use crate::{plan::Plan, project_root};
 
 /// The bake definition for `lines` (a resumed release builds only what is missing).
 pub fn bake_file(plan: &Plan, lines: &[PhpLine]) -> Value {
@@ -24,7 +24,8 @@ pub fn bake_file(plan: &Plan, lines: &[PhpLine]) -> Value {
         targets.insert(
             build.target.clone(),
             json!({
-                "context": build.context,
+                // Absolute: docker runs in whatever directory the xtask was started from.
+                "context": project_root().join(&build.context),
                 "dockerfile": dockerfile,
                 "platforms": build.platforms,
                 "args": build.build_args,

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use stack_images::{
-    docker::{Docker, DockerCommand, DockerError, FailureKind},
+    docker::{Docker, DockerCommand, DockerError, FailureKind, Found},
     tags::TagKind,
     Digest, IndexSummary, PhpLine,
 };
@@ -57,6 +57,8 @@ pub struct Executor<'a> {
     mode: Mode,
     work_dir: PathBuf,
     outcome: Outcome,
+    /// Pins that hold a single manifest: left by an interrupted push, replaced when resuming.
+    incomplete: Vec<(String, PhpLine)>,
 }
 
 /// `ns/image:tag` → `ns/image`.
@@ -170,6 +172,7 @@ impl<'a> Executor<'a> {
             mode,
             work_dir,
             outcome: Outcome::default(),
+            incomplete: Vec::new(),
         }
     }
 
@@ -255,11 +258,18 @@ impl<'a> Executor<'a> {
             }
             for build in &self.plan.builds {
                 let pin = self.pin_in(namespace, build.php);
-                match self.docker.find_index(&pin) {
-                    Ok(Some(index)) => {
+                match self.docker.find(&pin) {
+                    Ok(Found::Index(index)) => {
                         existing.insert((namespace.clone(), build.php), index);
                     }
-                    Ok(None) => {}
+                    Ok(Found::Manifest(digest)) => {
+                        eprintln!(
+                            "    {pin} holds a single manifest ({}): an interrupted push",
+                            digest.short()
+                        );
+                        self.incomplete.push((namespace.clone(), build.php));
+                    }
+                    Ok(Found::Absent) => {}
                     Err(error) => {
                         let kind = error.downcast_ref::<DockerError>().map(|e| e.kind);
                         let hint = match kind {
@@ -283,13 +293,20 @@ impl<'a> Executor<'a> {
             }
         }
         match self.mode {
-            Mode::Release { resume: false } if !existing.is_empty() => {
-                let found: Vec<String> = existing
+            Mode::Release { resume: false }
+                if !existing.is_empty() || !self.incomplete.is_empty() =>
+            {
+                let mut found: Vec<String> = existing
                     .iter()
                     .map(|((ns, php), i)| {
                         format!("  {} ({})", self.pin_in(ns, *php), i.digest.short())
                     })
                     .collect();
+                found.extend(
+                    self.incomplete.iter().map(|(ns, php)| {
+                        format!("  {} (an interrupted push)", self.pin_in(ns, *php))
+                    }),
+                );
                 bail!(
                     "{} is already (partly) published; nothing was changed. Found:\n{}\n\
                      To finish an interrupted release: add --resume. To rebuild a published one: \
@@ -531,10 +548,10 @@ impl<'a> Executor<'a> {
                     .unwrap_or_default()
                     .to_owned();
                 let old = self.outcome.old_pins.get(&(namespace, *php));
-                let current = self.docker.find_index(to)?;
+                let current = self.docker.find(to)?;
                 let follows = match (&current, old) {
-                    (Some(current), Some(old)) => current.digest == *old,
-                    (None, _) => tag_of(to) == self.plan.version.to_string(),
+                    (Found::Index(current), Some(old)) => current.digest == *old,
+                    (Found::Absent, _) => tag_of(to) == self.plan.version.to_string(),
                     _ => false,
                 };
                 if !follows {

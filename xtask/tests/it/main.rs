@@ -2,4 +2,5 @@
 
 mod bases;
 mod plan;
+mod release;
 mod tidy;

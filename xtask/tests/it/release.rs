@@ -1,0 +1,444 @@
+//! `cargo xtask release` for real: 5 PHP lines × 2 platforms built from stand-in bases (Docker Hub's `php`
+//! cannot be pulled here), pushed to a canonical registry and copied to a mirror that wants a login, both
+//! `distribution` registries on 127.0.0.1; checked independently with skopeo.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+use stack_images::{docker::Docker, Digest};
+use testkit::{fixtures, Registry};
+
+const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
+const USER: &str = "releaser";
+const PASSWORD: &str = "test-only-password";
+
+/// Two registries, stand-in bases, a base lock and a docker config with a login to the mirror: what a
+/// maintainer's machine has before `cargo xtask release`.
+struct Setup {
+    canonical: Registry,
+    mirror: Registry,
+    docker_config: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> anyhow::Result<Setup> {
+        let canonical = Registry::start()?;
+        let mirror = Registry::start_with_auth(USER, PASSWORD)?;
+        let dir = tempfile::tempdir()?;
+        let source = format!("{}/fixtures/php-standin", canonical.host());
+        for line in LINES {
+            let reference = format!("{source}:{line}-fpm-alpine");
+            fixtures::push_busybox(
+                &reference,
+                &format!("LABEL stand-in-for=php:{line}-fpm-alpine\n"),
+                false,
+            )?;
+        }
+        // The developer's own ~/.docker stays untouched: the test logs in inside its own DOCKER_CONFIG.
+        let docker_config = tempfile::tempdir()?;
+        Docker::new()?.with_config_dir(docker_config.path()).login(
+            &mirror.host(),
+            USER,
+            PASSWORD,
+        )?;
+        let setup = Setup {
+            canonical,
+            mirror,
+            docker_config,
+            dir,
+        };
+        let lock = setup.lock().display().to_string();
+        let refreshed = setup.xtask(&["bases", "refresh", "--source", &source, "--lock", &lock]);
+        assert!(
+            refreshed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&refreshed.stderr)
+        );
+        Ok(setup)
+    }
+
+    fn lock(&self) -> PathBuf {
+        self.dir.path().join("standin.lock.toml")
+    }
+
+    fn notes_dir(&self) -> PathBuf {
+        self.dir.path().join("notes")
+    }
+
+    fn work_dir(&self, version: &str) -> PathBuf {
+        self.dir.path().join("work").join(version)
+    }
+
+    fn canonical_ns(&self) -> String {
+        self.canonical.namespace("stack")
+    }
+
+    fn mirror_ns(&self) -> String {
+        self.mirror.namespace("mirror")
+    }
+
+    fn xtask_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command
+            .args(args)
+            .env("DOCKER_CONFIG", self.docker_config.path())
+            .env_remove("RUST_BACKTRACE");
+        command
+    }
+
+    fn xtask(&self, args: &[&str]) -> Output {
+        self.xtask_command(args)
+            .output()
+            .expect("running the xtask binary")
+    }
+
+    fn release_args(&self, version: &str, published: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "release",
+            version,
+            "--published",
+            published,
+            "--registry",
+            &self.canonical_ns(),
+            "--mirror",
+            &self.mirror_ns(),
+            "--bases",
+            &self.lock().display().to_string(),
+            "--context",
+            &fixtures::php_fpm_standin().display().to_string(),
+            "--notes-dir",
+            &self.notes_dir().display().to_string(),
+            "--work-dir",
+            &self.work_dir(version).display().to_string(),
+            "--revision",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--time",
+            "2026-11-25T10:00:00Z",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn release(&self, version: &str, published: &str, extra: &[&str]) -> Output {
+        let args = self.release_args(version, published, extra);
+        self.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// sha256 of the bytes skopeo fetches: a second client's word on what a reference serves.
+    fn skopeo_digest(&self, reference: &str) -> Option<Digest> {
+        let authfile = self.docker_config.path().join("config.json");
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("skopeo is installed by `make setup`");
+        output.status.success().then(|| Digest::of(&output.stdout))
+    }
+
+    /// Every tag of the image in both registries and the digest it serves now.
+    fn all_tags(&self) -> Vec<(String, Option<Digest>)> {
+        let mut all = Vec::new();
+        for namespace in [self.canonical_ns(), self.mirror_ns()] {
+            let authfile = self.docker_config.path().join("config.json");
+            let output = Command::new("skopeo")
+                .args(["list-tags", "--tls-verify=false", "--authfile"])
+                .arg(&authfile)
+                .arg(format!("docker://{namespace}/php-fpm"))
+                .output()
+                .unwrap();
+            let listed: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            let mut tags: Vec<String> = listed["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect();
+            tags.sort();
+            for tag in tags {
+                let reference = format!("{namespace}/php-fpm:{tag}");
+                let digest = self.skopeo_digest(&reference);
+                all.push((reference, digest));
+            }
+        }
+        all
+    }
+}
+
+#[track_caller]
+fn assert_ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "xtask failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn notes(dir: &Path, version: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{version}.json")))
+        .expect("the release wrote its JSON");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The digest the notes record for a tag in a registry.
+fn recorded(notes: &serde_json::Value, reference: &str) -> Option<String> {
+    notes["references"]
+        .as_array()?
+        .iter()
+        .find(|r| r["ref"] == reference)
+        .map(|r| r["digest"].as_str().unwrap().to_owned())
+}
+
+fn manifest_puts(registry: &Registry) -> usize {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"PUT /v2/") && l.contains("/manifests/"))
+        .count()
+}
+
+#[test]
+fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    let summary = assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
+    assert!(summary.contains("v2.0.0 of php-fpm: done"), "{summary}");
+
+    // Every reference in the JSON serves, to skopeo, exactly the digest recorded, in both registries.
+    let v2 = notes(&setup.notes_dir(), "v2.0.0");
+    let references = v2["references"].as_array().unwrap();
+    assert_eq!(
+        references.len(),
+        2 * (5 + 1 + 5 + 1),
+        "pins, v2.0.0, php-M.m and latest in 2 registries"
+    );
+    for reference in references {
+        let name = reference["ref"].as_str().unwrap();
+        let served = setup
+            .skopeo_digest(name)
+            .unwrap_or_else(|| panic!("{name} is not served"));
+        assert_eq!(served.as_str(), reference["digest"], "{name}");
+        let platforms: Vec<&str> = reference["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["platform"].as_str().unwrap())
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{name}");
+        assert!(reference["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["size"].as_u64().unwrap() > 500_000));
+    }
+    let pin = |ns: &str, version: &str, line: &str| {
+        recorded(&v2, &format!("{ns}/php-fpm:{version}-php-{line}"))
+    };
+    for ns in [setup.canonical_ns(), setup.mirror_ns()] {
+        for line in LINES {
+            assert_eq!(
+                pin(&ns, "v2.0.0", line),
+                pin(&setup.canonical_ns(), "v2.0.0", line),
+                "one digest everywhere"
+            );
+            assert_eq!(
+                recorded(&v2, &format!("{ns}/php-fpm:php-{line}")),
+                pin(&ns, "v2.0.0", line)
+            );
+        }
+        assert_eq!(
+            recorded(&v2, &format!("{ns}/php-fpm:latest")),
+            pin(&ns, "v2.0.0", "8.5")
+        );
+        assert_eq!(
+            recorded(&v2, &format!("{ns}/php-fpm:v2.0.0")),
+            pin(&ns, "v2.0.0", "8.5")
+        );
+    }
+    let page = std::fs::read_to_string(setup.notes_dir().join("v2.0.0.md"))?;
+    assert!(
+        page.contains("PHP 8.1: PHP 8.1 is end of life"),
+        "the page says which lines are end of life"
+    );
+
+    // An older patch moves nothing: latest and php-M.m stay on v2.0.0, checked with skopeo.
+    assert_ok(&setup.release("v1.9.5", "v1.0.0,v2.0.0", &[]));
+    for ns in [setup.canonical_ns(), setup.mirror_ns()] {
+        let latest = setup
+            .skopeo_digest(&format!("{ns}/php-fpm:latest"))
+            .unwrap();
+        assert_eq!(Some(latest.to_string()), pin(&ns, "v2.0.0", "8.5"));
+        let line = setup
+            .skopeo_digest(&format!("{ns}/php-fpm:php-8.4"))
+            .unwrap();
+        assert_eq!(Some(line.to_string()), pin(&ns, "v2.0.0", "8.4"));
+        let own = setup
+            .skopeo_digest(&format!("{ns}/php-fpm:v1.9.5"))
+            .unwrap();
+        let v1 = notes(&setup.notes_dir(), "v1.9.5");
+        assert_eq!(
+            Some(own.to_string()),
+            recorded(&v1, &format!("{ns}/php-fpm:v1.9.5-php-8.5"))
+        );
+    }
+
+    // A prerelease gets only its own tags; and its dry run lists exactly the commands the real run makes.
+    let dry = assert_ok(&setup.release("v2.1.0-rc.1", "v1.0.0,v1.9.5,v2.0.0", &["--dry-run"]));
+    assert_ok(&setup.release("v2.1.0-rc.1", "v1.0.0,v1.9.5,v2.0.0", &[]));
+    let journal = std::fs::read_to_string(setup.work_dir("v2.1.0-rc.1").join("commands.log"))?;
+    let normalise = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|line| {
+                let line = line.replace('\'', "");
+                match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
+                    Some(at) => format!("{}@<digest>", &line[..at]),
+                    None => line,
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        normalise(&dry),
+        normalise(&journal),
+        "--dry-run lists what the release runs, in order"
+    );
+    for ns in [setup.canonical_ns(), setup.mirror_ns()] {
+        let latest = setup
+            .skopeo_digest(&format!("{ns}/php-fpm:latest"))
+            .unwrap();
+        assert_eq!(
+            Some(latest.to_string()),
+            pin(&ns, "v2.0.0", "8.5"),
+            "a prerelease never moves latest"
+        );
+        assert!(setup
+            .skopeo_digest(&format!("{ns}/php-fpm:v2.1.0-rc.1-php-8.5"))
+            .is_some());
+    }
+    Ok(())
+}
+
+#[test]
+fn second_release_of_the_same_version_fails_and_changes_nothing() -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
+    let before = setup.all_tags();
+    let puts = (
+        manifest_puts(&setup.canonical),
+        manifest_puts(&setup.mirror),
+    );
+    let notes_before = std::fs::read_to_string(setup.notes_dir().join("v2.0.0.json"))?;
+
+    let again = setup.release("v2.0.0", "v1.0.0", &[]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("already (partly) published; nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--resume") && stderr.contains("cargo xtask republish v2.0.0"),
+        "{stderr}"
+    );
+
+    assert_eq!(
+        setup.all_tags(),
+        before,
+        "every tag in both registries serves what it served before"
+    );
+    assert_eq!(
+        (
+            manifest_puts(&setup.canonical),
+            manifest_puts(&setup.mirror)
+        ),
+        puts,
+        "nothing was pushed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(setup.notes_dir().join("v2.0.0.json"))?,
+        notes_before
+    );
+    Ok(())
+}
+
+#[test]
+fn release_interrupted_by_a_mirror_outage_moves_no_tag_and_resumes() -> anyhow::Result<()> {
+    let mut setup = Setup::new()?;
+    let args = setup.release_args("v2.0.0", "v1.0.0", &[]);
+    let mut release = setup
+        .xtask_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+
+    // Stop the mirror as soon as the first pin lands there: the copies (or the checks) after it fail.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while manifest_puts(&setup.mirror) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the release never reached the mirror"
+        );
+        assert!(
+            release.try_wait()?.is_none(),
+            "the release ended before copying"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    setup.mirror.stop();
+    let output = release.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "the release succeeded without its mirror:\n{stderr}"
+    );
+    assert!(!stderr.contains("==> move tags"), "{stderr}");
+
+    // No moving tag anywhere, and the canonical pins are all there.
+    setup.mirror.resume()?;
+    let tags = setup.all_tags();
+    let moving: Vec<&String> = tags
+        .iter()
+        .map(|(r, _)| r)
+        .filter(|r| !r.contains("-php-"))
+        .collect();
+    assert!(
+        moving.is_empty(),
+        "moving tags after a failed release: {moving:?}"
+    );
+    let first_pins: Vec<(String, Option<Digest>)> = tags
+        .iter()
+        .filter(|(r, _)| r.starts_with(&setup.canonical_ns()))
+        .cloned()
+        .collect();
+    assert_eq!(first_pins.len(), 5, "{tags:?}");
+
+    // Without --resume it refuses; with it, it finishes on the same pins.
+    assert!(!setup.release("v2.0.0", "v1.0.0", &[]).status.success());
+    let summary = assert_ok(&setup.release("v2.0.0", "v1.0.0", &["--resume"]));
+    assert!(
+        summary.contains("kept      PHP 8.1, 8.2, 8.3, 8.4, 8.5"),
+        "{summary}"
+    );
+    for (reference, digest) in &first_pins {
+        assert_eq!(
+            &setup.skopeo_digest(reference),
+            digest,
+            "{reference} kept its first digest"
+        );
+        let mirrored = reference.replace(&setup.canonical_ns(), &setup.mirror_ns());
+        assert_eq!(&setup.skopeo_digest(&mirrored), digest, "{mirrored}");
+    }
+    let latest = setup.skopeo_digest(&format!("{}/php-fpm:latest", setup.mirror_ns()));
+    let pin = setup.skopeo_digest(&format!("{}/php-fpm:v2.0.0-php-8.5", setup.canonical_ns()));
+    assert_eq!(latest, pin);
+    Ok(())
+}
