@@ -9,6 +9,8 @@ mod inputs;
 mod notes;
 mod plan;
 mod release;
+mod republish;
+mod sizes;
 mod table;
 
 use std::{
@@ -35,8 +37,12 @@ enum Command {
     Plan(plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
     Release(release::ReleaseCmd),
+    /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)
+    Republish(republish::RepublishCmd),
     /// Regenerate release pages from their JSON, or check them (--check)
     Notes(notes::NotesCmd),
+    /// Image sizes across releases; --check fails on an unjustified regression
+    Sizes(sizes::SizesCmd),
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
@@ -63,7 +69,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(cmd) => cmd.run(&sh),
         Command::Release(cmd) => cmd.run(&sh),
+        Command::Republish(cmd) => cmd.run(&sh),
         Command::Notes(cmd) => cmd.run(&sh),
+        Command::Sizes(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
     }
 }

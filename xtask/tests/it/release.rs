@@ -442,3 +442,90 @@ fn release_interrupted_by_a_mirror_outage_moves_no_tag_and_resumes() -> anyhow::
     assert_eq!(latest, pin);
     Ok(())
 }
+
+#[test]
+fn republish_replaces_digests_keeps_the_old_ones_and_records_both() -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
+    assert_ok(&setup.release("v2.1.0", "v1.0.0,v2.0.0", &[]));
+    let before = notes(&setup.notes_dir(), "v2.0.0");
+
+    // Upstream rebuilds its bases (a security fix): refresh the lock, then republish v2.0.0.
+    let source = format!("{}/fixtures/php-standin", setup.canonical.host());
+    for line in LINES {
+        let reference = format!("{source}:{line}-fpm-alpine");
+        fixtures::push_busybox(
+            &reference,
+            &format!("LABEL stand-in-for=php:{line}-fpm-alpine rebuilt=1\n"),
+            false,
+        )?;
+    }
+    let lock = setup.lock().display().to_string();
+    assert_ok(&setup.xtask(&["bases", "refresh", "--lock", &lock]));
+    let mut args = setup.release_args(
+        "v2.0.0",
+        "v1.0.0,v2.0.0,v2.1.0",
+        &["--reason", "bases rebuilt for a libxml2 fix"],
+    );
+    args[0] = "republish".to_owned();
+    let summary = assert_ok(&setup.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(summary.contains("old digests stay pullable"), "{summary}");
+
+    let after = notes(&setup.notes_dir(), "v2.0.0");
+    let v21 = notes(&setup.notes_dir(), "v2.1.0");
+    for ns in [setup.canonical_ns(), setup.mirror_ns()] {
+        for line in LINES {
+            let pin = format!("{ns}/php-fpm:v2.0.0-php-{line}");
+            let (old, new) = (
+                recorded(&before, &pin).unwrap(),
+                recorded(&after, &pin).unwrap(),
+            );
+            assert_ne!(old, new, "{pin} was rebuilt");
+            assert_eq!(
+                setup.skopeo_digest(&pin).map(|d| d.to_string()),
+                Some(new.clone()),
+                "{pin} serves the new digest"
+            );
+            let by_old_digest = format!("{ns}/php-fpm@{old}");
+            assert_eq!(
+                setup.skopeo_digest(&by_old_digest).map(|d| d.to_string()),
+                Some(old.clone()),
+                "old digest pullable"
+            );
+            // php-M.m belongs to v2.1.0, the newest stable: a republish of v2.0.0 leaves it alone.
+            let line_tag = format!("{ns}/php-fpm:php-{line}");
+            assert_eq!(
+                setup.skopeo_digest(&line_tag).map(|d| d.to_string()),
+                recorded(&v21, &line_tag)
+            );
+        }
+        // v2.0.0 itself follows its default line's new pin.
+        let release_tag = format!("{ns}/php-fpm:v2.0.0");
+        let new_default = recorded(&after, &format!("{ns}/php-fpm:v2.0.0-php-8.5"));
+        assert_eq!(
+            setup.skopeo_digest(&release_tag).map(|d| d.to_string()),
+            new_default
+        );
+    }
+
+    let republished = &after["republished"][0];
+    assert_eq!(republished["reason"], "bases rebuilt for a libxml2 fix");
+    let changes = republished["changes"].as_array().unwrap();
+    assert_eq!(
+        changes.len(),
+        2 * (5 + 1),
+        "5 pins and v2.0.0 in 2 registries"
+    );
+    for change in changes {
+        assert_eq!(
+            Some(change["old"].as_str().unwrap().to_owned()),
+            recorded(&before, change["ref"].as_str().unwrap())
+        );
+    }
+    let page = std::fs::read_to_string(setup.notes_dir().join("v2.0.0.md"))?;
+    assert!(
+        page.contains("## Republished") && page.contains("bases rebuilt for a libxml2 fix"),
+        "{page}"
+    );
+    Ok(())
+}

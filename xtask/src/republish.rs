@@ -1,0 +1,105 @@
+//! `cargo xtask republish`: rebuild a published release on refreshed bases (an out-of-band security fix), move
+//! its tags, and the moving tags that point at it, to the new digests, and record old → new in its notes.
+
+use clap::Args;
+use stack_images::Digest;
+use xshell::Shell;
+
+use crate::{
+    display_path,
+    execute::Mode,
+    inputs::ReleaseArgs,
+    notes::{DigestChange, ReleaseNotes, Republish},
+    plan,
+    release::{self, Dirs},
+};
+
+#[derive(Args, Debug)]
+pub struct RepublishCmd {
+    #[command(flatten)]
+    release: ReleaseArgs,
+    /// Why the images are rebuilt; recorded, dated, in the release notes
+    #[arg(long)]
+    reason: String,
+    #[command(flatten)]
+    dirs: Dirs,
+}
+
+impl RepublishCmd {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let reason = self.reason.trim();
+        anyhow::ensure!(
+            !reason.is_empty(),
+            "--reason is empty: say why the release is rebuilt (it goes in the notes)"
+        );
+        let mut inputs = self.release.gather(sh)?;
+        // The release is published by definition: the tag rules apply as if it were being cut now.
+        let version = inputs.version.clone();
+        inputs.published.retain(|v| *v != version);
+        let plan = plan::compute(&inputs)?;
+
+        let notes_dir = self.dirs.notes_dir();
+        let notes_path = ReleaseNotes::json_path(&notes_dir, &version);
+        let mut notes = ReleaseNotes::load(&notes_path).map_err(|e| {
+            e.context(format!(
+                "republish updates the notes of a published release: is {version} in {}?",
+                display_path(&notes_dir)
+            ))
+        })?;
+
+        let outcome = release::execute(&plan, Mode::Republish, &self.dirs.work_dir(&plan))?;
+        let rebuilt = release::release_notes(&plan, &outcome);
+
+        let mut changes = Vec::new();
+        for reference in &outcome.references {
+            let old = notes
+                .references
+                .iter()
+                .find(|r| r.reference == reference.reference)
+                .map(|r| r.digest.clone());
+            let old = old.or_else(|| {
+                let namespace = reference.registry.clone();
+                outcome.old_pins.get(&(namespace, reference.php)).cloned()
+            });
+            match notes
+                .references
+                .iter_mut()
+                .find(|r| r.reference == reference.reference)
+            {
+                Some(entry) => *entry = reference.clone(),
+                None => notes.references.push(reference.clone()),
+            }
+            if let Some(old) = old.filter(|old: &Digest| *old != reference.digest) {
+                changes.push(DigestChange {
+                    reference: reference.reference.clone(),
+                    old,
+                    new: reference.digest.clone(),
+                });
+            }
+        }
+        notes.images = rebuilt.images;
+        notes.bases = rebuilt.bases;
+        notes.republished.push(Republish {
+            date: rebuilt.date,
+            reason: reason.to_owned(),
+            changes,
+        });
+        let (json, page) = notes.write(&notes_dir)?;
+
+        print!(
+            "{}",
+            release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
+        );
+        if !outcome.left_alone.is_empty() {
+            println!("\nleft alone (they point at another release):");
+            for reference in &outcome.left_alone {
+                println!("  {reference}");
+            }
+        }
+        let changed = notes.republished.last().map_or(0, |r| r.changes.len());
+        println!(
+            "\n{changed} references now serve new digests; the old digests stay pullable by digest"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! `cargo xtask sizes`: the compressed size of every image across releases, and `--check`, which fails on a
+//! size regression that no entry of `release-notes/size-justifications.toml` explains.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde::Deserialize;
+use stack_images::{PhpLine, ReleaseVersion};
+use xshell::Shell;
+
+use crate::{
+    display_path,
+    notes::{self, megabytes, ReleaseNotes, SizeFlag},
+    project_root, table,
+};
+
+/// Where justified regressions are recorded, relative to the notes directory.
+pub const JUSTIFICATIONS: &str = "size-justifications.toml";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Justifications {
+    #[serde(default)]
+    pub justify: Vec<Justification>,
+}
+
+/// Why a release's images may be bigger; without `php` or `platform` it covers every line or platform.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Justification {
+    pub release: ReleaseVersion,
+    pub php: Option<PhpLine>,
+    pub platform: Option<String>,
+    pub reason: String,
+}
+
+impl Justification {
+    fn covers(&self, release: &ReleaseVersion, flag: &SizeFlag) -> bool {
+        self.release == *release
+            && self.php.is_none_or(|php| php == flag.php)
+            && self.platform.as_ref().is_none_or(|p| *p == flag.platform)
+    }
+}
+
+/// Every flagged size of every release, with the justification that covers it, if any.
+pub fn review<'a>(
+    releases: &[ReleaseNotes],
+    justifications: &'a Justifications,
+) -> Vec<(ReleaseVersion, SizeFlag, Option<&'a Justification>)> {
+    let mut out = Vec::new();
+    for (n, notes) in releases.iter().enumerate() {
+        let previous = n.checked_sub(1).map(|p| &releases[p]);
+        for flag in notes.size_flags(previous) {
+            let justified = justifications
+                .justify
+                .iter()
+                .find(|j| j.covers(&notes.version, &flag));
+            out.push((notes.version.clone(), flag, justified));
+        }
+    }
+    out
+}
+
+#[derive(Args, Debug)]
+pub struct SizesCmd {
+    /// Fail when a flagged size (over 700 MB, or grown over 10 %) has no justification
+    #[arg(long)]
+    check: bool,
+    /// Where the notes live
+    #[arg(long, value_name = "DIR", default_value = "release-notes")]
+    notes_dir: PathBuf,
+}
+
+impl SizesCmd {
+    pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
+        let dir = project_root().join(&self.notes_dir);
+        let releases = notes::all_in(&dir)?;
+        let justifications = load_justifications(&dir.join(JUSTIFICATIONS))?;
+        let mut rows = vec![vec![
+            "release".to_owned(),
+            "PHP".to_owned(),
+            "platform".to_owned(),
+            "size".to_owned(),
+        ]];
+        for notes in &releases {
+            for image in &notes.images {
+                for platform in &image.platforms {
+                    rows.push(vec![
+                        notes.version.to_string(),
+                        image.php.to_string(),
+                        platform.platform.clone(),
+                        megabytes(platform.size),
+                    ]);
+                }
+            }
+        }
+        if releases.is_empty() {
+            println!("no releases in {}", display_path(&dir));
+        } else {
+            print!("{}", table::render(&rows, ""));
+        }
+        let reviewed = review(&releases, &justifications);
+        let mut unjustified = Vec::new();
+        for (version, flag, justified) in &reviewed {
+            let before = flag
+                .previous
+                .as_ref()
+                .map(|(v, s)| format!(" (was {} in {v})", megabytes(*s)))
+                .unwrap_or_default();
+            let line = format!(
+                "{version} PHP {} {}: {}{before}, {}",
+                flag.php,
+                flag.platform,
+                megabytes(flag.size),
+                flag.why
+            );
+            match justified {
+                Some(j) => println!("justified: {line}: {}", j.reason),
+                None => {
+                    println!("flagged:   {line}");
+                    unjustified.push(line);
+                }
+            }
+        }
+        if self.check && !unjustified.is_empty() {
+            bail!(
+                "{} size regression(s) without a justification:\n  {}\nmake the image smaller, or explain it in {} \
+                 ([[justify]] release = \"vX.Y.Z\", php = \"M.m\", platform = \"os/arch\", reason = \"...\")",
+                unjustified.len(),
+                unjustified.join("\n  "),
+                display_path(&dir.join(JUSTIFICATIONS))
+            );
+        }
+        Ok(())
+    }
+}
+
+fn load_justifications(path: &Path) -> anyhow::Result<Justifications> {
+    if !path.exists() {
+        return Ok(Justifications::default());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
