@@ -164,7 +164,7 @@ impl ReleaseNotes {
                 });
                 let mut why = Vec::new();
                 if platform.size > SIZE_LIMIT {
-                    why.push(format!("over {}", megabytes(SIZE_LIMIT)));
+                    why.push(format!("over {} MB", SIZE_LIMIT / 1_000_000));
                 }
                 if let Some((_, old)) = &before {
                     if let Some(growth) = growth(*old, platform.size).filter(|g| *g > GROWTH_LIMIT)
@@ -287,17 +287,17 @@ impl ReleaseNotes {
             Some(previous) => {
                 let _ = writeln!(
                     w,
-                    "Compared with {}. Flagged: over {}, or grown by more than {:.0} %.\n",
+                    "Compared with {}. Flagged: over {} MB, or grown by more than {:.0} %.\n",
                     previous.version,
-                    megabytes(SIZE_LIMIT),
+                    SIZE_LIMIT / 1_000_000,
                     GROWTH_LIMIT * 100.0
                 );
             }
             None => {
                 let _ = writeln!(
                     w,
-                    "No earlier release to compare with. Flagged: over {}.\n",
-                    megabytes(SIZE_LIMIT)
+                    "No earlier release to compare with. Flagged: over {} MB.\n",
+                    SIZE_LIMIT / 1_000_000
                 );
             }
         }
@@ -509,4 +509,153 @@ pub fn first_difference(expected: &str, actual: &str) -> String {
         }
     }
     "  (identical)".to_owned()
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    fn digest(seed: &str) -> Digest {
+        Digest::of(seed.as_bytes())
+    }
+
+    /// Notes of a small release (two lines, two platforms, one mirror) with sizes chosen per test.
+    pub fn sample(version: &str, sizes: [u64; 4]) -> ReleaseNotes {
+        let version: ReleaseVersion = version.parse().unwrap();
+        let lines = [PhpLine::new(8, 1), PhpLine::new(8, 5)];
+        let platforms = ["linux/amd64", "linux/arm64"];
+        let images: Vec<ImageRecord> = lines
+            .iter()
+            .enumerate()
+            .map(|(n, php)| ImageRecord {
+                php: *php,
+                digest: digest(&format!("{version} {php}")),
+                platforms: platforms
+                    .iter()
+                    .enumerate()
+                    .map(|(m, platform)| PlatformRecord {
+                        platform: platform.to_string(),
+                        digest: digest(&format!("{version} {php} {platform}")),
+                        size: sizes[n * 2 + m],
+                    })
+                    .collect(),
+                end_of_life: (php.minor == 1).then(|| "PHP 8.1 is end of life".to_owned()),
+            })
+            .collect();
+        let mut references = Vec::new();
+        for registry in ["ghcr.io/20i-stack", "docker.io/20istack"] {
+            for image in &images {
+                let tag = format!("{version}-php-{}", image.php);
+                references.push(Reference {
+                    reference: format!("{registry}/php-fpm:{tag}"),
+                    registry: registry.to_owned(),
+                    tag,
+                    kind: TagKind::Pin,
+                    php: image.php,
+                    digest: image.digest.clone(),
+                    platforms: image.platforms.clone(),
+                });
+            }
+            let latest = &images[1];
+            references.push(Reference {
+                reference: format!("{registry}/php-fpm:latest"),
+                registry: registry.to_owned(),
+                tag: "latest".to_owned(),
+                kind: TagKind::Latest,
+                php: latest.php,
+                digest: latest.digest.clone(),
+                platforms: latest.platforms.clone(),
+            });
+        }
+        ReleaseNotes {
+            version,
+            prerelease: false,
+            revision: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            date: "2026-11-25".to_owned(),
+            created: "2026-11-25T10:00:00Z".to_owned(),
+            image: "php-fpm".to_owned(),
+            canonical: "ghcr.io/20i-stack".to_owned(),
+            mirrors: vec!["docker.io/20istack".to_owned()],
+            attestations: "provenance".to_owned(),
+            bases: lines
+                .iter()
+                .map(|php| BaseRecord {
+                    php: *php,
+                    reference: format!(
+                        "docker.io/library/php:{php}-fpm-alpine@{}",
+                        digest(&php.to_string())
+                    ),
+                    digest: digest(&php.to_string()),
+                })
+                .collect(),
+            images,
+            references,
+            skipped: Vec::new(),
+            republished: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn page_snapshot() {
+        let previous = sample("v1.0.0", [40_000_000, 39_000_000, 41_000_000, 40_000_000]);
+        let mut notes = sample("v2.0.0", [41_000_000, 45_000_000, 41_000_000, 720_000_000]);
+        notes.republished.push(Republish {
+            date: "2026-12-01".to_owned(),
+            reason: "bases rebuilt for a libxml2 fix".to_owned(),
+            changes: vec![DigestChange {
+                reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".to_owned(),
+                old: digest("old"),
+                new: digest("new"),
+            }],
+        });
+        let mut settings = insta::Settings::clone_current();
+        settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[digest]");
+        settings.bind(|| insta::assert_snapshot!(notes.render_page(Some(&previous))));
+    }
+
+    #[track_caller]
+    fn check_flags(before: Option<[u64; 4]>, after: [u64; 4], expected: &[&str]) {
+        let previous = before.map(|sizes| sample("v1.0.0", sizes));
+        let notes = sample("v2.0.0", after);
+        let flags: Vec<String> = notes
+            .size_flags(previous.as_ref())
+            .iter()
+            .map(|f| format!("{} {}: {}", f.php, f.platform, f.why))
+            .collect();
+        assert_eq!(flags, expected);
+    }
+
+    #[test]
+    fn size_rules() {
+        const MB: u64 = 1_000_000;
+        check_flags(None, [40 * MB; 4], &[]);
+        check_flags(
+            None,
+            [40 * MB, 40 * MB, 40 * MB, 701 * MB],
+            &["8.5 linux/arm64: over 700 MB"],
+        );
+        check_flags(
+            Some([40 * MB; 4]),
+            [44 * MB, 44 * MB + 1, 40 * MB, 36 * MB],
+            &["8.1 linux/arm64: grew 10.0 %"],
+        );
+        check_flags(
+            Some([40 * MB, 40 * MB, 40 * MB, 650 * MB]),
+            [40 * MB, 40 * MB, 40 * MB, 750 * MB],
+            &["8.5 linux/arm64: over 700 MB, grew 15.4 %"],
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let notes = sample("v2.0.0", [1, 2, 3, 4]);
+        let text = notes.to_json();
+        assert_eq!(serde_json::from_str::<ReleaseNotes>(&text).unwrap(), notes);
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let first = &value["references"][0];
+        assert_eq!(first["ref"], "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.1");
+        assert!(first["digest"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(first["platforms"][0]["platform"], "linux/amd64");
+        assert_eq!(first["platforms"][0]["size"], 1);
+    }
 }

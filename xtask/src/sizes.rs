@@ -144,3 +144,59 @@ fn load_justifications(path: &Path) -> anyhow::Result<Justifications> {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notes::tests::sample;
+
+    const MB: u64 = 1_000_000;
+
+    #[track_caller]
+    fn check(justifications: &str, expected: &[&str]) {
+        let releases = vec![
+            sample("v1.0.0", [40 * MB; 4]),
+            sample("v1.1.0", [40 * MB, 50 * MB, 40 * MB, 40 * MB]),
+            sample("v2.0.0", [40 * MB, 50 * MB, 40 * MB, 800 * MB]),
+        ];
+        let justifications: Justifications = toml::from_str(justifications).unwrap();
+        let reviewed: Vec<String> = review(&releases, &justifications)
+            .iter()
+            .map(|(v, f, j)| {
+                format!(
+                    "{v} {} {} {}",
+                    f.php,
+                    f.platform,
+                    if j.is_some() { "justified" } else { "flagged" }
+                )
+            })
+            .collect();
+        assert_eq!(reviewed, expected);
+    }
+
+    #[test]
+    fn regressions_need_a_justification() {
+        check(
+            "",
+            &[
+                "v1.1.0 8.1 linux/arm64 flagged",
+                "v2.0.0 8.5 linux/arm64 flagged",
+            ],
+        );
+        check(
+            "[[justify]]\nrelease = \"v1.1.0\"\nreason = \"imagick added\"\n",
+            &[
+                "v1.1.0 8.1 linux/arm64 justified",
+                "v2.0.0 8.5 linux/arm64 flagged",
+            ],
+        );
+        check(
+            "[[justify]]\nrelease = \"v2.0.0\"\nphp = \"8.5\"\nplatform = \"linux/amd64\"\nreason = \"wrong platform\"\n",
+            &["v1.1.0 8.1 linux/arm64 flagged", "v2.0.0 8.5 linux/arm64 flagged"],
+        );
+        check(
+            "[[justify]]\nrelease = \"v2.0.0\"\nphp = \"8.5\"\nreason = \"x\"\n[[justify]]\nrelease = \"v1.1.0\"\nphp = \"8.1\"\nplatform = \"linux/arm64\"\nreason = \"y\"\n",
+            &["v1.1.0 8.1 linux/arm64 justified", "v2.0.0 8.5 linux/arm64 justified"],
+        );
+    }
+}
