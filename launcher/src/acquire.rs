@@ -117,15 +117,21 @@ fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// Everything the decision needs, read from the local store and the build context.
+/// Everything the decision needs, read from the local store and the build context. The local build and the
+/// build context are only read when they can matter (`USE_PREBUILT=false`): a cached start asks docker once.
 pub fn facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
-    let prebuilt = if config.use_prebuilt {
-        inspect_local(engine, &config.prebuilt_reference())?
-    } else {
-        None
-    };
+    if config.use_prebuilt {
+        return Ok(Facts {
+            prebuilt: inspect_local(engine, &config.prebuilt_reference())?,
+            ..Facts::default()
+        });
+    }
+    local_facts(engine, config)
+}
+
+fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
     Ok(Facts {
-        prebuilt,
+        prebuilt: None,
         local_build: inspect_local(engine, &config.local_reference())?,
         context: context_digest(&config.build_context)?.map(|(context, _)| context),
     })
@@ -148,9 +154,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
                 steps,
             })
         }
-        Decision::Local(_) => {
-            return build(engine, config, &facts, "USE_PREBUILT=false", steps, log)
-        }
+        Decision::Local(_) => return build(engine, config, "USE_PREBUILT=false", steps, log),
         Decision::Pull { reference, why } => (reference, why),
     };
     writeln!(log, "pulling {reference} ({why})")?;
@@ -205,7 +209,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
                 log,
                 "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
             )?;
-            build(engine, config, &facts, &why, steps, log)
+            build(engine, config, &why, steps, log)
         }
         Next::Stop { message } => Err(Exit::image(message).into()),
         Next::TryMirrors(_) => unreachable!("mirrors are only offered once"),
@@ -278,7 +282,6 @@ fn pull(
 fn build(
     engine: &Engine,
     config: &Config,
-    facts: &Facts,
     why: &str,
     mut steps: Vec<(String, Duration)>,
     log: &mut dyn Write,
@@ -292,7 +295,12 @@ fn build(
         ))
         .into());
     };
-    let reference = match selection::build_decision(config, facts) {
+    let facts = Facts {
+        prebuilt: None,
+        local_build: inspect_local(engine, &config.local_reference())?,
+        context: Some(context_digest.clone()),
+    };
+    let reference = match selection::build_decision(config, &facts) {
         Build::Reuse { reference } => {
             return Ok(Acquired {
                 reference,

@@ -3,5 +3,6 @@
 
 pub mod fixtures;
 pub mod registry;
+pub mod stack;
 
 pub use registry::Registry;

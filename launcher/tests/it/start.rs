@@ -1,0 +1,267 @@
+//! `20i start` for real: pulled from a loopback registry then started from the cache with zero registry requests,
+//! the fallback build when the registry is down (or the reasoned refusal), local builds that follow the
+//! Dockerfile, and a user module started with the same image variables.
+
+use crate::harness::{
+    docker, forget_image, publish_php_fpm_standin, reference, requests, times, Site,
+};
+
+#[test]
+fn pulls_when_absent_then_starts_from_the_cache_with_no_registry_request() {
+    let registry = testkit::Registry::start().unwrap();
+    let namespace = registry.namespace("stack");
+    let (image, _) = publish_php_fpm_standin(&namespace, "8.5");
+    let mut site = Site::new("pull");
+    site.set("IMAGE_REGISTRY", &namespace);
+    site.cleanup_images.push(image.clone());
+
+    assert_eq!(site.run(&["image"], &[]).ok().stdout.trim(), image);
+    let first = site.run(&["start"], &[]).ok();
+    assert!(
+        first
+            .stdout
+            .contains(&format!("php-fpm  {image} (pulled from {namespace})")),
+        "{}",
+        first.stdout
+    );
+    assert!(first
+        .stdout
+        .contains("started the stack, every service healthy"));
+    let containers = site.containers();
+    assert_eq!(containers.len(), 4, "{containers:?}");
+    assert!(
+        containers
+            .iter()
+            .all(|c| c.contains("(healthy)") || c.contains("phpmyadmin")),
+        "{containers:?}"
+    );
+    let running = docker(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &site.container("apache"),
+    ]);
+    assert_eq!(running.trim(), image);
+    // The site is served on the published loopback port.
+    let status = site.run(&["status"], &[]).ok();
+    assert!(status.stdout.contains("healthy"), "{}", status.stdout);
+
+    site.run(&["stop"], &[]).ok();
+    let before = requests(&registry);
+    let cached = site.run(&["start"], &[]).ok();
+    let after = requests(&registry);
+    assert_eq!(
+        after - before,
+        0,
+        "a cached start asked the registry:\n{}",
+        registry.log()
+    );
+    assert!(
+        cached
+            .stdout
+            .contains(&format!("php-fpm  {image} (cache (no registry request))")),
+        "{}",
+        cached.stdout
+    );
+
+    let (total, in_docker, own) = times(&cached.stdout);
+    let outside = cached.took.as_secs_f64();
+    eprintln!(
+        "cached start: {outside:.3} s measured outside, {total:.3} s inside; docker {in_docker:.3} s, launcher's own \
+         work {own:.3} s = {:.1}% of the total (ratio launcher:docker = 1:{:.0})",
+        100.0 * own / total,
+        in_docker / own.max(1e-6)
+    );
+    // A generous sanity bound, not a benchmark: the launcher's own work is a small share.
+    assert!(own < 0.25 * total, "launcher {own} s of {total} s");
+    assert!(outside < 60.0, "a cached start took {outside} s");
+}
+
+#[test]
+fn registry_down_builds_locally_or_stops_with_the_reason() {
+    let mut registry = testkit::Registry::start().unwrap();
+    let namespace = registry.namespace("stack");
+    registry.stop();
+    let mut site = Site::new("down");
+    site.set("IMAGE_REGISTRY", &namespace);
+    site.set("PHP_VERSION", "8.3");
+    let local = format!("20i-local/php-fpm:v{}-php-8.3", crate::harness::VERSION);
+    forget_image(&local);
+    site.cleanup_images.push(local.clone());
+
+    let refused = site.run(&["start"], &[("ALLOW_LOCAL_BUILD_FALLBACK", "false")]);
+    assert_eq!(refused.code, 3, "{}", refused.stderr);
+    let host = registry.host();
+    assert!(
+        refused.stderr.contains(&format!(
+            "could not reach {host} to pull {}",
+            reference(&namespace, "8.3")
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert!(refused.stderr.contains("and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run `20i start` again, or set ALLOW_LOCAL_BUILD_FALLBACK=true"), "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("pull attempt 2 of 3 failed (unreachable)"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        site.containers(),
+        Vec::<String>::new(),
+        "nothing is started"
+    );
+
+    let built = site.run(&["start"], &[]).ok();
+    assert!(
+        built
+            .stderr
+            .contains("building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"),
+        "{}",
+        built.stderr
+    );
+    assert!(
+        built.stdout.contains(&format!(
+            "php-fpm  {local} (built locally (could not reach {host}"
+        )),
+        "{}",
+        built.stdout
+    );
+    let running = docker(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}}",
+        &site.container("apache"),
+    ]);
+    assert_eq!(running.trim(), local);
+    let php = docker(&[
+        "exec",
+        &site.container("apache"),
+        "cat",
+        "/standin/php-version",
+    ]);
+    assert_eq!(
+        php.trim(),
+        "8.3",
+        "the build got the release's PHP_VERSION build argument"
+    );
+}
+
+#[test]
+fn local_builds_follow_the_dockerfile() {
+    let mut site = Site::new("local");
+    site.set("USE_PREBUILT", "false");
+    site.set("PHP_VERSION", "8.2");
+    let local = format!("20i-local/php-fpm:v{}-php-8.2", crate::harness::VERSION);
+    forget_image(&local);
+    site.cleanup_images.push(local.clone());
+    assert_eq!(site.run(&["image"], &[]).ok().stdout.trim(), local);
+
+    let first = site.run(&["start"], &[]).ok();
+    assert!(
+        first.stdout.contains(&format!(
+            "php-fpm  {local} (built locally (USE_PREBUILT=false))"
+        )),
+        "{}",
+        first.stdout
+    );
+    let labels = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        &local,
+    ]);
+    assert!(
+        labels.contains("\"io.20i-stack.local-build\":\"true\""),
+        "{labels}"
+    );
+    assert!(
+        labels.contains("\"io.20i-stack.dockerfile-digest\":\"sha256:"),
+        "{labels}"
+    );
+
+    site.run(&["stop"], &[]).ok();
+    let unchanged = site.run(&["start"], &[]).ok();
+    assert!(
+        unchanged
+            .stdout
+            .contains("(local build, reused (build context unchanged))"),
+        "{}",
+        unchanged.stdout
+    );
+
+    let mut dockerfile = std::fs::read_to_string(site.dockerfile()).unwrap();
+    dockerfile.push_str("RUN echo edited-locally > /standin/edited\n");
+    std::fs::write(site.dockerfile(), dockerfile).unwrap();
+    let changed = site.run(&["start"], &[]).ok();
+    assert!(
+        changed.stderr.contains("the build context changed"),
+        "{}",
+        changed.stderr
+    );
+    assert!(
+        changed
+            .stdout
+            .contains("(built locally (USE_PREBUILT=false))"),
+        "{}",
+        changed.stdout
+    );
+    let edited = docker(&["exec", &site.container("apache"), "cat", "/standin/edited"]);
+    assert_eq!(
+        edited.trim(),
+        "edited-locally",
+        "the local edit is in the running container"
+    );
+}
+
+#[test]
+fn a_module_is_started_with_the_same_image_variables() {
+    let mut site = Site::new("module");
+    site.set("USE_PREBUILT", "false");
+    site.set("PHP_VERSION", "8.4");
+    let local = format!("20i-local/php-fpm:v{}-php-8.4", crate::harness::VERSION);
+    site.cleanup_images.push(local.clone());
+    let module = site.modules_dir().join("queue-worker");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(
+        module.join("docker-compose.yml"),
+        "# A user module: no credentials, only the stack's variables.\n\
+         services:\n  worker:\n    image: ${PHP_FPM_IMAGE}\n    environment:\n      \
+         SEEN_PHP_VERSION: ${PHP_VERSION}\n      SEEN_PMA_IMAGE: ${PMA_IMAGE}\n    \
+         volumes:\n      - ${CODE_DIR}:/var/www/site\n",
+    )
+    .unwrap();
+
+    let explain = site.run(&["start", "--explain"], &[]).ok();
+    assert!(
+        explain.stdout.contains("(module queue-worker)"),
+        "{}",
+        explain.stdout
+    );
+    let started = site.run(&["start"], &[]).ok();
+    assert!(
+        started
+            .stdout
+            .contains("started the stack and 1 module(s), every service healthy"),
+        "{}",
+        started.stdout
+    );
+    let worker = site.container("worker");
+    let image = docker(&["inspect", "--format", "{{.Config.Image}}", &worker]);
+    assert_eq!(image.trim(), local);
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &worker]);
+    assert!(env.contains("\"SEEN_PHP_VERSION=8.4\""), "{env}");
+    assert!(
+        env.contains(&format!(
+            "\"SEEN_PMA_IMAGE={}\"",
+            testkit::stack::PHPMYADMIN_STANDIN
+        )),
+        "{env}"
+    );
+    let health = docker(&["inspect", "--format", "{{.State.Health.Status}}", &worker]);
+    assert_eq!(health.trim(), "healthy");
+    assert!(site.code_dir().join("index.html").exists());
+}
