@@ -190,6 +190,28 @@ mod tests {
     }
 
     #[test]
+    fn completions_cover_every_command() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "20i", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for word in [
+                "start",
+                "destroy",
+                "--explain",
+                "--php-version",
+                "--use-prebuilt",
+            ] {
+                assert!(script.contains(word), "{shell:?} completion lacks {word}");
+            }
+        }
+    }
+
+    #[test]
     fn help_texts() {
         let mut command = Cli::command();
         insta::assert_snapshot!("help", command.render_long_help().to_string());
