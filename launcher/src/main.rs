@@ -199,13 +199,7 @@ mod tests {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "20i", &mut script);
             let script = String::from_utf8(script).unwrap();
-            for word in [
-                "start",
-                "destroy",
-                "--explain",
-                "--php-version",
-                "--use-prebuilt",
-            ] {
+            for word in ["start", "destroy", "explain", "php-version", "use-prebuilt"] {
                 assert!(script.contains(word), "{shell:?} completion lacks {word}");
             }
         }
