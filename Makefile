@@ -1,14 +1,21 @@
 # The short commands. Each is one line of real work; read the target to see what it runs.
-.PHONY: setup demo test lint fmt snapshots
+.PHONY: setup demo demo-down test lint fmt snapshots
 
 # Make this machine ready: Docker Engine (containerd image store), buildx, compose v2, arm64 emulation,
 # the distribution registry, skopeo, hadolint. Idempotent: a second run takes seconds.
 setup:
 	bash scripts/setup.sh
 
-# The main job on an embedded default: plan a sample release (v2.0.0, after v1.0.0) of the whole matrix.
-demo:
-	cargo xtask plan v2.0.0 --published v1.0.0
+# The main job on an embedded default: a complete release of v2.0.0 (5 PHP lines x 2 platforms) to two
+# registries on 127.0.0.1 standing in for GHCR and Docker Hub, built from stand-in bases (Docker Hub's php
+# images cannot be pulled here). Prints the digest table and where the notes are; leaves the registries up.
+demo: setup
+	cargo xtask demo
+
+# Stop the demo's registries.
+demo-down:
+	bash scripts/registry.sh down demo-ghcr
+	bash scripts/registry.sh down demo-hub
 
 # Every test, including the ones that build and push images to registries on 127.0.0.1.
 test: setup

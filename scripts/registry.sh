@@ -4,6 +4,7 @@
 # Usage: scripts/registry.sh up NAME PORT [--htpasswd FILE]   start (idempotent) on 127.0.0.1:PORT
 #        scripts/registry.sh down NAME                         stop (storage is kept)
 #        scripts/registry.sh status                            list registries and whether they run
+#        scripts/registry.sh wipe NAME                         stop and delete, storage included
 #
 # State lives in ${STACK_STATE_DIR:-/var/tmp/20i-stack}/registries/NAME/:
 #   config.yml    generated distribution config (delete enabled, access log on)
@@ -23,7 +24,7 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '3,5p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -186,6 +187,15 @@ cmd_down() {
   echo "registry $name stopped (was pid $pid on 127.0.0.1:$(cat "$dir/port" 2>/dev/null); data kept in $dir/data)"
 }
 
+cmd_wipe() {
+  [[ $# -eq 1 ]] || usage
+  local name=$1
+  valid_name "$name" || die "bad registry name '$name'"
+  cmd_down "$name" >/dev/null
+  rm -rf "${REG_ROOT:?}/$name"
+  echo "registry $name removed with its storage"
+}
+
 cmd_status() {
   [[ $# -eq 0 ]] || usage
   local dir name pid port auth any=0
@@ -212,6 +222,7 @@ case $sub in
   up) cmd_up "$@" ;;
   down) cmd_down "$@" ;;
   status) cmd_status "$@" ;;
+  wipe) cmd_wipe "$@" ;;
   -h | --help) usage ;;
   *) usage ;;
 esac

@@ -58,7 +58,8 @@ impl fmt::Display for DockerCommand {
 /// Why a docker command failed, as far as its output tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FailureKind {
-    /// The daemon or the registry could not be reached (offline, connection refused, DNS, timeout).
+    /// The daemon or the registry could not be reached or could not serve the request (offline, connection
+    /// refused, DNS, timeout, HTTP 5xx): worth a retry.
     Unreachable,
     /// The registry asked us to slow down (HTTP 429, Docker Hub's pull limit).
     RateLimited,
@@ -112,6 +113,10 @@ impl FailureKind {
             "tls handshake timeout",
             "connection reset",
             "temporary failure in name resolution",
+            "500 internal server error",
+            "502 bad gateway",
+            "503 service unavailable",
+            "504 gateway timeout",
             "cannot connect to the docker daemon",
             "context deadline exceeded",
             "unexpected eof",
@@ -418,6 +423,7 @@ mod tests {
         check("Error response from daemon: manifest for ghcr.io/o/php-fpm:v9.9.9-php-8.5 not found: manifest unknown: manifest unknown", NotFound);
         check("ERROR: 127.0.0.1:5000/x/y:z: not found", NotFound);
         check("failed commit on ref \"layer-sha256:ab\": unexpected commit digest sha256:cd, expected sha256:ab: failed precondition", DigestMismatch);
+        check("ERROR: unexpected status from HEAD request to http://127.0.0.1:5100/v2/a/b/manifests/v1: 500 Internal Server Error", Unreachable);
         check("exit status 1", Other);
     }
 

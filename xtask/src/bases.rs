@@ -87,6 +87,56 @@ impl BasesCmd {
     }
 }
 
+/// Reads the index digest of every line's base tag under `source`, checking that every matrix platform is
+/// there, and returns the new lock with a row per line saying what changed since `previous`.
+pub fn refresh(
+    matrix: &Matrix,
+    source: &str,
+    previous: Option<&BaseLock>,
+) -> anyhow::Result<(BaseLock, Vec<Vec<String>>)> {
+    let docker = Docker::new()?;
+    let mut lines = BTreeMap::new();
+    let mut rows = Vec::new();
+    for php in matrix.php_lines() {
+        let tag = base_tag(php);
+        let reference = format!("{source}:{tag}");
+        let index = docker
+            .inspect_index(&reference)
+            .with_context(|| format!("reading the base of PHP {php}"))?;
+        index
+            .require_platforms(&matrix.platforms)
+            .with_context(|| format!("base {reference}"))?;
+        let before = previous
+            .filter(|p| p.source == source)
+            .and_then(|p| p.lines.get(&php));
+        let change = match before {
+            Some(before) if before.digest == index.digest => "unchanged".to_owned(),
+            Some(before) => format!("was {}", before.digest.short()),
+            None => "new".to_owned(),
+        };
+        rows.push(vec![
+            php.to_string(),
+            reference,
+            index.digest.to_string(),
+            change,
+        ]);
+        lines.insert(
+            php,
+            LockedBase {
+                tag,
+                digest: index.digest,
+            },
+        );
+    }
+    let lock = BaseLock {
+        source: source.to_owned(),
+        read_on: chrono::Utc::now().format("%Y-%m-%d").to_string(),
+        read_from: "registry, with docker buildx imagetools inspect --raw".to_owned(),
+        lines,
+    };
+    Ok((lock, rows))
+}
+
 impl RefreshArgs {
     fn run(self) -> anyhow::Result<()> {
         let (matrix, path) = self.lock.load()?;
@@ -106,47 +156,7 @@ impl RefreshArgs {
         stack_images::matrix::check_namespace(&source).context("in --source")?;
 
         // Read every line before writing anything: a failed refresh leaves the lock as it was.
-        let docker = Docker::new()?;
-        let mut lines = BTreeMap::new();
-        let mut rows = Vec::new();
-        for php in matrix.php_lines() {
-            let tag = base_tag(php);
-            let reference = format!("{source}:{tag}");
-            let index = docker
-                .inspect_index(&reference)
-                .with_context(|| format!("reading the base of PHP {php}"))?;
-            index
-                .require_platforms(&matrix.platforms)
-                .with_context(|| format!("base {reference}"))?;
-            let before = previous
-                .as_ref()
-                .filter(|p| p.source == source)
-                .and_then(|p| p.lines.get(&php));
-            let change = match before {
-                Some(before) if before.digest == index.digest => "unchanged".to_owned(),
-                Some(before) => format!("was {}", before.digest.short()),
-                None => "new".to_owned(),
-            };
-            rows.push(vec![
-                php.to_string(),
-                reference,
-                index.digest.to_string(),
-                change,
-            ]);
-            lines.insert(
-                php,
-                LockedBase {
-                    tag,
-                    digest: index.digest,
-                },
-            );
-        }
-        let lock = BaseLock {
-            source,
-            read_on: chrono::Utc::now().format("%Y-%m-%d").to_string(),
-            read_from: "registry, with docker buildx imagetools inspect --raw".to_owned(),
-            lines,
-        };
+        let (lock, rows) = refresh(&matrix, &source, previous.as_ref())?;
         print!("{}", table::render(&rows, "  "));
         if self.dry_run {
             print!("\n{}", lock.render());

@@ -379,8 +379,10 @@ impl<'a> Executor<'a> {
             self.plan.platforms.join(", "),
             log.display()
         );
-        self.docker
-            .run_logged(&bake(self.plan, &self.work_dir), &log)?;
+        self.with_retries(|| {
+            self.docker
+                .run_logged(&bake(self.plan, &self.work_dir), &log)
+        })?;
 
         let metadata: serde_json::Value = serde_json::from_slice(
             &std::fs::read(&metadata_path)
@@ -454,19 +456,20 @@ impl<'a> Executor<'a> {
                 }
             }
             let source = format!("{}@{digest}", repository(from));
-            self.with_retries(&create(to, &source))?;
+            self.with_retries(|| self.docker.run(&create(to, &source)))?;
             eprintln!("    copied {to}");
             self.outcome.copied += 1;
         }
         Ok(())
     }
 
-    /// Transient registry failures (unreachable, rate limited) are retried twice, after 1 s and 3 s.
-    fn with_retries(&self, command: &DockerCommand) -> anyhow::Result<()> {
+    /// Transient failures (unreachable, rate limited, a registry's 5xx) are retried twice, after 1 s and 3 s.
+    /// Nothing has been verified or moved yet when a push is retried, so repeating it is safe.
+    fn with_retries(&self, run: impl Fn() -> Result<(), DockerError>) -> anyhow::Result<()> {
         let delays = [Duration::from_secs(1), Duration::from_secs(3)];
         let mut attempt = 0;
         loop {
-            match self.docker.run(command) {
+            match run() {
                 Ok(()) => return Ok(()),
                 Err(error)
                     if attempt < delays.len()
@@ -477,7 +480,7 @@ impl<'a> Executor<'a> {
                 {
                     eprintln!(
                         "    {} ({}); retrying in {:?}",
-                        command,
+                        error.command,
                         error.kind.describe(),
                         delays[attempt]
                     );
@@ -563,7 +566,8 @@ impl<'a> Executor<'a> {
                     continue;
                 }
             }
-            self.with_retries(&create(to, &format!("{}@{digest}", repository(from))))?;
+            let source = format!("{}@{digest}", repository(from));
+            self.with_retries(|| self.docker.run(&create(to, &source)))?;
             eprintln!("    {to} -> {}", tag_of(from));
             self.outcome.moved.push(to.clone());
         }

@@ -3,6 +3,7 @@
 mod bake;
 mod bases;
 mod credentials;
+mod demo;
 mod execute;
 mod git;
 mod inputs;
@@ -37,6 +38,8 @@ enum Command {
     Plan(plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
     Release(release::ReleaseCmd),
+    /// A complete local release to registries on 127.0.0.1, built from stand-in bases
+    Demo(demo::DemoCmd),
     /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)
     Republish(republish::RepublishCmd),
     /// Regenerate release pages from their JSON, or check them (--check)
@@ -69,6 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(cmd) => cmd.run(&sh),
         Command::Release(cmd) => cmd.run(&sh),
+        Command::Demo(cmd) => cmd.run(&sh),
         Command::Republish(cmd) => cmd.run(&sh),
         Command::Notes(cmd) => cmd.run(&sh),
         Command::Sizes(cmd) => cmd.run(&sh),
