@@ -53,15 +53,28 @@ pub fn has_credentials(host: &str) -> anyhow::Result<bool> {
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let config: Value =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(match config_says(&config, host) {
+        Some(known) => known,
+        None => store_lists(
+            config["credsStore"].as_str().unwrap_or_default(),
+            &config_keys(host),
+        ),
+    })
+}
+
+/// What docker's config alone says of a host: yes, no, or ask its credential store (`None`).
+fn config_says(config: &Value, host: &str) -> Option<bool> {
     let keys = config_keys(host);
-    if keys.iter().any(|k| config["credHelpers"].get(k).is_some()) {
-        return Ok(true);
-    }
     // An `auths` entry holds either the credentials themselves or, with a store, an empty marker.
-    let in_auths = keys.iter().any(|k| config["auths"].get(k).is_some());
+    if keys
+        .iter()
+        .any(|k| config["credHelpers"].get(k).is_some() || config["auths"].get(k).is_some())
+    {
+        return Some(true);
+    }
     match config["credsStore"].as_str() {
-        Some(store) if !store.is_empty() => Ok(in_auths || store_lists(store, &keys)),
-        _ => Ok(in_auths),
+        Some(store) if !store.is_empty() => None,
+        _ => Some(false),
     }
 }
 
@@ -90,5 +103,39 @@ mod tests {
         assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost:5000"));
         assert!(!is_loopback("ghcr.io") && !is_loopback("docker.io"));
         assert!(config_keys("docker.io").contains(&"https://index.docker.io/v1/".to_owned()));
+    }
+
+    #[track_caller]
+    fn check(config: &str, host: &str, expected: Option<bool>) {
+        let config: Value = serde_json::from_str(config).unwrap();
+        assert_eq!(config_says(&config, host), expected, "{host} in {config}");
+    }
+
+    #[test]
+    fn reads_docker_config() {
+        check("{}", "ghcr.io", Some(false));
+        check(
+            r#"{"auths": {"ghcr.io": {"auth": "x"}}}"#,
+            "ghcr.io",
+            Some(true),
+        );
+        check(r#"{"auths": {"ghcr.io": {}}}"#, "docker.io", Some(false));
+        check(
+            r#"{"auths": {"https://index.docker.io/v1/": {}}}"#,
+            "docker.io",
+            Some(true),
+        );
+        check(
+            r#"{"credHelpers": {"ghcr.io": "gh"}}"#,
+            "ghcr.io",
+            Some(true),
+        );
+        check(r#"{"credsStore": "desktop"}"#, "ghcr.io", None);
+        check(r#"{"credsStore": ""}"#, "ghcr.io", Some(false));
+        check(
+            r#"{"auths": {"127.0.0.1:5001": {}}}"#,
+            "127.0.0.1:5001",
+            Some(true),
+        );
     }
 }

@@ -529,3 +529,35 @@ fn republish_replaces_digests_keeps_the_old_ones_and_records_both() -> anyhow::R
     );
     Ok(())
 }
+
+#[test]
+fn a_missing_login_is_reported_up_front_and_nothing_is_pushed() -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    let puts = (
+        manifest_puts(&setup.canonical),
+        manifest_puts(&setup.mirror),
+    );
+    let no_logins = tempfile::tempdir()?;
+    let args = setup.release_args("v2.0.0", "v1.0.0", &[]);
+    let output = setup
+        .xtask_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("DOCKER_CONFIG", no_logins.path())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("preflight failed"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("run `docker login {}`", setup.mirror.host())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PASSWORD));
+    assert_eq!(
+        (
+            manifest_puts(&setup.canonical),
+            manifest_puts(&setup.mirror)
+        ),
+        puts,
+        "nothing was pushed"
+    );
+    Ok(())
+}
