@@ -13,6 +13,7 @@ mod release;
 mod republish;
 mod sizes;
 mod table;
+mod workflows;
 
 use std::{
     path::{Path, PathBuf},
@@ -46,6 +47,8 @@ enum Command {
     Notes(notes::NotesCmd),
     /// Image sizes across releases; --check fails on an unjustified regression
     Sizes(sizes::SizesCmd),
+    /// Write the GitHub workflows generated from the image matrix, or check them (--check)
+    Workflows(workflows::WorkflowsCmd),
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
@@ -76,6 +79,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Republish(cmd) => cmd.run(&sh),
         Command::Notes(cmd) => cmd.run(&sh),
         Command::Sizes(cmd) => cmd.run(&sh),
+        Command::Workflows(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
     }
 }
