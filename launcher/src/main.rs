@@ -128,7 +128,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Pin the image by digest: write PHP_FPM_PIN=<image>@sha256:… to the project's .20i-local
+    /// Pin the image by digest: write `PHP_FPM_PIN=IMAGE@sha256:…` to the project's .20i-local
     Pin {
         /// The release's notes JSON (release-notes/vX.Y.Z.json)
         #[arg(long, value_name = "FILE")]

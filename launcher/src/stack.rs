@@ -137,3 +137,107 @@ impl Compose {
         DockerCommand::new(argv)
     }
 }
+
+/// How the project's containers stand after `up`, from `docker compose ps --all --format json`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Every container runs, and every one with a health check is healthy.
+    Ready,
+    /// Some are still starting: `service (state)` for each.
+    Starting(Vec<String>),
+    /// Some exited or are unhealthy: waiting longer will not help.
+    Failed(Vec<String>),
+}
+
+/// Reads `docker compose ps --format json` (one object per line, or one array) into a [`Health`].
+pub fn health(ps_json: &str) -> anyhow::Result<Health> {
+    let mut containers: Vec<serde_json::Value> = Vec::new();
+    let text = ps_json.trim();
+    if text.starts_with('[') {
+        containers = serde_json::from_str(text).context("reading `docker compose ps`")?;
+    } else {
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            containers.push(serde_json::from_str(line).context("reading `docker compose ps`")?);
+        }
+    }
+    let mut starting = Vec::new();
+    let mut failed = Vec::new();
+    for container in &containers {
+        let service = container["Service"].as_str().unwrap_or("?");
+        let state = container["State"].as_str().unwrap_or_default();
+        let health = container["Health"].as_str().unwrap_or_default();
+        match (state, health) {
+            ("running", "" | "healthy") => {}
+            ("running", "starting") | ("created" | "restarting", _) => starting.push(format!(
+                "{service} ({})",
+                if health.is_empty() { state } else { health }
+            )),
+            _ => failed.push(format!(
+                "{service} ({})",
+                if health.is_empty() { state } else { health }
+            )),
+        }
+    }
+    Ok(if !failed.is_empty() {
+        Health::Failed(failed)
+    } else if !starting.is_empty() {
+        Health::Starting(starting)
+    } else if containers.is_empty() {
+        Health::Failed(vec!["no container".to_owned()])
+    } else {
+        Health::Ready
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(ps: &str, expected: Health) {
+        assert_eq!(health(ps).unwrap(), expected, "{ps}");
+    }
+
+    #[test]
+    fn health_from_compose_ps() {
+        let c = |service: &str, state: &str, health: &str| {
+            format!(r#"{{"Service":"{service}","State":"{state}","Health":"{health}"}}"#)
+        };
+        let lines = |cs: &[String]| cs.join("\n");
+        check(
+            &lines(&[
+                c("nginx", "running", "healthy"),
+                c("phpmyadmin", "running", ""),
+            ]),
+            Health::Ready,
+        );
+        check(
+            &format!(
+                "[{},{}]",
+                c("a", "running", "healthy"),
+                c("b", "running", "")
+            ),
+            Health::Ready,
+        );
+        check(
+            &lines(&[
+                c("nginx", "running", "starting"),
+                c("apache", "running", "healthy"),
+            ]),
+            Health::Starting(vec!["nginx (starting)".into()]),
+        );
+        check(
+            &lines(&[c("mariadb", "created", ""), c("x", "restarting", "")]),
+            Health::Starting(vec!["mariadb (created)".into(), "x (restarting)".into()]),
+        );
+        check(
+            &lines(&[
+                c("nginx", "running", "unhealthy"),
+                c("apache", "exited", ""),
+                c("w", "running", "starting"),
+            ]),
+            Health::Failed(vec!["nginx (unhealthy)".into(), "apache (exited)".into()]),
+        );
+        check("", Health::Failed(vec!["no container".into()]));
+    }
+}

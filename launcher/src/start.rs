@@ -14,7 +14,7 @@ use crate::{
     engine::{seconds, Engine},
     exit::Exit,
     selection::{self, Build, Decision},
-    stack::{self, Compose},
+    stack::{self, Compose, Health},
 };
 
 pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
@@ -34,12 +34,33 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
         "--remove-orphans",
     ]);
     let up_started = Instant::now();
-    engine.output_with_env(&up, &compose.env).map_err(|error| {
+    let unhealthy = |what: String| {
         Exit::stack(format!(
             "the stack did not start healthy within WAIT_TIMEOUT={timeout} s: see `20i status` and `20i logs`, \
-             or raise WAIT_TIMEOUT\n{error}"
+             or raise WAIT_TIMEOUT\n{what}"
         ))
-    })?;
+    };
+    engine
+        .output_with_env(&up, &compose.env)
+        .map_err(|error| unhealthy(error.to_string()))?;
+    // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: the
+    // health of every container is checked here too, until the same deadline.
+    let deadline = up_started + Duration::from_secs(config.wait_timeout.into());
+    let ps = compose.command(["ps", "--all", "--format", "json"]);
+    loop {
+        let listing = engine
+            .output_with_env(&ps, &compose.env)
+            .context("listing the stack's containers")?;
+        match stack::health(&String::from_utf8_lossy(&listing))? {
+            Health::Ready => break,
+            Health::Starting(_) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500))
+            }
+            Health::Starting(list) | Health::Failed(list) => {
+                return Err(unhealthy(format!("not healthy: {}", list.join(", "))).into())
+            }
+        }
+    }
     let up_took = up_started.elapsed();
     report(
         &mut out, config, &acquired, &compose, up_took, &engine, started,

@@ -1,6 +1,9 @@
 //! `20i start` for real: pulled from a loopback registry then started from the cache with zero registry requests,
 //! the fallback build when the registry is down (or the reasoned refusal), local builds that follow the
-//! Dockerfile, and a user module started with the same image variables.
+//! Dockerfile, a user module started with the same image variables, a stack that never gets healthy, and the
+//! shipped compose file's real defaults.
+
+use stack_images::docker::{Docker, DockerCommand};
 
 use crate::harness::{
     docker, forget_image, publish_php_fpm_standin, reference, requests, times, Site,
@@ -264,4 +267,79 @@ fn a_module_is_started_with_the_same_image_variables() {
     let health = docker(&["inspect", "--format", "{{.State.Health.Status}}", &worker]);
     assert_eq!(health.trim(), "healthy");
     assert!(site.code_dir().join("index.html").exists());
+}
+
+#[test]
+fn the_shipped_compose_file_runs_the_real_images_by_default_and_never_builds() {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/stack/docker-compose.yml");
+    let code = tempfile::tempdir().unwrap();
+    let out = Docker::new()
+        .unwrap()
+        .output_with_env(
+            &DockerCommand::new([
+                "compose",
+                "--project-name",
+                "it-config",
+                "--file",
+                file,
+                "config",
+                "--format",
+                "json",
+            ]),
+            &[
+                ("CODE_DIR".to_owned(), code.path().display().to_string()),
+                (
+                    "PHP_FPM_IMAGE".to_owned(),
+                    "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.4".to_owned(),
+                ),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let config: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let services = &config["services"];
+    let image = |s: &str| services[s]["image"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(image("nginx"), "nginx:1.25-alpine");
+    assert_eq!(image("apache"), "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.4");
+    assert_eq!(image("mariadb"), "mariadb:10.6");
+    assert_eq!(image("phpmyadmin"), "phpmyadmin/phpmyadmin:latest");
+    for service in ["nginx", "apache", "mariadb", "phpmyadmin"] {
+        assert!(
+            services[service].get("build").is_none(),
+            "{service} has a build:"
+        );
+    }
+    let published: Vec<String> = ["nginx", "mariadb", "phpmyadmin"]
+        .iter()
+        .map(|s| {
+            services[*s]["ports"][0]["host_ip"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        published, ["127.0.0.1"; 3],
+        "ports are published on loopback by default"
+    );
+}
+
+#[test]
+fn a_stack_that_never_gets_healthy_exits_4_with_what_to_do() {
+    let mut site = Site::new("unhealthy");
+    site.set("USE_PREBUILT", "false");
+    site.set("PHP_VERSION", "8.1");
+    site.cleanup_images.push(format!(
+        "20i-local/php-fpm:v{}-php-8.1",
+        crate::harness::VERSION
+    ));
+    // A web server that never answers the health check: the MariaDB stand-in listens on 3306, not 80.
+    site.set("NGINX_IMAGE", testkit::stack::MARIADB_STANDIN);
+    site.set("WAIT_TIMEOUT", "5");
+    let run = site.run(&["start"], &[]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the stack did not start healthy within WAIT_TIMEOUT=5 s: see `20i status` and `20i logs`, or raise WAIT_TIMEOUT"),
+        "{}",
+        run.stderr
+    );
 }
