@@ -294,11 +294,17 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
         Source::Default,
     );
     let registry = r.namespace("IMAGE_REGISTRY", &registry)?;
-    let mirrors = r.get(
-        "IMAGE_MIRRORS",
-        &matrix.registries.mirrors.join(","),
-        Source::Default,
-    );
+    // The mirrors hold digest-identical copies of the canonical registry only: another registry (a fork, a
+    // private one) has no mirrors unless they are named.
+    let mirrors = if registry == matrix.registries.canonical {
+        r.get(
+            "IMAGE_MIRRORS",
+            &matrix.registries.mirrors.join(","),
+            Source::Default,
+        )
+    } else {
+        r.get("IMAGE_MIRRORS", "", Source::Derived("IMAGE_REGISTRY"))
+    };
     let mirrors = mirrors
         .split(',')
         .map(str::trim)
@@ -779,6 +785,8 @@ mod tests {
         check(&[(Source::Environment, "USE_PREBUILT=0 ALLOW_LOCAL_BUILD_FALLBACK=0")], &["USE_PREBUILT", "ALLOW_LOCAL_BUILD_FALLBACK"], "USE_PREBUILT=0 (environment), ALLOW_LOCAL_BUILD_FALLBACK=0 (environment)");
         check(&[(Source::Environment, "IMAGE_REGISTRY=127.0.0.1:5000/test/")], &["image"], "image=127.0.0.1:5000/test/php-fpm:v{V}-php-8.5");
         check(&[(Source::Environment, "IMAGE_MIRRORS=")], &["IMAGE_MIRRORS"], "IMAGE_MIRRORS= (environment)");
+        check(&[(Source::Environment, "IMAGE_REGISTRY=registry.example.com/team")], &["IMAGE_MIRRORS"], "IMAGE_MIRRORS= (default, from IMAGE_REGISTRY)");
+        check(&[(Source::Environment, "IMAGE_REGISTRY=registry.example.com/team IMAGE_MIRRORS=m.example.com/team")], &["IMAGE_MIRRORS"], "IMAGE_MIRRORS=m.example.com/team (environment)");
         check(&[(Source::Environment, &pin)], &["image"], &format!("image=ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5@sha256:{}", "a".repeat(64)));
         check(&[(Source::Environment, "STACK_DIR=/opt/stack")], &["STACK_FILE", "PHP_FPM_CONTEXT"], "STACK_FILE=/opt/stack/docker-compose.yml (default, from STACK_DIR), PHP_FPM_CONTEXT=/opt/stack/images/php-fpm (default, from STACK_DIR)");
         check(&[(Source::Flag, "STACK_FILE=other.yml PHP_FPM_CONTEXT=ctx")], &["STACK_FILE", "PHP_FPM_CONTEXT"], "STACK_FILE=/work/my-site/other.yml (command line), PHP_FPM_CONTEXT=/work/my-site/ctx (command line)");

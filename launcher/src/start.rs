@@ -139,76 +139,160 @@ fn report(
 /// local image store; never contacts a registry and starts nothing.
 pub fn explain(loaded: &Loaded) -> anyhow::Result<()> {
     let config = &loaded.config;
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "image    {}", config.selected_reference())?;
-    writeln!(out, "\ninputs (value, then where it came from):")?;
+    let engine = Engine::new()?;
+    let facts = acquire::facts(&engine, config).context("reading the local image store")?;
+    let decision = selection::decide(config, &facts);
+    let modules = stack::modules(config)?;
+    let text = render_explain(
+        config,
+        &loaded.files,
+        &decision,
+        &modules,
+        config.stack_file.is_file(),
+    );
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The `--explain` text, from data only.
+fn render_explain(
+    config: &Config,
+    files: &[(Source, bool)],
+    decision: &Decision,
+    modules: &[(String, std::path::PathBuf)],
+    stack_file_present: bool,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "image    {}", config.selected_reference());
+    let _ = writeln!(out, "\ninputs (value, then where it came from):");
     for entry in &config.entries {
         let about = VARS
             .iter()
             .find(|v| v.name == entry.name)
             .map_or("passed to compose as it is", |v| v.about);
-        writeln!(
+        let _ = writeln!(
             out,
             "  {:<28} {:<44} {}\n  {:<28} # {about}",
             entry.name,
             entry.shown(),
             entry.source,
             ""
-        )?;
+        );
     }
-    writeln!(
+    let _ = writeln!(
         out,
         "\nlayers, lowest first: default, stack vars, user config, project, environment, command line"
-    )?;
-    for (source, present) in &loaded.files {
+    );
+    for (source, present) in files {
         let state = if *present { "read" } else { "absent" };
-        writeln!(out, "  {source} ({state})")?;
+        let _ = writeln!(out, "  {source} ({state})");
     }
-    let engine = Engine::new()?;
-    let facts = acquire::facts(&engine, config).context("reading the local image store")?;
-    writeln!(
+    let _ = writeln!(
         out,
         "\ndecision (from the local image store only; no registry was asked):"
-    )?;
+    );
     let context = config.build_context.display();
     let fallback = if config.allow_fallback {
         format!("build locally from {context} (ALLOW_LOCAL_BUILD_FALLBACK=true)")
     } else {
         "stop with the reason and what to do (ALLOW_LOCAL_BUILD_FALLBACK=false)".to_owned()
     };
-    match selection::decide(config, &facts) {
-        Decision::Cached { reference } => {
-            writeln!(out, "  {reference} is in the local image store: start uses it, with no registry request")?
-        }
+    let _ = match decision {
+        Decision::Cached { reference } => writeln!(
+            out,
+            "  {reference} is in the local image store: start uses it, with no registry request"
+        ),
         Decision::Pull { reference, why } => {
-            writeln!(out, "  {reference}: {why}, so start pulls it ({} attempts for transient failures)", selection::PULL_ATTEMPTS)?;
+            let _ = writeln!(
+                out,
+                "  {reference}: {why}, so start pulls it ({} attempts for transient failures)",
+                selection::PULL_ATTEMPTS
+            );
             if !config.mirrors.is_empty() {
-                writeln!(out, "  if {} is unreachable or rate limited: the same tag from {}", config.registry, config.mirrors.join(", "))?;
+                let _ = writeln!(
+                    out,
+                    "  if {} is unreachable or rate limited: the same tag from {}",
+                    config.registry,
+                    config.mirrors.join(", ")
+                );
             }
             if let Some(pin) = &config.pin {
-                writeln!(out, "  a pulled image whose digest is not {pin} is refused")?;
+                let _ = writeln!(out, "  a pulled image whose digest is not {pin} is refused");
             }
-            writeln!(out, "  if the pull fails: {fallback}")?;
+            writeln!(out, "  if the pull fails: {fallback}")
         }
         Decision::Local(Build::Reuse { reference }) => writeln!(
             out,
             "  USE_PREBUILT=false: {reference} was built from the current {context}: start reuses it"
-        )?,
+        ),
         Decision::Local(Build::Build { reference, why }) => writeln!(
             out,
             "  USE_PREBUILT=false: start builds {reference} from {context} ({why})"
-        )?,
-    }
-    let modules = stack::modules(config)?;
-    writeln!(out, "\ncompose (project {}):", config.project)?;
-    let state = if config.stack_file.is_file() {
+        ),
+    };
+    let _ = writeln!(out, "\ncompose (project {}):", config.project);
+    let state = if stack_file_present {
         ""
     } else {
         " (absent: run `20i init`, or set STACK_DIR or STACK_FILE)"
     };
-    writeln!(out, "  {}{state}", config.stack_file.display())?;
+    let _ = writeln!(out, "  {}{state}", config.stack_file.display());
     for (name, file) in modules {
-        writeln!(out, "  {} (module {name})", file.display())?;
+        let _ = writeln!(out, "  {} (module {name})", file.display());
     }
-    Ok(())
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::{parse_env_file, resolve, Inputs, Layer};
+
+    #[test]
+    fn explain_text() {
+        let layer = |source: Source, text: &str| Layer {
+            source,
+            values: parse_env_file(text).unwrap(),
+        };
+        let user = PathBuf::from("/home/u/.20i/config");
+        let local = PathBuf::from("/work/site/.20i-local");
+        let config = resolve(&Inputs {
+            home: PathBuf::from("/home/u"),
+            cwd: PathBuf::from("/work/site"),
+            layers: vec![
+                layer(
+                    Source::UserConfig(user.clone()),
+                    "PHP_VERSION=8.3\nALLOW_LOCAL_BUILD_FALLBACK=0\n",
+                ),
+                layer(
+                    Source::ProjectLocal(local.clone()),
+                    "PHP_VERSION=8.4\nMYSQL_PASSWORD=s3cret\nXDEBUG_MODE=debug\n",
+                ),
+                layer(Source::Environment, "HOST_PORT=8080\n"),
+                layer(Source::Flag, "IMAGE_REGISTRY=127.0.0.1:5000/stack\n"),
+            ],
+        })
+        .unwrap();
+        let files = [
+            (
+                Source::StackVars(PathBuf::from(
+                    "/home/u/docker/20i-stack/config/stack-vars.yml",
+                )),
+                true,
+            ),
+            (Source::UserConfig(user), true),
+            (Source::ProjectLocal(local), true),
+        ];
+        let decision = selection::decide(&config, &selection::Facts::default());
+        let modules = [(
+            "queue".to_owned(),
+            PathBuf::from("/home/u/.20i/modules/queue/docker-compose.yml"),
+        )];
+        let text = render_explain(&config, &files, &decision, &modules, true);
+        assert!(!text.contains("s3cret"));
+        insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "X.Y.Z"));
+    }
 }
