@@ -59,6 +59,8 @@ pub struct Executor<'a> {
     outcome: Outcome,
     /// Pins that hold a single manifest: left by an interrupted push, replaced when resuming.
     incomplete: Vec<(String, PhpLine)>,
+    /// A merge: the per-platform images of every line, built elsewhere, to assemble into the pins.
+    assemble: Option<BTreeMap<PhpLine, Vec<String>>>,
 }
 
 /// `ns/image:tag` → `ns/image`.
@@ -82,7 +84,7 @@ fn builder() -> DockerCommand {
     DockerCommand::new(["buildx", "inspect", "--bootstrap"])
 }
 
-fn bake(plan: &Plan, work_dir: &Path) -> DockerCommand {
+pub fn bake(plan: &Plan, work_dir: &Path) -> DockerCommand {
     let file = work_dir.join("bake.json").display().to_string();
     let metadata = work_dir.join("bake-metadata.json").display().to_string();
     DockerCommand::new([
@@ -93,7 +95,6 @@ fn bake(plan: &Plan, work_dir: &Path) -> DockerCommand {
         "--metadata-file",
         &metadata,
         "--progress=plain",
-        "--push",
         plan.attestations.provenance_flag(),
     ])
 }
@@ -109,6 +110,77 @@ fn create(to: &str, source: &str) -> DockerCommand {
         to,
         source,
     ])
+}
+
+/// Docker answers and its builder can build every platform wanted.
+pub fn check_engine(docker: &Docker, wanted: &[String]) -> anyhow::Result<()> {
+    let version = docker.output(&server_version()).map_err(|e| {
+        anyhow::Error::new(e)
+            .context("the docker engine does not answer: start it (`make setup` does)")
+    })?;
+    eprintln!(
+        "    docker engine {}",
+        String::from_utf8_lossy(&version).trim()
+    );
+    let builder = String::from_utf8_lossy(&docker.output(&builder())?).into_owned();
+    let platforms: Vec<&str> = builder
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Platforms:"))
+        .flat_map(|l| l.split(','))
+        .map(|p| p.trim().trim_end_matches('*'))
+        .collect();
+    let missing: Vec<&str> = wanted
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !platforms.contains(p))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the buildx builder cannot build {}: it offers {}; enable emulation (`make setup` registers QEMU) \
+             or use a builder with native nodes",
+            missing.join(", "),
+            platforms.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Whether docker holds a login for `host`; an error with the command to run when it must and does not.
+pub fn check_login(host: &str) -> anyhow::Result<bool> {
+    let logged_in = credentials::has_credentials(host)?;
+    if !logged_in && !credentials::is_loopback(host) {
+        bail!("no credentials for {host}: run `docker login {host}` (or set up a credential helper) and retry");
+    }
+    Ok(logged_in)
+}
+
+/// Runs `run`, retrying transient failures (unreachable, rate limited, a registry's 5xx) twice, after 1 s and
+/// 3 s. Callers retry only what is safe to repeat: nothing has been verified or moved on the strength of it.
+pub fn with_retries(run: impl Fn() -> Result<(), DockerError>) -> anyhow::Result<()> {
+    let delays = [Duration::from_secs(1), Duration::from_secs(3)];
+    let mut attempt = 0;
+    loop {
+        match run() {
+            Ok(()) => return Ok(()),
+            Err(error)
+                if attempt < delays.len()
+                    && matches!(
+                        error.kind,
+                        FailureKind::Unreachable | FailureKind::RateLimited
+                    ) =>
+            {
+                eprintln!(
+                    "    {} ({}); retrying in {:?}",
+                    error.command,
+                    error.kind.describe(),
+                    delays[attempt]
+                );
+                std::thread::sleep(delays[attempt]);
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// The docker commands a run of `plan` makes, in order, with digests not yet known written as placeholders.
@@ -173,7 +245,54 @@ impl<'a> Executor<'a> {
             work_dir,
             outcome: Outcome::default(),
             incomplete: Vec::new(),
+            assemble: None,
         }
+    }
+
+    /// Assembles each line's pin from images built per platform (`release merge`) instead of building.
+    pub fn assembling(mut self, sources: BTreeMap<PhpLine, Vec<String>>) -> Executor<'a> {
+        self.assemble = Some(sources);
+        self
+    }
+
+    /// One index per line from its per-platform images, pushed to the pin with the plan's index annotations.
+    fn assemble_pins(
+        &mut self,
+        lines: &[PhpLine],
+        sources: &BTreeMap<PhpLine, Vec<String>>,
+    ) -> anyhow::Result<()> {
+        for php in lines {
+            let build = self
+                .plan
+                .builds
+                .iter()
+                .find(|b| b.php == *php)
+                .expect("every line has a build");
+            let images = sources
+                .get(php)
+                .with_context(|| format!("no per-platform images of PHP {php} to merge"))?;
+            let mut args = vec![
+                "buildx".to_owned(),
+                "imagetools".into(),
+                "create".into(),
+                "--progress=plain".into(),
+            ];
+            for annotation in bake::index_annotations(build) {
+                args.extend(["--annotation".to_owned(), annotation]);
+            }
+            args.extend(["--tag".to_owned(), build.push.clone()]);
+            args.extend(images.iter().cloned());
+            let command = DockerCommand::new(args);
+            with_retries(|| self.docker.run(&command))?;
+            let index = self.docker.inspect_index(&build.push)?;
+            index
+                .require_platforms(&self.plan.platforms)
+                .with_context(|| format!("merging {}", build.push))?;
+            eprintln!("    assembled {} ({})", build.push, index.digest.short());
+            self.outcome.built.push(*php);
+            self.outcome.pins.insert(*php, index);
+        }
+        Ok(())
     }
 
     /// Runs every phase; stops at the first failure, before any later phase has touched anything.
@@ -219,43 +338,12 @@ impl<'a> Executor<'a> {
 
     /// Checks docker, the builder and every registry, and finds the pins that already exist.
     fn preflight(&mut self) -> anyhow::Result<BTreeMap<(String, PhpLine), IndexSummary>> {
-        let version = self.docker.output(&server_version()).map_err(|e| {
-            anyhow::Error::new(e)
-                .context("the docker engine does not answer: start it (`make setup` does)")
-        })?;
-        eprintln!(
-            "    docker engine {}",
-            String::from_utf8_lossy(&version).trim()
-        );
-        let builder = String::from_utf8_lossy(&self.docker.output(&builder())?).into_owned();
-        let platforms: Vec<&str> = builder
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Platforms:"))
-            .flat_map(|l| l.split(','))
-            .map(|p| p.trim().trim_end_matches('*'))
-            .collect();
-        let missing: Vec<&String> = self
-            .plan
-            .platforms
-            .iter()
-            .filter(|p| !platforms.contains(&p.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "the buildx builder cannot build {}: it offers {}; enable emulation (`make setup` registers QEMU) \
-                 or use a builder with native nodes",
-                missing.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", "),
-                platforms.join(", ")
-            );
-        }
+        check_engine(self.docker, &self.plan.platforms)?;
 
         let mut existing = BTreeMap::new();
         for namespace in self.namespaces() {
             let host = credentials::host(namespace);
-            let logged_in = credentials::has_credentials(host)?;
-            if !logged_in && !credentials::is_loopback(host) {
-                bail!("no credentials for {host}: run `docker login {host}` (or set up a credential helper) and retry");
-            }
+            let logged_in = check_login(host)?;
             for build in &self.plan.builds {
                 let pin = self.pin_in(namespace, build.php);
                 match self.docker.find(&pin) {
@@ -365,8 +453,15 @@ impl<'a> Executor<'a> {
         if to_build.is_empty() {
             return Ok(());
         }
+        if let Some(sources) = self.assemble.clone() {
+            return self.assemble_pins(&to_build, &sources);
+        }
         let bake_path = self.work_dir.join("bake.json");
-        let file = serde_json::to_string_pretty(&bake::bake_file(self.plan, &to_build))?;
+        let file = serde_json::to_string_pretty(&bake::bake_file(
+            self.plan,
+            &to_build,
+            bake::Output::Pin,
+        ))?;
         std::fs::write(&bake_path, file)
             .with_context(|| format!("writing {}", bake_path.display()))?;
         let metadata_path = self.work_dir.join("bake-metadata.json");
@@ -379,7 +474,7 @@ impl<'a> Executor<'a> {
             self.plan.platforms.join(", "),
             log.display()
         );
-        self.with_retries(|| {
+        with_retries(|| {
             self.docker
                 .run_logged(&bake(self.plan, &self.work_dir), &log)
         })?;
@@ -456,40 +551,11 @@ impl<'a> Executor<'a> {
                 }
             }
             let source = format!("{}@{digest}", repository(from));
-            self.with_retries(|| self.docker.run(&create(to, &source)))?;
+            with_retries(|| self.docker.run(&create(to, &source)))?;
             eprintln!("    copied {to}");
             self.outcome.copied += 1;
         }
         Ok(())
-    }
-
-    /// Transient failures (unreachable, rate limited, a registry's 5xx) are retried twice, after 1 s and 3 s.
-    /// Nothing has been verified or moved yet when a push is retried, so repeating it is safe.
-    fn with_retries(&self, run: impl Fn() -> Result<(), DockerError>) -> anyhow::Result<()> {
-        let delays = [Duration::from_secs(1), Duration::from_secs(3)];
-        let mut attempt = 0;
-        loop {
-            match run() {
-                Ok(()) => return Ok(()),
-                Err(error)
-                    if attempt < delays.len()
-                        && matches!(
-                            error.kind,
-                            FailureKind::Unreachable | FailureKind::RateLimited
-                        ) =>
-                {
-                    eprintln!(
-                        "    {} ({}); retrying in {:?}",
-                        error.command,
-                        error.kind.describe(),
-                        delays[attempt]
-                    );
-                    std::thread::sleep(delays[attempt]);
-                    attempt += 1;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        }
     }
 
     /// Every reference of the phase serves the digest of its line's canonical pin and lists every platform.
@@ -567,7 +633,7 @@ impl<'a> Executor<'a> {
                 }
             }
             let source = format!("{}@{digest}", repository(from));
-            self.with_retries(|| self.docker.run(&create(to, &source)))?;
+            with_retries(|| self.docker.run(&create(to, &source)))?;
             eprintln!("    {to} -> {}", tag_of(from));
             self.outcome.moved.push(to.clone());
         }

@@ -12,6 +12,7 @@ mod plan;
 mod release;
 mod republish;
 mod sizes;
+mod split;
 mod table;
 mod workflows;
 
@@ -38,7 +39,7 @@ enum Command {
     /// Print what releasing a version would build, push and tag, without touching docker or the network
     Plan(plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
-    Release(release::ReleaseCmd),
+    Release(Box<release::ReleaseCmd>),
     /// A complete local release to registries on 127.0.0.1, built from stand-in bases
     Demo(demo::DemoCmd),
     /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)

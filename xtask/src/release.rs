@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, Subcommand};
 use stack_images::docker::Docker;
 use xshell::Shell;
 
@@ -13,16 +13,28 @@ use crate::{
     inputs::ReleaseArgs,
     notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
     plan::{self, Plan},
-    project_root, table,
+    project_root, split, table,
 };
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct ReleaseCmd {
+    #[command(subcommand)]
+    merge: Option<MergeCmd>,
     #[command(flatten)]
-    release: ReleaseArgs,
+    release: Option<ReleaseArgs>,
     /// Print the docker commands the release would run, in order, and run none
     #[arg(long)]
     dry_run: bool,
+    /// Build every line for this platform only and write --digests-file (one native runner per platform)
+    #[arg(long, value_name = "PLATFORM", requires = "digests_file")]
+    platform: Option<String>,
+    /// With --platform: push untagged, by digest (needs a docker-container builder); without it, staging tags
+    #[arg(long, requires = "platform")]
+    push_by_digest: bool,
+    /// With --platform: where to write what was pushed, for `release merge`
+    #[arg(long, value_name = "FILE")]
+    digests_file: Option<PathBuf>,
     /// Finish an interrupted release: keep the pins already pushed (after verifying them) and do the rest
     #[arg(long)]
     resume: bool,
@@ -56,11 +68,58 @@ impl Dirs {
     }
 }
 
+#[derive(Subcommand, Debug)]
+enum MergeCmd {
+    /// Assemble the pins from per-platform builds (--digests-file each), then mirror, verify, tag and write notes
+    Merge {
+        #[command(flatten)]
+        release: ReleaseArgs,
+        /// A digests file written by `release --platform`; one per platform
+        #[arg(long = "digests-file", value_name = "FILE", required = true)]
+        digests_files: Vec<PathBuf>,
+        /// Keep the pins already assembled (after verifying them) and do the rest
+        #[arg(long)]
+        resume: bool,
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+}
+
 impl ReleaseCmd {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let inputs = self.release.gather(sh)?;
+        if let Some(MergeCmd::Merge {
+            release,
+            digests_files,
+            resume,
+            dirs,
+        }) = self.merge
+        {
+            let plan = plan::compute(&release.gather(sh)?)?;
+            let sources = split::merge_sources(&plan, &digests_files)?;
+            let work_dir = dirs.work_dir(&plan);
+            let outcome = execute_with(&plan, Mode::Release { resume }, &work_dir, Some(sources))?;
+            return finish(&plan, &outcome, &dirs);
+        }
+        let release = self
+            .release
+            .context("a version is required: cargo xtask release vX.Y.Z")?;
+        let inputs = release.gather(sh)?;
         let plan = plan::compute(&inputs)?;
         let work_dir = self.dirs.work_dir(&plan);
+        if let Some(platform) = &self.platform {
+            let digests_file = self
+                .digests_file
+                .as_deref()
+                .expect("clap requires --digests-file with --platform");
+            split::build_platform(
+                &plan,
+                platform,
+                self.push_by_digest,
+                &work_dir,
+                digests_file,
+            )?;
+            return Ok(());
+        }
         if self.dry_run {
             for command in execute::dry_run_commands(&plan, &work_dir) {
                 println!("{command}");
@@ -74,24 +133,43 @@ impl ReleaseCmd {
             },
             &work_dir,
         )?;
-        let notes = release_notes(&plan, &outcome);
-        let (json, page) = notes.write(&self.dirs.notes_dir())?;
-        print!(
-            "{}",
-            summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
-        );
-        Ok(())
+        finish(&plan, &outcome, &self.dirs)
     }
+}
+
+/// Writes the notes and prints the summary.
+fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
+    let notes = release_notes(plan, outcome);
+    let (json, page) = notes.write(&dirs.notes_dir())?;
+    print!(
+        "{}",
+        summary(plan, outcome, &[display_path(&json), display_path(&page)])
+    );
+    Ok(())
 }
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    execute_with(plan, mode, work_dir, None)
+}
+
+fn execute_with(
+    plan: &Plan,
+    mode: Mode,
+    work_dir: &std::path::Path,
+    assemble: Option<std::collections::BTreeMap<stack_images::PhpLine, Vec<String>>>,
+) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let journal = work_dir.join("commands.log");
     let _ = std::fs::remove_file(&journal);
     let docker = Docker::new()?.with_journal(&journal);
-    Executor::new(plan, &docker, mode, work_dir.to_path_buf()).run()
+    let executor = Executor::new(plan, &docker, mode, work_dir.to_path_buf());
+    match assemble {
+        Some(sources) => executor.assembling(sources),
+        None => executor,
+    }
+    .run()
 }
 
 /// The notes of a release, from its plan and what the run found.

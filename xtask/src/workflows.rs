@@ -1,18 +1,376 @@
 //! `cargo xtask workflows`: the GitHub workflows generated from the image matrix, and `--check`.
+//!
+//! `.github/workflows/*.yml` are rendered from templates embedded here (`xtask/templates/`) and
+//! `images/matrix.toml`, the one place that lists platforms and registries: the release's per-platform build
+//! jobs, the digests files the merge reads, the platforms QEMU emulates and the registries logged in to all come
+//! from it. Action pins (full commit SHAs) and the runner of each platform are tables below, so a change is one
+//! line and every workflow follows. `--check` fails on a stale file, showing the first differing line.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context};
 use clap::Args;
+use stack_images::{matrix::MATRIX_PATH, Matrix};
 use xshell::Shell;
+
+use crate::{display_path, notes::first_difference, project_root};
+
+/// GitHub-hosted runner of each platform: a release builds every platform natively, on its own runner.
+pub const RUNNERS: &[(&str, &str)] = &[
+    ("linux/amd64", "ubuntu-24.04"),
+    ("linux/arm64", "ubuntu-24.04-arm"),
+];
+
+/// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
+pub const HOST_PLATFORM: &str = "linux/amd64";
+
+/// Every action the workflows use, pinned by full commit SHA, with the release that SHA is.
+pub const ACTIONS: &[Action] = &[
+    Action {
+        name: "actions/checkout",
+        sha: "11bd71901bbe5b1630ceea73d27597364c9af683",
+        version: "v4.2.2",
+    },
+    Action {
+        name: "actions/upload-artifact",
+        sha: "ea165f8d65b6e75b540449e92b4886f43607fa02",
+        version: "v4.6.2",
+    },
+    Action {
+        name: "actions/download-artifact",
+        sha: "d3f86a106a0bac45b974a628896c90dbdf5c8093",
+        version: "v4.3.0",
+    },
+    Action {
+        name: "docker/setup-qemu-action",
+        sha: "29109295f81e9208d7d86ff1c6c12d2833863392",
+        version: "v3.6.0",
+    },
+    Action {
+        name: "docker/setup-buildx-action",
+        sha: "e468171a9de216ec08956ac3ada2f0791b6bd435",
+        version: "v3.11.1",
+    },
+    Action {
+        name: "docker/login-action",
+        sha: "74a5d142397b4f367a81961eba4e8cd7edddf772",
+        version: "v3.4.0",
+    },
+];
+
+// Registries the release workflow can log in to, and with what: the matrix's registries must be among them.
+const CANONICAL_LOGIN: &str = "ghcr.io"; // GITHUB_TOKEN with packages: write
+const MIRROR_LOGIN: &str = "docker.io"; // secrets DOCKERHUB_USERNAME, DOCKERHUB_TOKEN
+
+/// The templates, by the file each one generates under `.github/workflows/`.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("ci.yml", include_str!("../templates/ci.yml")),
+    ("release.yml", include_str!("../templates/release.yml")),
+];
+
+/// Where the workflows live, relative to the project root.
+pub const WORKFLOWS_DIR: &str = ".github/workflows";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Action {
+    pub name: &'static str,
+    pub sha: &'static str,
+    pub version: &'static str,
+}
 
 #[derive(Args, Debug)]
 pub struct WorkflowsCmd {
     /// Fail when a workflow in .github/workflows/ is not what the matrix generates
     #[arg(long)]
     check: bool,
+    /// Where the workflows are written (default: .github/workflows)
+    #[arg(long, value_name = "DIR", default_value = WORKFLOWS_DIR)]
+    workflows_dir: PathBuf,
+    /// Image matrix file (default: images/matrix.toml)
+    #[arg(long, value_name = "FILE", default_value = MATRIX_PATH)]
+    matrix: PathBuf,
 }
 
 impl WorkflowsCmd {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
-        let _ = self.check;
-        anyhow::bail!("not generated yet")
+        let matrix = Matrix::load(&project_root().join(&self.matrix))?;
+        let dir = project_root().join(&self.workflows_dir);
+        let mut stale = Vec::new();
+        for (file, text) in generate(&matrix)? {
+            let path = dir.join(file);
+            let actual = std::fs::read_to_string(&path).unwrap_or_default();
+            if actual == text {
+                if !self.check {
+                    println!("{} is current", display_path(&path));
+                }
+                continue;
+            }
+            if self.check {
+                stale.push(format!(
+                    "{}:\n{}",
+                    display_path(&path),
+                    first_difference(&text, &actual)
+                ));
+            } else {
+                write(&path, &text)?;
+                println!("wrote {}", display_path(&path));
+            }
+        }
+        if !stale.is_empty() {
+            bail!(
+                "{} not what {} and xtask/templates/ generate:\n{}\nrun `cargo xtask workflows` to regenerate (edit the template or the matrix, not the workflow)",
+                if stale.len() == 1 { "a workflow is" } else { "workflows are" },
+                display_path(&project_root().join(&self.matrix)),
+                stale.join("\n")
+            );
+        }
+        Ok(())
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Every workflow file name with its text, as the matrix makes it.
+pub fn generate(matrix: &Matrix) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let values = values(matrix)?;
+    TEMPLATES
+        .iter()
+        .map(|(file, template)| {
+            let body = render(template, &values).with_context(|| format!("in template {file}"))?;
+            Ok((*file, format!("{}{body}", header(file))))
+        })
+        .collect()
+}
+
+fn header(file: &str) -> String {
+    format!(
+        "# Generated by `cargo xtask workflows` from xtask/templates/{file} and {MATRIX_PATH}: edit those, then\n\
+         # regenerate. `cargo xtask workflows --check` (make lint) fails when this file is stale.\n"
+    )
+}
+
+/// `linux/arm64` → `linux-arm64`: names of artifacts and digests files.
+fn slug(platform: &str) -> String {
+    platform.replace('/', "-")
+}
+
+fn runner(platform: &str) -> anyhow::Result<&'static str> {
+    RUNNERS
+        .iter()
+        .find(|(p, _)| *p == platform)
+        .map(|(_, runner)| *runner)
+        .with_context(|| {
+            format!(
+                "no GitHub runner for platform {platform} (images/matrix.toml): add one to RUNNERS in xtask/src/workflows.rs"
+            )
+        })
+}
+
+fn host(namespace: &str) -> &str {
+    namespace.split('/').next().unwrap_or(namespace)
+}
+
+/// The value of every `@@name@@` the templates use.
+fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
+    let canonical = host(&matrix.registries.canonical);
+    ensure!(
+        canonical == CANONICAL_LOGIN,
+        "the release workflow logs in to {CANONICAL_LOGIN} with GITHUB_TOKEN, but the canonical registry is {canonical}: \
+         give xtask/templates/release.yml a login for it"
+    );
+    for mirror in &matrix.registries.mirrors {
+        ensure!(
+            host(mirror) == MIRROR_LOGIN,
+            "the release workflow logs in to {MIRROR_LOGIN} with the DOCKERHUB_* secrets, but mirror {mirror} is elsewhere: \
+             give xtask/templates/release.yml a login for it"
+        );
+    }
+    let host_runner = runner(HOST_PLATFORM)?;
+
+    let mut build_matrix = String::new();
+    let mut digests_files = Vec::new();
+    for platform in &matrix.platforms {
+        build_matrix.push_str(&format!(
+            "- platform: {platform}\n  runner: {}\n  slug: {}\n",
+            runner(platform)?,
+            slug(platform)
+        ));
+        digests_files.push(format!("--digests-file digests/{}.json", slug(platform)));
+    }
+    let emulated: Vec<&str> = matrix
+        .platforms
+        .iter()
+        .filter(|p| *p != HOST_PLATFORM)
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .collect();
+    // setup-qemu-action installs every emulator it knows when the list is empty: name one even then.
+    let qemu_platforms = if emulated.is_empty() {
+        "arm64".to_owned()
+    } else {
+        emulated.join(",")
+    };
+
+    let mut values = vec![
+        ("host_runner".to_owned(), host_runner.to_owned()),
+        ("platforms".to_owned(), matrix.platforms.join(", ")),
+        ("qemu_platforms".to_owned(), qemu_platforms),
+        ("build_matrix".to_owned(), build_matrix),
+        ("digests_files".to_owned(), digests_files.join("\n")),
+        ("canonical_host".to_owned(), canonical.to_owned()),
+        ("mirror_host".to_owned(), MIRROR_LOGIN.to_owned()),
+    ];
+    for action in ACTIONS {
+        values.push((
+            action.name.to_owned(),
+            format!("{}@{} # {}", action.name, action.sha, action.version),
+        ));
+    }
+    Ok(values)
+}
+
+/// Replaces every `@@name@@` in `template`. A value of several lines must stand alone on its line; each of its
+/// lines gets that line's indentation. A name without a value is an error, so a typo cannot reach a workflow.
+pub fn render(template: &str, values: &[(String, String)]) -> anyhow::Result<String> {
+    let lookup = |name: &str| {
+        values
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .with_context(|| format!("unknown placeholder @@{name}@@"))
+    };
+    let mut out = String::with_capacity(template.len());
+    for (n, line) in template.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        if let Some(name) = trimmed
+            .strip_prefix("@@")
+            .and_then(|rest| rest.strip_suffix("@@"))
+            .filter(|name| !name.contains("@@"))
+        {
+            let value = lookup(name).with_context(|| format!("line {}", n + 1))?;
+            for value_line in value.lines() {
+                out.push_str(indent);
+                out.push_str(value_line);
+                out.push('\n');
+            }
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("@@") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("@@") else {
+                bail!("line {}: unclosed @@", n + 1);
+            };
+            let value = lookup(&after[..end]).with_context(|| format!("line {}", n + 1))?;
+            ensure!(
+                !value.contains('\n'),
+                "line {}: @@{}@@ has several lines: put it on a line of its own",
+                n + 1,
+                &after[..end]
+            );
+            out.push_str(&rest[..start]);
+            out.push_str(value);
+            rest = &after[end + 2..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[track_caller]
+    fn check(template: &str, expected: &str) {
+        let values = values(&[("a", "one"), ("block", "- x\n- y")]);
+        assert_eq!(render(template, &values).unwrap(), expected);
+    }
+
+    #[test]
+    fn render_replaces_inline_and_block_placeholders() {
+        check("plain\n", "plain\n");
+        check("k: @@a@@\n", "k: one\n");
+        check("@@a@@ and @@a@@\n", "one and one\n");
+        check("list:\n  @@block@@\nend\n", "list:\n  - x\n  - y\nend\n");
+        check("${{ github.ref }}\n", "${{ github.ref }}\n");
+    }
+
+    #[test]
+    fn render_refuses_unknown_unclosed_and_misplaced_placeholders() {
+        let values = values(&[("block", "- x\n- y")]);
+        for bad in ["@@nope@@\n", "k: @@open\n", "k: @@block@@\n"] {
+            assert!(render(bad, &values).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_platform_of_the_matrix_gets_a_native_runner_and_a_digests_file() {
+        let workflows = generate(&Matrix::embedded()).unwrap();
+        let release = &workflows.iter().find(|(f, _)| *f == "release.yml").unwrap().1;
+        for platform in &Matrix::embedded().platforms {
+            let runner = runner(platform).unwrap();
+            assert!(
+                release.contains(&format!("- platform: {platform}\n            runner: {runner}\n")),
+                "{platform} on {runner}"
+            );
+            assert!(release.contains(&format!("--digests-file digests/{}.json", slug(platform))));
+        }
+        let mut matrix = Matrix::embedded();
+        matrix.platforms.push("linux/riscv64".into());
+        let error = generate(&matrix).unwrap_err().to_string();
+        assert!(error.contains("add one to RUNNERS"), "{error}");
+    }
+
+    #[test]
+    fn actions_are_pinned_by_full_sha_and_run_blocks_interpolate_nothing() {
+        for (file, text) in generate(&Matrix::embedded()).unwrap() {
+            let mut run_indent = None;
+            for (n, line) in text.lines().enumerate() {
+                let trimmed = line.trim_start();
+                let indent = line.len() - trimmed.len();
+                if let Some(uses) = trimmed
+                    .strip_prefix("uses: ")
+                    .or(trimmed.strip_prefix("- uses: "))
+                {
+                    let (reference, comment) = uses.split_once(" # v").unwrap_or((uses, ""));
+                    let sha = reference.split_once('@').map_or("", |(_, sha)| sha);
+                    assert!(
+                        sha.len() == 40
+                            && sha.bytes().all(|b| b.is_ascii_hexdigit())
+                            && !comment.is_empty(),
+                        "{file}:{}: `{uses}` is not pinned by SHA with a # vX.Y.Z comment",
+                        n + 1
+                    );
+                }
+                // Expressions in a shell script are template injection: values go through `env:`.
+                match run_indent {
+                    Some(i) if indent > i || trimmed.is_empty() => assert!(
+                        !line.contains("${{"),
+                        "{file}:{}: an expression inside `run:`",
+                        n + 1
+                    ),
+                    _ => run_indent = None,
+                }
+                if trimmed.starts_with("run:") || trimmed.starts_with("- run:") {
+                    assert!(!line.contains("${{"), "{file}:{}: an expression inside `run:`", n + 1);
+                    run_indent = Some(indent);
+                }
+            }
+        }
     }
 }

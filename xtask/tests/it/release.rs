@@ -561,3 +561,103 @@ fn a_missing_login_is_reported_up_front_and_nothing_is_pushed() -> anyhow::Resul
     );
     Ok(())
 }
+
+/// Replaces the value of `flag` in an argument list.
+fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .expect("the flag is there")
+        + 1;
+    args[at] = value.to_owned();
+    args
+}
+
+#[test]
+fn a_release_split_across_platforms_merges_to_the_digests_of_a_single_machine_release(
+) -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    let dir = setup.dir.path();
+    // Provenance records when and where it was built; without it, the images depend on their inputs only.
+    let base = |namespace: &str, notes: &str, work: &str| {
+        let args = setup.release_args("v2.0.0", "v1.0.0", &["--attestations", "none"]);
+        let args = with_flag(
+            args,
+            "--registry",
+            &format!("{}/{namespace}", setup.canonical.host()),
+        );
+        let args = with_flag(
+            args,
+            "--mirror",
+            &format!("{}/{namespace}", setup.mirror.host()),
+        );
+        let args = with_flag(args, "--notes-dir", &dir.join(notes).display().to_string());
+        with_flag(args, "--work-dir", &dir.join(work).display().to_string())
+    };
+    let run = |args: Vec<String>| {
+        assert_ok(&setup.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+
+    // Two runners, one per platform, then the merge.
+    let mut files = Vec::new();
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let file = dir
+            .join(format!("digests-{}.json", platform.replace('/', "-")))
+            .display()
+            .to_string();
+        let mut args = base(
+            "split",
+            "notes-split",
+            &format!("work-{}", platform.replace('/', "-")),
+        );
+        args.extend([
+            "--platform".to_owned(),
+            platform.to_owned(),
+            "--digests-file".to_owned(),
+            file.clone(),
+        ]);
+        run(args);
+        files.push(file);
+    }
+    let mut merge = base("split", "notes-split", "work-merge");
+    merge.insert(1, "merge".to_owned());
+    for file in &files {
+        merge.extend(["--digests-file".to_owned(), file.clone()]);
+    }
+    run(merge);
+
+    // The same inputs released on one machine.
+    run(base("single", "notes-single", "work-single"));
+
+    let split = notes(&dir.join("notes-split"), "v2.0.0");
+    let single = notes(&dir.join("notes-single"), "v2.0.0");
+    for (a, b) in split["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(single["images"].as_array().unwrap())
+    {
+        assert_eq!(a["php"], b["php"]);
+        assert_eq!(
+            a["digest"], b["digest"],
+            "PHP {}: merged index = single-machine index",
+            a["php"]
+        );
+        assert_eq!(a["platforms"], b["platforms"], "PHP {}", a["php"]);
+        let platforms: Vec<&str> = a["platforms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["platform"].as_str().unwrap())
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    }
+    // And the merged pins are served as recorded, in both registries.
+    for reference in split["references"].as_array().unwrap() {
+        let served = setup
+            .skopeo_digest(reference["ref"].as_str().unwrap())
+            .map(|d| d.to_string());
+        assert_eq!(served.as_deref(), reference["digest"].as_str());
+    }
+    Ok(())
+}
