@@ -72,6 +72,14 @@ pub fn repository(reference: &str) -> &str {
     }
 }
 
+/// `ns/image:tag` → `ns`: the registry namespace a reference lives in.
+fn namespace_of(reference: &str) -> &str {
+    repository(reference)
+        .rsplit_once('/')
+        .map(|(ns, _)| ns)
+        .unwrap_or_default()
+}
+
 fn tag_of(reference: &str) -> &str {
     &reference[repository(reference).len() + 1..]
 }
@@ -522,20 +530,12 @@ impl<'a> Executor<'a> {
         &mut self,
         existing: &BTreeMap<(String, PhpLine), IndexSummary>,
     ) -> anyhow::Result<()> {
-        for step in self
-            .plan
-            .steps
-            .iter()
-            .filter(|s| s.phase() == Phase::Mirror)
-        {
+        for step in self.plan.steps_in(Phase::Mirror) {
             let Step::Copy { php, from, to, .. } = step else {
                 continue;
             };
             let digest = self.pin_digest(*php).clone();
-            let mirror = repository(to)
-                .rsplit_once('/')
-                .map(|(ns, _)| ns)
-                .unwrap_or_default();
+            let mirror = namespace_of(to);
             if let Some(there) = existing.get(&(mirror.to_owned(), *php)) {
                 if there.digest == digest {
                     eprintln!("    {to} already has {}", digest.short());
@@ -561,7 +561,7 @@ impl<'a> Executor<'a> {
     /// Every reference of the phase serves the digest of its line's canonical pin and lists every platform.
     fn verify(&mut self, phase: Phase) -> anyhow::Result<()> {
         let before = self.outcome.verified;
-        for step in self.plan.steps.iter().filter(|s| s.phase() == phase) {
+        for step in self.plan.steps_in(phase) {
             let Step::Verify { php, reference, .. } = step else {
                 continue;
             };
@@ -600,22 +600,13 @@ impl<'a> Executor<'a> {
 
     /// Points every moving tag at its verified pin, registry by registry, without rebuilding.
     fn move_tags(&mut self) -> anyhow::Result<()> {
-        for step in self
-            .plan
-            .steps
-            .iter()
-            .filter(|s| s.phase() == Phase::MoveTags)
-        {
+        for step in self.plan.steps_in(Phase::MoveTags) {
             let Step::Tag { php, from, to, .. } = step else {
                 continue;
             };
             let digest = self.pin_digest(*php).clone();
             if self.mode == Mode::Republish {
-                let namespace = repository(to)
-                    .rsplit_once('/')
-                    .map(|(ns, _)| ns)
-                    .unwrap_or_default()
-                    .to_owned();
+                let namespace = namespace_of(to).to_owned();
                 let old = self.outcome.old_pins.get(&(namespace, *php));
                 let current = self.docker.find(to)?;
                 let follows = match (&current, old) {
@@ -669,11 +660,7 @@ impl<'a> Executor<'a> {
                         .unwrap_or_default(),
                 })
                 .collect();
-            let registry = repository(reference)
-                .rsplit_once('/')
-                .map(|(ns, _)| ns)
-                .unwrap_or_default()
-                .to_owned();
+            let registry = namespace_of(reference).to_owned();
             references.push(Reference {
                 reference: reference.clone(),
                 registry,

@@ -291,6 +291,11 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
 }
 
 impl Plan {
+    /// The steps of one phase, in order.
+    pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
+        self.steps.iter().filter(move |s| s.phase() == phase)
+    }
+
     /// The plan as a person reads it.
     pub fn render(&self, published_from: PublishedFrom) -> String {
         let mut out = String::new();
