@@ -21,12 +21,15 @@ demo-down:
 test: setup
 	cargo test --workspace --all-targets
 
-# The gates CI applies before the tests.
+# The gates CI applies before the tests (the last three: the GitHub workflows are current, safe and valid).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --workspace -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	hadolint images/php-fpm/Dockerfile
+	cargo xtask workflows --check
+	zizmor .github/workflows/
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 fmt:
 	cargo fmt --all

