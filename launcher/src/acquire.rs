@@ -68,13 +68,16 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
     };
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .with_context(|| format!("reading `docker image inspect` of {reference}"))?;
-    let digests = value["RepoDigests"]
+    // The same content under several names lists its digest once per name.
+    let mut digests: Vec<Digest> = value["RepoDigests"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|d| d.as_str()?.rsplit_once('@'))
         .filter_map(|(_, digest)| Digest::parse(digest).ok())
         .collect();
+    digests.sort();
+    digests.dedup();
     let labels: BTreeMap<String, String> = value["Config"]["Labels"]
         .as_object()
         .into_iter()

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, Context};
 use stack_images::docker::DockerCommand;
 
-use crate::config::Config;
+use crate::{config::Config, exit::Exit};
 
 /// The shipped stack, as `(path under STACK_DIR, content)`. The PHP-FPM files are the release's own.
 pub const FILES: &[(&str, &str)] = &[
@@ -106,11 +106,12 @@ impl Compose {
     /// The project's compose invocation; `image` is the PHP-FPM reference compose runs.
     pub fn new(config: &Config, image: &str) -> anyhow::Result<Compose> {
         if !config.stack_file.is_file() {
-            bail!(
+            return Err(Exit::config(anyhow!(
                 "no compose file at {}: run `20i init` to write the shipped stack to {}, or set STACK_DIR or STACK_FILE",
                 config.stack_file.display(),
                 config.stack_dir.display()
-            );
+            ))
+            .into());
         }
         let mut files = vec![config.stack_file.clone()];
         files.extend(modules(config)?.into_iter().map(|(_, file)| file));
