@@ -218,6 +218,17 @@ fn local_builds_follow_the_dockerfile() {
         "edited-locally",
         "the local edit is in the running container"
     );
+
+    site.run(&["logs", "apache"], &[]).ok();
+    site.run(&["destroy"], &[]).ok();
+    assert_eq!(
+        site.containers(),
+        Vec::<String>::new(),
+        "destroy left containers"
+    );
+    let label = format!("label=com.docker.compose.project={}", site.project);
+    let volumes = docker(&["volume", "ls", "--quiet", "--filter", &label]);
+    assert_eq!(volumes.trim(), "", "destroy left the database volume");
 }
 
 #[test]
