@@ -98,7 +98,7 @@ impl DemoCmd {
         println!(
             "\nThe registries are still running, so you can pull and inspect what was published:\n  \
              docker buildx imagetools inspect {latest}\n  \
-             docker run --rm {pin}\n  \
+             docker run --rm {pin} cat /etc/php-fpm-standin\n  \
              skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
              Release notes: {}\n\
              The images were built from stand-ins (testkit/standins/php-fpm on static busybox), since Docker Hub's \
