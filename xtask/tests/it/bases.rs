@@ -1,17 +1,10 @@
 //! `cargo xtask bases refresh` against a real registry on loopback holding stand-ins for Docker Hub's `php`
 //! bases (which cannot be pulled here): the lock records exactly the digests the registry serves.
 
-use std::process::{Command, Output};
+use crate::xtask;
 
 use stack_images::{BaseLock, PhpLine};
 use testkit::{fixtures, Registry};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("running the xtask binary")
-}
 
 const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
 

@@ -1,14 +1,6 @@
 //! `cargo xtask notes`: the page is generated from the JSON, and `--check` catches a hand-edited page.
 
-use std::process::{Command, Output};
-
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
-}
+use crate::xtask;
 
 const NOTES: &str = r#"{
   "version": "v2.0.0", "prerelease": false, "revision": "0123456789abcdef0123456789abcdef01234567",

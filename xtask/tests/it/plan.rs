@@ -10,11 +10,10 @@ const TIME: &str = "2026-11-25T10:00:00Z";
 
 /// Runs the xtask with `path` as its whole PATH: no git, no docker, nothing but what the test puts there.
 fn xtask(path: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
+    crate::xtask_command()
         .args(args)
         .env("PATH", path)
         .env_remove("DOCKER")
-        .env_remove("RUST_BACKTRACE")
         .output()
         .expect("running the xtask binary")
 }

@@ -82,11 +82,10 @@ impl Setup {
     }
 
     fn xtask_command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        let mut command = crate::xtask_command();
         command
             .args(args)
-            .env("DOCKER_CONFIG", self.docker_config.path())
-            .env_remove("RUST_BACKTRACE");
+            .env("DOCKER_CONFIG", self.docker_config.path());
         command
     }
 
