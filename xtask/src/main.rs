@@ -27,6 +27,7 @@ use xshell::Shell;
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Plan, build and publish the 20i stack's pre-built PHP-FPM images"
 )]
 struct Cli {

@@ -2,7 +2,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
 };
 
 const REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
