@@ -191,57 +191,54 @@ pub fn with_retries(run: impl Fn() -> Result<(), DockerError>) -> anyhow::Result
     }
 }
 
-/// The docker commands a run of `plan` makes, in order, with digests not yet known written as placeholders.
+/// The docker commands a run of `plan` makes, phase by phase, with digests not yet known written as
+/// placeholders. A test holds this to the journal of a real run.
 pub fn dry_run_commands(plan: &Plan, work_dir: &Path) -> Vec<DockerCommand> {
-    let index = |php: PhpLine| format!("{{digest of PHP {php}}}");
+    let by_digest = |reference: &str, php: PhpLine| {
+        format!("{}@{{digest of PHP {php}}}", repository(reference))
+    };
+    let step_command = |step: &Step| match step {
+        Step::Copy { php, from, to, .. } | Step::Tag { php, from, to, .. } => {
+            create(to, &by_digest(from, *php))
+        }
+        Step::Build { reference, .. } | Step::Verify { reference, .. } => {
+            DockerCommand::inspect_raw(reference)
+        }
+    };
+    // Preflight: the engine, the builder, and whether any pin exists yet.
     let mut commands = vec![server_version(), builder()];
     for namespace in std::iter::once(&plan.canonical).chain(&plan.mirrors) {
         for build in &plan.builds {
-            let pin = format!("{}/{}:{}", namespace, plan.image, tag_of(&build.push));
-            commands.push(DockerCommand::inspect_raw(&pin));
+            commands.push(DockerCommand::inspect_raw(&format!(
+                "{namespace}/{}:{}",
+                plan.image,
+                tag_of(&build.push)
+            )));
         }
     }
-    for step in &plan.steps {
-        match step {
-            Step::Build { .. } => {
-                if !commands
-                    .iter()
-                    .any(|c| c.args.get(1).is_some_and(|a| a == "bake"))
-                {
-                    commands.push(bake(plan, work_dir));
-                    // Each pushed pin is read back: the registry's bytes decide the digest.
-                    commands.extend(
-                        plan.builds
-                            .iter()
-                            .map(|b| DockerCommand::inspect_raw(&b.push)),
-                    );
-                }
-            }
-            Step::Copy { php, from, to, .. } => {
-                commands.push(create(to, &format!("{}@{}", repository(from), index(*php))))
-            }
-            Step::Verify { reference, .. } => commands.push(DockerCommand::inspect_raw(reference)),
-            Step::Tag { php, from, to, .. } => {
-                commands.push(create(to, &format!("{}@{}", repository(from), index(*php))))
-            }
-        }
-        if is_last_of(plan, step, Phase::VerifyPins) {
-            for build in &plan.builds {
-                for platform in &build.platforms {
-                    let manifest = format!("{{digest of PHP {} {platform}}}", build.php);
-                    commands.push(DockerCommand::inspect_raw(&format!(
-                        "{}@{manifest}",
-                        repository(&build.push)
-                    )));
-                }
-            }
+    // Build: one bake, then each pushed pin read back.
+    commands.push(bake(plan, work_dir));
+    commands.extend(
+        plan.builds
+            .iter()
+            .map(|b| DockerCommand::inspect_raw(&b.push)),
+    );
+    commands.extend(plan.steps_in(Phase::Mirror).map(step_command));
+    commands.extend(plan.steps_in(Phase::VerifyPins).map(step_command));
+    // Sizes: each platform manifest of each canonical pin.
+    for build in &plan.builds {
+        for platform in &build.platforms {
+            let manifest = format!(
+                "{}@{{digest of PHP {} {platform}}}",
+                repository(&build.push),
+                build.php
+            );
+            commands.push(DockerCommand::inspect_raw(&manifest));
         }
     }
+    commands.extend(plan.steps_in(Phase::MoveTags).map(step_command));
+    commands.extend(plan.steps_in(Phase::VerifyTags).map(step_command));
     commands
-}
-
-fn is_last_of(plan: &Plan, step: &Step, phase: Phase) -> bool {
-    step.phase() == phase && plan.steps.iter().rev().find(|s| s.phase() == phase) == Some(step)
 }
 
 impl<'a> Executor<'a> {
