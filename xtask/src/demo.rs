@@ -63,7 +63,8 @@ impl DemoCmd {
         let args = ReleaseArgs {
             version: "v2.0.0".to_owned(),
             published: Some("v1.0.0".to_owned()),
-            revision: None,
+            // The demo is not a release of this commit's tag: build whatever is checked out.
+            revision: Some(crate::git::head_revision(sh)?),
             time: None,
             registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack")),
             mirror: vec![format!("127.0.0.1:{mirror_port}/20istack")],

@@ -27,6 +27,17 @@ pub fn head_revision(sh: &Shell) -> anyhow::Result<String> {
         .context("reading the revision (git rev-parse HEAD); pass --revision")
 }
 
+/// The commit a tag names, if the tag exists.
+pub fn tag_revision(sh: &Shell, tag: &str) -> Option<String> {
+    let rev = format!("refs/tags/{tag}^{{commit}}");
+    cmd!(sh, "git rev-parse --verify --quiet {rev}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()
+        .filter(|r| !r.is_empty())
+}
+
 /// The commit time in seconds since the epoch: the images' `created` date and `SOURCE_DATE_EPOCH`.
 pub fn commit_time(sh: &Shell, revision: &str) -> anyhow::Result<i64> {
     let text = cmd!(sh, "git show --no-patch --format=%ct {revision}")

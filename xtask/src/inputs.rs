@@ -135,7 +135,19 @@ impl ReleaseArgs {
 
         let revision = match &self.revision {
             Some(revision) => revision.clone(),
-            None => git::head_revision(sh)?,
+            None => {
+                let head = git::head_revision(sh)?;
+                // A release is built from its own tag: images labelled vX.Y.Z must come from what vX.Y.Z names.
+                if let Some(tagged) = git::tag_revision(sh, &version.to_string()) {
+                    if tagged != head {
+                        bail!(
+                            "the git tag {version} is {tagged} but HEAD is {head}: run `git checkout {version}` first \
+                             (or pass --revision to build another commit on purpose)"
+                        );
+                    }
+                }
+                head
+            }
         };
         let commit_time = match &self.time {
             Some(time) => parse_time(time)?,
