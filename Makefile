@@ -1,5 +1,5 @@
 # The short commands. Each is one line of real work; read the target to see what it runs.
-.PHONY: setup demo demo-down test lint fmt snapshots
+.PHONY: setup demo demo-down test bench lint fmt snapshots
 
 # Make this machine ready: Docker Engine (containerd image store), buildx, compose v2, arm64 emulation,
 # the distribution registry, skopeo, hadolint. Idempotent: a second run takes seconds.
@@ -20,6 +20,14 @@ demo-down:
 # Every test, including the ones that build and push images to registries on 127.0.0.1.
 test: setup
 	cargo test --workspace --all-targets
+
+# What is measured, side by side in one run: a cached `20i start` split into docker's time and the launcher's own
+# (printed as a ratio), and a full release's time per phase (the summary of `make demo`).
+bench: setup
+	cargo test -p launcher --test it start::pulls_when_absent_then_starts_from_the_cache_with_no_registry_request -- --exact --nocapture
+	cargo xtask demo
+	bash scripts/registry.sh down demo-ghcr
+	bash scripts/registry.sh down demo-hub
 
 # The gates CI applies before the tests (the last three: the GitHub workflows are current, safe and valid).
 lint:
