@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Digest, PhpLine};
 
+/// The matrix's base lock as shipped, compiled in, so a launcher's local build passes the `PHP_BASE` a release does.
+pub const SHIPPED_LOCK_TOML: &str = include_str!("../bases/docker-hub.lock.toml");
+
 /// The upstream tag a PHP line's base comes from.
 pub fn base_tag(line: PhpLine) -> String {
     format!("{line}-fpm-alpine")
@@ -120,7 +123,13 @@ digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
 
     #[test]
     fn the_shipped_lock_is_as_refresh_writes_it() {
-        let text = include_str!("../bases/docker-hub.lock.toml");
+        let text = SHIPPED_LOCK_TOML;
+        let matrix = crate::Matrix::embedded();
+        assert_eq!(
+            Path::new("images").join(&matrix.bases),
+            Path::new("images/bases/docker-hub.lock.toml"),
+            "SHIPPED_LOCK_TOML is the matrix's lock"
+        );
         let lock = BaseLock::parse(text).unwrap();
         assert_eq!(
             lock.render(),

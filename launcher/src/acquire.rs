@@ -22,9 +22,6 @@ use crate::{
     selection::{self, Build, Decision, Facts, LocalImage, Next},
 };
 
-/// The base lock the release builds from, so a local build passes the same `PHP_BASE` build argument.
-const BASE_LOCK: &str = include_str!("../../images/bases/docker-hub.lock.toml");
-
 /// Where the image that runs came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -329,7 +326,8 @@ fn build(
         "--build-arg".into(),
         format!("PHP_VERSION={line}"),
     ];
-    let lock = BaseLock::parse(BASE_LOCK).context("reading the shipped base lock")?;
+    let lock = BaseLock::parse(stack_images::bases::SHIPPED_LOCK_TOML)
+        .context("reading the shipped base lock")?;
     if let Some(base) = lock.lines.get(&config.php) {
         args.extend([
             "--build-arg".into(),
