@@ -156,40 +156,19 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         let base = inputs
             .bases
             .base_for(tag.php, std::path::Path::new(&inputs.bases_path))?;
-        let metadata = BTreeMap::from([
-            (
-                "org.opencontainers.image.title".to_owned(),
-                format!("{} {}", matrix.title, tag.php),
-            ),
-            (
-                "org.opencontainers.image.description".to_owned(),
-                matrix.description.clone(),
-            ),
-            (
-                "org.opencontainers.image.version".to_owned(),
-                tag.tag.clone(),
-            ),
-            (
-                "org.opencontainers.image.revision".to_owned(),
-                inputs.revision.clone(),
-            ),
-            (
-                "org.opencontainers.image.created".to_owned(),
-                created.clone(),
-            ),
-            (
-                "org.opencontainers.image.source".to_owned(),
-                matrix.source.clone(),
-            ),
-            (
-                "org.opencontainers.image.base.name".to_owned(),
-                base.reference.clone(),
-            ),
-            (
-                "org.opencontainers.image.base.digest".to_owned(),
-                base.digest.to_string(),
-            ),
-        ]);
+        let metadata: BTreeMap<String, String> = [
+            ("title", format!("{} {}", matrix.title, tag.php)),
+            ("description", matrix.description.clone()),
+            ("version", tag.tag.clone()),
+            ("revision", inputs.revision.clone()),
+            ("created", created.clone()),
+            ("source", matrix.source.clone()),
+            ("base.name", base.reference.clone()),
+            ("base.digest", base.digest.to_string()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("org.opencontainers.image.{key}"), value))
+        .collect();
         builds.push(Build {
             php: tag.php,
             target: format!("php-{}-{}", tag.php.major, tag.php.minor),
