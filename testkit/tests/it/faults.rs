@@ -481,3 +481,72 @@ fn dropping_the_proxy_ends_a_stalled_connection_at_once() {
     let status = client.wait().unwrap();
     assert_eq!(status.code(), Some(52), "curl sees an empty reply");
 }
+
+#[test]
+fn a_chunked_upload_follows_the_registrys_location_through_the_proxy() {
+    let registry = Registry::start().unwrap();
+    let proxy = FaultProxy::in_front_of(&registry).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Over a megabyte, so curl also asks `Expect: 100-continue` before sending it.
+    let blob: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, &blob).unwrap();
+    let digest = Digest::of(&blob);
+
+    let start = curl(&[
+        "-sS",
+        "-X",
+        "POST",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{redirect_url}%header{location}",
+        &format!("http://{}/v2/test/upload/blobs/uploads/", proxy.host()),
+    ]);
+    let location = String::from_utf8(succeeded(&start).to_vec()).unwrap();
+    assert!(
+        location.starts_with(&format!("http://{}/", proxy.host())),
+        "{location}"
+    );
+
+    let patch = curl(&[
+        "-sS",
+        "-X",
+        "PATCH",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%header{location}",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &location,
+    ]);
+    let location = String::from_utf8(succeeded(&patch).to_vec()).unwrap();
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let put = curl(&[
+        "-sS",
+        "-X",
+        "PUT",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &format!("{location}{separator}digest={digest}"),
+    ]);
+    assert_eq!(succeeded(&put), b"201");
+
+    let url = format!("http://{}/v2/test/upload/blobs/{digest}", proxy.host());
+    assert_eq!(Digest::of(succeeded(&curl(&["-sS", &url]))), digest);
+    assert_eq!(
+        proxy.count(RequestKind::BlobUpload),
+        3,
+        "{:#?}",
+        proxy.requests()
+    );
+}
