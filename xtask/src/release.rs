@@ -11,6 +11,7 @@ use crate::{
     display_path,
     execute::{self, Executor, Mode, Outcome},
     inputs::ReleaseArgs,
+    lock::ReleaseLock,
     notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
     plan::{self, Plan},
     project_root, split, table,
@@ -161,6 +162,7 @@ fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    let _lock = ReleaseLock::acquire(plan)?;
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let journal = work_dir.join("commands.log");
