@@ -396,8 +396,9 @@ fn two_releases_of_one_version_started_together_publish_the_first_ones_pins() ->
     let second_work = setup.dir.path().join("work-second").display().to_string();
     let first = start(&first_work);
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let second = start(&second_work).wait_with_output()?;
+    let second = start(&second_work).wait_with_output();
     let first = first.wait_with_output()?;
+    let second = second?;
 
     assert_ok(&first);
     assert_eq!(second.status.code(), Some(1));
