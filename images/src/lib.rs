@@ -7,6 +7,7 @@ pub mod docker;
 pub mod matrix;
 mod php_line;
 pub mod reference;
+pub mod registry;
 pub mod tags;
 
 pub use bases::{Base, BaseLock};
