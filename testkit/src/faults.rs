@@ -98,8 +98,11 @@ pub enum Fault {
     /// Forwards, then sends the status and headers with the full `Content-Length` but only the first half of the
     /// body, and closes the connection.
     CutBody,
-    /// Forwards, then flips the lowest bit of the body's middle byte: same length, different sha256.
+    /// Forwards, then flips the lowest bit of the answer body's middle byte: same length, different sha256.
     FlipByte,
+    /// Flips the lowest bit of the request body's middle byte, then forwards: what the registry stores is not
+    /// what the client sent (a manifest pushed under a tag, a blob upload).
+    FlipRequestByte,
     /// Waits this long before forwarding.
     Delay(Duration),
     /// Forwards, then sends the answer `chunk` bytes at a time with `pause` between them.
@@ -453,7 +456,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         return Ok(());
     }
     loop {
-        let request = match Request::read(&mut reader, &mut writer) {
+        let mut request = match Request::read(&mut reader, &mut writer) {
             Ok(Some(request)) => request,
             Ok(None) => return Ok(()),
             Err(error) if error.kind() == io::ErrorKind::InvalidData => {
@@ -508,6 +511,14 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 if let Some(byte) = response.body.get_mut(middle) {
                     *byte ^= 0x01;
                 }
+                response.write(&mut writer, keep_alive, &response.body)?;
+            }
+            Some(Fault::FlipRequestByte) => {
+                let middle = request.body.len() / 2;
+                if let Some(byte) = request.body.get_mut(middle) {
+                    *byte ^= 0x01;
+                }
+                let response = forward(shared, &request)?;
                 response.write(&mut writer, keep_alive, &response.body)?;
             }
             Some(Fault::Delay(duration)) => {
