@@ -555,7 +555,13 @@ impl RegistryClient {
         if !response.status().is_success() {
             let mut failure = status_failure(status, response, &target.host);
             if matches!(status, 401 | 403) {
-                failure.cause = format!("the token service {realm} refused the login ({status})");
+                failure.cause = match credential {
+                    Some(_) => format!("the token service {realm} refused the login ({status})"),
+                    None => format!(
+                        "the token service {realm} refused an anonymous token ({status}): docker holds no login for {}",
+                        target.host
+                    ),
+                };
             }
             return Err(failure);
         }
@@ -842,6 +848,12 @@ mod tests {
         );
         check_encode("ghcr.io", "ghcr.io");
         check_encode("a b&c=d", "a%20b%26c%3Dd");
+    }
+
+    #[test]
+    fn one_client_serves_every_thread() {
+        fn shared<T: Send + Sync>() {}
+        shared::<RegistryClient>();
     }
 
     #[test]

@@ -547,3 +547,194 @@ fn docker_logins_open_a_registry_that_wants_one() {
         "{error}"
     );
 }
+
+/// A registry stand-in that wants a bearer token from its own token service, as GHCR and Docker Hub do (the
+/// distribution registry's token auth needs a signing setup this machine does not have). It serves one manifest,
+/// `test/img:1`, to `Bearer good-token`; the token service hands that token to `tester:s3cret-pw`, to the refresh
+/// token `refresh-1`, and to anyone when `anonymous` is set.
+struct TokenRegistry {
+    addr: std::net::SocketAddr,
+    /// `METHOD path?query` of every request, with the kind of `Authorization` it carried.
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+const TOKEN_MANIFEST: &[u8] =
+    br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+
+impl TokenRegistry {
+    fn start(anonymous: bool) -> TokenRegistry {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        // Detached: it ends with the test process, and each connection is answered and closed at once.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let mut parts = line.split_whitespace();
+                let (method, target) = (
+                    parts.next().unwrap().to_owned(),
+                    parts.next().unwrap().to_owned(),
+                );
+                let (mut authorization, mut length) = (String::new(), 0usize);
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    let header = header.trim_end();
+                    if header.is_empty() {
+                        break;
+                    }
+                    let (name, value) = header.split_once(':').unwrap();
+                    match name.to_ascii_lowercase().as_str() {
+                        "authorization" => authorization = value.trim().to_owned(),
+                        "content-length" => length = value.trim().parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                let user = "Basic dGVzdGVyOnMzY3JldC1wdw=="; // tester:s3cret-pw
+                let kind = match authorization.as_str() {
+                    "" => "none",
+                    a if a == user => "basic",
+                    "Bearer good-token" => "bearer",
+                    _ => "other",
+                };
+                log.lock()
+                    .unwrap()
+                    .push(format!("{method} {target} {kind}"));
+                let realm = format!("http://{addr}/token");
+                let (status, headers, answer): (&str, String, Vec<u8>) = if target
+                    .starts_with("/token")
+                {
+                    let granted = (method == "GET"
+                        && (kind == "basic" || (kind == "none" && anonymous)))
+                        || (method == "POST"
+                            && body.contains("grant_type=refresh_token&refresh_token=refresh-1&"));
+                    let scope = "scope=repository%3Atest%2Fimg%3Apull";
+                    if granted && (target.contains(scope) || body.contains(scope)) {
+                        let field = if method == "POST" {
+                            "access_token"
+                        } else {
+                            "token"
+                        };
+                        (
+                            "200 OK",
+                            String::new(),
+                            format!(r#"{{"{field}": "good-token"}}"#).into_bytes(),
+                        )
+                    } else {
+                        ("401 Unauthorized", String::new(), Vec::new())
+                    }
+                } else if target == "/v2/test/img/manifests/1" && kind == "bearer" {
+                    let digest = Digest::of(TOKEN_MANIFEST);
+                    let headers =
+                        format!("Content-Type: {OCI_INDEX}\r\nDocker-Content-Digest: {digest}\r\n");
+                    ("200 OK", headers, TOKEN_MANIFEST.to_vec())
+                } else {
+                    let challenge = format!(
+                        "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"fake\",scope=\"repository:test/img:pull\"\r\n"
+                    );
+                    ("401 Unauthorized", challenge, Vec::new())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&answer);
+            }
+        });
+        TokenRegistry { addr, seen }
+    }
+
+    fn reference(&self) -> ImageRef {
+        format!("{}/test/img:1", self.addr).parse().unwrap()
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn docker_config(auths: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"auths": {{{auths}}}}}"#),
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn bearer_tokens_are_fetched_with_dockers_login_and_reused() {
+    let registry = TokenRegistry::start(false);
+    let host = registry.addr.to_string();
+    let login = docker_config(&format!(
+        r#""{host}": {{"auth": "dGVzdGVyOnMzY3JldC1wdw=="}}"#
+    ));
+    let client = RegistryClient::new(quick()).with_docker_config(login.path());
+    for _ in 0..2 {
+        let manifest = client.get_manifest(&registry.reference()).unwrap();
+        assert_eq!(manifest.bytes, TOKEN_MANIFEST);
+    }
+    assert_eq!(
+        registry.seen(),
+        [
+            "GET /v2/test/img/manifests/1 none".to_owned(),
+            "GET /token?scope=repository%3Atest%2Fimg%3Apull&service=fake basic".to_owned(),
+            "GET /v2/test/img/manifests/1 bearer".to_owned(),
+            "GET /v2/test/img/manifests/1 bearer".to_owned(),
+        ]
+    );
+
+    let refresh = docker_config(&format!(r#""{host}": {{"identitytoken": "refresh-1"}}"#));
+    let client = RegistryClient::new(quick()).with_docker_config(refresh.path());
+    assert_eq!(
+        client.get_manifest(&registry.reference()).unwrap().bytes,
+        TOKEN_MANIFEST
+    );
+    assert!(
+        registry.seen().contains(&"POST /token none".to_owned()),
+        "{:#?}",
+        registry.seen()
+    );
+}
+
+#[test]
+fn an_anonymous_token_serves_public_images_and_a_refused_one_is_unauthorized() {
+    let public = TokenRegistry::start(true);
+    let nobody = tempfile::tempdir().unwrap();
+    let client = RegistryClient::new(quick()).with_docker_config(nobody.path());
+    assert_eq!(
+        client.get_manifest(&public.reference()).unwrap().bytes,
+        TOKEN_MANIFEST
+    );
+
+    let private = TokenRegistry::start(false);
+    let error = client.get_manifest(&private.reference()).unwrap_err();
+    assert_eq!(
+        (error.kind, error.attempts),
+        (FailureKind::Unauthorized, 1),
+        "{error}"
+    );
+    let message = error.to_string();
+    let refused = format!(
+        "the token service http://{}/token refused an anonymous token (401): docker holds no login",
+        private.addr
+    );
+    assert!(message.contains(&refused), "{message}");
+    assert!(
+        message.ends_with(&format!(
+            "run `docker login {}` with an account that may do this",
+            private.addr
+        )),
+        "{message}"
+    );
+}
