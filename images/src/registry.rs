@@ -637,10 +637,23 @@ impl Target {
         let loopback = namespace.is_loopback();
         let scheme = if loopback { "http" } else { "https" };
         let host = namespace.host().to_owned();
+        // Docker Hub answers the API on another host than its name, and keeps official images under `library/`.
+        let (api_host, path) = match host.as_str() {
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+                let path = repository.path();
+                let path = if path.contains('/') {
+                    path
+                } else {
+                    format!("library/{path}")
+                };
+                ("registry-1.docker.io", path)
+            }
+            _ => (host.as_str(), repository.path()),
+        };
         Target {
             operation,
-            url: format!("{scheme}://{host}/v2/{}/{below}", repository.path()),
-            scope: format!("repository:{}:{action}", repository.path()),
+            url: format!("{scheme}://{api_host}/v2/{path}/{below}"),
+            scope: format!("repository:{path}:{action}"),
             host,
             reference,
             loopback,
@@ -848,6 +861,55 @@ mod tests {
         );
         check_encode("ghcr.io", "ghcr.io");
         check_encode("a b&c=d", "a%20b%26c%3Dd");
+    }
+
+    #[track_caller]
+    fn check_target(reference: &str, operation: Operation, url: &str, scope: &str) {
+        let reference: ImageRef = reference.parse().unwrap();
+        let target = Target::manifest(&reference, operation);
+        assert_eq!(
+            (target.url.as_str(), target.scope.as_str()),
+            (url, scope),
+            "{reference}"
+        );
+    }
+
+    #[test]
+    fn urls_and_scopes() {
+        use Operation::*;
+        check_target(
+            "ghcr.io/20i-stack/php-fpm:v1.0.0",
+            GetManifest,
+            "https://ghcr.io/v2/20i-stack/php-fpm/manifests/v1.0.0",
+            "repository:20i-stack/php-fpm:pull",
+        );
+        check_target(
+            "docker.io/20istack/php-fpm:latest",
+            PutManifest,
+            "https://registry-1.docker.io/v2/20istack/php-fpm/manifests/latest",
+            "repository:20istack/php-fpm:pull,push",
+        );
+        check_target(
+            &format!("docker.io/php:8.4-fpm@{}", Digest::of(b"x")),
+            HeadManifest,
+            &format!(
+                "https://registry-1.docker.io/v2/library/php/manifests/{}",
+                Digest::of(b"x")
+            ),
+            "repository:library/php:pull",
+        );
+        check_target(
+            "127.0.0.1:5000/test/php-fpm:1",
+            GetManifest,
+            "http://127.0.0.1:5000/v2/test/php-fpm/manifests/1",
+            "repository:test/php-fpm:pull",
+        );
+        check_target(
+            "localhost:5000/php-fpm:1",
+            GetManifest,
+            "http://localhost:5000/v2/php-fpm/manifests/1",
+            "repository:php-fpm:pull",
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Each request is forwarded on its own upstream connection with `Connection: close`, and its answer is read in
 //! full before it is sent on: bodies are small here (fixtures), and a whole body is what a fault needs to cut or
 //! flip. The client side keeps its connection alive unless it asks otherwise. The `Host` header goes upstream
-//! untouched, so the `Location` URLs the registry builds point back at the proxy.
+//! untouched, so the `Location` URLs the registry builds point back at the proxy. When the registry itself is
+//! down (`Registry::stop`), the proxy closes the client's connection without an answer.
 
 use std::{
     collections::HashMap,
@@ -481,11 +482,11 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 if let Some(seconds) = retry_after {
                     headers.push(("Retry-After".to_owned(), seconds.to_string()));
                 }
-                let response = Response::error(429, "TOOMANYREQUESTS", headers);
+                let response = Response::error(429, headers);
                 response.write(&mut writer, keep_alive, body_of(&request, &response))?;
             }
             Some(Fault::Status(code)) => {
-                let response = Response::error(code, "UNAVAILABLE", Vec::new());
+                let response = Response::error(code, Vec::new());
                 response.write(&mut writer, keep_alive, body_of(&request, &response))?;
             }
             Some(Fault::Refuse) => {
@@ -652,7 +653,8 @@ struct Response {
 }
 
 impl Response {
-    fn error(code: u16, error_code: &str, mut headers: Vec<(String, String)>) -> Response {
+    /// An answer such as distribution gives, with its error code in a JSON body.
+    fn error(code: u16, mut headers: Vec<(String, String)>) -> Response {
         let reason = match code {
             429 => "Too Many Requests",
             500 => "Internal Server Error",
@@ -662,7 +664,7 @@ impl Response {
             _ => "Injected Fault",
         };
         let error_code = if code == 429 {
-            error_code
+            "TOOMANYREQUESTS"
         } else {
             "UNAVAILABLE"
         };
