@@ -63,7 +63,7 @@ impl BasesCmd {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         match self {
             BasesCmd::Show(args) => {
-                let (_, path) = args.load()?;
+                let (matrix, path) = args.load()?;
                 let lock = BaseLock::load(&path)?;
                 println!(
                     "{} read on {} from {} ({})",
@@ -80,7 +80,8 @@ impl BasesCmd {
                     })
                     .collect();
                 print!("{}", table::render(&rows, "  "));
-                Ok(())
+                // A release would stop at the missing line: say so here, not only when releasing.
+                lock.require_lines(&matrix.php_lines(), &path)
             }
             BasesCmd::Refresh(args) => args.run(),
         }

@@ -4,14 +4,15 @@
 
 use anyhow::Context;
 use clap::Args;
-use stack_images::{matrix::MATRIX_PATH, Matrix};
+use stack_images::{matrix::MATRIX_PATH, Matrix, ReleaseVersion};
 use testkit::fixtures;
 use xshell::{cmd, Shell};
 
 use crate::{
     bases, display_path,
     execute::Mode,
-    inputs::ReleaseArgs,
+    git::Revision,
+    inputs::{Published, ReleaseArgs},
     plan, project_root,
     release::{self, Dirs},
 };
@@ -60,11 +61,14 @@ impl DemoCmd {
         std::fs::write(&lock_path, lock.render())
             .with_context(|| format!("writing {}", lock_path.display()))?;
 
+        // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
+        // these tags (IMAGE_REGISTRY=127.0.0.1:PORT/20i-stack), and the release's version check passes.
+        let version: ReleaseVersion = concat!("v", env!("CARGO_PKG_VERSION")).parse()?;
         let args = ReleaseArgs {
-            version: "v2.0.0".to_owned(),
-            published: Some("v1.0.0".to_owned()),
+            version,
+            published: Some(Published(Vec::new())),
             // The demo is not a release of this commit's tag: build whatever is checked out.
-            revision: Some(crate::git::head_revision(sh)?),
+            revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
             time: None,
             registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack")),
             mirror: vec![format!("127.0.0.1:{mirror_port}/20istack")],
@@ -73,8 +77,11 @@ impl DemoCmd {
             matrix: None,
             context: Some(fixtures::php_fpm_standin()),
             attestations: None,
+            allow_version_mismatch: false,
         };
-        let plan = plan::compute(&args.gather(sh)?)?;
+        let inputs = args.gather(sh)?;
+        inputs.require_launcher_version()?;
+        let plan = plan::compute(&inputs)?;
         let dirs = Dirs {
             notes_dir: scratch.join("release-notes"),
             work_dir: Some(scratch.join("work")),
@@ -85,7 +92,7 @@ impl DemoCmd {
             &dirs.work_dir(&plan),
         )?;
         let notes = release::release_notes(&plan, &outcome);
-        let (json, page) = notes.write(&dirs.notes_dir())?;
+        let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
         print!(
             "{}",
             release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])

@@ -9,12 +9,12 @@ use serde::Serialize;
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
-    Base, PhpLine, ReleaseVersion,
+    Base, CommitId, PhpLine, ReleaseVersion,
 };
 use xshell::Shell;
 
 use crate::{
-    inputs::{PlanInputs, PublishedFrom, ReleaseArgs},
+    inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
     table,
 };
 
@@ -23,7 +23,9 @@ use crate::{
 pub struct Plan {
     pub version: ReleaseVersion,
     pub prerelease: bool,
-    pub revision: String,
+    pub revision: CommitId,
+    /// The release the 20i launcher of this checkout pulls; `release` refuses a mismatch.
+    pub launcher: LauncherVersion,
     /// The commit time in RFC 3339: the images' `created`, so a rebuild of the same commit says the same.
     pub created: String,
     pub source_date_epoch: i64,
@@ -160,7 +162,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             ("title", format!("{} {}", matrix.title, tag.php)),
             ("description", matrix.description.clone()),
             ("version", tag.tag.clone()),
-            ("revision", inputs.revision.clone()),
+            ("revision", inputs.revision.to_string()),
             ("created", created.clone()),
             ("source", matrix.source.clone()),
             ("base.name", base.reference.clone()),
@@ -250,6 +252,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         version: version.clone(),
         prerelease: version.is_prerelease(),
         revision: inputs.revision.clone(),
+        launcher: inputs.launcher.clone(),
         created,
         source_date_epoch: inputs.commit_time,
         image: matrix.image.clone(),
@@ -303,7 +306,8 @@ impl Plan {
         let mut registries = vec![format!("{} (canonical)", self.canonical)];
         registries.extend(self.mirrors.iter().map(|m| format!("{m} (mirror)")));
         let header = vec![
-            vec!["revision".to_owned(), self.revision.clone()],
+            vec!["revision".to_owned(), self.revision.to_string()],
+            vec!["launcher".to_owned(), self.launcher.describe(&self.version)],
             vec![
                 "created".to_owned(),
                 format!(

@@ -94,7 +94,9 @@ impl ReleaseCmd {
             dirs,
         }) = self.merge
         {
-            let plan = plan::compute(&release.gather(sh)?)?;
+            let inputs = release.gather(sh)?;
+            inputs.require_launcher_version()?;
+            let plan = plan::compute(&inputs)?;
             let sources = split::merge_sources(&plan, &digests_files)?;
             let work_dir = dirs.work_dir(&plan);
             let outcome = execute_with(&plan, Mode::Release { resume }, &work_dir, Some(sources))?;
@@ -104,6 +106,8 @@ impl ReleaseCmd {
             .release
             .context("a version is required: cargo xtask release vX.Y.Z")?;
         let inputs = release.gather(sh)?;
+        // Before preflight touches docker, and for the dry run too: it shows what the release would do.
+        inputs.require_launcher_version()?;
         let plan = plan::compute(&inputs)?;
         let work_dir = self.dirs.work_dir(&plan);
         if let Some(platform) = &self.platform {
@@ -140,7 +144,7 @@ impl ReleaseCmd {
 /// Writes the notes and prints the summary.
 fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
     let notes = release_notes(plan, outcome);
-    let (json, page) = notes.write(&dirs.notes_dir())?;
+    let (json, page) = notes::write(&notes, &dirs.notes_dir())?;
     print!(
         "{}",
         summary(plan, outcome, &[display_path(&json), display_path(&page)])
@@ -208,7 +212,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         image: plan.image.clone(),
         canonical: plan.canonical.clone(),
         mirrors: plan.mirrors.clone(),
-        attestations: format!("{:?}", plan.attestations).to_lowercase(),
+        attestations: plan.attestations,
         bases: plan
             .builds
             .iter()

@@ -84,7 +84,7 @@ impl RepublishCmd {
             reason: reason.to_owned(),
             changes,
         });
-        let (json, page) = notes.write(&notes_dir)?;
+        let (json, page) = crate::notes::write(&notes, &notes_dir)?;
 
         print!(
             "{}",

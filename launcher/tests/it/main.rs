@@ -2,5 +2,6 @@
 //! services (`make setup` provides them); every compose project a test starts is torn down by its guard.
 
 mod harness;
+mod pin;
 mod pull;
 mod start;

@@ -86,8 +86,7 @@ fn a_pinned_digest_is_honoured_and_another_is_refused() {
 
     // `20i pin` writes the digest from the release notes into .20i-local, and the pull then honours it.
     let notes = site.home.path().join("v-notes.json");
-    let json = serde_json::json!({"registries": [{"images": [{"ref": image, "digest": digest}]}]});
-    std::fs::write(&notes, json.to_string()).unwrap();
+    std::fs::write(&notes, crate::pin::notes_json(&namespace, &digest)).unwrap();
     site.run(&["pin", "--notes", notes.to_str().unwrap()], &[])
         .ok();
     let local = std::fs::read_to_string(site.code_dir().join(".20i-local")).unwrap();
