@@ -2,24 +2,24 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    release_notes::{is_date, is_tag},
-    Digest, PhpLine,
-};
+use crate::{release_notes::is_date, Digest, ImageRef, PhpLine, Repository, Tag};
 
 /// The matrix's base lock as shipped, compiled in, so a launcher's local build passes the `PHP_BASE` a release does.
 pub const SHIPPED_LOCK_TOML: &str = include_str!("../bases/docker-hub.lock.toml");
 
 /// The upstream tag a PHP line's base comes from.
-pub fn base_tag(line: PhpLine) -> String {
+pub fn base_tag(line: PhpLine) -> Tag {
     format!("{line}-fpm-alpine")
+        .parse()
+        .expect("a PHP line and -fpm-alpine make a tag")
 }
 
 /// The PHP line a base tag starts with: `8.4` for `8.4-fpm-alpine`, `8.4.1-fpm` or `8.4`.
-fn tag_line(tag: &str) -> Option<PhpLine> {
+fn tag_line(tag: &Tag) -> Option<PhpLine> {
+    let tag = tag.as_str();
     let version = tag.split('-').next().unwrap_or(tag);
     let mut parts = version.splitn(3, '.');
     let line = format!("{}.{}", parts.next()?, parts.next()?);
@@ -34,7 +34,7 @@ fn tag_line(tag: &str) -> Option<PhpLine> {
 #[serde(deny_unknown_fields)]
 pub struct BaseLock {
     /// The repository the tags are read from and pulled from, e.g. `docker.io/library/php`.
-    pub source: String,
+    pub source: Repository,
     /// When the digests were read (`YYYY-MM-DD`).
     pub read_on: String,
     /// How they were read: a registry, or a public record of it.
@@ -45,7 +45,7 @@ pub struct BaseLock {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LockedBase {
-    pub tag: String,
+    pub tag: Tag,
     pub digest: Digest,
 }
 
@@ -53,7 +53,7 @@ pub struct LockedBase {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Base {
     /// `source:tag@digest`: the tag says what it is, the digest decides what is pulled.
-    pub reference: String,
+    pub reference: ImageRef,
     pub digest: Digest,
 }
 
@@ -73,7 +73,6 @@ impl BaseLock {
     pub fn parse(text: &str) -> anyhow::Result<BaseLock> {
         let refresh = "run `cargo xtask bases refresh` to rewrite the lock";
         let lock: BaseLock = toml::from_str(text).context("the base lock is not valid")?;
-        crate::matrix::check_namespace(&lock.source).map_err(|e| anyhow!("source: {e}"))?;
         if !is_date(&lock.read_on) {
             bail!(
                 "read_on = \"{}\" is not a day as YYYY-MM-DD (2026-11-25): {refresh}",
@@ -82,9 +81,6 @@ impl BaseLock {
         }
         for (line, base) in &lock.lines {
             let field = format!("lines.\"{line}\".tag = \"{}\"", base.tag);
-            if !is_tag(&base.tag) {
-                bail!("{field} is not an image tag: {refresh}");
-            }
             match tag_line(&base.tag) {
                 Some(named) if named == *line => {}
                 Some(named) => bail!(
@@ -136,7 +132,7 @@ impl BaseLock {
             )
         })?;
         Ok(Base {
-            reference: format!("{}:{}@{}", self.source, locked.tag, locked.digest),
+            reference: self.source.tagged(&locked.tag).with_digest(&locked.digest),
             digest: locked.digest.clone(),
         })
     }
@@ -164,7 +160,7 @@ digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
             .base_for(PhpLine::new(8, 4), Path::new("bases.lock"))
             .unwrap();
         assert_eq!(
-            base.reference,
+            base.reference.to_string(),
             "docker.io/library/php:8.4-fpm-alpine@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let error = lock
@@ -234,7 +230,7 @@ digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
         check(
             "tag = \"8.4-fpm-alpine\"",
             "tag = \"8.4-fpm alpine\"",
-            Err("lines.\"8.4\".tag = \"8.4-fpm alpine\" is not an image tag"),
+            Err("the tag `8.4-fpm alpine` has a character other than letters, digits"),
         );
         check(
             "[lines.\"8.4\"]",
@@ -251,7 +247,7 @@ digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b85
         check(
             "source = \"docker.io/library/php\"",
             "source = \"docker.io/library/php:8.4\"",
-            Err("source: registry namespace `docker.io/library/php:8.4` is not valid"),
+            Err("`docker.io/library/php:8.4` is not a repository"),
         );
         check(
             "read_from = \"test\"",

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod docker;
 pub mod matrix;
 mod php_line;
+pub mod reference;
 pub mod release_notes;
 pub mod tags;
 
@@ -15,5 +16,6 @@ pub use commit::CommitId;
 pub use digest::{Digest, IndexSummary};
 pub use matrix::Matrix;
 pub use php_line::PhpLine;
+pub use reference::{ImageRef, Namespace, RepoName, Repository, Tag};
 pub use release_notes::ReleaseNotes;
 pub use tags::ReleaseVersion;

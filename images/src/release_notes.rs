@@ -11,9 +11,9 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    matrix::{check_namespace, check_platform, is_repository_component, Attestations},
+    matrix::{check_platform, Attestations},
     tags::{Skipped, TagKind},
-    CommitId, Digest, PhpLine, ReleaseVersion,
+    CommitId, Digest, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
 };
 
 /// What to do about a notes file that does not read: it is generated, so the fix is the published copy.
@@ -31,9 +31,9 @@ pub struct ReleaseNotes {
     pub date: String,
     /// The commit time, which is the images' `created`, `YYYY-MM-DDTHH:MM:SSZ`.
     pub created: String,
-    pub image: String,
-    pub canonical: String,
-    pub mirrors: Vec<String>,
+    pub image: RepoName,
+    pub canonical: Namespace,
+    pub mirrors: Vec<Namespace>,
     pub attestations: Attestations,
     pub bases: Vec<BaseRecord>,
     /// One entry per PHP line: the canonical index and its platform images.
@@ -50,7 +50,7 @@ pub struct ReleaseNotes {
 pub struct BaseRecord {
     pub php: PhpLine,
     /// `source:tag@digest`, as the build's `PHP_BASE`.
-    pub reference: String,
+    pub reference: ImageRef,
     pub digest: Digest,
 }
 
@@ -78,9 +78,9 @@ pub struct PlatformRecord {
 pub struct Reference {
     /// The full reference with its tag, e.g. `ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5`.
     #[serde(rename = "ref")]
-    pub reference: String,
-    pub registry: String,
-    pub tag: String,
+    pub reference: ImageRef,
+    pub registry: Namespace,
+    pub tag: Tag,
     pub kind: TagKind,
     pub php: PhpLine,
     /// The index digest.
@@ -101,7 +101,7 @@ pub struct Republish {
 #[serde(deny_unknown_fields)]
 pub struct DigestChange {
     #[serde(rename = "ref")]
-    pub reference: String,
+    pub reference: ImageRef,
     pub old: Digest,
     pub new: Digest,
 }
@@ -149,10 +149,10 @@ impl ReleaseNotes {
     }
 
     /// The index digest recorded for `reference` (`namespace/image:tag`), if the release pushed it.
-    pub fn digest_of(&self, reference: &str) -> Option<&Digest> {
+    pub fn digest_of(&self, reference: &ImageRef) -> Option<&Digest> {
         self.references
             .iter()
-            .find(|r| r.reference == reference)
+            .find(|r| r.reference == *reference)
             .map(|r| &r.digest)
     }
 
@@ -187,18 +187,8 @@ impl ReleaseNotes {
                 self.created
             ));
         }
-        if !is_repository_component(&self.image) {
-            return Err(format!(
-                "image: `{}` is not a repository name such as php-fpm",
-                self.image
-            ));
-        }
-        check_namespace(&self.canonical).map_err(|e| format!("canonical: {e}"))?;
-        for (n, mirror) in self.mirrors.iter().enumerate() {
-            check_namespace(mirror).map_err(|e| format!("mirrors[{n}]: {e}"))?;
-        }
         for (n, base) in self.bases.iter().enumerate() {
-            if !base.reference.ends_with(&format!("@{}", base.digest)) {
+            if base.reference.digest() != Some(&base.digest) {
                 return Err(format!(
                     "bases[{n}].reference: `{}` does not end with its digest @{}",
                     base.reference, base.digest
@@ -208,10 +198,10 @@ impl ReleaseNotes {
         for (n, image) in self.images.iter().enumerate() {
             check_platforms(&image.platforms, &format!("images[{n}]"))?;
         }
-        let namespaces: Vec<&String> = std::iter::once(&self.canonical)
+        let namespaces: Vec<&Namespace> = std::iter::once(&self.canonical)
             .chain(&self.mirrors)
             .collect();
-        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<&ImageRef, usize> = BTreeMap::new();
         for (n, entry) in self.references.iter().enumerate() {
             let field = format!("references[{n}]");
             if !namespaces.contains(&&entry.registry) {
@@ -220,13 +210,7 @@ impl ReleaseNotes {
                     entry.registry
                 ));
             }
-            if !is_tag(&entry.tag) {
-                return Err(format!(
-                    "{field}.tag: `{}` is not an image tag ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})",
-                    entry.tag
-                ));
-            }
-            let expected = format!("{}/{}:{}", entry.registry, self.image, entry.tag);
+            let expected = entry.registry.repository(&self.image).tagged(&entry.tag);
             if entry.reference != expected {
                 return Err(format!(
                     "{field}.ref: `{}` is not its registry, image and tag ({expected})",
@@ -234,7 +218,7 @@ impl ReleaseNotes {
                 ));
             }
             check_platforms(&entry.platforms, &field)?;
-            if let Some(&first) = seen.get(entry.reference.as_str()) {
+            if let Some(&first) = seen.get(&entry.reference) {
                 let other = &self.references[first];
                 if other.digest != entry.digest {
                     return Err(format!(
@@ -290,16 +274,6 @@ fn entry_ref(text: &str, field: &str) -> String {
         Some(reference) => format!(" (ref {reference})"),
         None => String::new(),
     }
-}
-
-/// `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`, the distribution spec's tag.
-pub(crate) fn is_tag(text: &str) -> bool {
-    let mut bytes = text.bytes();
-    bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && text.len() <= 128
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 /// `YYYY-MM-DD` with a month and day that exist in some year.
@@ -416,7 +390,7 @@ mod tests {
         check(
             "\"php-fpm\",",
             "\"PHP-FPM\",",
-            Err("image: `PHP-FPM` is not a repository name"),
+            Err("image: image name `PHP-FPM` is not a valid repository name"),
         );
         check(
             "\"ghcr.io/20i-stack\", \"mirrors\"",
@@ -466,7 +440,7 @@ mod tests {
         check(
             "\"tag\": \"v2.0.0-php-8.5\"",
             "\"tag\": \"-v2\"",
-            Err("references[0].tag: `-v2` is not an image tag"),
+            Err("references[0].tag (ref ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5): the tag `-v2` must start with a letter"),
         );
         check(
             "\"ref\": \"ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5\"",
@@ -518,12 +492,12 @@ mod tests {
         assert_eq!(ReleaseNotes::parse(&notes.to_json()).unwrap(), notes);
         assert_eq!(
             notes
-                .digest_of("docker.io/20istack/php-fpm:v2.0.0-php-8.5")
+                .digest_of(&"docker.io/20istack/php-fpm:v2.0.0-php-8.5".parse().unwrap())
                 .map(Digest::as_str),
             Some(AAA)
         );
         assert_eq!(
-            notes.digest_of("docker.io/20istack/php-fpm:v2.0.0-php-8.4"),
+            notes.digest_of(&"docker.io/20istack/php-fpm:v2.0.0-php-8.4".parse().unwrap()),
             None
         );
     }

@@ -214,8 +214,8 @@ impl Config {
     pub fn reference_in(&self, namespace: &str) -> String {
         tags::reference(
             namespace,
-            &Matrix::embedded().image,
-            &tags::pin_tag(&self.release, self.php),
+            Matrix::embedded().image.as_str(),
+            tags::pin_tag(&self.release, self.php).as_str(),
         )
     }
 
@@ -290,16 +290,22 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
     let allow_fallback = r.boolean("ALLOW_LOCAL_BUILD_FALLBACK", &allow_fallback)?;
     let registry = r.get(
         "IMAGE_REGISTRY",
-        &matrix.registries.canonical,
+        matrix.registries.canonical.as_str(),
         Source::Default,
     );
     let registry = r.namespace("IMAGE_REGISTRY", &registry)?;
     // The mirrors hold digest-identical copies of the canonical registry only: another registry (a fork, a
     // private one) has no mirrors unless they are named.
-    let mirrors = if registry == matrix.registries.canonical {
+    let mirrors = if registry == matrix.registries.canonical.as_str() {
         r.get(
             "IMAGE_MIRRORS",
-            &matrix.registries.mirrors.join(","),
+            &matrix
+                .registries
+                .mirrors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             Source::Default,
         )
     } else {

@@ -5,12 +5,17 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
-use stack_images::ReleaseNotes;
+use stack_images::{ImageRef, ReleaseNotes};
 
 use crate::{config::Config, exit::Exit};
 
 pub fn run(config: &Config, notes: &Path) -> anyhow::Result<()> {
-    let reference = config.prebuilt_reference();
+    // `to_string` first: the configuration's reference becomes an `ImageRef` of its own in time.
+    let reference: ImageRef = config
+        .prebuilt_reference()
+        .to_string()
+        .parse()
+        .map_err(Exit::config)?;
     // A malformed file is refused here, naming the file and the field, before anything is written.
     let release = ReleaseNotes::load(notes).map_err(Exit::config)?;
     let Some(digest) = release.digest_of(&reference) else {

@@ -8,7 +8,7 @@ use stack_images::{
     bases::{base_tag, LockedBase},
     docker::Docker,
     matrix::MATRIX_PATH,
-    BaseLock, Matrix,
+    BaseLock, Matrix, Repository,
 };
 use xshell::Shell;
 
@@ -38,7 +38,7 @@ pub struct RefreshArgs {
     lock: LockArgs,
     /// Repository to read the bases from, e.g. a Docker Hub mirror (default: the lock's source)
     #[arg(long, value_name = "REPOSITORY")]
-    source: Option<String>,
+    source: Option<Repository>,
     /// Print the new lock instead of writing it
     #[arg(long)]
     dry_run: bool,
@@ -76,7 +76,11 @@ impl BasesCmd {
                     .lines
                     .iter()
                     .map(|(php, base)| {
-                        vec![php.to_string(), base.tag.clone(), base.digest.to_string()]
+                        vec![
+                            php.to_string(),
+                            base.tag.to_string(),
+                            base.digest.to_string(),
+                        ]
                     })
                     .collect();
                 print!("{}", table::render(&rows, "  "));
@@ -92,7 +96,7 @@ impl BasesCmd {
 /// there, and returns the new lock with a row per line saying what changed since `previous`.
 pub fn refresh(
     matrix: &Matrix,
-    source: &str,
+    source: &Repository,
     previous: Option<&BaseLock>,
 ) -> anyhow::Result<(BaseLock, Vec<Vec<String>>)> {
     let docker = Docker::new()?;
@@ -100,7 +104,7 @@ pub fn refresh(
     let mut rows = Vec::new();
     for php in matrix.php_lines() {
         let tag = base_tag(php);
-        let reference = format!("{source}:{tag}");
+        let reference = source.tagged(&tag).to_string();
         let index = docker
             .inspect_index(&reference)
             .with_context(|| format!("reading the base of PHP {php}"))?;
@@ -108,7 +112,7 @@ pub fn refresh(
             .require_platforms(&matrix.platforms)
             .with_context(|| format!("base {reference}"))?;
         let before = previous
-            .filter(|p| p.source == source)
+            .filter(|p| p.source == *source)
             .and_then(|p| p.lines.get(&php));
         let change = match before {
             Some(before) if before.digest == index.digest => "unchanged".to_owned(),
@@ -130,7 +134,7 @@ pub fn refresh(
         );
     }
     let lock = BaseLock {
-        source: source.to_owned(),
+        source: source.clone(),
         read_on: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         read_from: "registry, with docker buildx imagetools inspect --raw".to_owned(),
         lines,
@@ -147,14 +151,13 @@ impl RefreshArgs {
             None
         };
         let source = match (&self.source, &previous) {
-            (Some(source), _) => source.trim_end_matches('/').to_owned(),
+            (Some(source), _) => source.clone(),
             (None, Some(previous)) => previous.source.clone(),
             (None, None) => anyhow::bail!(
                 "{} does not exist yet: pass --source REPOSITORY",
                 display_path(&path)
             ),
         };
-        stack_images::matrix::check_namespace(&source).context("in --source")?;
 
         // Read every line before writing anything: a failed refresh leaves the lock as it was.
         let (lock, rows) = refresh(&matrix, &source, previous.as_ref())?;

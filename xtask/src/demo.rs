@@ -4,7 +4,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use stack_images::{matrix::MATRIX_PATH, Matrix, ReleaseVersion};
+use stack_images::{bases::base_tag, matrix::MATRIX_PATH, Matrix, ReleaseVersion, Repository};
 use testkit::fixtures;
 use xshell::{cmd, Shell};
 
@@ -45,10 +45,11 @@ impl DemoCmd {
         }
 
         let matrix = Matrix::load(&project_root().join(MATRIX_PATH))?;
-        let source = format!("127.0.0.1:{canonical_port}/fixtures/php-standin");
+        let source: Repository =
+            format!("127.0.0.1:{canonical_port}/fixtures/php-standin").parse()?;
         eprintln!("==> stand-in bases: {source}:<M.m>-fpm-alpine (static busybox; the real php base needs Docker Hub)");
         for php in matrix.php_lines() {
-            let reference = format!("{source}:{php}-fpm-alpine");
+            let reference = source.tagged(&base_tag(php)).to_string();
             fixtures::push_busybox(
                 &reference,
                 &format!("LABEL stand-in-for=php:{php}-fpm-alpine\n"),
@@ -70,8 +71,8 @@ impl DemoCmd {
             // The demo is not a release of this commit's tag: build whatever is checked out.
             revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
             time: None,
-            registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack")),
-            mirror: vec![format!("127.0.0.1:{mirror_port}/20istack")],
+            registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
+            mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
             no_mirrors: false,
             bases: Some(lock_path),
             matrix: None,
@@ -98,11 +99,14 @@ impl DemoCmd {
             release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
         );
 
-        let latest = format!("{}/{}:latest", plan.canonical, plan.image);
-        let pin = format!(
-            "{}/{}:{}-php-8.4",
-            plan.mirrors[0], plan.image, plan.version
-        );
+        let latest = plan
+            .canonical
+            .repository(&plan.image)
+            .tagged(&stack_images::tags::latest());
+        let pin = plan
+            .build(stack_images::PhpLine::new(8, 4))
+            .pin
+            .in_namespace(&plan.mirrors[0]);
         println!(
             "\nThe registries are still running, so you can pull and inspect what was published:\n  \
              docker buildx imagetools inspect {latest}\n  \

@@ -189,7 +189,7 @@ fn pull_and_verify(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
     let example = notes
         .references
         .first()
-        .map(|r| r.reference.as_str())
+        .map(|r| r.reference.to_string())
         .unwrap_or_default();
     writeln!(w, "```sh")?;
     writeln!(
@@ -279,7 +279,12 @@ fn bases(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
         "## Base images\n\n| PHP | Base | Digest |\n|---|---|---|"
     )?;
     for base in &notes.bases {
-        let name = base.reference.split('@').next().unwrap_or(&base.reference);
+        // The digest has its own column; the name is what a reader recognises.
+        let repository = base.reference.repository();
+        let name = match base.reference.tag() {
+            Some(tag) => repository.tagged(tag).to_string(),
+            None => repository.to_string(),
+        };
         writeln!(w, "| {} | `{name}` | `{}` |", base.php, base.digest)?;
     }
     writeln!(w)
@@ -478,7 +483,7 @@ fn ending(line: &str) -> &'static str {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use stack_images::{tags::TagKind, Digest};
+    use stack_images::{tags::TagKind, Digest, Namespace, RepoName, Tag};
 
     fn digest(seed: &str) -> Digest {
         Digest::of(seed.as_bytes())
@@ -508,12 +513,15 @@ pub mod tests {
             })
             .collect();
         let mut references = Vec::new();
-        for registry in ["ghcr.io/20i-stack", "docker.io/20istack"] {
+        let name: RepoName = "php-fpm".parse().unwrap();
+        let canonical: Namespace = "ghcr.io/20i-stack".parse().unwrap();
+        let mirror: Namespace = "docker.io/20istack".parse().unwrap();
+        for registry in [&canonical, &mirror] {
             for image in &images {
-                let tag = format!("{version}-php-{}", image.php);
+                let tag: Tag = format!("{version}-php-{}", image.php).parse().unwrap();
                 references.push(Reference {
-                    reference: format!("{registry}/php-fpm:{tag}"),
-                    registry: registry.to_owned(),
+                    reference: registry.repository(&name).tagged(&tag),
+                    registry: registry.clone(),
                     tag,
                     kind: TagKind::Pin,
                     php: image.php,
@@ -522,10 +530,11 @@ pub mod tests {
                 });
             }
             let latest = &images[1];
+            let latest_tag: Tag = "latest".parse().unwrap();
             references.push(Reference {
-                reference: format!("{registry}/php-fpm:latest"),
-                registry: registry.to_owned(),
-                tag: "latest".to_owned(),
+                reference: registry.repository(&name).tagged(&latest_tag),
+                registry: registry.clone(),
+                tag: latest_tag,
                 kind: TagKind::Latest,
                 php: latest.php,
                 digest: latest.digest.clone(),
@@ -538,9 +547,9 @@ pub mod tests {
             revision: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
             date: "2026-11-25".to_owned(),
             created: "2026-11-25T10:00:00Z".to_owned(),
-            image: "php-fpm".to_owned(),
-            canonical: "ghcr.io/20i-stack".to_owned(),
-            mirrors: vec!["docker.io/20istack".to_owned()],
+            image: name,
+            canonical,
+            mirrors: vec![mirror],
             attestations: stack_images::matrix::Attestations::Provenance,
             bases: lines
                 .iter()
@@ -549,7 +558,9 @@ pub mod tests {
                     reference: format!(
                         "docker.io/library/php:{php}-fpm-alpine@{}",
                         digest(&php.to_string())
-                    ),
+                    )
+                    .parse()
+                    .unwrap(),
                     digest: digest(&php.to_string()),
                 })
                 .collect(),
@@ -568,7 +579,7 @@ pub mod tests {
             date: "2026-12-01".to_owned(),
             reason: "bases rebuilt for a libxml2 fix".to_owned(),
             changes: vec![DigestChange {
-                reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".to_owned(),
+                reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".parse().unwrap(),
                 old: digest("old"),
                 new: digest("new"),
             }],

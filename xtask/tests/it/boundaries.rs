@@ -435,7 +435,10 @@ fn base_lock_file() {
     lock_error(
         "source = \"docker.io/library/php\"",
         "source = \"https://docker.io/library/php\"",
-        &["source: registry namespace `https://docker.io/library/php` is not valid"],
+        &[
+            "`https://docker.io/library/php` is not a repository",
+            "line 4",
+        ],
     );
     lock_error(
         "[lines.\"8.5\"]",
