@@ -35,9 +35,13 @@ pub fn run(config: &Config, notes: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", local.display())),
     };
-    let value = format!("{reference}@{digest}");
-    std::fs::write(&local, with_pin(&existing, &value))
-        .with_context(|| format!("writing {}", local.display()))?;
+    let value = reference.with_digest(digest).to_string();
+    // Written aside and renamed over: an interrupted pin leaves the old file whole, never half of one.
+    let aside = local.with_file_name(".20i-local.pin-tmp");
+    std::fs::write(&aside, with_pin(&existing, &value))
+        .with_context(|| format!("writing {}", aside.display()))?;
+    std::fs::rename(&aside, &local)
+        .with_context(|| format!("replacing {} with {}", local.display(), aside.display()))?;
     println!("pinned {value} in {}", local.display());
     Ok(())
 }
