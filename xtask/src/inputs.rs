@@ -77,8 +77,6 @@ pub struct PlanInputs {
     pub revision: CommitId,
     pub commit_time: i64,
     pub launcher: LauncherVersion,
-    /// `--allow-version-mismatch`: a release whose launcher pulls another version goes ahead, with a warning.
-    pub allow_version_mismatch: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +170,11 @@ impl ReleaseArgs {
                     .0
             }
         };
-        let launcher = LauncherVersion::of(&version, &project_root().join(WORKSPACE_MANIFEST))?;
+        let launcher = LauncherVersion::of(
+            &version,
+            &project_root().join(WORKSPACE_MANIFEST),
+            self.allow_version_mismatch,
+        )?;
 
         Ok(PlanInputs {
             matrix,
@@ -185,7 +187,6 @@ impl ReleaseArgs {
             revision,
             commit_time,
             launcher,
-            allow_version_mismatch: self.allow_version_mismatch,
         })
     }
 }
@@ -259,6 +260,8 @@ pub struct LauncherVersion {
     pub workspace: String,
     /// The release's version is the workspace's.
     pub matches: bool,
+    /// `--allow-version-mismatch`: a mismatch goes ahead, with a warning (tests only).
+    pub allowed: bool,
 }
 
 #[derive(Deserialize)]
@@ -278,10 +281,14 @@ struct WorkspacePackage {
 
 impl LauncherVersion {
     /// Reads the workspace version from `manifest` and compares it with `version`.
-    pub fn of(version: &ReleaseVersion, manifest: &Path) -> anyhow::Result<LauncherVersion> {
+    pub fn of(
+        version: &ReleaseVersion,
+        manifest: &Path,
+        allowed: bool,
+    ) -> anyhow::Result<LauncherVersion> {
         let text = std::fs::read_to_string(manifest)
             .with_context(|| format!("reading {}", manifest.display()))?;
-        LauncherVersion::parse(version, &text).with_context(|| {
+        LauncherVersion::parse(version, &text, allowed).with_context(|| {
             format!(
                 "in {}: the 20i launcher's version is [workspace.package] version",
                 display_path(manifest)
@@ -289,7 +296,11 @@ impl LauncherVersion {
         })
     }
 
-    fn parse(version: &ReleaseVersion, manifest: &str) -> anyhow::Result<LauncherVersion> {
+    fn parse(
+        version: &ReleaseVersion,
+        manifest: &str,
+        allowed: bool,
+    ) -> anyhow::Result<LauncherVersion> {
         let manifest: Manifest = toml::from_str(manifest)?;
         let workspace = manifest.workspace.package.version;
         let parsed = semver::Version::parse(&workspace)
@@ -297,6 +308,7 @@ impl LauncherVersion {
         Ok(LauncherVersion {
             matches: parsed == *version.semver(),
             workspace,
+            allowed,
         })
     }
 
@@ -310,8 +322,14 @@ impl LauncherVersion {
         } else {
             format!(
                 "MISMATCH: Cargo.toml [workspace.package] version is {}, so the 20i launcher built from it pulls \
-                 v{}-php-M.m, not {version}; release refuses this",
-                self.workspace, self.workspace
+                 v{}-php-M.m, not {version}; {}",
+                self.workspace,
+                self.workspace,
+                if self.allowed {
+                    "--allow-version-mismatch lets release go ahead (tests only)"
+                } else {
+                    "release refuses this"
+                }
             )
         }
     }
@@ -322,12 +340,16 @@ impl PlanInputs {
     /// from this checkout would pull `v<workspace version>-php-M.m`, which this release does not publish.
     /// `--allow-version-mismatch` (tests, never a real release) lets it through with a warning.
     pub fn require_launcher_version(&self) -> anyhow::Result<()> {
-        let LauncherVersion { workspace, matches } = &self.launcher;
+        let LauncherVersion {
+            workspace,
+            matches,
+            allowed,
+        } = &self.launcher;
         let version = &self.version;
         if *matches {
             return Ok(());
         }
-        if self.allow_version_mismatch {
+        if *allowed {
             eprintln!(
                 "warning: --allow-version-mismatch: releasing {version} from a workspace at {workspace}; the 20i \
                  launcher built from this checkout pulls v{workspace}-php-M.m, not these images"
@@ -407,7 +429,7 @@ mod tests {
     #[track_caller]
     fn check_launcher(version: &str, manifest: &str, expected: Result<bool, &str>) {
         let version: ReleaseVersion = version.parse().unwrap();
-        let actual = LauncherVersion::parse(&version, manifest)
+        let actual = LauncherVersion::parse(&version, manifest, false)
             .map(|l| l.matches)
             .map_err(|e| format!("{e:#}"));
         match (actual, expected) {
@@ -450,15 +472,38 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_plan_names_a_mismatch_and_the_file() {
+    #[track_caller]
+    fn check_describe(workspace: &str, matches: bool, allowed: bool, expected: &str) {
         let version: ReleaseVersion = "v2.0.0".parse().unwrap();
         let launcher = LauncherVersion {
-            workspace: "0.1.0".to_owned(),
-            matches: false,
+            workspace: workspace.to_owned(),
+            matches,
+            allowed,
         };
-        assert!(launcher
-            .describe(&version)
-            .starts_with("MISMATCH: Cargo.toml [workspace.package] version is 0.1.0"));
+        assert_eq!(launcher.describe(&version), expected);
+    }
+
+    #[test]
+    fn the_plan_names_a_mismatch_and_the_file() {
+        let mismatch = "MISMATCH: Cargo.toml [workspace.package] version is 0.1.0, so the 20i launcher built from \
+                        it pulls v0.1.0-php-M.m, not v2.0.0";
+        check_describe(
+            "2.0.0",
+            true,
+            false,
+            "v2.0.0 (Cargo.toml [workspace.package] version)",
+        );
+        check_describe(
+            "0.1.0",
+            false,
+            false,
+            &format!("{mismatch}; release refuses this"),
+        );
+        check_describe(
+            "0.1.0",
+            false,
+            true,
+            &format!("{mismatch}; --allow-version-mismatch lets release go ahead (tests only)"),
+        );
     }
 }

@@ -719,8 +719,13 @@ fn a_release_of_another_version_than_the_workspace_is_refused_before_docker() {
         &plan("v2.0.0", &["--json"]),
         0,
         &[&format!(
-            "\"launcher\": {{\n    \"workspace\": \"{WORKSPACE}\",\n    \"matches\": false\n  }}"
+            "\"launcher\": {{\n    \"workspace\": \"{WORKSPACE}\",\n    \"matches\": false,\n    \"allowed\": false\n  }}"
         )],
+    );
+    s.check(
+        &plan("v2.0.0", &["--allow-version-mismatch"]),
+        0,
+        &["not v2.0.0; --allow-version-mismatch lets release go ahead (tests only)"],
     );
     let own = format!("v{WORKSPACE}");
     s.check(
