@@ -447,8 +447,14 @@ pub fn first_difference(expected: &str, actual: &str) -> String {
             (Some(x), Some(y))
                 if x.trim_end_matches(['\r', '\n']) == y.trim_end_matches(['\r', '\n']) =>
             {
+                // Git's autocrlf or a Windows editor: worth naming, since nothing else differs.
+                let hint = if y.ends_with("\r\n") {
+                    " (core.autocrlf, or an editor that saves CRLF?)"
+                } else {
+                    ""
+                };
                 return format!(
-                    "  line {n}: line endings differ: expected {}, found {} (a CRLF editor?)\n  - {}\n  + {}",
+                    "  line {n}: line endings differ: expected {}, found {}{hint}\n  - {}\n  + {}",
                     ending(x),
                     ending(y),
                     y.escape_debug(),
@@ -618,6 +624,28 @@ pub mod tests {
             Some([40 * MB, 40 * MB, 40 * MB, 650 * MB]),
             [40 * MB, 40 * MB, 40 * MB, 750 * MB],
             &["8.5 linux/arm64: over 700 MB, grew 15.4 %"],
+        );
+    }
+
+    #[track_caller]
+    fn check_difference(expected: &str, actual: &str, difference: &str) {
+        assert_eq!(first_difference(expected, actual), difference);
+    }
+
+    #[test]
+    fn differences_show_line_endings() {
+        check_difference("a\nb\n", "a\nb\n", "  (identical)");
+        check_difference("a\nb\n", "a\nc\n", "  line 2\n  - c\n  + b");
+        check_difference("a\nb\n", "a\n", "  line 2\n  - (end of file)\n  + b");
+        check_difference(
+            "a\nb\n",
+            "a\r\nb\r\n",
+            "  line 1: line endings differ: expected LF (\\n), found CRLF (\\r\\n) (core.autocrlf, or an editor that saves CRLF?)\n  - a\\r\\n\n  + a\\n",
+        );
+        check_difference(
+            "a\nb\n",
+            "a\nb",
+            "  line 2: line endings differ: expected LF (\\n), found no line ending\n  - b\n  + b\\n",
         );
     }
 
