@@ -1,6 +1,9 @@
 //! `cargo xtask bases`: show the digest-pinned base images, or refresh the pins from a registry.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -169,8 +172,12 @@ impl RefreshArgs {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(&path, lock.render())
-            .with_context(|| format!("writing {}", path.display()))?;
+        // Written aside and renamed over: an interrupted refresh leaves the old lock whole.
+        let mut aside = path.clone().into_os_string();
+        aside.push(".refresh-tmp");
+        std::fs::write(&aside, lock.render())
+            .with_context(|| format!("writing {}", Path::new(&aside).display()))?;
+        std::fs::rename(&aside, &path).with_context(|| format!("replacing {}", path.display()))?;
         println!("wrote {}", display_path(&path));
         Ok(())
     }
