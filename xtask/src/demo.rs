@@ -112,10 +112,13 @@ impl DemoCmd {
              docker buildx imagetools inspect {latest}\n  \
              docker run --rm {pin} cat /etc/php-fpm-standin\n  \
              skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
+             The 20i launcher built from this checkout pulls these very tags (the release is its version):\n  \
+             IMAGE_REGISTRY={} cargo run -p launcher -- image\n\
              Release notes: {}\n\
              The images were built from stand-ins (testkit/standins/php-fpm on static busybox), since Docker Hub's \
              php bases cannot be pulled here; images/php-fpm/Dockerfile is what a real release builds.\n\
              Stop the registries with: make demo-down",
+            plan.canonical,
             display_path(&page)
         );
         Ok(())
