@@ -160,10 +160,12 @@ pub fn facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 }
 
 fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
+    // The build context first: a problem there is the user's files, whatever docker's state.
+    let context = context_digest(&config.build_context)?.map(|(context, _)| context);
     Ok(Facts {
         prebuilt: None,
         local_build: inspect_local(engine, &config.local_reference())?,
-        context: context_digest(&config.build_context)?.map(|(context, _)| context),
+        context,
     })
 }
 
