@@ -73,59 +73,128 @@ pub enum FailureKind {
     Other,
 }
 
-impl FailureKind {
-    /// Reads docker's and buildx's error output. Order matters: an auth failure often also says "not found".
-    pub fn classify(stderr: &str) -> FailureKind {
-        let text = stderr.to_ascii_lowercase();
-        let any = |needles: &[&str]| needles.iter().any(|n| text.contains(n));
-        if any(&["toomanyrequests", "429 too many requests", "rate limit"]) {
-            FailureKind::RateLimited
-        } else if any(&[
-            "unauthorized",
+/// How one kind of failure shows in docker's, buildx's and containerd's output, lowercased.
+struct Signs {
+    kind: FailureKind,
+    /// Error codes of the distribution spec as docker prints them (`MANIFEST_UNKNOWN` → `manifest unknown`),
+    /// followed by `:` or the end of the line.
+    codes: &'static [&'static str],
+    /// HTTP statuses, counted only where docker reports a registry's answer (`unexpected status …: 503 …`).
+    statuses: &'static [&'static str],
+    /// Phrases docker and containerd print for this failure and for nothing else.
+    phrases: &'static [&'static str],
+}
+
+/// Checked in this order: an auth failure often says "not found" too, and a rate limit comes with a status.
+const SIGNS: &[Signs] = &[
+    Signs {
+        kind: FailureKind::RateLimited,
+        codes: &["toomanyrequests"],
+        statuses: &["429 too many requests"],
+        phrases: &["you have reached your pull rate limit"],
+    },
+    Signs {
+        kind: FailureKind::Unauthorized,
+        codes: &["unauthorized", "denied"],
+        statuses: &["401 unauthorized", "403 forbidden"],
+        phrases: &[
             "authentication required",
             "no basic auth credentials",
-            "access denied",
-            "denied:",
-            "401 unauthorized",
-            "403 forbidden",
-        ]) {
-            FailureKind::Unauthorized
-        } else if any(&[
-            "digest mismatch",
-            "digest did not match",
+            "pull access denied",
+            "push access denied",
+            "insufficient_scope",
+        ],
+    },
+    Signs {
+        kind: FailureKind::DigestMismatch,
+        codes: &["digest invalid", "blob unknown to registry"],
+        statuses: &[],
+        phrases: &[
             "unexpected commit digest",
-            "failed to verify",
-        ]) {
-            FailureKind::DigestMismatch
-        } else if any(&[
-            "manifest unknown",
-            "not found",
-            "name unknown",
-            "no such image",
-            "does not exist",
-        ]) {
-            FailureKind::NotFound
-        } else if any(&[
-            "connection refused",
-            "no such host",
-            "network is unreachable",
-            "i/o timeout",
-            "tls handshake timeout",
-            "connection reset",
-            "temporary failure in name resolution",
+            "digest mismatch",
+            "filesystem layer verification failed",
+            "failed size validation",
+        ],
+    },
+    Signs {
+        kind: FailureKind::NotFound,
+        codes: &["manifest unknown", "name unknown"],
+        statuses: &["404 not found"],
+        phrases: &["no such image:"],
+    },
+    Signs {
+        kind: FailureKind::Unreachable,
+        codes: &[],
+        statuses: &[
             "500 internal server error",
             "502 bad gateway",
             "503 service unavailable",
             "504 gateway timeout",
+        ],
+        phrases: &[
+            "connection refused",
+            "connection reset by peer",
+            "no such host",
+            "network is unreachable",
+            "i/o timeout",
+            "tls handshake timeout",
+            "temporary failure in name resolution",
             "cannot connect to the docker daemon",
             "context deadline exceeded",
             "unexpected eof",
-            ": eof",
-        ]) {
-            FailureKind::Unreachable
-        } else {
-            FailureKind::Other
+        ],
+    },
+];
+
+impl FailureKind {
+    /// Reads docker's and buildx's error output for the registry's error codes, the HTTP statuses docker reports
+    /// and docker's own phrases: never for a bare "not found" or "does not exist", which a build prints for a
+    /// missing file or a network device too.
+    pub fn classify(stderr: &str) -> FailureKind {
+        let text = stderr.to_ascii_lowercase();
+        let has_code = |code: &str| {
+            text.match_indices(code).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                let after = text[at + code.len()..].chars().next();
+                matches!(before, None | Some(' ' | ':' | '\n' | '"'))
+                    && matches!(after, None | Some(':' | '\n' | '"'))
+            })
+        };
+        let has_status = |status: &str| {
+            text.lines().any(|line| {
+                line.find(status).is_some_and(|at| {
+                    let before = &line[..at];
+                    before.contains("unexpected status")
+                        || before.contains("status code")
+                        || before.contains("response status")
+                })
+            })
+        };
+        // buildx names what it could not find as `ERROR: <reference>: not found`.
+        let reference_not_found = text.lines().any(|line| {
+            line.strip_prefix("error: ")
+                .and_then(|rest| rest.strip_suffix(": not found"))
+                .is_some_and(|reference| !reference.is_empty() && !reference.contains(' '))
+                // `docker pull` with the containerd image store:
+                // `failed to resolve reference "<reference>": <reference>: not found`.
+                || line.split_once("failed to resolve reference \"").is_some_and(|(_, rest)| {
+                    rest.split_once("\": ")
+                        .and_then(|(reference, after)| after.strip_suffix(": not found").map(|r| (reference, r)))
+                        .is_some_and(|(reference, repeated)| reference == repeated)
+                })
+        });
+        for signs in SIGNS {
+            if signs.codes.iter().any(|c| has_code(c))
+                || signs.statuses.iter().any(|s| has_status(s))
+                || signs.phrases.iter().any(|p| text.contains(p))
+            {
+                return signs.kind;
+            }
+            if signs.kind == FailureKind::NotFound && reference_not_found {
+                return FailureKind::NotFound;
+            }
         }
+        FailureKind::Other
     }
 
     pub fn describe(self) -> &'static str {
@@ -340,16 +409,16 @@ impl Docker {
         })
     }
 
-    /// What a reference serves: nothing, an index, or a single manifest (which is what a tag holds for a
-    /// moment while buildx pushes an index: the platform manifests go to the tag first, the index last).
-    pub fn find(&self, reference: &str) -> anyhow::Result<Found> {
-        match self.output(&DockerCommand::inspect_raw(reference)) {
+    /// What an `inspect --raw` command finds: nothing, an index, or a single manifest (which is what a tag holds
+    /// for a moment while buildx pushes an index: the platform manifests go to the tag first, the index last).
+    pub fn find(&self, inspect_raw: &DockerCommand) -> Result<Found, DockerError> {
+        match self.output(inspect_raw) {
             Ok(bytes) => match IndexSummary::parse(&bytes) {
                 Ok(index) => Ok(Found::Index(index)),
                 Err(_) => Ok(Found::Manifest(Digest::of(&bytes))),
             },
             Err(error) if error.kind == FailureKind::NotFound => Ok(Found::Absent),
-            Err(error) => Err(error.into()),
+            Err(error) => Err(error),
         }
     }
 
@@ -425,6 +494,29 @@ mod tests {
         check("failed commit on ref \"layer-sha256:ab\": unexpected commit digest sha256:cd, expected sha256:ab: failed precondition", DigestMismatch);
         check("ERROR: unexpected status from HEAD request to http://127.0.0.1:5100/v2/a/b/manifests/v1: 500 Internal Server Error", Unreachable);
         check("exit status 1", Other);
+        // What classification used to take for "not found", and is not about a registry at all.
+        check("ERROR: failed to solve: failed to create endpoint k8x on network bridge: adding interface veth1 to bridge docker0 failed: Device does not exist", Other);
+        check(
+            "ERROR: failed to solve: failed to compute cache key: \"/php.ini\": not found",
+            Other,
+        );
+        check("E: Failed to fetch http://deb.debian.org/debian/pool/x.deb  404  Not Found [IP: 1.2.3.4 80]", Other);
+        check("ERROR: failed to solve: process \"/bin/sh -c php -m | grep -q gd\" did not complete successfully: exit code: 1", Other);
+        check(
+            "curl: (6) Could not resolve host: example; the manifest unknown to nobody",
+            Other,
+        );
+        // Registry codes and statuses as docker reports them.
+        check("Error response from daemon: Get \"http://127.0.0.1:5000/v2/\": toomanyrequests: retry later", RateLimited);
+        check("ERROR: unexpected status from GET request to http://127.0.0.1:5000/v2/x/manifests/y: 429 Too Many Requests", RateLimited);
+        check("ERROR: unexpected status from GET request to http://127.0.0.1:5000/v2/x/manifests/y: 503 Service Unavailable", Unreachable);
+        check("Error response from daemon: pull access denied for x, repository does not exist or may require 'docker login'", Unauthorized);
+        check("Error response from daemon: manifest for 127.0.0.1:5000/a/b:c not found: name unknown: repository name not known to registry", NotFound);
+        check("ERROR: 127.0.0.1:5000/a/b:v1: not found", NotFound);
+        check("Error: No such image: 20i-local/php-fpm:8.4", NotFound);
+        check("Error response from daemon: failed to resolve reference \"127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1\": 127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1: not found", NotFound);
+        check("failed to copy: httpReadSeeker: failed open: failed to do request: Get \"http://127.0.0.1:5000/v2/a/blobs/sha256:x\": read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", Unreachable);
+        check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }
 
     #[test]

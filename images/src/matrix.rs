@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::PhpLine;
+use crate::{Namespace, PhpLine, RepoName};
 
 /// The matrix file as shipped, compiled in so the launcher knows the lines and registries without a checkout.
 pub const MATRIX_TOML: &str = include_str!("../matrix.toml");
@@ -17,7 +17,7 @@ pub const MATRIX_PATH: &str = "images/matrix.toml";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Matrix {
-    pub image: String,
+    pub image: RepoName,
     pub title: String,
     pub description: String,
     pub source: String,
@@ -58,10 +58,10 @@ impl Attestations {
 #[serde(deny_unknown_fields)]
 pub struct Registries {
     /// The namespace pushed first, verified, and pulled by default (`ghcr.io/20i-stack`).
-    pub canonical: String,
+    pub canonical: Namespace,
     /// Namespaces that get a digest-identical copy of every tag.
     #[serde(default)]
-    pub mirrors: Vec<String>,
+    pub mirrors: Vec<Namespace>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,11 +93,6 @@ impl Matrix {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        ensure!(
-            is_repository_component(&self.image),
-            "image name `{}` is not a valid repository name",
-            self.image
-        );
         ensure!(!self.lines.is_empty(), "the matrix lists no PHP lines");
         for pair in self.lines.windows(2) {
             ensure!(
@@ -120,12 +115,11 @@ impl Matrix {
         for platform in &self.platforms {
             check_platform(platform)?;
         }
-        check_namespace(&self.registries.canonical)?;
         for mirror in &self.registries.mirrors {
-            check_namespace(mirror)?;
             ensure!(
                 *mirror != self.registries.canonical,
-                "mirror `{mirror}` is the canonical registry too"
+                "mirror `{mirror}` is the canonical registry too: a registry is either canonical or a mirror; \
+             remove it from the mirrors (`--mirror`, or `[registries] mirrors` in the matrix)"
             );
         }
         Ok(())
@@ -142,25 +136,21 @@ impl Matrix {
     /// Replaces the canonical registry and/or the mirrors, as `--registry` and `--mirror` do.
     pub fn override_registries(
         &mut self,
-        canonical: Option<&str>,
-        mirrors: Option<&[String]>,
+        canonical: Option<&Namespace>,
+        mirrors: Option<&[Namespace]>,
     ) -> anyhow::Result<()> {
         if let Some(canonical) = canonical {
-            self.registries.canonical = canonical.trim_end_matches('/').to_owned();
+            self.registries.canonical = canonical.clone();
         }
         if let Some(mirrors) = mirrors {
-            self.registries.mirrors = mirrors
-                .iter()
-                .map(|m| m.trim_end_matches('/').to_owned())
-                .collect();
+            self.registries.mirrors = mirrors.to_vec();
         }
         self.validate()
     }
 
     /// The canonical namespace first, then the mirrors.
-    pub fn namespaces(&self) -> impl Iterator<Item = &str> {
-        std::iter::once(self.registries.canonical.as_str())
-            .chain(self.registries.mirrors.iter().map(String::as_str))
+    pub fn namespaces(&self) -> impl Iterator<Item = &Namespace> {
+        std::iter::once(&self.registries.canonical).chain(&self.registries.mirrors)
     }
 }
 
@@ -179,32 +169,10 @@ fn check_platform(platform: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A registry namespace such as `ghcr.io/20i-stack` or `127.0.0.1:5000/test`: a host, then repository path
-/// components, with no scheme, tag or digest.
+/// A registry namespace such as `ghcr.io/20i-stack`, checked as [`Namespace`] does; for callers that still hold
+/// it as text.
 pub fn check_namespace(namespace: &str) -> anyhow::Result<()> {
-    let example = "for example ghcr.io/20i-stack or 127.0.0.1:5000/test";
-    let mut parts = namespace.split('/');
-    let host = parts.next().unwrap_or_default();
-    let host_ok = !host.is_empty()
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        && !namespace.contains("://");
-    if !host_ok || !parts.all(is_repository_component) {
-        bail!("registry namespace `{namespace}` is not valid: use host/namespace without scheme or tag, {example}");
-    }
-    Ok(())
-}
-
-fn is_repository_component(part: &str) -> bool {
-    !part.is_empty()
-        && part
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        && part
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+    namespace.parse::<Namespace>().map(drop)
 }
 
 #[cfg(test)]
@@ -214,7 +182,7 @@ mod tests {
     #[test]
     fn the_shipped_matrix_is_valid() {
         let matrix = Matrix::embedded();
-        assert_eq!(matrix.image, "php-fpm");
+        assert_eq!(matrix.image.as_str(), "php-fpm");
         let lines: Vec<String> = matrix.php_lines().iter().map(ToString::to_string).collect();
         assert_eq!(lines, ["8.1", "8.2", "8.3", "8.4", "8.5"]);
         assert_eq!(matrix.default_line, PhpLine::new(8, 5));
@@ -223,12 +191,12 @@ mod tests {
             matrix.line(PhpLine::new(8, 1)).unwrap().eol.is_some(),
             "8.1 is end of life upstream"
         );
-        assert!(matrix.registries.canonical.starts_with("ghcr.io/"));
+        assert_eq!(matrix.registries.canonical.host(), "ghcr.io");
         assert!(matrix
             .registries
             .mirrors
             .iter()
-            .all(|m| m.starts_with("docker.io/")));
+            .all(|m| m.host() == "docker.io"));
     }
 
     #[track_caller]
@@ -277,19 +245,21 @@ mod tests {
     #[test]
     fn registries_can_be_overridden() {
         let mut matrix = Matrix::embedded();
+        let ns = |text: &str| text.parse::<Namespace>().unwrap();
         matrix
             .override_registries(
-                Some("127.0.0.1:5000/test/"),
-                Some(&["127.0.0.1:5001/mirror".to_owned()]),
+                Some(&ns("127.0.0.1:5000/test")),
+                Some(&[ns("127.0.0.1:5001/mirror")]),
             )
             .unwrap();
-        assert_eq!(
-            matrix.namespaces().collect::<Vec<_>>(),
-            ["127.0.0.1:5000/test", "127.0.0.1:5001/mirror"]
-        );
+        let namespaces: Vec<String> = matrix.namespaces().map(ToString::to_string).collect();
+        assert_eq!(namespaces, ["127.0.0.1:5000/test", "127.0.0.1:5001/mirror"]);
         let error = matrix
-            .override_registries(Some("127.0.0.1:5000/Test:tag"), None)
+            .override_registries(None, Some(&[ns("127.0.0.1:5000/test")]))
             .unwrap_err();
-        assert!(error.to_string().contains("not valid"), "{error}");
+        assert!(
+            error.to_string().contains("is the canonical registry too"),
+            "{error}"
+        );
     }
 }

@@ -12,10 +12,15 @@ use std::{cmp::Ordering, fmt, str::FromStr};
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::PhpLine;
+use crate::{reference::TAG_MAX, PhpLine, Tag};
 
-/// The tag every consumer of the newest stable release's default line uses.
-pub const LATEST: &str = "latest";
+/// `latest`: the tag every consumer of the newest stable release's default line uses.
+pub fn latest() -> Tag {
+    Tag::from_scheme("latest".to_owned())
+}
+
+/// The longest `-php-M.m` a pin tag can end with (`PhpLine` is two `u16`s).
+const LINE_SUFFIX_MAX: usize = "-php-65535.65535".len();
 
 /// A stack release version, `vX.Y.Z` with an optional prerelease (`v2.1.0-rc.1`), compared as semver.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -46,6 +51,16 @@ impl FromStr for ReleaseVersion {
         let Ok(version) = semver::Version::parse(text) else {
             bail!("`{input}` is not a release version: {hint}");
         };
+        let tag_length = 1 + text.len() + LINE_SUFFIX_MAX;
+        if tag_length > TAG_MAX {
+            bail!(
+                "release version `{}…` is {} characters long: its pin tags (vX.Y.Z-php-M.m) could reach \
+                 {tag_length} characters and docker allows {TAG_MAX}; shorten it by {} characters",
+                &text[..text.len().min(24)],
+                input.len(),
+                tag_length - TAG_MAX
+            );
+        }
         if !version.build.is_empty() {
             // `+` is not allowed in an image tag, so build metadata could never be published.
             bail!(
@@ -84,17 +99,23 @@ impl<'de> Deserialize<'de> for ReleaseVersion {
     }
 }
 
-/// `vX.Y.Z-php-M.m`: the immutable tag of one line of one release.
-pub fn pin_tag(version: &ReleaseVersion, line: PhpLine) -> String {
-    format!("{version}-php-{line}")
+/// `vX.Y.Z-php-M.m`: the immutable tag of one line of one release. A release version is short enough and made
+/// of tag characters (semver's prerelease grammar is a subset), so this is always a valid tag.
+pub fn pin_tag(version: &ReleaseVersion, line: PhpLine) -> Tag {
+    Tag::from_scheme(format!("{version}-php-{line}"))
 }
 
 /// `php-M.m`: the moving tag of a PHP line.
-pub fn line_tag(line: PhpLine) -> String {
-    format!("php-{line}")
+pub fn line_tag(line: PhpLine) -> Tag {
+    Tag::from_scheme(format!("php-{line}"))
 }
 
-/// `<namespace>/<image>:<tag>`, for example `ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5`.
+/// `vX.Y.Z`: the release's default line.
+pub fn release_tag(version: &ReleaseVersion) -> Tag {
+    Tag::from_scheme(version.to_string())
+}
+
+/// `<namespace>/<image>:<tag>` as text, for the launcher until it carries [`crate::ImageRef`] too.
 pub fn reference(namespace: &str, image: &str, tag: &str) -> String {
     format!("{}/{image}:{tag}", namespace.trim_end_matches('/'))
 }
@@ -122,8 +143,8 @@ impl TagKind {
 
 /// One tag of a release, and the PHP line whose pin it points at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tag {
-    pub tag: String,
+pub struct ReleaseTag {
+    pub tag: Tag,
     pub kind: TagKind,
     pub php: PhpLine,
 }
@@ -131,7 +152,7 @@ pub struct Tag {
 /// A tag the release does not touch, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
-    pub tag: String,
+    pub tag: Tag,
     pub reason: String,
 }
 
@@ -139,16 +160,16 @@ pub struct Skipped {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagSet {
     /// Pins first (in line order), then the moving tags in the order they are moved.
-    pub tags: Vec<Tag>,
+    pub tags: Vec<ReleaseTag>,
     pub skipped: Vec<Skipped>,
 }
 
 impl TagSet {
-    pub fn pins(&self) -> impl Iterator<Item = &Tag> {
+    pub fn pins(&self) -> impl Iterator<Item = &ReleaseTag> {
         self.tags.iter().filter(|t| t.kind == TagKind::Pin)
     }
 
-    pub fn moving(&self) -> impl Iterator<Item = &Tag> {
+    pub fn moving(&self) -> impl Iterator<Item = &ReleaseTag> {
         self.tags.iter().filter(|t| t.kind.is_moving())
     }
 }
@@ -174,16 +195,16 @@ pub fn tags_for(
         bail!("default PHP line {default_line} is not one of the release's lines");
     }
 
-    let mut tags: Vec<Tag> = lines
+    let mut tags: Vec<ReleaseTag> = lines
         .iter()
-        .map(|&php| Tag {
+        .map(|&php| ReleaseTag {
             tag: pin_tag(version, php),
             kind: TagKind::Pin,
             php,
         })
         .collect();
-    tags.push(Tag {
-        tag: version.to_string(),
+    tags.push(ReleaseTag {
+        tag: release_tag(version),
         kind: TagKind::Release,
         php: default_line,
     });
@@ -191,14 +212,14 @@ pub fn tags_for(
     let newest_stable = published.iter().filter(|v| !v.is_prerelease()).max();
     let mut moving = Vec::new();
     for &php in lines {
-        moving.push(Tag {
+        moving.push(ReleaseTag {
             tag: line_tag(php),
             kind: TagKind::Line,
             php,
         });
     }
-    moving.push(Tag {
-        tag: LATEST.to_owned(),
+    moving.push(ReleaseTag {
+        tag: latest(),
         kind: TagKind::Latest,
         php: default_line,
     });
@@ -396,6 +417,10 @@ mod tests {
                 &format!("error: `{input}` is not a release version: {hint}"),
             );
         }
+        let long = format!("v1.0.0-{}", "a".repeat(300));
+        assert!(summary(&long, "").contains("is 307 characters long: its pin tags (vX.Y.Z-php-M.m) could reach 323 characters and docker allows 128; shorten it by 195 characters"), "{}", summary(&long, ""));
+        let longest = format!("v1.0.0-{}", "a".repeat(105));
+        assert!(summary(&longest, "").starts_with(&longest));
         check("v2.0.0+build.5", "", &format!("error: `v2.0.0+build.5` has build metadata (`+build.5`), which image tags cannot carry: {hint}"));
     }
 
@@ -406,12 +431,12 @@ mod tests {
             reference(
                 "ghcr.io/20i-stack",
                 "php-fpm",
-                &pin_tag(&v, PhpLine::new(8, 4))
+                pin_tag(&v, PhpLine::new(8, 4)).as_str()
             ),
             "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.4"
         );
         assert_eq!(
-            reference("127.0.0.1:5000/ns/", "php-fpm", LATEST),
+            reference("127.0.0.1:5000/ns/", "php-fpm", latest().as_str()),
             "127.0.0.1:5000/ns/php-fpm:latest"
         );
     }

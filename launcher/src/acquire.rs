@@ -209,7 +209,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     let mut next = selection::after_pull_failure(config, failure.kind, false);
     if let Next::TryMirrors(mirrors) = &next {
         for mirror in mirrors {
-            let mirrored = config.reference_in(&mirror.to_string());
+            let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
             match pull(engine, config, &mirrored, log) {
@@ -288,7 +288,7 @@ fn pull(
             }
         }
     }
-    let Some(pin) = &config.pin else {
+    let Some(pin) = config.pinned_digest() else {
         return Ok(());
     };
     let pulled = inspect_local(engine, reference)

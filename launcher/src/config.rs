@@ -16,9 +16,9 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context};
-use stack_images::{tags, Digest, Matrix, PhpLine, ReleaseVersion};
+pub use stack_images::Namespace;
+use stack_images::{tags, Digest, ImageRef, Matrix, PhpLine, ReleaseVersion};
 
-pub use crate::values::Namespace;
 use crate::values::{
     is_variable_name, looks_secret, parse_address, parse_bool, ImageName, Port, ProjectName,
     Seconds, Secret, TagText, NOT_SHOWN,
@@ -161,11 +161,11 @@ impl Kind {
             Kind::Release => Value::Release(text.parse()?),
             Kind::PhpLine => Value::Php(text.parse()?),
             Kind::Bool => Value::Bool(parse_bool(text)?),
-            Kind::Namespace => Value::Namespace(text.parse()?),
+            Kind::Namespace => Value::Namespace(namespace(text)?),
             Kind::Namespaces => {
                 let mut list: Vec<Namespace> = Vec::new();
                 for item in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-                    let namespace: Namespace = item.parse()?;
+                    let namespace = namespace(item)?;
                     if list.contains(&namespace) {
                         bail!("`{namespace}` is listed twice: list each mirror once");
                     }
@@ -198,6 +198,11 @@ impl Kind {
     }
 }
 
+/// A registry namespace; a trailing `/` is dropped (`127.0.0.1:5000/test/` is `127.0.0.1:5000/test`).
+fn namespace(text: &str) -> anyhow::Result<Namespace> {
+    text.strip_suffix('/').unwrap_or(text).parse()
+}
+
 /// `base/path` with `.` dropped (`./php` is `php`), unless `path` is absolute.
 fn absolute(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
@@ -211,36 +216,42 @@ fn absolute(base: &Path, path: &Path) -> PathBuf {
 
 /// `PHP_FPM_PIN` as `20i pin` writes it: `<image>@sha256:…`, or a bare `sha256:…`; empty is no pin.
 fn parse_pin(text: &str) -> anyhow::Result<Option<Pin>> {
+    let hint = "use <image>@sha256:<64 hex digits>, as `20i pin` writes it";
     if text.is_empty() {
         return Ok(None);
     }
-    let hint = "use <image>@sha256:<64 hex digits>, as `20i pin` writes it";
-    let (reference, digest) = match text.rsplit_once('@') {
-        Some((reference, digest)) => (Some(reference), digest),
-        None => (None, text),
-    };
-    let digest = Digest::parse(digest).with_context(|| hint.to_owned())?;
-    let reference = match reference {
-        Some(r) if r.parse::<ImageName>().is_err() => {
-            bail!("`{r}` is not an image reference: {hint}")
+    if text.contains('@') {
+        let reference: ImageRef = text.parse().with_context(|| hint.to_owned())?;
+        if reference.digest().is_none() {
+            bail!("`{reference}` has no digest: {hint}");
         }
-        r => r.map(str::to_owned),
-    };
-    Ok(Some(Pin { reference, digest }))
+        return Ok(Some(Pin::Reference(reference)));
+    }
+    let digest = Digest::parse(text).with_context(|| hint.to_owned())?;
+    Ok(Some(Pin::Digest(digest)))
 }
 
-/// A pinned digest, with the reference it was pinned for when `20i pin` wrote it.
+/// A pinned digest: with the image it was pinned for, as `20i pin` writes it, or bare.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Pin {
-    pub reference: Option<String>,
-    pub digest: Digest,
+pub enum Pin {
+    Reference(ImageRef),
+    Digest(Digest),
+}
+
+impl Pin {
+    fn digest(&self) -> &Digest {
+        match self {
+            Pin::Reference(reference) => reference.digest().expect("checked when parsed"),
+            Pin::Digest(digest) => digest,
+        }
+    }
 }
 
 impl fmt::Display for Pin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.reference {
-            Some(reference) => write!(f, "{reference}@{}", self.digest),
-            None => write!(f, "{}", self.digest),
+        match self {
+            Pin::Reference(reference) => write!(f, "{reference}"),
+            Pin::Digest(digest) => write!(f, "{digest}"),
         }
     }
 }
@@ -389,7 +400,7 @@ pub const VARS: &[Var] = &[
     var(
         "IMAGE_REGISTRY",
         Kind::Namespace,
-        Fallback::Computed(|_| Matrix::embedded().registries.canonical),
+        Fallback::Computed(|_| Matrix::embedded().registries.canonical.to_string()),
         "registry namespace pulled from",
     ),
     // The mirrors hold digest-identical copies of the canonical registry only: another registry (a fork, a
@@ -399,8 +410,14 @@ pub const VARS: &[Var] = &[
         Kind::Namespaces,
         Fallback::Derived("IMAGE_REGISTRY", |registry| {
             let matrix = Matrix::embedded();
-            if registry.plain() == matrix.registries.canonical {
-                matrix.registries.mirrors.join(",")
+            if registry.plain() == matrix.registries.canonical.as_str() {
+                let mirrors: Vec<String> = matrix
+                    .registries
+                    .mirrors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                mirrors.join(",")
             } else {
                 String::new()
             }
@@ -574,7 +591,8 @@ pub struct Config {
     pub allow_fallback: bool,
     pub registry: Namespace,
     pub mirrors: Vec<Namespace>,
-    pub pin: Option<Digest>,
+    /// The selected pre-built image with the pinned digest.
+    pub pin: Option<ImageRef>,
     pub stack_dir: PathBuf,
     pub stack_file: PathBuf,
     pub build_context: PathBuf,
@@ -595,22 +613,30 @@ pub const LOCAL_NAMESPACE: &str = "20i-local";
 
 impl Config {
     /// The pre-built image: `<registry>/php-fpm:v<release>-php-<M.m>`, from the shared tag scheme.
+    pub fn prebuilt_image(&self) -> ImageRef {
+        self.registry
+            .repository(&Matrix::embedded().image)
+            .tagged(&tags::pin_tag(&self.release, self.php))
+    }
+
+    /// [`Config::prebuilt_image`] as docker takes it.
     pub fn prebuilt_reference(&self) -> String {
-        self.reference_in(&self.registry.to_string())
+        self.prebuilt_image().to_string()
     }
 
-    /// The same tag under another namespace (a mirror, or the local one).
-    pub fn reference_in(&self, namespace: &str) -> String {
-        tags::reference(
-            namespace,
-            &Matrix::embedded().image,
-            &tags::pin_tag(&self.release, self.php),
-        )
+    /// The same tag in another namespace (a mirror).
+    pub fn reference_in(&self, namespace: &Namespace) -> String {
+        self.prebuilt_image().in_namespace(namespace).to_string()
     }
 
-    /// Where a local build is tagged: same tag, local namespace, so it never passes for the pulled image.
+    /// Where a local build is tagged: same tag, local namespace, so it never passes for the pulled image. (The
+    /// local namespace has no registry host, so it is no [`Namespace`]: docker never pushes or pulls it.)
     pub fn local_reference(&self) -> String {
-        self.reference_in(LOCAL_NAMESPACE)
+        tags::reference(
+            LOCAL_NAMESPACE,
+            Matrix::embedded().image.as_str(),
+            tags::pin_tag(&self.release, self.php).as_str(),
+        )
     }
 
     /// The one reference `20i start` runs, as `20i image` prints it.
@@ -618,10 +644,15 @@ impl Config {
         if !self.use_prebuilt {
             self.local_reference()
         } else if let Some(pin) = &self.pin {
-            format!("{}@{pin}", self.prebuilt_reference())
+            pin.to_string()
         } else {
             self.prebuilt_reference()
         }
+    }
+
+    /// The pinned digest, if any.
+    pub fn pinned_digest(&self) -> Option<&Digest> {
+        self.pin.as_ref().and_then(ImageRef::digest)
     }
 
     pub fn entry(&self, name: &str) -> Option<&Entry> {
@@ -863,19 +894,29 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
         entries: Vec::new(),
     };
     if let Some(pin) = typed!(entries, "PHP_FPM_PIN", Pin) {
-        let selected = config.prebuilt_reference();
-        if let Some(reference) = pin.reference.as_ref().filter(|r| **r != selected) {
-            let entry = entries
-                .iter()
-                .find(|e| e.name == "PHP_FPM_PIN")
-                .expect("in VARS");
-            bail!(
-                "PHP_FPM_PIN from {} pins {reference}, but this configuration selects {selected}: run `20i pin` \
-                 again, or remove PHP_FPM_PIN",
-                entry.origin()
-            );
+        let selected = config.prebuilt_image();
+        if let Pin::Reference(reference) = &pin {
+            let same = reference.repository() == selected.repository()
+                && reference
+                    .tag()
+                    .is_none_or(|tag| Some(tag) == selected.tag());
+            if !same {
+                let entry = entries
+                    .iter()
+                    .find(|e| e.name == "PHP_FPM_PIN")
+                    .expect("in VARS");
+                let pinned = match reference.tag() {
+                    Some(tag) => reference.repository().tagged(tag).to_string(),
+                    None => reference.repository().to_string(),
+                };
+                bail!(
+                    "PHP_FPM_PIN from {} pins {pinned}, but this configuration selects {selected}: run `20i pin` \
+                     again, or remove PHP_FPM_PIN",
+                    entry.origin()
+                );
+            }
         }
-        config.pin = Some(pin.digest);
+        config.pin = Some(selected.with_digest(pin.digest()));
     }
     entries.extend(extras(inputs));
     config.entries = entries;
@@ -1362,10 +1403,10 @@ mod tests {
         check(&[(Source::Environment, "USE_PREBUILT=yes")], &[], "error: USE_PREBUILT=\"yes\" (from environment) is not valid: use true or false (or 1 or 0)");
         check(&[(user(), "ALLOW_LOCAL_BUILD_FALLBACK=True")], &[], "error: ALLOW_LOCAL_BUILD_FALLBACK=\"True\" (from user config /home/u/.20i/config:1) is not valid: use true or false (or 1 or 0)");
         check(&[(Source::Flag, "USE_PREBUILT=")], &[], "error: USE_PREBUILT=\"\" (from command line (--set)) is not valid: use true or false (or 1 or 0)");
-        check(&[(Source::Environment, "IMAGE_REGISTRY=https://ghcr.io/x")], &[], "error: IMAGE_REGISTRY=\"https://ghcr.io/x\" (from environment) is not valid: `https://ghcr.io/x` is not a registry namespace: use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
-        check(&[(Source::Environment, "IMAGE_REGISTRY=-oops")], &[], "error: IMAGE_REGISTRY=\"-oops\" (from environment) is not valid: `-oops` is not a registry namespace: use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
-        check(&[(Source::Environment, "IMAGE_MIRRORS=docker.io/x,Bad/Name")], &[], "error: IMAGE_MIRRORS=\"docker.io/x,Bad/Name\" (from environment) is not valid: `Bad/Name` is not a registry namespace: use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
-        check(&[(Source::Environment, "IMAGE_MIRRORS=--insecure")], &[], "error: IMAGE_MIRRORS=\"--insecure\" (from environment) is not valid: `--insecure` is not a registry namespace: use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
+        check(&[(Source::Environment, "IMAGE_REGISTRY=https://ghcr.io/x")], &[], "error: IMAGE_REGISTRY=\"https://ghcr.io/x\" (from environment) is not valid: registry namespace `https://ghcr.io/x` is not valid: it has a scheme; use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
+        check(&[(Source::Environment, "IMAGE_REGISTRY=-oops")], &[], "error: IMAGE_REGISTRY=\"-oops\" (from environment) is not valid: registry namespace `-oops` is not valid: the registry host `-oops` is not a lowercase host name (letters, digits, inner `-` and `.`); use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
+        check(&[(Source::Environment, "IMAGE_MIRRORS=docker.io/x,Bad/Name")], &[], "error: IMAGE_MIRRORS=\"docker.io/x,Bad/Name\" (from environment) is not valid: registry namespace `Bad/Name` is not valid: the registry host `Bad` is not a lowercase host name (letters, digits, inner `-` and `.`); use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
+        check(&[(Source::Environment, "IMAGE_MIRRORS=--insecure")], &[], "error: IMAGE_MIRRORS=\"--insecure\" (from environment) is not valid: registry namespace `--insecure` is not valid: the registry host `--insecure` is not a lowercase host name (letters, digits, inner `-` and `.`); use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
         check(&[(Source::Environment, "IMAGE_MIRRORS=ghcr.io/20i-stack")], &[], "error: IMAGE_MIRRORS=\"ghcr.io/20i-stack\" (from environment) is not valid: `ghcr.io/20i-stack` is IMAGE_REGISTRY itself: list only other registries holding the same images, or set IMAGE_MIRRORS= for none");
         check(&[(Source::Environment, "IMAGE_MIRRORS=docker.io/x,docker.io/x/")], &[], "error: IMAGE_MIRRORS=\"docker.io/x,docker.io/x/\" (from environment) is not valid: `docker.io/x` is listed twice: list each mirror once");
         check(&[(Source::Environment, "STACK_RELEASE=2.0")], &[], "error: STACK_RELEASE=\"2.0\" (from environment) is not valid: `2.0` is not a release version: use vX.Y.Z or X.Y.Z, for example v2.0.0 or v2.1.0-rc.1");

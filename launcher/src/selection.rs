@@ -71,7 +71,7 @@ pub fn decide(config: &Config, facts: &Facts) -> Decision {
         return Decision::Local(build_decision(config, facts));
     }
     let reference = config.prebuilt_reference();
-    match (&facts.prebuilt, &config.pin) {
+    match (&facts.prebuilt, config.pinned_digest()) {
         (None, _) => Decision::Pull {
             reference,
             why: "not in the local image store".to_owned(),
@@ -199,7 +199,7 @@ fn cause(config: &Config, kind: FailureKind) -> String {
                 lines.join(", ")
             )
         }
-        FailureKind::DigestMismatch => match &config.pin {
+        FailureKind::DigestMismatch => match config.pinned_digest() {
             Some(pin) => format!("{reference} does not have the pinned digest {pin}"),
             None => format!("{reference} did not match its digest while pulling"),
         },

@@ -211,7 +211,7 @@ fn render_explain(
                     mirrors.join(", ")
                 );
             }
-            if let Some(pin) = &config.pin {
+            if let Some(pin) = config.pinned_digest() {
                 let _ = writeln!(out, "  a pulled image whose digest is not {pin} is refused");
             }
             writeln!(out, "  if the pull fails: {fallback}")

@@ -226,41 +226,6 @@ pub fn is_variable_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// A registry namespace such as `ghcr.io/20i-stack` or `127.0.0.1:5000/test`: a host (with a `.` or `:`, or
-/// `localhost`) and lowercase path components. Provisional: `stack_images::Namespace` replaces it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Namespace(String);
-
-impl Namespace {
-    pub fn host(&self) -> &str {
-        self.0.split('/').next().unwrap_or_default()
-    }
-}
-
-impl FromStr for Namespace {
-    type Err = anyhow::Error;
-
-    fn from_str(text: &str) -> anyhow::Result<Namespace> {
-        let text = text.strip_suffix('/').unwrap_or(text);
-        let host = text.split('/').next().unwrap_or_default();
-        let host_ok = host.contains(['.', ':']) || host == "localhost";
-        if !host_ok || text.starts_with('-') || stack_images::matrix::check_namespace(text).is_err()
-        {
-            bail!(
-                "`{text}` is not a registry namespace: use host/namespace without scheme or tag, for example \
-                 ghcr.io/20i-stack or 127.0.0.1:5000/test"
-            );
-        }
-        Ok(Namespace(text.to_owned()))
-    }
-}
-
-impl fmt::Display for Namespace {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,18 +266,6 @@ mod tests {
         check::<TagText>("-rm", "error: use an image tag (letters, digits, `.`, `-`, `_`), for example 10.6 or 11.4");
         assert_eq!(ProjectName::from_dir_name("Blog.Site").to_string(), "blog-site");
         assert_eq!(ProjectName::from_dir_name("__").to_string(), "site");
-    }
-
-    #[test]
-    #[rustfmt::skip]
-    fn namespaces() {
-        let refused = |v: &str| format!("error: `{v}` is not a registry namespace: use host/namespace without scheme or tag, for example ghcr.io/20i-stack or 127.0.0.1:5000/test");
-        check::<Namespace>("ghcr.io/20i-stack", "ghcr.io/20i-stack");
-        check::<Namespace>("127.0.0.1:5000/test/", "127.0.0.1:5000/test");
-        check::<Namespace>("localhost/x", "localhost/x");
-        for bad in ["-oops", "--help", "oops/x", "https://ghcr.io/x", "Bad/Name", "ghcr.io/A", ""] {
-            check::<Namespace>(bad, &refused(bad));
-        }
     }
 
     #[test]

@@ -2,30 +2,24 @@
 //! either every platform pushed as the line's pin, or one platform pushed for a later merge (release on
 //! native runners, one per platform).
 
+use anyhow::Context;
 use serde_json::{json, Map, Value};
-use stack_images::PhpLine;
+use stack_images::{ImageRef, PhpLine, RepoName, Tag};
 
 use crate::{
-    plan::{Build, Plan},
+    plan::{BakeOutput, Build, Plan},
     project_root,
 };
 
-/// Where a build goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output<'a> {
-    /// Every platform, pushed to the line's canonical pin.
-    Pin,
-    /// One platform, pushed untagged by digest to the canonical repository (needs a builder that can: not the
-    /// engine's own `docker` driver).
-    ByDigest(&'a str),
-    /// One platform, pushed to `<canonical repository>-staging:<pin>-<os>-<arch>`: what the `docker` driver can do.
-    Staging(&'a str),
-}
-
-/// The staging reference of one line and platform.
-pub fn staging_tag(build: &Build, platform: &str) -> String {
-    let (repository, pin) = build.push.rsplit_once(':').expect("a pin has a tag");
-    format!("{repository}-staging:{pin}-{}", platform.replace('/', "-"))
+/// The staging reference of one line and platform: `<canonical repository>-staging:<pin>-<os>-<arch>`.
+pub fn staging(build: &Build, platform: &str) -> anyhow::Result<ImageRef> {
+    let repository = build.pin.repository();
+    let name: RepoName = format!("{}-staging", repository.name()).parse()?;
+    let pin = build.pin.tag().expect("a pin has a tag");
+    let tag: Tag = format!("{pin}-{}", platform.replace('/', "-"))
+        .parse()
+        .context("the staging tag of a split build")?;
+    Ok(repository.namespace().repository(&name).tagged(&tag))
 }
 
 fn annotations(build: &Build, levels: &[&str]) -> Vec<String> {
@@ -47,31 +41,27 @@ pub fn index_annotations(build: &Build) -> Vec<String> {
 }
 
 /// The bake definition for `lines` (a resumed release builds only what is missing).
-pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: Output) -> Value {
+pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: &BakeOutput) -> anyhow::Result<Value> {
     let mut targets = Map::new();
     for build in plan.builds.iter().filter(|b| lines.contains(&b.php)) {
         let dockerfile = build.dockerfile.rsplit('/').next().unwrap_or("Dockerfile");
-        let repository = build
-            .push
-            .rsplit_once(':')
-            .map(|(r, _)| r)
-            .unwrap_or(&build.push);
+        let repository = build.pin.repository();
         // OCI media types everywhere, so an index merged from single-platform builds has the bytes, and so the
         // digest, that one multi-platform build would push.
         let (platforms, levels, tags, output) = match output {
-            Output::Pin => {
-                (build.platforms.clone(), vec!["index", "manifest"], vec![build.push.clone()], "type=image,push=true,oci-mediatypes=true".to_owned())
+            BakeOutput::Pins => {
+                (build.platforms.clone(), vec!["index", "manifest"], vec![build.pin.to_string()], "type=image,push=true,oci-mediatypes=true".to_owned())
             }
-            Output::ByDigest(platform) => (
+            BakeOutput::ByDigest { platform } => (
                 vec![platform.to_owned()],
                 vec!["manifest"],
                 vec![],
                 format!("type=image,name={repository},push-by-digest=true,name-canonical=true,push=true,oci-mediatypes=true"),
             ),
-            Output::Staging(platform) => (
+            BakeOutput::Staging { platform } => (
                 vec![platform.to_owned()],
                 vec!["manifest"],
-                vec![staging_tag(build, platform)],
+                vec![staging(build, platform)?.to_string()],
                 "type=image,push=true,oci-mediatypes=true".to_owned(),
             ),
         };
@@ -91,5 +81,5 @@ pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: Output) -> Value {
         );
     }
     let names: Vec<&String> = targets.keys().collect();
-    json!({ "group": { "default": { "targets": names } }, "target": targets })
+    Ok(json!({ "group": { "default": { "targets": names } }, "target": targets }))
 }

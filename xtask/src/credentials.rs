@@ -6,16 +6,6 @@ use std::{path::PathBuf, process::Command};
 use anyhow::Context;
 use serde_json::Value;
 
-/// The registry host of a namespace: `ghcr.io/20i-stack` → `ghcr.io`.
-pub fn host(namespace: &str) -> &str {
-    namespace.split('/').next().unwrap_or(namespace)
-}
-
-/// Registries on this machine (tests, the demo) may run without authentication.
-pub fn is_loopback(host: &str) -> bool {
-    host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
-}
-
 /// The names docker may file a host's credentials under (Docker Hub has several).
 fn config_keys(host: &str) -> Vec<String> {
     match host {
@@ -98,10 +88,6 @@ mod tests {
 
     #[test]
     fn hosts() {
-        assert_eq!(host("ghcr.io/20i-stack"), "ghcr.io");
-        assert_eq!(host("127.0.0.1:5000/test"), "127.0.0.1:5000");
-        assert!(is_loopback("127.0.0.1:5000") && is_loopback("localhost:5000"));
-        assert!(!is_loopback("ghcr.io") && !is_loopback("docker.io"));
         assert!(config_keys("docker.io").contains(&"https://index.docker.io/v1/".to_owned()));
     }
 

@@ -66,8 +66,8 @@ impl DemoCmd {
             // The demo is not a release of this commit's tag: build whatever is checked out.
             revision: Some(crate::git::head_revision(sh)?),
             time: None,
-            registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack")),
-            mirror: vec![format!("127.0.0.1:{mirror_port}/20istack")],
+            registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
+            mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
             no_mirrors: false,
             bases: Some(lock_path),
             matrix: None,
@@ -91,11 +91,14 @@ impl DemoCmd {
             release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
         );
 
-        let latest = format!("{}/{}:latest", plan.canonical, plan.image);
-        let pin = format!(
-            "{}/{}:{}-php-8.4",
-            plan.mirrors[0], plan.image, plan.version
-        );
+        let latest = plan
+            .canonical
+            .repository(&plan.image)
+            .tagged(&stack_images::tags::latest());
+        let pin = plan
+            .build(stack_images::PhpLine::new(8, 4))
+            .pin
+            .in_namespace(&plan.mirrors[0]);
         println!(
             "\nThe registries are still running, so you can pull and inspect what was published:\n  \
              docker buildx imagetools inspect {latest}\n  \

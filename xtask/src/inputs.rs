@@ -7,7 +7,7 @@ use chrono::DateTime;
 use clap::Args;
 use stack_images::{
     matrix::{Attestations, MATRIX_PATH},
-    tags, BaseLock, Matrix, ReleaseVersion,
+    tags, BaseLock, Matrix, Namespace, ReleaseVersion,
 };
 use xshell::Shell;
 
@@ -29,10 +29,10 @@ pub struct ReleaseArgs {
     pub time: Option<String>,
     /// Canonical registry namespace, replacing the matrix's (e.g. 127.0.0.1:5000/test)
     #[arg(long, value_name = "NAMESPACE")]
-    pub registry: Option<String>,
+    pub registry: Option<Namespace>,
     /// Mirror namespace, replacing the matrix's mirrors; repeat for several
     #[arg(long, value_name = "NAMESPACE")]
-    pub mirror: Vec<String>,
+    pub mirror: Vec<Namespace>,
     /// Push to the canonical registry only
     #[arg(long, conflicts_with = "mirror")]
     pub no_mirrors: bool,
@@ -85,7 +85,7 @@ impl ReleaseArgs {
         } else {
             Some(&self.mirror[..]).filter(|m| !m.is_empty())
         };
-        matrix.override_registries(self.registry.as_deref(), mirrors)?;
+        matrix.override_registries(self.registry.as_ref(), mirrors)?;
         let matrix_dir = matrix_path
             .parent()
             .map(|p| p.to_path_buf())

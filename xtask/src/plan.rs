@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
 use chrono::DateTime;
 use clap::Args;
 use serde::Serialize;
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
-    Base, PhpLine, ReleaseVersion,
+    Base, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
 };
 use xshell::Shell;
 
@@ -27,9 +28,9 @@ pub struct Plan {
     /// The commit time in RFC 3339: the images' `created`, so a rebuild of the same commit says the same.
     pub created: String,
     pub source_date_epoch: i64,
-    pub image: String,
-    pub canonical: String,
-    pub mirrors: Vec<String>,
+    pub image: RepoName,
+    pub canonical: Namespace,
+    pub mirrors: Vec<Namespace>,
     pub platforms: Vec<String>,
     pub attestations: Attestations,
     /// The releases the tag rules were applied against, oldest first.
@@ -64,7 +65,7 @@ pub struct Build {
     /// OCI annotations of the index and of each platform's manifest.
     pub annotations: BTreeMap<String, String>,
     /// The canonical pin this build is pushed to.
-    pub push: String,
+    pub pin: ImageRef,
     /// Set when the line's upstream base is end of life, in the words of the matrix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_of_life: Option<String>,
@@ -74,57 +75,148 @@ pub struct Build {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// Build every line and push its pin to the canonical registry.
+    /// Check the engine, the builder and the logins, and find the pins that exist already.
+    Preflight,
+    /// Build every line and push its pin to the canonical registry (or assemble it from per-platform images).
     Build,
     /// Copy every pin to every mirror, digest unchanged.
     Mirror,
     /// Check every pin in every registry: digest equal to the canonical one, every platform listed.
     VerifyPins,
+    /// Read the compressed size of every platform image.
+    Sizes,
     /// Point the moving tags at verified pins, registry by registry.
     MoveTags,
     /// Check every moved tag the same way.
     VerifyTags,
 }
 
-/// One action of a release.
+impl Phase {
+    pub const ALL: [Phase; 7] = [
+        Phase::Preflight,
+        Phase::Build,
+        Phase::Mirror,
+        Phase::VerifyPins,
+        Phase::Sizes,
+        Phase::MoveTags,
+        Phase::VerifyTags,
+    ];
+
+    /// As the release prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Preflight => "preflight",
+            Phase::Build => "build",
+            Phase::Mirror => "mirror",
+            Phase::VerifyPins => "verify pins",
+            Phase::Sizes => "sizes",
+            Phase::MoveTags => "move tags",
+            Phase::VerifyTags => "verify tags",
+        }
+    }
+}
+
+/// Where a bake pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "to", rename_all = "kebab-case")]
+pub enum BakeOutput {
+    /// Every platform, pushed to each line's canonical pin.
+    Pins,
+    /// One platform, pushed to `<canonical repository>-staging:<pin>-<os>-<arch>` for a later merge: what the
+    /// engine's own `docker` driver can do.
+    Staging { platform: String },
+    /// One platform, pushed untagged by digest to the canonical repository (needs a `docker-container` builder).
+    ByDigest { platform: String },
+}
+
+impl BakeOutput {
+    /// The one platform a split build makes.
+    pub fn platform(&self) -> Option<&str> {
+        match self {
+            BakeOutput::Pins => None,
+            BakeOutput::Staging { platform } | BakeOutput::ByDigest { platform } => Some(platform),
+        }
+    }
+}
+
+/// One action of a release. Each turns into its docker commands in one place (`execute::commands`), for the run
+/// and for `--dry-run` alike.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Step {
-    /// Build a line for every platform and push it to `reference`.
-    Build {
+    /// The engine answers and its builder can build every platform wanted.
+    Engine {
+        phase: Phase,
+        platforms: Vec<String>,
+    },
+    /// Docker holds a login for the registry (read from its config and credential helpers; no command).
+    Login { phase: Phase, registry: Namespace },
+    /// Whether a pin exists already, and what it holds.
+    Find {
         phase: Phase,
         php: PhpLine,
-        reference: String,
+        pin: ImageRef,
     },
-    /// Copy the manifest index of `from` to `to` without rebuilding, so both have one digest.
+    /// Build `lines` in one bake and push them.
+    Bake {
+        phase: Phase,
+        lines: Vec<PhpLine>,
+        output: BakeOutput,
+    },
+    /// Make one line's pin an index of per-platform images built elsewhere (`release merge`).
+    Assemble {
+        phase: Phase,
+        php: PhpLine,
+        pin: ImageRef,
+        sources: Vec<ImageRef>,
+    },
+    /// Read back what a bake or an assembly pushed: the registry's bytes must be what buildx reported.
+    ReadBack {
+        phase: Phase,
+        php: PhpLine,
+        pin: ImageRef,
+    },
+    /// Copy the index of the pin `from` to `to` without rebuilding, so both have one digest.
     Copy {
         phase: Phase,
         php: PhpLine,
-        from: String,
-        to: String,
+        from: ImageRef,
+        to: ImageRef,
     },
     /// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
     Verify {
         phase: Phase,
         php: PhpLine,
-        reference: String,
+        reference: ImageRef,
+    },
+    /// The compressed size of every platform image of the pin.
+    Size {
+        phase: Phase,
+        php: PhpLine,
+        pin: ImageRef,
     },
     /// Point the moving tag `to` at the pin `from` (same registry).
     Tag {
         phase: Phase,
         kind: TagKind,
         php: PhpLine,
-        from: String,
-        to: String,
+        from: ImageRef,
+        to: ImageRef,
     },
 }
 
 impl Step {
     pub fn phase(&self) -> Phase {
         match self {
-            Step::Build { phase, .. }
+            Step::Engine { phase, .. }
+            | Step::Login { phase, .. }
+            | Step::Find { phase, .. }
+            | Step::Bake { phase, .. }
+            | Step::Assemble { phase, .. }
+            | Step::ReadBack { phase, .. }
             | Step::Copy { phase, .. }
             | Step::Verify { phase, .. }
+            | Step::Size { phase, .. }
             | Step::Tag { phase, .. } => *phase,
         }
     }
@@ -141,8 +233,10 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         .ok_or_else(|| anyhow::anyhow!("commit time {} is out of range", inputs.commit_time))?
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
-    let reference = |namespace: &str, tag: &str| tags::reference(namespace, &matrix.image, tag);
-    let canonical = matrix.registries.canonical.as_str();
+    let pin_in = |namespace: &Namespace, tag: &stack_images::Tag| {
+        namespace.repository(&matrix.image).tagged(tag)
+    };
+    let canonical = &matrix.registries.canonical;
     let context = inputs.context.clone();
     let dockerfile_name = matrix
         .dockerfile
@@ -159,7 +253,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         let metadata: BTreeMap<String, String> = [
             ("title", format!("{} {}", matrix.title, tag.php)),
             ("description", matrix.description.clone()),
-            ("version", tag.tag.clone()),
+            ("version", tag.tag.to_string()),
             ("revision", inputs.revision.clone()),
             ("created", created.clone()),
             ("source", matrix.source.clone()),
@@ -186,17 +280,38 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             base,
             labels: metadata.clone(),
             annotations: metadata,
-            push: reference(canonical, &tag.tag),
+            pin: pin_in(canonical, &tag.tag),
             end_of_life: matrix.line(tag.php).and_then(|line| line.eol.clone()),
         });
     }
 
-    let mut steps = Vec::new();
+    let mut steps = vec![Step::Engine {
+        phase: Phase::Preflight,
+        platforms: matrix.platforms.clone(),
+    }];
+    for namespace in matrix.namespaces() {
+        steps.push(Step::Login {
+            phase: Phase::Preflight,
+            registry: namespace.clone(),
+        });
+        for tag in tag_set.pins() {
+            steps.push(Step::Find {
+                phase: Phase::Preflight,
+                php: tag.php,
+                pin: pin_in(namespace, &tag.tag),
+            });
+        }
+    }
+    steps.push(Step::Bake {
+        phase: Phase::Build,
+        lines: builds.iter().map(|b| b.php).collect(),
+        output: BakeOutput::Pins,
+    });
     for build in &builds {
-        steps.push(Step::Build {
+        steps.push(Step::ReadBack {
             phase: Phase::Build,
             php: build.php,
-            reference: build.push.clone(),
+            pin: build.pin.clone(),
         });
     }
     for mirror in &matrix.registries.mirrors {
@@ -204,8 +319,8 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             steps.push(Step::Copy {
                 phase: Phase::Mirror,
                 php: tag.php,
-                from: reference(canonical, &tag.tag),
-                to: reference(mirror, &tag.tag),
+                from: pin_in(canonical, &tag.tag),
+                to: pin_in(mirror, &tag.tag),
             });
         }
     }
@@ -214,9 +329,16 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             steps.push(Step::Verify {
                 phase: Phase::VerifyPins,
                 php: tag.php,
-                reference: reference(namespace, &tag.tag),
+                reference: pin_in(namespace, &tag.tag),
             });
         }
+    }
+    for build in &builds {
+        steps.push(Step::Size {
+            phase: Phase::Sizes,
+            php: build.php,
+            pin: build.pin.clone(),
+        });
     }
     for namespace in matrix.namespaces() {
         for tag in tag_set.moving() {
@@ -224,8 +346,8 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
                 phase: Phase::MoveTags,
                 kind: tag.kind,
                 php: tag.php,
-                from: reference(namespace, &tags::pin_tag(version, tag.php)),
-                to: reference(namespace, &tag.tag),
+                from: pin_in(namespace, &tags::pin_tag(version, tag.php)),
+                to: pin_in(namespace, &tag.tag),
             });
         }
     }
@@ -234,7 +356,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             steps.push(Step::Verify {
                 phase: Phase::VerifyTags,
                 php: tag.php,
-                reference: reference(namespace, &tag.tag),
+                reference: pin_in(namespace, &tag.tag),
             });
         }
     }
@@ -253,7 +375,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         created,
         source_date_epoch: inputs.commit_time,
         image: matrix.image.clone(),
-        canonical: canonical.to_owned(),
+        canonical: canonical.clone(),
         mirrors: matrix.registries.mirrors.clone(),
         platforms: matrix.platforms.clone(),
         attestations: matrix.attestations,
@@ -273,6 +395,93 @@ impl Plan {
     /// The steps of one phase, in order.
     pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(move |s| s.phase() == phase)
+    }
+
+    /// Where the plan's bake pushes; `None` when the pins are assembled instead.
+    pub fn bake_output(&self) -> Option<&BakeOutput> {
+        self.steps.iter().find_map(|step| match step {
+            Step::Bake { output, .. } => Some(output),
+            _ => None,
+        })
+    }
+
+    /// The build of a line; every line of the plan has one.
+    pub fn build(&self, php: PhpLine) -> &Build {
+        self.builds
+            .iter()
+            .find(|b| b.php == php)
+            .expect("every line of a plan has a build")
+    }
+
+    /// The plan of one native runner of a split release: check the engine and the canonical login, build every
+    /// line for `platform` only and read each image back. Nothing is tagged, copied or moved.
+    pub fn for_platform(&self, platform: &str, by_digest: bool) -> anyhow::Result<Plan> {
+        anyhow::ensure!(
+            self.platforms.iter().any(|p| p == platform),
+            "--platform {platform} is not in the matrix ({}): use one of them",
+            self.platforms.join(", ")
+        );
+        let output = if by_digest {
+            BakeOutput::ByDigest {
+                platform: platform.to_owned(),
+            }
+        } else {
+            BakeOutput::Staging {
+                platform: platform.to_owned(),
+            }
+        };
+        let mut steps = vec![
+            Step::Engine {
+                phase: Phase::Preflight,
+                platforms: vec![platform.to_owned()],
+            },
+            Step::Login {
+                phase: Phase::Preflight,
+                registry: self.canonical.clone(),
+            },
+            Step::Bake {
+                phase: Phase::Build,
+                lines: self.builds.iter().map(|b| b.php).collect(),
+                output,
+            },
+        ];
+        steps.extend(
+            self.steps_in(Phase::Build)
+                .filter(|s| matches!(s, Step::ReadBack { .. }))
+                .cloned(),
+        );
+        Ok(Plan {
+            steps,
+            ..self.clone()
+        })
+    }
+
+    /// The plan of `release merge`: each line's pin is assembled from the per-platform images in `sources`
+    /// instead of being built; everything after the build is unchanged.
+    pub fn assembling(&self, sources: &BTreeMap<PhpLine, Vec<ImageRef>>) -> anyhow::Result<Plan> {
+        let mut steps = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Bake { lines, .. } => {
+                    for php in lines {
+                        let sources = sources.get(php).with_context(|| {
+                            format!("no per-platform images of PHP {php} to merge")
+                        })?;
+                        steps.push(Step::Assemble {
+                            phase: Phase::Build,
+                            php: *php,
+                            pin: self.build(*php).pin.clone(),
+                            sources: sources.clone(),
+                        });
+                    }
+                }
+                step => steps.push(step.clone()),
+            }
+        }
+        Ok(Plan {
+            steps,
+            ..self.clone()
+        })
     }
 
     /// The plan as a person reads it.
@@ -340,7 +549,7 @@ impl Plan {
         for build in &self.builds {
             rows.push(vec![
                 build.php.to_string(),
-                build.push.rsplit(':').next().unwrap_or_default().to_owned(),
+                build.pin.tag().map(ToString::to_string).unwrap_or_default(),
                 format!(
                     "{}:{}",
                     self.bases.source.rsplit('/').next().unwrap_or("php"),
@@ -359,14 +568,36 @@ impl Plan {
         let mut rows = Vec::new();
         for (n, step) in self.steps.iter().enumerate() {
             let (action, what) = match step {
-                Step::Build { php, reference, .. } => {
-                    ("build", format!("PHP {php} -> {reference}"))
+                Step::Engine { platforms, .. } => (
+                    "engine",
+                    format!("docker answers and builds {}", platforms.join(", ")),
+                ),
+                Step::Login { registry, .. } => (
+                    "login",
+                    format!("docker holds a login for {}", registry.host()),
+                ),
+                Step::Find { pin, .. } => ("find", pin.to_string()),
+                Step::Bake { lines, output, .. } => {
+                    let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
+                    let to = match output.platform() {
+                        None => format!("for {}", self.platforms.join(", ")),
+                        Some(platform) => format!("for {platform} only"),
+                    };
+                    ("bake", format!("PHP {} {to}", lines.join(", ")))
                 }
+                Step::Assemble { pin, sources, .. } => {
+                    ("assemble", format!("{pin} <- {} images", sources.len()))
+                }
+                Step::ReadBack { pin, .. } => ("read back", pin.to_string()),
                 Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
-                Step::Verify { reference, .. } => ("verify", reference.clone()),
+                Step::Verify { reference, .. } => ("verify", reference.to_string()),
+                Step::Size { pin, .. } => ("size", pin.to_string()),
                 Step::Tag { from, to, .. } => (
                     "tag",
-                    format!("{to} -> {}", from.rsplit(':').next().unwrap_or(from)),
+                    format!(
+                        "{to} -> {}",
+                        from.tag().map(|t| t.as_str()).unwrap_or_default()
+                    ),
                 ),
             };
             rows.push(vec![format!("{:>3}", n + 1), action.to_owned(), what]);

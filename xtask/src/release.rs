@@ -11,6 +11,7 @@ use crate::{
     display_path,
     execute::{self, Executor, Mode, Outcome},
     inputs::ReleaseArgs,
+    lock::ReleaseLock,
     notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
     plan::{self, Plan},
     project_root, split, table,
@@ -80,6 +81,9 @@ enum MergeCmd {
         /// Keep the pins already assembled (after verifying them) and do the rest
         #[arg(long)]
         resume: bool,
+        /// Print the docker commands the merge would run, in order, and run none
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -91,13 +95,18 @@ impl ReleaseCmd {
             release,
             digests_files,
             resume,
+            dry_run,
             dirs,
         }) = self.merge
         {
             let plan = plan::compute(&release.gather(sh)?)?;
             let sources = split::merge_sources(&plan, &digests_files)?;
+            let plan = plan.assembling(&sources)?;
             let work_dir = dirs.work_dir(&plan);
-            let outcome = execute_with(&plan, Mode::Release { resume }, &work_dir, Some(sources))?;
+            if dry_run {
+                return print_commands(&plan, &work_dir);
+            }
+            let outcome = execute(&plan, Mode::Release { resume }, &work_dir)?;
             return finish(&plan, &outcome, &dirs);
         }
         let release = self
@@ -107,24 +116,19 @@ impl ReleaseCmd {
         let plan = plan::compute(&inputs)?;
         let work_dir = self.dirs.work_dir(&plan);
         if let Some(platform) = &self.platform {
+            let plan = plan.for_platform(platform, self.push_by_digest)?;
+            if self.dry_run {
+                return print_commands(&plan, &work_dir);
+            }
             let digests_file = self
                 .digests_file
                 .as_deref()
                 .expect("clap requires --digests-file with --platform");
-            split::build_platform(
-                &plan,
-                platform,
-                self.push_by_digest,
-                &work_dir,
-                digests_file,
-            )?;
+            split::build_platform(&plan, &work_dir, digests_file)?;
             return Ok(());
         }
         if self.dry_run {
-            for command in execute::dry_run_commands(&plan, &work_dir) {
-                println!("{command}");
-            }
-            return Ok(());
+            return print_commands(&plan, &work_dir);
         }
         let outcome = execute(
             &plan,
@@ -135,6 +139,14 @@ impl ReleaseCmd {
         )?;
         finish(&plan, &outcome, &self.dirs)
     }
+}
+
+/// `--dry-run`: the docker commands of every step, in order; nothing runs and nothing is written.
+pub fn print_commands(plan: &Plan, work_dir: &std::path::Path) -> anyhow::Result<()> {
+    for command in execute::dry_run_commands(plan, work_dir) {
+        println!("{command}");
+    }
+    Ok(())
 }
 
 /// Writes the notes and prints the summary.
@@ -150,26 +162,13 @@ fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
-    execute_with(plan, mode, work_dir, None)
-}
-
-fn execute_with(
-    plan: &Plan,
-    mode: Mode,
-    work_dir: &std::path::Path,
-    assemble: Option<std::collections::BTreeMap<stack_images::PhpLine, Vec<String>>>,
-) -> anyhow::Result<Outcome> {
+    let _lock = ReleaseLock::acquire(plan)?;
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let journal = work_dir.join("commands.log");
     let _ = std::fs::remove_file(&journal);
     let docker = Docker::new()?.with_journal(&journal);
-    let executor = Executor::new(plan, &docker, mode, work_dir.to_path_buf());
-    match assemble {
-        Some(sources) => executor.assembling(sources),
-        None => executor,
-    }
-    .run()
+    Executor::new(plan, &docker, mode, work_dir.to_path_buf()).run()
 }
 
 /// The notes of a release, from its plan and what the run found.
@@ -205,9 +204,9 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         revision: plan.revision.clone(),
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         created: plan.created.clone(),
-        image: plan.image.clone(),
-        canonical: plan.canonical.clone(),
-        mirrors: plan.mirrors.clone(),
+        image: plan.image.to_string(),
+        canonical: plan.canonical.to_string(),
+        mirrors: plan.mirrors.iter().map(ToString::to_string).collect(),
         attestations: format!("{:?}", plan.attestations).to_lowercase(),
         bases: plan
             .builds
@@ -268,7 +267,11 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
         format!(
             "{} pins to {} ({} already there)",
             outcome.copied,
-            plan.mirrors.join(", "),
+            plan.mirrors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
             outcome.already_copied
         ),
     ]);
@@ -291,7 +294,7 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
     let digests: Vec<Vec<String>> = outcome
         .references
         .iter()
-        .filter(|r| r.registry == plan.canonical)
+        .filter(|r| r.registry == plan.canonical.as_str())
         .map(|r| {
             let sizes: Vec<String> = r
                 .platforms

@@ -21,6 +21,9 @@ pub struct RepublishCmd {
     /// Why the images are rebuilt; recorded, dated, in the release notes
     #[arg(long)]
     reason: String,
+    /// Print the docker commands the republish would run, in order, and run none
+    #[arg(long)]
+    dry_run: bool,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -37,6 +40,9 @@ impl RepublishCmd {
         let version = inputs.version.clone();
         inputs.published.retain(|v| *v != version);
         let plan = plan::compute(&inputs)?;
+        if self.dry_run {
+            return release::print_commands(&plan, &self.dirs.work_dir(&plan));
+        }
 
         let notes_dir = self.dirs.notes_dir();
         let notes_path = ReleaseNotes::json_path(&notes_dir, &version);
@@ -58,7 +64,7 @@ impl RepublishCmd {
                 .find(|r| r.reference == reference.reference)
                 .map(|r| r.digest.clone());
             let old = old.or_else(|| {
-                let namespace = reference.registry.clone();
+                let namespace = reference.registry.parse().ok()?;
                 outcome.old_pins.get(&(namespace, reference.php)).cloned()
             });
             match notes

@@ -9,12 +9,11 @@ use std::{
 
 use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
-use stack_images::{docker::Docker, PhpLine, ReleaseVersion};
+use stack_images::{docker::Docker, ImageRef, PhpLine, ReleaseVersion};
 
 use crate::{
-    bake::{self, Output},
-    credentials, display_path,
-    execute::{self, with_retries},
+    display_path,
+    execute::{Executor, Mode},
     plan::Plan,
 };
 
@@ -33,96 +32,41 @@ pub struct PlatformDigests {
 pub struct PlatformImage {
     pub php: PhpLine,
     /// `repository@sha256:…`: what the merge reads.
-    pub source: String,
+    pub source: ImageRef,
 }
 
-/// Builds every line of `plan` for one platform and writes the digests file.
+/// Runs the plan of one platform (`Plan::for_platform`) and writes the digests file.
 pub fn build_platform(
     plan: &Plan,
-    platform: &str,
-    by_digest: bool,
     work_dir: &Path,
     digests_file: &Path,
 ) -> anyhow::Result<PlatformDigests> {
-    ensure!(
-        plan.platforms.iter().any(|p| p == platform),
-        "--platform {platform} is not in the matrix ({})",
-        plan.platforms.join(", ")
-    );
+    let platform = plan
+        .bake_output()
+        .and_then(|o| o.platform())
+        .expect("a platform plan builds one platform")
+        .to_owned();
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let journal = work_dir.join("commands.log");
     let _ = std::fs::remove_file(&journal);
     let docker = Docker::new()?.with_journal(&journal);
-
-    eprintln!("==> preflight");
-    execute::check_engine(&docker, &[platform.to_owned()])?;
-    execute::check_login(credentials::host(&plan.canonical))?;
-
-    eprintln!("==> build {platform}");
-    let output = if by_digest {
-        Output::ByDigest(platform)
-    } else {
-        Output::Staging(platform)
-    };
-    let lines: Vec<PhpLine> = plan.builds.iter().map(|b| b.php).collect();
-    let bake_path = work_dir.join("bake.json");
-    std::fs::write(
-        &bake_path,
-        serde_json::to_string_pretty(&bake::bake_file(plan, &lines, output))?,
+    let outcome = Executor::new(
+        plan,
+        &docker,
+        Mode::Release { resume: false },
+        work_dir.to_path_buf(),
     )
-    .with_context(|| format!("writing {}", bake_path.display()))?;
-    let metadata_path = work_dir.join("bake-metadata.json");
-    let _ = std::fs::remove_file(&metadata_path);
-    let log = work_dir.join("build.log");
-    eprintln!(
-        "    building PHP {} (log: {})",
-        lines
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        log.display()
-    );
-    with_retries(|| docker.run_logged(&execute::bake(plan, work_dir), &log)).map_err(|e| {
-        if by_digest {
-            e.context("push-by-digest needs a builder that supports it (docker-container); the engine's own docker driver does not: drop --push-by-digest to push to staging tags")
-        } else {
-            e
-        }
-    })?;
-
-    let metadata: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&metadata_path)
-            .with_context(|| format!("reading {}", metadata_path.display()))?,
-    )?;
-    let mut images = Vec::new();
-    for build in &plan.builds {
-        let digest = metadata[&build.target]["containerimage.digest"]
-            .as_str()
-            .with_context(|| format!("buildx recorded no digest for target {}", build.target))?;
-        let pushed_to = match output {
-            Output::Staging(_) => bake::staging_tag(build, platform),
-            _ => build.push.clone(),
-        };
-        let repository = pushed_to
-            .rsplit_once(':')
-            .map(|(r, _)| r)
-            .unwrap_or(&pushed_to);
-        let source = format!("{repository}@{digest}");
-        // Read it back: the merge trusts this file, so it must name what the registry really serves.
-        let served = docker.digest_of(&source)?;
-        ensure!(served.as_str() == digest, "{source} serves {served}");
-        eprintln!("    pushed {source}");
-        images.push(PlatformImage {
-            php: build.php,
-            source,
-        });
-    }
+    .run()?;
+    let images = outcome
+        .platform_images
+        .into_iter()
+        .map(|(php, source)| PlatformImage { php, source })
+        .collect();
     let digests = PlatformDigests {
         version: plan.version.clone(),
         revision: plan.revision.clone(),
-        platform: platform.to_owned(),
+        platform: platform.clone(),
         images,
     };
     if let Some(dir) = digests_file.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -142,8 +86,8 @@ pub fn build_platform(
 pub fn merge_sources(
     plan: &Plan,
     files: &[PathBuf],
-) -> anyhow::Result<BTreeMap<PhpLine, Vec<String>>> {
-    let mut sources: BTreeMap<PhpLine, Vec<String>> = BTreeMap::new();
+) -> anyhow::Result<BTreeMap<PhpLine, Vec<ImageRef>>> {
+    let mut sources: BTreeMap<PhpLine, Vec<ImageRef>> = BTreeMap::new();
     let mut platforms = Vec::new();
     for file in files {
         let text =

@@ -172,13 +172,9 @@ fn runner(platform: &str) -> anyhow::Result<&'static str> {
         })
 }
 
-fn host(namespace: &str) -> &str {
-    namespace.split('/').next().unwrap_or(namespace)
-}
-
 /// The value of every `@@name@@` the templates use.
 fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
-    let canonical = host(&matrix.registries.canonical);
+    let canonical = matrix.registries.canonical.host();
     ensure!(
         canonical == CANONICAL_LOGIN,
         "the release workflow logs in to {CANONICAL_LOGIN} with GITHUB_TOKEN, but the canonical registry is {canonical}: \
@@ -186,7 +182,7 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
     );
     for mirror in &matrix.registries.mirrors {
         ensure!(
-            host(mirror) == MIRROR_LOGIN,
+            mirror.host() == MIRROR_LOGIN,
             "the release workflow logs in to {MIRROR_LOGIN} with the DOCKERHUB_* secrets, but mirror {mirror} is elsewhere: \
              give xtask/templates/release.yml a login for it"
         );

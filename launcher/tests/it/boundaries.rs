@@ -188,7 +188,7 @@ fn check(files: Files, args: &[&str], env: &[(&str, &str)], code: i32, expected:
 
 const PORT: &str =
     "is not valid: use a port number from 1 to 65535 in plain digits, for example 8080";
-const NAMESPACE: &str = "is not a registry namespace: use host/namespace without scheme or tag";
+const NAMESPACE: &str = "is not a lowercase host name (letters, digits, inner `-` and `.`); use host/namespace without scheme or tag";
 
 #[test]
 #[rustfmt::skip]
@@ -208,7 +208,7 @@ fn stack_vars() {
 fn user_config() {
     check(&[("user", "MYSQL_PASSWORD hunter2\n")], &["image"], &[], 2, &["{user}:1: the setting of MYSQL_PASSWORD has no `=`: write NAME=value"]);
     check(&[("user", "WAIT_TIMEOUT=2m\n")], &["start"], &[], 2, &["WAIT_TIMEOUT=\"2m\" (from user config {user}:1) is not valid: use a number of seconds from 1 to 86400"]);
-    check(&[("user", "IMAGE_REGISTRY=-oops\n")], &["pull"], &[], 2, &["IMAGE_REGISTRY=\"-oops\" (from user config {user}:1) is not valid: `-oops` ", NAMESPACE]);
+    check(&[("user", "IMAGE_REGISTRY=-oops\n")], &["pull"], &[], 2, &["IMAGE_REGISTRY=\"-oops\" (from user config {user}:1) is not valid: registry namespace `-oops` is not valid: the registry host `-oops` ", NAMESPACE]);
     check(&[("user", "1A=x\n")], &["image"], &[], 2, &["{user}:1: \"1A\" is not a variable name (letters, digits and `_`, not starting with a digit): write NAME=value"]);
     check(&[("user", "CODE_DIR=/nonexistent-20i-site\n")], &["status"], &[], 2, &["CODE_DIR=\"/nonexistent-20i-site\" (from user config {user}:1) does not exist: set CODE_DIR to the site's directory"]);
     check(&[("user", "STACK_DIR=stacks/x\nSTACK_FILE=nope.yml\n")], &["start"], &[], 2, &["no compose file at {home}/.20i/nope.yml: run `20i init`"]);
@@ -242,7 +242,7 @@ fn project_local() {
 fn environment() {
     check(&[], &["start"], &[("HOST_PORT", " 80")], 2, &["HOST_PORT=\" 80\" (from environment) ", PORT]);
     check(&[], &["start"], &[("HOST_PORT", "+80")], 2, &["HOST_PORT=\"+80\" (from environment) ", PORT]);
-    check(&[], &["pull"], &[("IMAGE_REGISTRY", "-oops")], 2, &["IMAGE_REGISTRY=\"-oops\" (from environment) is not valid: `-oops` ", NAMESPACE]);
+    check(&[], &["pull"], &[("IMAGE_REGISTRY", "-oops")], 2, &["IMAGE_REGISTRY=\"-oops\" (from environment) is not valid: registry namespace `-oops` is not valid: the registry host `-oops` ", NAMESPACE]);
     check(&[], &["image"], &[("USE_PREBUILT", "yes")], 2, &["USE_PREBUILT=\"yes\" (from environment) is not valid: use true or false (or 1 or 0)"]);
     check(&[], &["start"], &[("WAIT_TIMEOUT", "0")], 2, &["WAIT_TIMEOUT=\"0\" (from environment) is not valid: use a number of seconds from 1 to 86400"]);
     check(&[], &["init"], &[("STACK_DIR", "")], 2, &["STACK_DIR=\"\" (from environment) is not valid: use a path"]);
@@ -260,10 +260,10 @@ fn set_and_flags() {
     check(&[], &["--set", "A B=1", "image"], &[], 2, &["--set \"A B\"=… : \"A B\" is not a variable name", usage]);
     check(&[], &["--set", "MYSQL_PASSWORDhunter2", "start"], &[], 2, &["--set with a line that looks like a secret (not shown): it has no `=`: ", usage]);
     check(&[], &["--set", "HOST_PORT=+80", "start"], &[], 2, &["HOST_PORT=\"+80\" (from command line (--set)) ", PORT]);
-    check(&[], &["--set", "IMAGE_MIRRORS=--insecure", "pull"], &[], 2, &["IMAGE_MIRRORS=\"--insecure\" (from command line (--set)) is not valid: `--insecure` ", NAMESPACE]);
+    check(&[], &["--set", "IMAGE_MIRRORS=--insecure", "pull"], &[], 2, &["IMAGE_MIRRORS=\"--insecure\" (from command line (--set)) is not valid: registry namespace `--insecure` is not valid: the registry host `--insecure` ", NAMESPACE]);
     check(&[], &["--set", "CODE_DIR=/a:b", "start"], &[], 2, &["CODE_DIR=\"/a:b\" (from command line (--set)) is not valid: a `:`"]);
     check(&[], &["--php-version", "8", "image"], &[], 2, &["PHP_VERSION=\"8\" (from command line (--php-version)) is not valid: PHP version `8` is not a PHP line"]);
-    check(&[], &["--registry=-oops", "image"], &[], 2, &["IMAGE_REGISTRY=\"-oops\" (from command line (--registry)) is not valid: `-oops` ", NAMESPACE]);
+    check(&[], &["--registry=-oops", "image"], &[], 2, &["IMAGE_REGISTRY=\"-oops\" (from command line (--registry)) is not valid: registry namespace `-oops` is not valid: the registry host `-oops` ", NAMESPACE]);
     check(&[], &["--use-prebuilt=maybe", "start"], &[], 2, &["USE_PREBUILT=\"maybe\" (from command line (--use-prebuilt)) is not valid: use true or false"]);
     check(&[], &["--allow-local-build-fallback=2", "pull"], &[], 2, &["ALLOW_LOCAL_BUILD_FALLBACK=\"2\" (from command line (--allow-local-build-fallback)) is not valid"]);
     check(&[], &["--stack-dir=", "init"], &[], 2, &["a value is required for '--stack-dir <DIR>'"]);
@@ -361,7 +361,7 @@ fn docker_down_is_said_once() {
 /// A PHP line with no published image and no locked base: a local build says its base is not pinned, and why.
 #[test]
 fn an_unlocked_line_says_its_base_is_not_pinned() {
-    let bare = Bare::new("echo 'Error: No such image' >&2\nexit 1");
+    let bare = Bare::new("echo 'Error response from daemon: No such image: x' >&2\nexit 1");
     let run = bare.run(
         &["start", "--explain"],
         &[("PHP_VERSION", "8.0"), ("USE_PREBUILT", "false")],

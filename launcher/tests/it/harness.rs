@@ -231,7 +231,7 @@ pub fn reference(namespace: &str, line: &str) -> String {
     stack_images::tags::reference(
         namespace,
         "php-fpm",
-        &stack_images::tags::pin_tag(&version, line.parse().unwrap()),
+        stack_images::tags::pin_tag(&version, line.parse().unwrap()).as_str(),
     )
 }
 

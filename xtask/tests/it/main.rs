@@ -1,14 +1,19 @@
 //! Tests of the xtask binary as a maintainer runs it; those that push use registries on 127.0.0.1.
 
 mod bases;
+mod dry_run;
 mod help;
+mod injection;
 mod notes;
 mod plan;
 mod release;
 mod tidy;
 mod workflows;
 
-use std::process::{Command, Output};
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+};
 
 /// The xtask binary, ready to run as a maintainer would (no backtraces in its errors).
 pub fn xtask_command() -> Command {
@@ -23,4 +28,16 @@ pub fn xtask(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running the xtask binary")
+}
+
+/// A PATH holding only a `docker` that records being called, so a test can prove nobody called it.
+pub fn tripwire_path() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("docker-was-called");
+    let script = format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display());
+    let docker = dir.path().join("docker");
+    std::fs::write(&docker, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, marker)
 }

@@ -1,9 +1,6 @@
 //! `cargo xtask plan`: snapshots of the plan, and proof that planning touches no docker and no network.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Output,
-};
+use std::{path::Path, process::Output};
 
 const REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
 const TIME: &str = "2026-11-25T10:00:00Z";
@@ -25,18 +22,6 @@ fn stdout(output: &Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-/// A PATH holding only a `docker` that records being called, so a test can prove nobody called it.
-fn tripwire_path() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("docker-was-called");
-    let script = format!("#!/bin/sh\ntouch '{}'\nexit 1\n", marker.display());
-    let docker = dir.path().join("docker");
-    std::fs::write(&docker, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (dir, marker)
 }
 
 fn settings() -> insta::Settings {
@@ -93,7 +78,7 @@ fn plan_table_snapshots() {
 
 #[test]
 fn planning_never_calls_docker() {
-    let (dir, marker) = tripwire_path();
+    let (dir, marker) = crate::tripwire_path();
     for extra in [
         &[][..],
         &["--json"],
