@@ -20,8 +20,8 @@ pub use stack_images::Namespace;
 use stack_images::{tags, Digest, ImageRef, Matrix, PhpLine, ReleaseVersion};
 
 use crate::values::{
-    is_variable_name, looks_secret, parse_address, parse_bool, ImageName, Port, ProjectName,
-    Seconds, Secret, TagText, NOT_SHOWN,
+    is_variable_name, looks_secret, parse_address, parse_bool, quoted, ImageName, Port,
+    ProjectName, Seconds, Secret, TagText, NOT_SHOWN,
 };
 
 /// Where a value came from.
@@ -701,7 +701,10 @@ fn invalid(
     if secret {
         anyhow!("{name} (from {origin}) is not valid: {why:#}")
     } else {
-        anyhow!("{name}={text:?} (from {origin}) is not valid: {why:#}")
+        anyhow!(
+            "{name}={} (from {origin}) is not valid: {why:#}",
+            quoted(text)
+        )
     }
 }
 
@@ -867,9 +870,9 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
             .find(|e| e.name == "IMAGE_MIRRORS")
             .expect("in VARS");
         bail!(
-            "IMAGE_MIRRORS={:?} (from {}) is not valid: `{registry}` is IMAGE_REGISTRY itself: list only other \
+            "IMAGE_MIRRORS={} (from {}) is not valid: `{registry}` is IMAGE_REGISTRY itself: list only other \
              registries holding the same images, or set IMAGE_MIRRORS= for none",
-            entry.shown(),
+            quoted(&entry.shown()),
             entry.origin()
         );
     }
@@ -1206,8 +1209,8 @@ fn check_paths(config: &Config) -> anyhow::Result<()> {
         Err(_) => "cannot be read",
     };
     bail!(
-        "CODE_DIR={:?} (from {}) {problem}: set CODE_DIR to the site's directory (it is mounted at /var/www/site)",
-        path.display().to_string(),
+        "CODE_DIR={} (from {}) {problem}: set CODE_DIR to the site's directory (it is mounted at /var/www/site)",
+        quoted(&path.display().to_string()),
         entry.origin()
     )
 }

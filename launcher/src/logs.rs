@@ -22,12 +22,14 @@ pub fn run(config: &Config, follow: bool, services: &[String]) -> anyhow::Result
         }
     }
     let compose = Compose::new(config, &config.selected_reference())?;
+    let engine = Engine::new()?;
+    compose.validate(&engine, config)?;
     let mut args = vec!["logs"];
     if follow {
         args.push("--follow");
     }
     args.extend(services.iter().map(String::as_str));
-    Engine::new()?
+    engine
         .run_attached(&compose.command(args), &compose.env)
         .with_context(|| format!("reading the logs of project {}", config.project))?;
     Ok(())

@@ -218,6 +218,16 @@ pub fn looks_secret(name: &str) -> bool {
         .any(|word| upper.contains(word))
 }
 
+/// A value as an error quotes it: in double quotes, with control characters escaped (so it cannot forge lines or
+/// hide spaces), cut short after 120 characters so a pasted blob cannot flood the terminal.
+pub fn quoted(text: &str) -> String {
+    let escaped = format!("{text:?}");
+    match escaped.char_indices().nth(121) {
+        Some((end, _)) => format!("{}…\"", &escaped[..end]),
+        None => escaped,
+    }
+}
+
 /// A variable name as the shell and compose take it: a letter or `_`, then letters, digits and `_`.
 pub fn is_variable_name(name: &str) -> bool {
     name.bytes()
@@ -266,6 +276,15 @@ mod tests {
         check::<TagText>("-rm", "error: use an image tag (letters, digits, `.`, `-`, `_`), for example 10.6 or 11.4");
         assert_eq!(ProjectName::from_dir_name("Blog.Site").to_string(), "blog-site");
         assert_eq!(ProjectName::from_dir_name("__").to_string(), "site");
+    }
+
+    #[test]
+    fn values_are_quoted_short() {
+        assert_eq!(quoted(" 80"), "\" 80\"");
+        assert_eq!(quoted("a\nb"), "\"a\\nb\"");
+        let long = quoted(&"x".repeat(500));
+        assert_eq!(long.chars().count(), 123, "{long}");
+        assert!(long.ends_with("x…\""));
     }
 
     #[test]

@@ -272,6 +272,28 @@ fn set_and_flags() {
     check(&[], &["logs", "--", "--tail=5"], &[], 2, &["\"--tail=5\" is not a service name: use nginx, apache, mariadb, phpmyadmin"]);
 }
 
+/// A value in the environment that is not UTF-8 is refused, naming the variable, never skipped.
+#[test]
+fn a_non_utf8_environment_value_is_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let bare = Bare::tripwire();
+    let output = Command::new(env!("CARGO_BIN_EXE_20i"))
+        .arg("image")
+        .current_dir(bare.site())
+        .env_clear()
+        .env("HOME", bare.home())
+        .env("DOCKER", &bare.docker)
+        .env("PHP_VERSION", std::ffi::OsStr::from_bytes(b"8.\xff"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "error: PHP_VERSION in the environment is not UTF-8 text: set it to a UTF-8 value, or unset it\n"
+    );
+    assert_eq!(bare.docker_calls(), "");
+}
+
 /// The defect: with PHP_VERSION in stack-vars.yml and a pin of that line in `.20i-local`, `20i image` failed
 /// because the configuration was resolved once without stack-vars.yml.
 #[test]
@@ -454,6 +476,12 @@ fn secrets_never_appear_in_any_output() {
     assert_eq!(failing.0, 2, "{}", failing.1);
     assert!(failing.1.contains("module broken"), "{}", failing.1);
     outputs.push(("start with a broken module".to_owned(), failing));
+    for command in ["status", "stop"] {
+        let failing = with_real_docker(&[command], &env);
+        assert_eq!(failing.0, 2, "{}", failing.1);
+        assert!(failing.1.contains("module broken"), "{}", failing.1);
+        outputs.push((format!("{command} with a broken module"), failing));
+    }
     std::fs::remove_dir_all(bare.home().join(".20i/modules")).unwrap();
     // Malformed lines holding secrets, in every layer.
     for (file, text) in [
