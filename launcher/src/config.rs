@@ -960,8 +960,9 @@ pub fn parse_stack_vars(text: &str) -> Result<Vec<Setting>, LineError> {
     parse_lines(text, Syntax::Yaml)
 }
 
-/// How an error names a line or a name without showing a value: the variable when the launcher knows it, nothing
-/// when it looks like a secret, else its first word.
+/// How an error names a malformed line without showing any of its text: the variable when the launcher knows it,
+/// else only what kind of line it is. A malformed line may be a value on a line of its own (a password after a
+/// broken quote), so even its first word is not shown.
 fn describe(text: &str) -> String {
     let word: String = text
         .trim_start()
@@ -972,10 +973,8 @@ fn describe(text: &str) -> String {
         format!("the setting of {word}")
     } else if looks_secret(text) {
         "a line that looks like a secret (not shown)".to_owned()
-    } else if word.is_empty() {
-        "a line that is not a setting".to_owned()
     } else {
-        format!("the line starting `{word}`")
+        "a line that is not a setting (its text is not shown, in case it holds a value)".to_owned()
     }
 }
 
@@ -1510,7 +1509,8 @@ mod tests {
         check_file("I=\"a \\\"q\\\" \\$x\" # c\n", false, "I=[a \"q\" $x]");
         check_file("J='it''s'\n", false, "error: line 1: J: text follows the closing ': quote the whole value, or start a comment with ` #`");
         check_file("  K=indented\n\tL=tab\n", false, "K=[indented] L=[tab]");
-        check_file("if true; then\n", false, "error: line 1: the line starting `if` has no `=`: write NAME=value");
+        check_file("if true; then\n", false, "error: line 1: a line that is not a setting (its text is not shown, in case it holds a value) has no `=`: write NAME=value");
+        check_file("MYSQL_PASSWORD=\nhunter2\n", false, "error: line 2: a line that is not a setting (its text is not shown, in case it holds a value) has no `=`: write NAME=value");
         check_file("1A=x\n", false, "error: line 1: \"1A\" is not a variable name (letters, digits and `_`, not starting with a digit): write NAME=value");
         check_file("A B=1\n", false, "error: line 1: \"A B\" is not a variable name (letters, digits and `_`, not starting with a digit): write NAME=value");
         check_file("M=\"open\n", false, "error: line 1: M: the closing \" is missing (values are one line): close the quote");
@@ -1531,7 +1531,8 @@ mod tests {
         check_file("PHP_VERSION: \"8.5\"          # default: the release's default PHP line\n", true, "PHP_VERSION=[8.5]");
         check_file("PHP_VERSION: '8.5'   # a comment\nA: 'it''s' # c\nB: plain # c\nC: a#b\nD: # nothing\nE:\n", true, "PHP_VERSION=[8.5] A=[it's] B=[plain] C=[a#b] D=[] E=[]");
         check_file("A: \"tab\\there\"\n", true, "A=[tab\there]");
-        check_file("php:\n  version: 8.4\n", true, "error: line 2: the line starting `version` is indented: nested values are not read, write flat `NAME: value` lines");
+        check_file("php:\n  version: 8.4\n", true, "error: line 2: a line that is not a setting (its text is not shown, in case it holds a value) is indented: nested values are not read, write flat `NAME: value` lines");
+        check_file("PHP_VERSION: 8.4\n  version: 8.4\n", true, "error: line 2: a line that is not a setting (its text is not shown, in case it holds a value) is indented: nested values are not read, write flat `NAME: value` lines");
         check_file("  MYSQL_PASSWORD: hunter2\n", true, "error: line 1: the setting of MYSQL_PASSWORD is indented: nested values are not read, write flat `NAME: value` lines");
         check_file("  db_pass: hunter2\n", true, "error: line 1: a line that looks like a secret (not shown) is indented: nested values are not read, write flat `NAME: value` lines");
         check_file("PHP_VERSION: \"8.5\" x\n", true, "error: line 1: PHP_VERSION: text follows the closing \": quote the whole value, or start a comment with ` #`");
