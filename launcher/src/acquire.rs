@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context;
 use stack_images::{
     docker::{DockerCommand, FailureKind},
-    Digest,
+    Digest, Namespace,
 };
 
 use crate::{
@@ -26,8 +26,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Cache,
-    Pulled { from: String },
-    Mirror { from: String },
+    Pulled { from: Namespace },
+    Mirror { from: Namespace },
     Built { why: String },
     LocalBuild,
 }
@@ -91,6 +91,14 @@ pub fn context_digest(dir: &Path) -> anyhow::Result<Option<(Digest, Digest)>> {
     let dockerfile_path = dir.join("Dockerfile");
     match std::fs::metadata(&dockerfile_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A link to a FIFO would block the read below.
+        Ok(meta) if !meta.is_file() => {
+            return Err(Exit::config(anyhow::anyhow!(
+                "{} is not a regular file: make the Dockerfile a file, or set PHP_FPM_CONTEXT to another directory",
+                dockerfile_path.display()
+            ))
+            .into())
+        }
         _ => {}
     }
     let mut entries = Vec::new();
@@ -197,7 +205,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
             return Ok(Acquired {
                 reference,
                 origin: Origin::Pulled {
-                    from: config.registry.to_string(),
+                    from: config.registry.clone(),
                 },
                 steps,
             });
@@ -222,7 +230,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
                     return Ok(Acquired {
                         reference,
                         origin: Origin::Mirror {
-                            from: mirror.to_string(),
+                            from: mirror.clone(),
                         },
                         steps,
                     });

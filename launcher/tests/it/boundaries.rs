@@ -356,6 +356,23 @@ fn a_fifo_in_the_build_context_is_refused() {
         );
         assert!(!run.stderr.contains("local image store"), "{}", run.stderr);
     }
+    // A Dockerfile linked to a FIFO is refused too, without reading it.
+    std::fs::remove_file(context.join("pipe")).unwrap();
+    std::fs::remove_file(context.join("Dockerfile")).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(bare.root.path().join("fifo"))
+        .status()
+        .unwrap()
+        .success());
+    std::os::unix::fs::symlink(bare.root.path().join("fifo"), context.join("Dockerfile")).unwrap();
+    let run = bare.run(&["start", "--explain"], &env);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("{context_text}/Dockerfile is not a regular file")),
+        "{}",
+        run.stderr
+    );
     assert_eq!(bare.docker_calls(), "");
 }
 
