@@ -876,6 +876,7 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
             entry.origin()
         );
     }
+    check_ports(&entries)?;
     let mut config = Config {
         release: typed!(entries, "STACK_RELEASE", Release),
         php: typed!(entries, "PHP_VERSION", Php),
@@ -924,6 +925,29 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
     entries.extend(extras(inputs));
     config.entries = entries;
     Ok(config)
+}
+
+/// The published ports are one per service: two services on one host port would fail only when compose starts them.
+fn check_ports(entries: &[Entry]) -> anyhow::Result<()> {
+    let ports: Vec<(&Entry, Port)> = entries
+        .iter()
+        .filter_map(|e| match e.value {
+            Value::Port(port) => Some((e, port)),
+            _ => None,
+        })
+        .collect();
+    for (at, (first, port)) in ports.iter().enumerate() {
+        if let Some((second, _)) = ports[at + 1..].iter().find(|(_, other)| other == port) {
+            bail!(
+                "{}={port} (from {}) and {}={port} (from {}) are the same host port: give each service its own",
+                first.name,
+                first.origin(),
+                second.name,
+                second.origin()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A line of a layer file that cannot be read; the caller adds the file.
@@ -1177,9 +1201,11 @@ fn read_layer(source: Source, path: &Path, syntax: Syntax) -> anyhow::Result<Opt
     let Ok(text) = String::from_utf8(bytes) else {
         bail!("{} is not UTF-8 text: save it as UTF-8", path.display());
     };
+    // Editors on Windows start a UTF-8 file with a byte-order mark; it is not part of the first name.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let values = match syntax {
-        Syntax::Env => parse_env_file(&text),
-        Syntax::Yaml => parse_stack_vars(&text),
+        Syntax::Env => parse_env_file(text),
+        Syntax::Yaml => parse_stack_vars(text),
     }
     .map_err(|e| anyhow!("{}:{}: {}", path.display(), e.line, e.message))?;
     Ok(Some(Layer { source, values }))
@@ -1419,6 +1445,8 @@ mod tests {
         check(&[(Source::Environment, "HOST_PORT=65536")], &[], &format!("error: HOST_PORT=\"65536\" (from environment) is not valid: {port}"));
         check(&[(Source::Environment, "MYSQL_PORT=70000")], &[], &format!("error: MYSQL_PORT=\"70000\" (from environment) is not valid: {port}"));
         check(&[(Source::Environment, "PMA_PORT=0")], &[], &format!("error: PMA_PORT=\"0\" (from environment) is not valid: {port}"));
+        check(&[(user(), "PMA_PORT=8080"), (Source::Environment, "HOST_PORT=8080")], &[], "error: HOST_PORT=8080 (from environment) and PMA_PORT=8080 (from user config /home/u/.20i/config:1) are the same host port: give each service its own");
+        check(&[(Source::Environment, "MYSQL_PORT=80")], &[], "error: HOST_PORT=80 (from default) and MYSQL_PORT=80 (from environment) are the same host port: give each service its own");
         check(&[(Source::Environment, "BIND_ADDRESS=localhost")], &[], "error: BIND_ADDRESS=\"localhost\" (from environment) is not valid: use an IPv4 address, for example 127.0.0.1, or 0.0.0.0 for every interface");
         check(&[(Source::Environment, "COMPOSE_PROJECT_NAME=My_Site")], &[], "error: COMPOSE_PROJECT_NAME=\"My_Site\" (from environment) is not valid: use lowercase letters, digits, `-` and `_`, starting with a letter or digit");
         check(&[(Source::Environment, "NGINX_IMAGE=--privileged")], &[], "error: NGINX_IMAGE=\"--privileged\" (from environment) is not valid: use an image reference such as nginx:1.25-alpine or registry.example.com/team/nginx:1.25");

@@ -232,6 +232,8 @@ fn project_local() {
     check(&[("local", "PHP_FPM_PIN=sha256:abc\n")], &["image"], &[], 2, &["PHP_FPM_PIN=\"sha256:abc\" (from project {local}:1) is not valid: use <image>@sha256:<64 hex digits>"]);
     check(&[("local", "COMPOSE_PROJECT_NAME=-p\n")], &["stop"], &[], 2, &["COMPOSE_PROJECT_NAME=\"-p\" (from project {local}:1) is not valid: use lowercase letters"]);
     check(&[("local", "NGINX_IMAGE=--privileged\n")], &["start"], &[], 2, &["NGINX_IMAGE=\"--privileged\" (from project {local}:1) is not valid: use an image reference"]);
+    check(&[("local", "\u{feff}PHP_VERSION=8.2\n")], &["image"], &[], 0, &[]);
+    check(&[("local", "PMA_PORT=8080\n")], &["start"], &[("HOST_PORT", "8080")], 2, &["HOST_PORT=8080 (from environment) and PMA_PORT=8080 (from project {local}:1) are the same host port: give each service its own"]);
     check(&[("local", "PHP_VERSION=8.4.3\n")], &["image"], &[], 2, &["PHP_VERSION=\"8.4.3\" (from project {local}:1) is not valid: PHP version `8.4.3` is not a PHP line: use `8.4`"]);
     check(&[("dir site/.20i-local", "")], &["image"], &[], 2, &["{local} is not a regular file"]);
     check(&[("fifo site/.20i-local", "")], &["start", "--explain"], &[], 2, &["{local} is not a regular file"]);
@@ -492,6 +494,8 @@ fn secrets_never_appear_in_any_output() {
     let failing = with_real_docker(&args, &env);
     assert_eq!(failing.0, 2, "{}", failing.1);
     assert!(failing.1.contains("module broken"), "{}", failing.1);
+    // Compose read the files before anything was pulled.
+    assert!(!failing.1.contains("pulling"), "{}", failing.1);
     outputs.push(("start with a broken module".to_owned(), failing));
     for command in ["status", "stop"] {
         let failing = with_real_docker(&[command], &env);
