@@ -117,6 +117,8 @@ impl Setup {
             "0123456789abcdef0123456789abcdef01234567",
             "--time",
             "2026-11-25T10:00:00Z",
+            // These releases are v1.9.5, v2.0.0, v2.1.0-rc.1 …, not the workspace's version.
+            "--allow-version-mismatch",
         ]
         .iter()
         .map(|s| s.to_string())
