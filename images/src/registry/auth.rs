@@ -111,6 +111,17 @@ fn from_config(
 ) -> anyhow::Result<Option<Credential>> {
     let keys = config_keys(host);
     let from_helper = |name: &str| -> anyhow::Result<Option<Credential>> {
+        // The name becomes part of a program name: a `/` would make it a path to run.
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            bail!(
+                "{} names the credential helper `{name}`, which is not a helper name (letters, digits, `-`, `_`, `.`): \
+                 fix `credsStore`/`credHelpers` there, or run `docker login {host}`",
+                path.display()
+            );
+        }
         Ok(helper(name, &keys[0])?.map(|(user, secret)| {
             if user == "<token>" {
                 Credential::IdentityToken(secret)
@@ -428,6 +439,22 @@ mod tests {
             !message.contains("c2VjcmV0") && !message.contains("secret"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn a_helper_name_that_is_a_path_is_refused() {
+        for config in [
+            r#"{"credsStore": "../../tmp/x"}"#,
+            r#"{"credHelpers": {"ghcr.io": "a/b"}}"#,
+        ] {
+            let config: Value = serde_json::from_str(config).unwrap();
+            let error =
+                from_config(&config, "ghcr.io", Path::new("config.json"), &no_helper).unwrap_err();
+            assert!(
+                error.to_string().contains("is not a helper name"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

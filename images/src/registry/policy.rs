@@ -6,6 +6,11 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use anyhow::{bail, Context};
+
+/// The variable that shortens the numbers for a test that runs a binary: `connect=1s,read=500ms,attempts=3`.
+pub const POLICY_VARIABLE: &str = "STACK_REGISTRY_POLICY";
+
 /// The numbers; [`Policy::default`] for real registries, shorter ones in tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -40,6 +45,52 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// The default numbers, with those `$STACK_REGISTRY_POLICY` sets instead.
+    pub fn from_env() -> anyhow::Result<Policy> {
+        match std::env::var(POLICY_VARIABLE) {
+            Ok(text) => Policy::default()
+                .with_overrides(&text)
+                .with_context(|| format!("reading ${POLICY_VARIABLE}")),
+            Err(std::env::VarError::NotPresent) => Ok(Policy::default()),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                bail!("${POLICY_VARIABLE} is not UTF-8: unset it or fix it")
+            }
+        }
+    }
+
+    /// These numbers with some replaced: `name=value` pairs separated by commas, durations in `ms` or `s`
+    /// (`connect`, `read`, `operation`, `backoff`, `backoff-cap`, `retry-after-cap`) and a count (`attempts`).
+    pub fn with_overrides(mut self, text: &str) -> anyhow::Result<Policy> {
+        const NAMES: &str =
+            "connect, read, operation, attempts, backoff, backoff-cap, retry-after-cap";
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = pair.split_once('=') else {
+                bail!("`{pair}` is not name=value (names: {NAMES})");
+            };
+            let (name, value) = (name.trim(), value.trim());
+            if name == "attempts" {
+                self.attempts = match value.parse() {
+                    Ok(n) if n >= 1 => n,
+                    _ => bail!("attempts=`{value}` is not a whole number from 1"),
+                };
+                continue;
+            }
+            let slot = match name {
+                "connect" => &mut self.connect_timeout,
+                "read" => &mut self.read_timeout,
+                "operation" => &mut self.operation_timeout,
+                "backoff" => &mut self.backoff_base,
+                "backoff-cap" => &mut self.backoff_cap,
+                "retry-after-cap" => &mut self.retry_after_cap,
+                _ => bail!("`{name}` is not a policy setting (names: {NAMES})"),
+            };
+            *slot = parse_duration(value).with_context(|| {
+                format!("{name}=`{value}` is not a duration such as 500ms or 2s")
+            })?;
+        }
+        Ok(self)
+    }
+
     /// The wait before attempt `failed + 1`, after `failed` failures: the registry's `Retry-After` when it gave
     /// one (never more than the cap), else a capped exponential backoff with jitter so that parallel clients
     /// do not retry in step. `jitter` is in `[0, 1)`.
@@ -60,6 +111,17 @@ impl Policy {
         // Half fixed, half random: never much shorter than the backoff, never in step with another client.
         ceiling / 2 + ceiling.div_f64(2.0).mul_f64(jitter.clamp(0.0, 1.0))
     }
+}
+
+fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = match text.strip_suffix("ms") {
+        Some(number) => (number, 1),
+        None => (text.strip_suffix('s').context("no unit")?, 1000),
+    };
+    let number: u64 = number.parse()?;
+    Ok(Duration::from_millis(
+        number.checked_mul(unit).context("too long")?,
+    ))
 }
 
 /// A number in `[0, 1)` that differs between calls and processes, from the standard library's own random keys.
@@ -145,6 +207,58 @@ mod tests {
         check_retry_after("1.5", None);
         check_retry_after("soon", None);
         check_retry_after("", None);
+    }
+
+    #[track_caller]
+    fn check_overrides(text: &str, expected: Result<Policy, &str>) {
+        let actual = Policy::default()
+            .with_overrides(text)
+            .map_err(|e| format!("{e:#}"));
+        match (actual, expected) {
+            (Ok(actual), Ok(expected)) => assert_eq!(actual, expected, "{text}"),
+            (Err(actual), Err(expected)) => assert!(actual.contains(expected), "{text}: {actual}"),
+            (actual, expected) => panic!("{text}: {actual:?} instead of {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn overrides_for_tests() {
+        let ms = Duration::from_millis;
+        check_overrides("", Ok(Policy::default()));
+        check_overrides(
+            "connect=1s, read=500ms,operation=20s,attempts=3,backoff=50ms,backoff-cap=200ms,retry-after-cap=2s",
+            Ok(Policy {
+                connect_timeout: ms(1000),
+                read_timeout: ms(500),
+                operation_timeout: ms(20_000),
+                attempts: 3,
+                backoff_base: ms(50),
+                backoff_cap: ms(200),
+                retry_after_cap: ms(2000),
+            }),
+        );
+        check_overrides(
+            "attempts=1",
+            Ok(Policy {
+                attempts: 1,
+                ..Policy::default()
+            }),
+        );
+        check_overrides(
+            "attempts=0",
+            Err("attempts=`0` is not a whole number from 1"),
+        );
+        check_overrides(
+            "read=5",
+            Err("read=`5` is not a duration such as 500ms or 2s"),
+        );
+        check_overrides("read=-1s", Err("read=`-1s` is not a duration"));
+        check_overrides("read=1.5s", Err("read=`1.5s` is not a duration"));
+        check_overrides(
+            "timeout=1s",
+            Err("`timeout` is not a policy setting (names: connect, read,"),
+        );
+        check_overrides("read", Err("`read` is not name=value"));
     }
 
     #[test]
