@@ -144,6 +144,16 @@ fn docker_skopeo_and_curl_work_through_the_proxy_without_faults() {
         .unwrap();
     assert_eq!(Digest::of(&raw).as_str(), pushed);
 
+    // A pull by the engine (containerd's fetcher), then the image is removed again.
+    let docker = Docker::new().unwrap();
+    let pulled = format!("{}/pushed:1", proxy.namespace("test"));
+    docker
+        .run(&DockerCommand::new(["pull", "--quiet", &pulled]))
+        .unwrap();
+    docker
+        .run(&DockerCommand::new(["image", "rm", &pulled]))
+        .unwrap();
+
     let copy = format!("{}/copy:1", proxy.namespace("test"));
     succeeded(&skopeo(&[
         "copy",
