@@ -99,7 +99,8 @@ pub enum Fault {
     /// Forwards, then sends the status and headers with the full `Content-Length` but only the first half of the
     /// body, and closes the connection.
     CutBody,
-    /// Forwards, then flips the lowest bit of the answer body's middle byte: same length, different sha256.
+    /// Forwards, then flips the lowest bit of the answer body's middle byte: same length, different sha256 (an
+    /// empty body stays as it is).
     FlipByte,
     /// Flips the lowest bit of the request body's middle byte, then forwards: what the registry stores is not
     /// what the client sent (a manifest pushed under a tag, a blob upload).
@@ -647,8 +648,9 @@ impl Request {
 struct Response {
     status_line: String,
     headers: Vec<(String, String)>,
-    /// `Content-Length` as the registry sent it without a body (HEAD, 204, 304).
-    bodiless_length: Option<String>,
+    /// `Some` for an answer that has no body (to HEAD, or a 204 or 304): the `Content-Length` the registry
+    /// sent with it, if any, which describes what a GET would get.
+    bodiless: Option<Option<String>>,
     body: Vec<u8>,
 }
 
@@ -679,7 +681,7 @@ impl Response {
         Response {
             status_line: format!("HTTP/1.1 {code} {reason}"),
             headers,
-            bodiless_length: None,
+            bodiless: None,
             body: body.into_bytes(),
         }
     }
@@ -689,12 +691,10 @@ impl Response {
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
-        match &self.bodiless_length {
-            Some(length) => head.push_str(&format!("Content-Length: {length}\r\n")),
-            None if self.has_body() => {
-                head.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
-            }
-            None => {}
+        match &self.bodiless {
+            Some(Some(length)) => head.push_str(&format!("Content-Length: {length}\r\n")),
+            Some(None) => {}
+            None => head.push_str(&format!("Content-Length: {}\r\n", self.body.len())),
         }
         head.push_str(if keep_alive {
             "Connection: keep-alive\r\n\r\n"
@@ -763,7 +763,7 @@ fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
         let mut response = Response {
             status_line,
             headers: head.end_to_end(),
-            bodiless_length: None,
+            bodiless: None,
             body: Vec::new(),
         };
         if (100..200).contains(&response.status()) {
@@ -772,7 +772,7 @@ fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
             continue;
         }
         if request.method == "HEAD" || !response.has_body() {
-            response.bodiless_length = head.get("content-length").map(str::to_owned);
+            response.bodiless = Some(head.get("content-length").map(str::to_owned));
         } else {
             response.body = head.read_body(&mut reader, true)?;
         }
