@@ -178,6 +178,11 @@ impl RegistryClient {
         }
     }
 
+    /// The client both binaries use: the default policy, or the one `$STACK_REGISTRY_POLICY` sets (tests).
+    pub fn from_env() -> anyhow::Result<RegistryClient> {
+        Ok(RegistryClient::new(Policy::from_env()?))
+    }
+
     /// Reads docker's logins from `dir/config.json` instead of `$DOCKER_CONFIG` or `~/.docker`.
     pub fn with_docker_config(mut self, dir: impl Into<PathBuf>) -> RegistryClient {
         self.docker_config = Some(dir.into());

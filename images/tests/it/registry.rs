@@ -332,14 +332,14 @@ fn a_fault_that_persists_ends_in_a_bounded_named_error() {
         ManifestGet,
         Fault::Status(503),
         Unreachable,
-        seconds(2),
+        seconds(3),
     );
     check_gives_up(
         &setup,
         ManifestGet,
         Fault::RateLimited { retry_after: None },
         RateLimited,
-        seconds(2),
+        seconds(3),
     );
     // Three waits of one second each, as asked.
     check_gives_up(
@@ -351,22 +351,22 @@ fn a_fault_that_persists_ends_in_a_bounded_named_error() {
         RateLimited,
         seconds(5),
     );
-    check_gives_up(&setup, ManifestGet, Fault::Reset, Unreachable, seconds(2));
-    check_gives_up(&setup, ManifestGet, Fault::CutBody, Unreachable, seconds(2));
+    check_gives_up(&setup, ManifestGet, Fault::Reset, Unreachable, seconds(3));
+    check_gives_up(&setup, ManifestGet, Fault::CutBody, Unreachable, seconds(3));
     check_gives_up(
         &setup,
         ManifestGet,
         Fault::FlipByte,
         DigestMismatch,
-        seconds(2),
+        seconds(3),
     );
-    check_gives_up(&setup, BlobGet, Fault::FlipByte, DigestMismatch, seconds(2));
+    check_gives_up(&setup, BlobGet, Fault::FlipByte, DigestMismatch, seconds(3));
     check_gives_up(
         &setup,
         ManifestHead,
         Fault::Status(502),
         Unreachable,
-        seconds(2),
+        seconds(3),
     );
     // Each attempt waits one read timeout (0.5 s) for an answer that never comes.
     check_gives_up(&setup, ManifestGet, Fault::Stall, Unreachable, seconds(4));
@@ -375,7 +375,7 @@ fn a_fault_that_persists_ends_in_a_bounded_named_error() {
         ManifestPut,
         Fault::Status(500),
         Unreachable,
-        seconds(2),
+        seconds(3),
     );
 }
 
