@@ -594,10 +594,23 @@ impl Ctx<'_> {
             "the bytes kept for PHP {php} are not its verified pin's: nothing was moved to them"
         );
         docker.record_line(&action.to_string());
-        let stored = self
+        let stored = match self
             .client
             .put_manifest(to, &manifest.bytes, &manifest.media_type)
-            .with_context(|| format!("moving {to} to {}", manifest.digest.short()))?;
+        {
+            Ok(stored) => stored,
+            // The registry stored other bytes than the ones sent, every time: the tag may now serve them.
+            Err(error) if error.kind == FailureKind::DigestMismatch => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "{to} may now serve bytes that are not its pin's: they changed on the way to the registry; \
+                     run again with --resume, which sets it to the pin's bytes again and checks them"
+                )))
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("moving {to} to {}", manifest.digest.short())))
+            }
+        };
         ensure!(
             stored == manifest.digest,
             "{to} was stored as {stored}, not the pin's {}",
