@@ -10,6 +10,7 @@ mod inputs;
 mod lock;
 mod notes;
 mod plan;
+mod prune;
 mod release;
 mod republish;
 mod sizes;
@@ -55,6 +56,8 @@ enum Command {
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
+    /// List what a registry holds that no tag and no release's notes reach; --apply deletes it
+    Prune(prune::PruneCmd),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sizes(cmd) => cmd.run(&sh),
         Command::Workflows(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
+        Command::Prune(cmd) => cmd.run(&sh),
     }
 }
 
