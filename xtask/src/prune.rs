@@ -37,7 +37,7 @@ pub struct PruneCmd {
     /// A digests file of `release --platform --push-by-digest`: its untagged pushes are candidates too
     #[arg(long, value_name = "FILE")]
     digests_file: Vec<PathBuf>,
-    /// Image matrix file (default: images/matrix.toml)
+    /// Image matrix file
     #[arg(long, value_name = "FILE", default_value = MATRIX_PATH)]
     matrix: PathBuf,
     /// Delete what is listed (without it, nothing is changed)
