@@ -173,36 +173,40 @@ pub fn run(config: &Config, apply: bool) -> anyhow::Result<()> {
         println!("dry run: nothing removed; run `20i prune --apply` to remove these");
         return Ok(());
     }
-    let mut failed = Vec::new();
+    // By reference, never forced: only these tags go, and docker refuses an image a container started since uses.
+    let mut args = vec!["image".to_owned(), "rm".to_owned(), "--".to_owned()];
+    args.extend(removals.iter().map(|(image, _)| image.reference.clone()));
+    engine.output(&DockerCommand::new(args)).map_err(|error| {
+        anyhow::anyhow!(
+            "removing the images: {error}\nrun `20i prune` again to see what is left (an image a container started \
+             meanwhile stays)"
+        )
+    })?;
     for (image, _) in &removals {
-        // By reference, never forced: a tag goes, and docker refuses an image a container started since uses.
-        let command = DockerCommand::new(["image", "rm", "--", image.reference.as_str()]);
-        match engine.output(&command) {
-            Ok(_) => println!("removed {}", image.reference),
-            Err(error) => failed.push(format!("{}: {error}", image.reference)),
-        }
-    }
-    if !failed.is_empty() {
-        anyhow::bail!(
-            "{} of {} could not be removed:\n  {}\nrun `20i prune` again to see what is left",
-            failed.len(),
-            removals.len(),
-            failed.join("\n  ")
-        );
+        println!("removed {}", image.reference);
     }
     Ok(())
 }
 
 /// Tags of this launcher's repositories in the local store, with their IDs, sizes and context labels.
 fn local_images(engine: &Engine, current: &Current) -> anyhow::Result<Vec<LocalImage>> {
+    // Filtered by docker (each `reference=` is one more match): listing a large store in full takes seconds.
+    let mut args = vec![
+        "image".to_owned(),
+        "ls".to_owned(),
+        "--no-trunc".to_owned(),
+        "--format".to_owned(),
+        "{{.Repository}}\t{{.Tag}}".to_owned(),
+    ];
+    for repository in current
+        .repositories
+        .iter()
+        .chain(std::iter::once(&current.local_repository))
+    {
+        args.extend(["--filter".to_owned(), format!("reference={repository}:*")]);
+    }
     let listing = engine
-        .output(&DockerCommand::new([
-            "image",
-            "ls",
-            "--no-trunc",
-            "--format",
-            "{{.Repository}}\t{{.Tag}}",
-        ]))
+        .output(&DockerCommand::new(args))
         .context("listing the local images: is the Docker daemon running?")?;
     let listing = String::from_utf8_lossy(&listing);
     let mut references = Vec::new();
@@ -213,8 +217,9 @@ fn local_images(engine: &Engine, current: &Current) -> anyhow::Result<Vec<LocalI
         let ours = current.repositories.iter().any(|r| r == repository)
             || repository == current.local_repository;
         // Untagged entries (`<none>`) are not this launcher's to judge.
-        if ours && tag != "<none>" {
-            references.push((repository.to_owned(), tag.to_owned()));
+        let entry = (repository.to_owned(), tag.to_owned());
+        if ours && tag != "<none>" && !references.contains(&entry) {
+            references.push(entry);
         }
     }
     if references.is_empty() {

@@ -4,5 +4,6 @@
 mod boundaries;
 mod harness;
 mod pin;
+mod prune;
 mod pull;
 mod start;
