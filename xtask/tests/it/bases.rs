@@ -134,6 +134,20 @@ fn check_reports_exactly_the_line_whose_base_moved() -> anyhow::Result<()> {
         "the lock records the version the config states"
     );
 
+    // The check reads the registry in process: with a tripwire for docker on PATH, docker is never called.
+    let (tripwire, marker) = crate::tripwire_path();
+    let output = xtask_command()
+        .args(["bases", "refresh", "--check", "--lock", &lock_arg])
+        .env("PATH", tripwire.path())
+        .output()?;
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!marker.exists(), "bases refresh --check called docker");
+
     // Nothing moved: exit 0, and the end-of-life line is listed apart, not read.
     let (code, stdout, stderr) = check(&lock_arg, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
