@@ -317,37 +317,43 @@ impl<'a> Survey<'a> {
                 }
             }
         }
-        let kept = self.closure(&self.image, roots, &mut plan.warnings)?;
-        let kept_staging = self.closure(&self.staging, staging_roots, &mut plan.warnings)?;
-        plan.kept = kept.len() + kept_staging.len();
-
-        // Candidates: staging tags whose release has its pin, and untagged pushes from digests files.
-        let mut seen = BTreeSet::new();
+        // Staging tags: a merged one is a candidate; one whose release has no pin yet is kept, children and all.
         let pins: BTreeSet<&Tag> = image_tags.iter().collect();
+        let mut merged = Vec::new();
         for tag in self.tags(&self.staging)? {
             let Some(pin) = self.pin_of(&tag) else {
                 plan.warnings.push(format!(
                     "{}:{tag} is not a staging tag of this project: left alone",
                     self.staging
                 ));
+                if let Some(digest) = self.digest_of(&self.staging.tagged(&tag))? {
+                    staging_roots.push((digest, format!("staging tag {tag}")));
+                }
                 continue;
             };
-            if !pins.contains(&pin) {
+            let Some(digest) = self.digest_of(&self.staging.tagged(&tag))? else {
+                continue;
+            };
+            if pins.contains(&pin) {
+                merged.push((tag, pin, digest));
+            } else {
                 plan.warnings.push(format!(
                     "{}:{tag} is kept: {}:{pin} does not exist yet (a split release not merged)",
                     self.staging, self.image
                 ));
-                continue;
+                staging_roots.push((digest, format!("staging tag {tag}")));
             }
-            let reference = self.staging.tagged(&tag);
-            let head = match self.client.head_manifest(&reference) {
-                Ok(head) => head,
-                Err(error) if error.kind == FailureKind::NotFound => continue,
-                Err(error) => return Err(error.into()),
-            };
+        }
+        let kept = self.closure(&self.image, roots, &mut plan.warnings)?;
+        let kept_staging = self.closure(&self.staging, staging_roots, &mut plan.warnings)?;
+        plan.kept = kept.len() + kept_staging.len();
+
+        // Candidates: merged staging builds, and untagged pushes from digests files.
+        let mut seen = BTreeSet::new();
+        for (tag, pin, digest) in merged {
             self.add(
                 &self.staging,
-                head.digest,
+                digest,
                 format!("staging tag {tag} (merged into {pin})"),
                 &kept_staging,
                 &mut seen,
@@ -415,6 +421,15 @@ impl<'a> Survey<'a> {
             )?;
         }
         Ok(())
+    }
+
+    /// The digest a tag names now; `None` when it went meanwhile.
+    fn digest_of(&self, reference: &ImageRef) -> anyhow::Result<Option<Digest>> {
+        match self.client.head_manifest(reference) {
+            Ok(head) => Ok(Some(head.digest)),
+            Err(error) if error.kind == FailureKind::NotFound => Ok(None),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// The pin a staging tag belongs to: `v2.0.0-php-8.4` for `v2.0.0-php-8.4-linux-amd64`.

@@ -8,7 +8,7 @@ use stack_images::{
     registry::{Policy, RegistryClient},
     Digest, ImageRef, Repository,
 };
-use testkit::fixtures;
+use testkit::{fixtures, Fault, FaultProxy, Registry, RequestKind};
 
 use crate::setup::{assert_ok, with_flag, Setup};
 
@@ -210,5 +210,67 @@ fn prune_lists_only_unreachable_manifests_and_apply_keeps_every_tag_and_notes_di
             "{reference}"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_registry_that_refuses_deletes_is_reported_and_an_unmerged_staging_build_is_left_alone(
+) -> anyhow::Result<()> {
+    let registry = Registry::start()?;
+    let proxy = FaultProxy::in_front_of(&registry)?;
+    let ns = proxy.namespace("stack");
+    fixtures::push_busybox(
+        &format!("{}/php-fpm:v1.0.0-php-8.5", registry.namespace("stack")),
+        "",
+        false,
+    )?;
+    let staging: Repository = format!("{}/php-fpm-staging", registry.namespace("stack")).parse()?;
+    fixtures::push_busybox(&format!("{staging}:v1.0.0-php-8.5-linux-amd64"), "", false)?;
+    // A split release not merged yet, whose build shares the first platform manifest with the merged one.
+    let client = RegistryClient::new(Policy::default());
+    let merged = client.get_manifest(&staging.tagged(&"v1.0.0-php-8.5-linux-amd64".parse()?))?;
+    let mut index: serde_json::Value = serde_json::from_slice(&merged.bytes)?;
+    let shared = index["manifests"][0].clone();
+    index["manifests"] = serde_json::json!([shared]);
+    let unmerged = serde_json::to_vec(&index)?;
+    client.put_manifest(
+        &staging.tagged(&"v1.1.0-php-8.5-linux-amd64".parse()?),
+        &unmerged,
+        &merged.media_type,
+    )?;
+    let shared = format!(
+        "{ns}/php-fpm-staging@{}",
+        shared["digest"].as_str().unwrap()
+    );
+
+    let notes = tempfile::tempdir()?;
+    let notes_arg = notes.path().display().to_string();
+    proxy.set(RequestKind::Other, Fault::Status(405));
+    let output = crate::xtask(&[
+        "prune",
+        "--registry",
+        &ns,
+        "--notes-dir",
+        &notes_arg,
+        "--apply",
+    ]);
+    let stdout = assert_ok(&output);
+    assert!(
+        stdout.contains(&format!(
+            "{ns}/php-fpm-staging:v1.1.0-php-8.5-linux-amd64 is kept: {ns}/php-fpm:v1.1.0-php-8.5 does not exist yet"
+        )),
+        "{stdout}"
+    );
+    let listed = listed(&stdout);
+    assert_eq!(
+        listed.len(),
+        2,
+        "the merged staging index and the platform it does not share: {stdout}"
+    );
+    assert!(!listed.contains(&shared), "{stdout}");
+    assert!(stdout.contains("deleted 0 of 2"), "{stdout}");
+    assert!(stdout.contains("2 refused by the registry"), "{stdout}");
+    assert_eq!(stdout.matches("answered 405").count(), 2, "{stdout}");
+    assert_eq!(client.list_tags(&staging)?.len(), 2, "nothing was deleted");
     Ok(())
 }
