@@ -150,6 +150,8 @@ const SIGNS: &[Signs] = &[
             "cannot connect to the docker daemon",
             "context deadline exceeded",
             "unexpected eof",
+            // A registry that closed the connection without an answer: `failed to do request: Head "…": EOF`.
+            "\": eof",
         ],
     },
 ];
@@ -677,6 +679,11 @@ mod tests {
         check("Error: No such image: 20i-local/php-fpm:8.4", NotFound);
         check("Error response from daemon: failed to resolve reference \"127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1\": 127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1: not found", NotFound);
         check("failed to copy: httpReadSeeker: failed open: failed to do request: Get \"http://127.0.0.1:5000/v2/a/blobs/sha256:x\": read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", Unreachable);
+        check("Error response from daemon: failed to resolve reference \"127.0.0.1:1/x/p:v6\": failed to do request: Head \"https://127.0.0.1:1/v2/x/p/manifests/v6\": EOF", Unreachable);
+        check(
+            "failed to read expected number of bytes: unexpected EOF",
+            Unreachable,
+        );
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }
 

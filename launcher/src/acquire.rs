@@ -219,8 +219,17 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     writeln!(log, "{}", failure.describe(config))?;
     let mut next = selection::after_pull_failure(config, &failure, &[]);
     if let Next::TryMirrors(mirrors) = &next {
-        let mut mirror_failures = Vec::new();
+        let mut mirror_failures: Vec<PullFailure> = Vec::new();
         for mirror in mirrors {
+            let last = mirror_failures.last().unwrap_or(&failure);
+            if last.fault == Fault::Docker(FailureKind::DigestMismatch) {
+                writeln!(
+                    log,
+                    "waiting {}: docker keeps the damaged download for a moment, and a pull sooner fails on it",
+                    seconds(selection::DAMAGED_DOWNLOAD_WAIT)
+                )?;
+                std::thread::sleep(selection::DAMAGED_DOWNLOAD_WAIT);
+            }
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
@@ -304,7 +313,10 @@ fn pull(
             kind => selection::retry_same_registry(kind) && attempt < policy.attempts,
         };
         let retry_after = selection::retry_after_in(&error.stderr);
-        let wait = policy.wait_before_retry(attempt, retry_after, jitter());
+        let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
+        if kind == FailureKind::DigestMismatch {
+            wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
+        }
         if !retry || started.elapsed() + wait >= budget {
             let _ = writeln!(log, "{error}");
             return Err(failure(kind, attempt, waited));

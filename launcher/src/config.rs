@@ -464,8 +464,8 @@ pub const VARS: &[Var] = &[
     var(
         "PULL_STALL_TIMEOUT",
         Kind::Seconds,
-        Fallback::Fixed("120"),
-        "seconds a pull may go without progress before it is stopped as stalled (then the mirror)",
+        Fallback::Fixed("300"),
+        "seconds a pull may go without output from docker before it is stopped as stalled (then the mirror)",
     ),
     var(
         "PULL_TIMEOUT",
