@@ -308,22 +308,28 @@ fn pull(
         if kind == FailureKind::DigestMismatch {
             mismatches += 1;
         }
-        let retry = match kind {
-            FailureKind::DigestMismatch => mismatches < selection::DIGEST_MISMATCH_ATTEMPTS,
-            kind => selection::retry_same_registry(kind) && attempt < policy.attempts,
+        let allowed = match kind {
+            FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
+            kind if selection::retry_same_registry(kind) => policy.attempts,
+            _ => attempt,
         };
         let retry_after = selection::retry_after_in(&error.stderr);
         let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
         if kind == FailureKind::DigestMismatch {
             wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
         }
-        if !retry || started.elapsed() + wait >= budget {
+        let within = if kind == FailureKind::DigestMismatch {
+            mismatches < allowed
+        } else {
+            attempt < allowed
+        };
+        if !within || started.elapsed() + wait >= budget {
             let _ = writeln!(log, "{error}");
             return Err(failure(kind, attempt, waited));
         }
         let _ = writeln!(
             log,
-            "{reference}: attempt {attempt} {}; retrying in {}{}",
+            "pull attempt {attempt} of {allowed} failed ({}) at {reference}; retrying in {}{}",
             kind.describe(),
             seconds(wait),
             if retry_after.is_some() {

@@ -133,8 +133,7 @@ fn cell(trouble: Trouble, mirror: bool, fallback: bool) {
     let canonical = Source::start();
     // The fixture, then a copy of it that no local store has seen under the launcher's tag.
     let source_tag = format!("{}/stack/php-fpm:source", canonical.registry.host());
-    testkit::fixtures::push_busybox(&source_tag, testkit::stack::PHP_FPM_STANDIN_LINES, false)
-        .unwrap();
+    fresh::put_standin(&source_tag);
     let tag = reference(&canonical.namespace(), LINE);
     let tag_only = tag.rsplit_once(':').unwrap().1;
     let nonce = format!(

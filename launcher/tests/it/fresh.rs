@@ -3,7 +3,7 @@
 //! buildx leaves its content in the local store; this makes a copy of a pushed image whose configs (a label with a
 //! nonce), platform manifests and index are new, over plain HTTP, without docker.
 
-use std::process::Command;
+use std::{process::Command, sync::OnceLock};
 
 use serde_json::Value;
 use stack_images::Digest;
@@ -123,14 +123,43 @@ pub fn variant(host: &str, repository: &str, from: &str, to: &str, nonce: &str) 
 
 /// `skopeo copy --all` from one registry to another (no docker, so the local store stays as it was).
 pub fn copy(from: &str, to: &str) {
+    skopeo_copy(&format!("docker://{from}"), &format!("docker://{to}"));
+}
+
+/// The PHP-FPM stand-in as an OCI layout on disk, built and pushed once per test process: copying it into a
+/// cell's registry costs no build.
+pub fn standin_layout() -> &'static str {
+    static LAYOUT: OnceLock<String> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("php-fpm-standin-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // The registry goes when this ends; the layout stays for the process.
+        let registry = testkit::Registry::start().unwrap();
+        let pushed = format!("{}/fixture/php-fpm:standin", registry.host());
+        testkit::fixtures::push_busybox(&pushed, testkit::stack::PHP_FPM_STANDIN_LINES, false)
+            .unwrap();
+        let layout = format!("oci:{}:standin", dir.display());
+        skopeo_copy(&format!("docker://{pushed}"), &layout);
+        layout
+    })
+}
+
+/// Copies the stand-in into `reference` (`host/repository:tag`) of a registry.
+pub fn put_standin(reference: &str) {
+    skopeo_copy(standin_layout(), &format!("docker://{reference}"));
+}
+
+fn skopeo_copy(from: &str, to: &str) {
     let output = Command::new("skopeo")
         .args([
             "copy",
             "--all",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
-            &format!("docker://{from}"),
-            &format!("docker://{to}"),
+            from,
+            to,
         ])
         .output()
         .expect("running skopeo");
