@@ -94,6 +94,13 @@ pub struct Reference {
 pub struct Republish {
     pub date: String,
     pub reason: String,
+    /// The PHP lines rebuilt; the others kept their digests. Empty in notes from before per-line republishing,
+    /// which rebuilt every line.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<PhpLine>,
+    /// The bases the rebuilt lines were built on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bases: Vec<BaseRecord>,
     pub changes: Vec<DigestChange>,
 }
 

@@ -73,6 +73,11 @@ pub struct Build {
     pub end_of_life: Option<String>,
 }
 
+/// The annotation of a republished index that says why it was rebuilt.
+pub const REPUBLISH_REASON: &str = "io.20i-stack.republish.reason";
+/// The annotation of a republished index that says when (a UTC day).
+pub const REPUBLISH_DATE: &str = "io.20i-stack.republish.date";
+
 /// Phases of a release, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -454,6 +459,73 @@ impl Plan {
                 .cloned(),
         );
         Ok(Plan {
+            steps,
+            ..self.clone()
+        })
+    }
+
+    /// The plan of `republish --lines`: only `lines` are rebuilt, copied, verified and have their tags moved; every
+    /// other line and its tags are left as they are. The new indexes say why and when (OCI annotations
+    /// `io.20i-stack.republish.reason` and `.date`), so a client can tell a republish from the release.
+    pub fn republishing(
+        &self,
+        lines: &[PhpLine],
+        reason: &str,
+        date: &str,
+    ) -> anyhow::Result<Plan> {
+        for php in lines {
+            anyhow::ensure!(
+                self.builds.iter().any(|b| b.php == *php),
+                "--lines names PHP {php}, which {} does not have ({}): name lines of the release",
+                self.version,
+                self.builds
+                    .iter()
+                    .map(|b| b.php.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let kept = |php: &PhpLine| lines.contains(php);
+        let builds = self
+            .builds
+            .iter()
+            .filter(|b| kept(&b.php))
+            .cloned()
+            .map(|mut build| {
+                build
+                    .annotations
+                    .insert(REPUBLISH_REASON.to_owned(), reason.to_owned());
+                build
+                    .annotations
+                    .insert(REPUBLISH_DATE.to_owned(), date.to_owned());
+                build
+            })
+            .collect();
+        let steps = self
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Engine { .. } | Step::Login { .. } => Some(step.clone()),
+                Step::Bake {
+                    phase,
+                    output,
+                    lines: baked,
+                } => Some(Step::Bake {
+                    phase: *phase,
+                    output: output.clone(),
+                    lines: baked.iter().copied().filter(kept).collect(),
+                }),
+                Step::Find { php, .. }
+                | Step::Assemble { php, .. }
+                | Step::ReadBack { php, .. }
+                | Step::Copy { php, .. }
+                | Step::Verify { php, .. }
+                | Step::Size { php, .. }
+                | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
+            })
+            .collect();
+        Ok(Plan {
+            builds,
             steps,
             ..self.clone()
         })
