@@ -705,6 +705,49 @@ mod tests {
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }
 
+    /// `sh -c SCRIPT` through [`Docker::watch`]: what it returned, the lines it passed on, and how long it took.
+    fn watch_shell(
+        script: &str,
+        stall_ms: u64,
+        total_ms: u64,
+    ) -> (Result<(), FailureKind>, Vec<String>, Duration) {
+        let mut docker = Docker::new().unwrap();
+        docker.binary = PathBuf::from("/bin/sh");
+        let bounds = Bounds {
+            stall: Duration::from_millis(stall_ms),
+            total: Duration::from_millis(total_ms),
+        };
+        let mut lines = Vec::new();
+        let started = Instant::now();
+        let result = docker.watch(&DockerCommand::new(["-c", script]), bounds, &mut |line| {
+            lines.push(line.to_owned())
+        });
+        (result.map_err(|e| e.kind), lines, started.elapsed())
+    }
+
+    #[test]
+    fn a_watched_command_is_stopped_when_silent_or_too_long() {
+        use FailureKind::*;
+        let (result, lines, took) = watch_shell("echo one; echo two", 2000, 5000);
+        assert_eq!(
+            (result, lines),
+            (Ok(()), vec!["one".to_owned(), "two".to_owned()])
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // Silent from the start: stopped after the stall bound, long before the sleep ends.
+        let (result, lines, took) = watch_shell("echo started; exec sleep 30", 300, 10_000);
+        assert_eq!((result, lines), (Err(Stalled), vec!["started".to_owned()]));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Output every 100 ms is progress, but the total bound still ends it.
+        let (result, _, took) = watch_shell("while :; do echo tick; sleep 0.1; done", 1000, 700);
+        assert_eq!(result, Err(TimedOut));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Error output counts as progress, and a failure is classified from it.
+        let (result, _, _) =
+            watch_shell("echo 'toomanyrequests: slow down' >&2; exit 1", 2000, 5000);
+        assert_eq!(result, Err(RateLimited));
+    }
+
     #[test]
     fn commands_print_shell_quoted() {
         let command =
