@@ -357,8 +357,10 @@ impl Docker {
     pub fn record_line(&self, line: &str) {
         if let Some(path) = &self.journal {
             // The journal is a record, not a dependency: failing to write it must not fail the command.
+            // One write of the whole line: an append that small is never split, so lines written by concurrent
+            // steps never interleave (`writeln!` would write the text and the newline separately).
             if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(file, "{line}");
+                let _ = file.write_all(format!("{line}\n").as_bytes());
             }
         }
     }

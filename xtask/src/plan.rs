@@ -68,6 +68,10 @@ pub struct Build {
     pub annotations: BTreeMap<String, String>,
     /// The canonical pin this build is pushed to.
     pub pin: ImageRef,
+    /// Where the build's layers are cached between releases (`<image>-cache:php-M.m` in the canonical
+    /// namespace), read before and written after the build; `None` with `--no-build-cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ImageRef>,
     /// Set when the line's upstream base is end of life, in the words of the matrix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_of_life: Option<String>,
@@ -229,6 +233,14 @@ impl Step {
     }
 }
 
+/// The build cache of a line: one per line, across releases, so a release reuses what the previous one built.
+fn cache_ref(canonical: &Namespace, image: &RepoName, php: PhpLine) -> ImageRef {
+    let name: RepoName = format!("{image}-cache")
+        .parse()
+        .expect("a repository name with `-cache` appended is one");
+    canonical.repository(&name).tagged(&tags::line_tag(php))
+}
+
 /// Computes the plan: no docker, no network, no clock, no file system.
 pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
     let matrix = &inputs.matrix;
@@ -288,6 +300,9 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             labels: metadata.clone(),
             annotations: metadata,
             pin: pin_in(canonical, &tag.tag),
+            cache: inputs
+                .build_cache
+                .then(|| cache_ref(canonical, &matrix.image, tag.php)),
             end_of_life: matrix.line(tag.php).and_then(|line| line.eol.clone()),
         });
     }

@@ -17,6 +17,18 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
     let setup = Setup::new()?;
     let summary = assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
     assert!(summary.contains("v2.0.0 of php-fpm: done"), "{summary}");
+    // Each line's build cache sits next to the images, for the next release to start from.
+    let caches = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/php-fpm-cache", setup.canonical_ns()))
+        .output()?;
+    let caches = String::from_utf8_lossy(&caches.stdout);
+    for line in LINES {
+        assert!(
+            caches.contains(&format!("\"php-{line}\"")),
+            "no build cache of PHP {line}: {caches}"
+        );
+    }
 
     // Every reference in the JSON serves, to skopeo, exactly the digest recorded, in both registries.
     let v2 = notes(&setup.notes_dir(), "v2.0.0");
