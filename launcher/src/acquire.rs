@@ -11,7 +11,8 @@ use std::{
 
 use anyhow::Context;
 use stack_images::{
-    docker::{DockerCommand, FailureKind},
+    docker::{Bounds, DockerCommand, FailureKind},
+    registry::policy::{jitter, Policy},
     Digest, Namespace,
 };
 
@@ -19,7 +20,7 @@ use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
-    selection::{self, BaseImage, Build, Decision, Facts, LocalImage, Next},
+    selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
 };
 
 /// Where the image that runs came from.
@@ -180,6 +181,8 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 /// Makes the selected image available locally and says where it came from.
 pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow::Result<Acquired> {
     let mut steps = Vec::new();
+    // Read before docker is asked anything: a bad override stops here.
+    let policy = Policy::from_env().map_err(Exit::config)?;
     let started = Instant::now();
     let facts = facts(engine, config)?;
     steps.push((
@@ -199,7 +202,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     };
     writeln!(log, "pulling {reference} ({why})")?;
     let started = Instant::now();
-    let failure = match pull(engine, config, &reference, log) {
+    let failure = match pull(engine, config, &policy, &reference, log) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -213,14 +216,24 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
         Err(failure) => failure,
     };
     steps.push((format!("pull of {reference} failed"), started.elapsed()));
-    writeln!(log, "{}", failure.detail)?;
-    let mut next = selection::after_pull_failure(config, failure.kind, false);
+    writeln!(log, "{}", failure.describe(config))?;
+    let mut next = selection::after_pull_failure(config, &failure, &[]);
     if let Next::TryMirrors(mirrors) = &next {
+        let mut mirror_failures: Vec<PullFailure> = Vec::new();
         for mirror in mirrors {
+            let last = mirror_failures.last().unwrap_or(&failure);
+            if last.fault == Fault::Docker(FailureKind::DigestMismatch) {
+                writeln!(
+                    log,
+                    "waiting {}: docker keeps the damaged download for a moment, and a pull sooner fails on it",
+                    seconds(selection::DAMAGED_DOWNLOAD_WAIT)
+                )?;
+                std::thread::sleep(selection::DAMAGED_DOWNLOAD_WAIT);
+            }
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
-            match pull(engine, config, &mirrored, log) {
+            match pull(engine, config, &policy, &mirrored, log) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -237,11 +250,12 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
                 }
                 Err(failure) => {
                     steps.push((format!("pull of {mirrored} failed"), started.elapsed()));
-                    writeln!(log, "{}", failure.detail)?;
+                    writeln!(log, "{}", failure.describe(config))?;
+                    mirror_failures.push(failure);
                 }
             }
         }
-        next = selection::after_pull_failure(config, failure.kind, true);
+        next = selection::after_pull_failure(config, &failure, &mirror_failures);
     }
     match next {
         Next::Fallback { why } => {
@@ -256,45 +270,77 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     }
 }
 
-struct PullFailure {
-    kind: FailureKind,
-    detail: String,
-}
-
-/// `docker pull`, retrying transient failures with backoff; with a pin, a pulled image of another digest is
-/// untagged again and refused.
+/// `docker pull` from one registry, watched: no output for `PULL_STALL_TIMEOUT` stops an attempt as stalled, and
+/// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
+/// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
+/// a pulled image of another digest is untagged again and refused.
 fn pull(
     engine: &Engine,
     config: &Config,
+    policy: &Policy,
     reference: &str,
     log: &mut dyn Write,
 ) -> Result<(), PullFailure> {
-    let command = DockerCommand::new(["pull", "--quiet", reference]);
-    let mut attempt = 1;
+    let command = DockerCommand::new(["pull", reference]);
+    let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
+    let budget = Duration::from_secs(config.pull_timeout.get().into());
+    let started = Instant::now();
+    let (mut attempt, mut mismatches, mut waited) = (1, 0, Duration::ZERO);
+    let failure = |kind, attempts, waited| PullFailure {
+        reference: reference.to_owned(),
+        fault: Fault::Docker(kind),
+        attempts,
+        waited,
+    };
     loop {
-        match engine.output(&command) {
-            Ok(_) => break,
-            Err(error)
-                if selection::is_transient(error.kind) && attempt < selection::PULL_ATTEMPTS =>
-            {
-                let wait = selection::backoff(attempt);
-                let _ = writeln!(
-                    log,
-                    "pull attempt {attempt} of {} failed ({}); retrying in {}",
-                    selection::PULL_ATTEMPTS,
-                    error.kind.describe(),
-                    seconds(wait)
-                );
-                std::thread::sleep(wait);
-                attempt += 1;
-            }
-            Err(error) => {
-                return Err(PullFailure {
-                    kind: error.kind,
-                    detail: error.to_string(),
-                })
-            }
+        let left = budget.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(failure(FailureKind::TimedOut, attempt - 1, waited));
         }
+        let bounds = Bounds { stall, total: left };
+        let error = match engine.watch(&command, bounds, &mut |line| {
+            let _ = writeln!(log, "  {line}");
+        }) {
+            Ok(()) => break,
+            Err(error) => error,
+        };
+        let kind = error.kind;
+        if kind == FailureKind::DigestMismatch {
+            mismatches += 1;
+        }
+        let allowed = match kind {
+            FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
+            kind if selection::retry_same_registry(kind) => policy.attempts,
+            _ => attempt,
+        };
+        let retry_after = selection::retry_after_in(&error.stderr);
+        let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
+        if kind == FailureKind::DigestMismatch {
+            wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
+        }
+        let within = if kind == FailureKind::DigestMismatch {
+            mismatches < allowed
+        } else {
+            attempt < allowed
+        };
+        if !within || started.elapsed() + wait >= budget {
+            let _ = writeln!(log, "{error}");
+            return Err(failure(kind, attempt, waited));
+        }
+        let _ = writeln!(
+            log,
+            "pull attempt {attempt} of {allowed} failed ({}) at {reference}; retrying in {}{}",
+            kind.describe(),
+            seconds(wait),
+            if retry_after.is_some() {
+                " (the registry's Retry-After)"
+            } else {
+                ""
+            }
+        );
+        std::thread::sleep(wait);
+        waited += wait;
+        attempt += 1;
     }
     let Some(pin) = config.pinned_digest() else {
         return Ok(());
@@ -307,13 +353,13 @@ fn pull(
         return Ok(());
     }
     let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
-    let got: Vec<String> = pulled.digests.iter().map(ToString::to_string).collect();
     Err(PullFailure {
-        kind: FailureKind::DigestMismatch,
-        detail: format!(
-            "{reference} was pulled with digest {}, not the pinned {pin}: refused and removed",
-            got.join(", ")
-        ),
+        reference: reference.to_owned(),
+        fault: Fault::NotThePin {
+            got: pulled.digests,
+        },
+        attempts: attempt,
+        waited,
     })
 }
 
