@@ -16,12 +16,9 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use stack_images::{
     registry::{RegistryClient, RegistryError},
+    release_notes::{REPUBLISH_DATE, REPUBLISH_REASON},
     Digest, ImageRef,
 };
-
-/// The annotations a republished index carries (written by `cargo xtask republish`).
-pub const REPUBLISH_REASON: &str = "io.20i-stack.republish.reason";
-pub const REPUBLISH_DATE: &str = "io.20i-stack.republish.date";
 
 /// When a cached image is checked against its registry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -132,15 +129,16 @@ pub enum Freshness {
     PinnedButNewer { pinned: Digest, newer: Remote },
 }
 
-/// Compares what is cached (and pinned) with what the registry serves.
-pub fn compare(cached: &Digest, pin: Option<&Digest>, remote: Remote) -> Freshness {
+/// Compares what is cached (known by these digests, one per repository it came from) and pinned with what the
+/// registry serves.
+pub fn compare(cached: &[Digest], pin: Option<&Digest>, remote: Remote) -> Freshness {
     match pin {
         Some(pinned) if *pinned != remote.digest => Freshness::PinnedButNewer {
             pinned: pinned.clone(),
             newer: remote,
         },
         Some(_) => Freshness::Current,
-        None if *cached == remote.digest => Freshness::Current,
+        None if cached.contains(&remote.digest) => Freshness::Current,
         None => Freshness::Newer(remote),
     }
 }
@@ -270,17 +268,19 @@ mod tests {
             digest: digest(c),
             republished: None,
         };
-        assert_eq!(compare(&digest('a'), None, remote('a')), Freshness::Current);
+        let cached = [digest('a'), digest('e')];
+        assert_eq!(compare(&cached, None, remote('a')), Freshness::Current);
+        assert_eq!(compare(&cached, None, remote('e')), Freshness::Current);
         assert_eq!(
-            compare(&digest('a'), None, remote('b')),
+            compare(&cached, None, remote('b')),
             Freshness::Newer(remote('b'))
         );
         assert_eq!(
-            compare(&digest('a'), Some(&digest('a')), remote('a')),
+            compare(&cached, Some(&digest('a')), remote('a')),
             Freshness::Current
         );
         assert_eq!(
-            compare(&digest('a'), Some(&digest('a')), remote('b')),
+            compare(&cached, Some(&digest('a')), remote('b')),
             Freshness::PinnedButNewer {
                 pinned: digest('a'),
                 newer: remote('b')
