@@ -16,7 +16,6 @@ use crate::{
     CommitId, Digest, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
 };
 
-
 /// The annotation of a republished index that says why it was rebuilt (`cargo xtask republish` writes it, the
 /// launcher shows it).
 pub const REPUBLISH_REASON: &str = "io.20i-stack.republish.reason";

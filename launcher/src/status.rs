@@ -3,13 +3,7 @@
 
 use anyhow::Context;
 
-use crate::{
-    acquire,
-    config::Config,
-    engine::Engine,
-    freshness::Checks,
-    stack::Compose,
-};
+use crate::{acquire, config::Config, engine::Engine, freshness::Checks, stack::Compose};
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let compose = Compose::new(config, &config.selected_reference())?;
@@ -22,13 +16,20 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         let image = config.prebuilt_image();
         let local = acquire::inspect_local(&engine, &image.to_string())?;
         let checks = Checks::load(&Checks::path_in(&config.user_dir))?;
-        print!("{}", image_lines(config, local.as_ref().map(|l| &l.digests[..]), &checks));
+        print!(
+            "{}",
+            image_lines(config, local.as_ref().map(|l| &l.digests[..]), &checks)
+        );
     }
     Ok(())
 }
 
 /// What `status` says of the selected pre-built image.
-fn image_lines(config: &Config, cached: Option<&[stack_images::Digest]>, checks: &Checks) -> String {
+fn image_lines(
+    config: &Config,
+    cached: Option<&[stack_images::Digest]>,
+    checks: &Checks,
+) -> String {
     let image = config.prebuilt_image();
     let mut out = format!("\nimage    {image} (release {})\n", config.release);
     match cached {
@@ -50,12 +51,18 @@ fn image_lines(config: &Config, cached: Option<&[stack_images::Digest]>, checks:
                     let newer = !digests.contains(&check.digest);
                     let about = match (&check.republished, newer) {
                         (_, false) => "the registry served this image".to_owned(),
-                        (Some(republished), true) => format!("a newer digest exists, {republished}"),
-                        (None, true) => format!("the registry serves another digest, {}", check.digest),
+                        (Some(republished), true) => {
+                            format!("a newer digest exists, {republished}")
+                        }
+                        (None, true) => {
+                            format!("the registry serves another digest, {}", check.digest)
+                        }
                     };
                     out.push_str(&format!("         last checked {when}: {about}\n"));
                     if newer && config.pinned_digest().is_none() {
-                        out.push_str("         `20i start` with PULL_POLICY=daily (or always) pulls it\n");
+                        out.push_str(
+                            "         `20i start` with PULL_POLICY=daily (or always) pulls it\n",
+                        );
                     }
                 }
             }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use chrono::DateTime;
 use clap::Args;
 use serde::Serialize;
+use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},

@@ -7,4 +7,5 @@ mod fresh;
 mod harness;
 mod pin;
 mod pull;
+mod republished;
 mod start;
