@@ -6,20 +6,24 @@ use std::{
     fmt,
     io::Write,
     path::Path,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context;
 use stack_images::{
     docker::{Bounds, DockerCommand, FailureKind},
-    registry::policy::{jitter, Policy},
-    Digest, Namespace,
+    registry::{
+        policy::{jitter, Policy},
+        RegistryClient,
+    },
+    Digest, ImageRef, Namespace,
 };
 
 use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
+    freshness::{self, Check, Checks, Freshness, Remote},
     selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
 };
 
@@ -190,13 +194,16 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
         started.elapsed(),
     ));
     let (reference, why) = match selection::decide(config, &facts) {
-        Decision::Cached { reference } => {
-            return Ok(Acquired {
-                reference,
-                origin: Origin::Cache,
-                steps,
-            })
-        }
+        Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
+            None => {
+                return Ok(Acquired {
+                    reference,
+                    origin: Origin::Cache,
+                    steps,
+                })
+            }
+            Some(why) => (reference, why),
+        },
         Decision::Local(_) => return build(engine, config, "USE_PREBUILT=false", steps, log),
         Decision::Pull { reference, why } => (reference, why),
     };
@@ -268,6 +275,77 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
         Next::Stop { message } => Err(Exit::image(message).into()),
         Next::TryMirrors(_) => unreachable!("mirrors are only offered once"),
     }
+}
+
+/// With `PULL_POLICY` other than `missing` and a check due, asks the registry what the cached image's tag serves
+/// now (one manifest request) and records the answer. Returns why to pull, when the registry serves a newer
+/// digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
+fn freshen(
+    config: &Config,
+    facts: &Facts,
+    reference: &str,
+    log: &mut dyn Write,
+) -> anyhow::Result<Option<String>> {
+    let path = Checks::path_in(&config.user_dir);
+    let mut checks = Checks::load(&path).map_err(Exit::config)?;
+    let image: ImageRef = reference
+        .parse()
+        .expect("the selected reference is built from typed parts");
+    let now = SystemTime::now();
+    if !config
+        .pull_policy
+        .due(checks.get(&image).map(Check::at), now)
+    {
+        return Ok(None);
+    }
+    let client = RegistryClient::from_env().map_err(Exit::config)?;
+    let remote = match Remote::read(&client, &image) {
+        Ok(remote) => remote,
+        Err(error) => {
+            writeln!(
+                log,
+                "could not check {image} for a republish (PULL_POLICY={}): {error}; starting the cached image",
+                config.pull_policy
+            )?;
+            return Ok(None);
+        }
+    };
+    checks.record(
+        &image,
+        Check {
+            checked: freshness::epoch_seconds(now),
+            digest: remote.digest.clone(),
+            republished: remote.republished.clone(),
+        },
+    )?;
+    let cached = facts
+        .prebuilt
+        .as_ref()
+        .map(|image| image.digests.clone())
+        .unwrap_or_default();
+    Ok(
+        match freshness::compare(&cached, config.pinned_digest(), remote) {
+            Freshness::Current => None,
+            Freshness::Newer(remote) => Some(match remote.republished {
+                Some(republished) => republished.to_string(),
+                None => format!("{image} now serves {}", remote.digest),
+            }),
+            Freshness::PinnedButNewer { pinned, newer } => {
+                let why = match &newer.republished {
+                    Some(republished) => format!(" ({republished})"),
+                    None => String::new(),
+                };
+                writeln!(
+                    log,
+                    "{image} has a newer digest {}{why}; PHP_FPM_PIN keeps {pinned}. To move to it, set \
+                     PHP_FPM_PIN={} in .20i-local (or run `20i pin --notes` with the release's notes)",
+                    newer.digest,
+                    image.with_digest(&newer.digest)
+                )?;
+                None
+            }
+        },
+    )
 }
 
 /// `docker pull` from one registry, watched: no output for `PULL_STALL_TIMEOUT` stops an attempt as stalled, and

@@ -8,4 +8,5 @@ mod harness;
 mod pin;
 mod prune;
 mod pull;
+mod republished;
 mod start;
