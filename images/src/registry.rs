@@ -5,7 +5,7 @@
 //!
 //! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime.
 
-mod auth;
+pub mod auth;
 pub mod policy;
 
 use std::{

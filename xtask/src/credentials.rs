@@ -1,42 +1,15 @@
 //! Whether docker holds credentials for a registry, read from docker's own config and credential helpers.
 //! Only host names are ever read back from a helper; no secret passes through here.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use anyhow::Context;
 use serde_json::Value;
-
-/// The names docker may file a host's credentials under (Docker Hub has several).
-fn config_keys(host: &str) -> Vec<String> {
-    match host {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => [
-            "https://index.docker.io/v1/",
-            "index.docker.io",
-            "docker.io",
-            "registry-1.docker.io",
-        ]
-        .map(String::from)
-        .to_vec(),
-        _ => vec![
-            host.to_owned(),
-            format!("https://{host}"),
-            format!("http://{host}"),
-        ],
-    }
-}
-
-fn config_path() -> Option<PathBuf> {
-    match std::env::var_os("DOCKER_CONFIG") {
-        Some(dir) => Some(PathBuf::from(dir).join("config.json")),
-        None => {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".docker/config.json"))
-        }
-    }
-}
+use stack_images::registry::auth::{config_keys, config_path};
 
 /// True when `docker login HOST` was done (an `auths` entry, a per-host helper, or the store lists the host).
 pub fn has_credentials(host: &str) -> anyhow::Result<bool> {
-    let Some(path) = config_path().filter(|p| p.exists()) else {
+    let Some(path) = config_path(None).filter(|p| p.exists()) else {
         return Ok(false);
     };
     let text =
