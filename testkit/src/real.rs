@@ -130,12 +130,10 @@ impl Rootfs {
             label: line.to_string(),
             suite,
             arch,
-            packages: vec![
-                match line {
-                    PhpLine { major: 8, minor: 2 } => "php8.2-fpm",
-                    _ => "php8.4-fpm",
-                },
-            ],
+            packages: vec![match line {
+                PhpLine { major: 8, minor: 2 } => "php8.2-fpm",
+                _ => "php8.4-fpm",
+            }],
             hooks: vec![
                 (COMMON_HOOK, vec![]),
                 ("debian-php/customize.sh", vec![line.to_string()]),
@@ -295,11 +293,7 @@ impl Rootfs {
     /// The image, from the local store when it is there, else made now (minutes; see the module docs).
     pub fn ensure(&self) -> anyhow::Result<String> {
         let tag = self.tag()?;
-        let docker = Docker::new()?;
-        with_build_lock(|| {
-            if image_present(&docker, &tag)? {
-                return Ok(());
-            }
+        ensure_image(&tag, |docker| {
             let started = Instant::now();
             let work = tempfile::Builder::new().prefix("20i-rootfs-").tempdir()?;
             let tarball = work.path().join("rootfs.tar");
@@ -391,18 +385,9 @@ pub fn php_fpm(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
         arch.debian(),
         short_hash(&inputs)
     );
-    let docker = Docker::new()?;
-    with_build_lock(|| {
-        if image_present(&docker, &tag)? {
-            return Ok(());
-        }
+    ensure_image(&tag, |docker| {
         let started = Instant::now();
-        let log = tempfile::Builder::new()
-            .prefix("20i-php-fpm-real-")
-            .suffix(".log")
-            .tempfile()?
-            .into_temp_path()
-            .keep()?;
+        let log = kept_log("20i-php-fpm-real-")?;
         let mut args = vec![
             "build".to_owned(),
             "--platform".to_owned(),
@@ -436,7 +421,11 @@ pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<Image
         let local = php_base(line, arch)?;
         let tag: Tag = format!("{line}-{}", arch.debian()).parse()?;
         let remote = repository.tagged(&tag).to_string();
-        docker.run(&DockerCommand::new(["tag", local.as_str(), remote.as_str()]))?;
+        docker.run(&DockerCommand::new([
+            "tag",
+            local.as_str(),
+            remote.as_str(),
+        ]))?;
         docker
             .run(&DockerCommand::new(["push", "--quiet", remote.as_str()]))
             .with_context(|| format!("pushing {remote}"))?;
@@ -457,12 +446,18 @@ pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<Image
 /// [`push_php_base`] returns) and pushes it as `<registry>/fixtures/php-fpm-real-standin:<line>`, as a release
 /// builds: one buildx build of both platforms, the extension packages installed under QEMU for arm64.
 /// Returns the index by digest, as buildx recorded it.
-pub fn push_php_fpm(registry: &Registry, base: &ImageRef, line: PhpLine) -> anyhow::Result<ImageRef> {
+pub fn push_php_fpm(
+    registry: &Registry,
+    base: &ImageRef,
+    line: PhpLine,
+) -> anyhow::Result<ImageRef> {
     let namespace: Namespace = registry.namespace("fixtures").parse()?;
     let image = namespace
         .repository(&"php-fpm-real-standin".parse::<RepoName>()?)
         .tagged(&line.to_string().parse()?);
-    let work = tempfile::Builder::new().prefix("20i-php-fpm-real-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("20i-php-fpm-real-")
+        .tempdir()?;
     let metadata = work.path().join("metadata.json");
     let platforms = Arch::ALL.map(Arch::platform).join(",");
     let mut args = vec![
@@ -482,13 +477,17 @@ pub fn push_php_fpm(registry: &Registry, base: &ImageRef, line: PhpLine) -> anyh
     args.extend(php_fpm_build_args(&base.to_string(), line));
     args.push(php_fpm_context().display().to_string());
     let started = Instant::now();
+    let log = kept_log("20i-php-fpm-real-push-")?;
     with_build_lock(|| {
         Docker::new()?
-            .run_logged(&DockerCommand::new(args), &work.path().join("build.log"))
+            .run_logged(&DockerCommand::new(args), &log)
             .with_context(|| format!("building and pushing {image}"))
-            .map_err(anyhow::Error::from)
     })?;
-    eprintln!("real stand-in {image}: two platforms built and pushed in {:.0?}", started.elapsed());
+    let _ = std::fs::remove_file(&log);
+    eprintln!(
+        "real stand-in {image}: two platforms built and pushed in {:.0?}",
+        started.elapsed()
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&std::fs::read(&metadata)?)?;
     let digest = metadata["containerimage.digest"]
         .as_str()
@@ -504,6 +503,17 @@ pub fn standins_dir() -> PathBuf {
 /// `$STACK_DEBIAN_MIRROR` (as in scripts/setup.sh), else deb.debian.org.
 fn debian_mirror() -> String {
     std::env::var("STACK_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into())
+}
+
+/// A build log in the temporary directory that outlives a failure (its path is in the error); the caller
+/// removes it after a success.
+fn kept_log(prefix: &str) -> anyhow::Result<PathBuf> {
+    Ok(tempfile::Builder::new()
+        .prefix(prefix)
+        .suffix(".log")
+        .tempfile()?
+        .into_temp_path()
+        .keep()?)
 }
 
 fn short_hash(text: &str) -> String {
@@ -534,10 +544,86 @@ fn image_present(docker: &Docker, tag: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// Makes sure the local store has `tag`: there already, loaded from its `docker save` tarball in
+/// [`saved_dir`], or built by `build` (and then saved there, so a fresh docker store refills in seconds).
+fn ensure_image(
+    tag: &str,
+    build: impl FnOnce(&Docker) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let docker = Docker::new()?;
+    with_build_lock(|| {
+        if image_present(&docker, tag)? {
+            return Ok(());
+        }
+        let saved = saved_dir().join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+        if saved.is_file() {
+            let started = Instant::now();
+            let load =
+                DockerCommand::new(["load", "--quiet", "--input", &saved.display().to_string()]);
+            match docker.run(&load) {
+                Ok(()) if image_present(&docker, tag)? => {
+                    eprintln!(
+                        "real stand-in {tag}: loaded from {} in {:.0?}",
+                        saved.display(),
+                        started.elapsed()
+                    );
+                    return Ok(());
+                }
+                Ok(()) => eprintln!(
+                    "real stand-in {tag}: {} did not hold it; building",
+                    saved.display()
+                ),
+                Err(error) => eprintln!("real stand-in {tag}: {error}; building"),
+            }
+        }
+        build(&docker)?;
+        save(&docker, tag, &saved);
+        Ok(())
+    })
+}
+
+/// Keeps a `docker save` tarball of a stand-in; a cache, so failing to write it only warns.
+fn save(docker: &Docker, tag: &str, file: &Path) {
+    let started = Instant::now();
+    let partial = file.with_extension("tar.partial");
+    let result = std::fs::create_dir_all(saved_dir())
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            let output = partial.display().to_string();
+            Ok(docker.run(&DockerCommand::new(["save", "--output", &output, tag]))?)
+        })
+        .and_then(|()| Ok(std::fs::rename(&partial, file)?));
+    match result {
+        Ok(()) => eprintln!(
+            "real stand-in {tag}: saved to {} in {:.0?}",
+            file.display(),
+            started.elapsed()
+        ),
+        Err(error) => {
+            let _ = std::fs::remove_file(&partial);
+            eprintln!(
+                "real stand-in {tag}: not saved to {} ({error:#})",
+                file.display()
+            );
+        }
+    }
+}
+
+/// Where stand-ins are saved: `$STACK_CACHE_DIR/standins` (as in scripts/setup.sh), else
+/// `/var/cache/20i-stack/standins`.
+pub fn saved_dir() -> PathBuf {
+    std::env::var_os("STACK_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/20i-stack"))
+        .join("standins")
+}
+
 /// Runs `f` while holding this machine's stand-in build lock.
 fn with_build_lock<T>(f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
     static IN_PROCESS: Mutex<()> = Mutex::new(());
-    let _guard = IN_PROCESS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _guard = IN_PROCESS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let path = std::env::temp_dir().join("20i-real-standins.lock");
     let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
     file.lock()
@@ -621,9 +707,10 @@ mod tests {
         assert_eq!(name, "20i-test/fixtures/php-base-standin");
         let hash = rest.strip_prefix("8.4-arm64-").unwrap();
         assert!(hash.len() == 12 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(Rootfs::nginx().tag().unwrap().starts_with(
-            "20i-test/fixtures/nginx-real-standin:bookworm-amd64-"
-        ));
+        assert!(Rootfs::nginx()
+            .tag()
+            .unwrap()
+            .starts_with("20i-test/fixtures/nginx-real-standin:bookworm-amd64-"));
     }
 
     #[test]
@@ -636,7 +723,10 @@ mod tests {
             .iter()
             .find(|a| a.contains("debian-php/customize.sh"))
             .unwrap();
-        assert!(hook.ends_with("/debian-php/customize.sh \"$1\" 8.2"), "{hook}");
+        assert!(
+            hook.ends_with("/debian-php/customize.sh \"$1\" 8.2"),
+            "{hook}"
+        );
         assert_eq!(
             &args[args.len() - 3..],
             ["bookworm", "/tmp/x/rootfs.tar", "http://m/debian"]
@@ -647,9 +737,14 @@ mod tests {
     #[test]
     fn import_sets_the_platform_and_each_change() {
         let rootfs = Rootfs::mariadb();
-        let command = rootfs.import_command(Path::new("/t/rootfs.tar"), "x/y:z").to_string();
+        let command = rootfs
+            .import_command(Path::new("/t/rootfs.tar"), "x/y:z")
+            .to_string();
         assert!(command.starts_with("docker import --platform linux/amd64 --message "));
-        assert!(command.contains("--change 'VOLUME /var/lib/mysql'"), "{command}");
+        assert!(
+            command.contains("--change 'VOLUME /var/lib/mysql'"),
+            "{command}"
+        );
         assert!(command.ends_with(" /t/rootfs.tar x/y:z"), "{command}");
     }
 }

@@ -55,7 +55,6 @@ check_settings() {
 first_start_sql() {
   local healthcheck_password=$1
   echo "SET @@SESSION.SQL_LOG_BIN=0;"
-  echo "DELETE FROM mysql.user WHERE user = '';"
   echo "DROP USER IF EXISTS 'root'@'127.0.0.1', 'root'@'::1';"
   if [ -n "$root_password" ]; then
     echo "SET PASSWORD FOR 'root'@'localhost' = PASSWORD('$(sql_string "$root_password")');"
@@ -80,8 +79,21 @@ first_start_sql() {
   echo "FLUSH PRIVILEGES;"
 }
 
+# A first start that fails part way must not leave a data directory that the next start (restart: unless-stopped)
+# would take for an initialised one: what it made goes again, so the next start fails the same visible way.
+undo_first_start() {
+  if [ -n "${first_start_running:-}" ]; then
+    find "$datadir" -mindepth 1 -delete
+  fi
+}
+
 first_start() {
   check_settings
+  if [ -n "$(find "$datadir" -mindepth 1 -print -quit)" ]; then
+    die "$datadir has files but no system tables (no $datadir/mysql): empty it (docker volume rm) or mount the right volume"
+  fi
+  first_start_running=1
+  trap undo_first_start EXIT
   log "initialising $datadir"
   mariadb-install-db --user=mysql --datadir="$datadir" --skip-test-db \
     --auth-root-authentication-method=socket --skip-log-bin >/dev/null ||
@@ -99,8 +111,10 @@ first_start() {
   done
   [ "$i" -lt 60 ] || die "the temporary server did not answer within 60 s"
 
+  # No `tr </dev/urandom | head`: under pipefail tr's SIGPIPE would end the script with the server half set up.
   local healthcheck_password
-  healthcheck_password=$(tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32)
+  healthcheck_password=$(head -c 512 /dev/urandom | tr -dc 'A-Za-z0-9')
+  healthcheck_password=${healthcheck_password:0:32}
   first_start_sql "$healthcheck_password" |
     mariadb --protocol=socket --socket="$socket" -uroot --binary-mode ||
     die "setting up root, the database and the user failed"
@@ -116,6 +130,7 @@ first_start() {
   log "stopping the temporary server"
   kill -TERM "$pid"
   wait "$pid" || die "the temporary server did not stop cleanly"
+  first_start_running=
   log "first start done: the data directory is ready"
 }
 

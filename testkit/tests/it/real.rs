@@ -87,7 +87,10 @@ impl Container {
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = docker().run(&DockerCommand::new([
-            "rm", "--force", "--volumes", self.0.as_str(),
+            "rm",
+            "--force",
+            "--volumes",
+            self.0.as_str(),
         ]));
     }
 }
@@ -96,7 +99,13 @@ impl Drop for Container {
 fn php_fpm_is_healthy_through_the_stack_check_and_unhealthy_once_fpm_stops() {
     let image = real::php_fpm(PHP_8_2, Arch::Amd64).unwrap();
     assert_eq!(
-        output(&["inspect", "--format", "{{json .Config.Healthcheck.Test}}", &image]).trim(),
+        output(&[
+            "inspect",
+            "--format",
+            "{{json .Config.Healthcheck.Test}}",
+            &image
+        ])
+        .trim(),
         r#"["CMD","php-fpm-healthcheck"]"#
     );
     // FPM under a shell rather than as PID 1, so that stopping it leaves the container and its checks running;
@@ -113,7 +122,12 @@ fn php_fpm_is_healthy_through_the_stack_check_and_unhealthy_once_fpm_stops() {
     container.wait_health("healthy", Duration::from_secs(60));
     container.exec(&["sh", "-c", "kill -QUIT \"$(cat /run/php-fpm.pid)\""]);
     container.wait_health("unhealthy", Duration::from_secs(30));
-    let health = output(&["inspect", "--format", "{{json .State.Health.Log}}", &container.0]);
+    let health = output(&[
+        "inspect",
+        "--format",
+        "{{json .State.Health.Log}}",
+        &container.0,
+    ]);
     assert!(
         health.contains("php-fpm-healthcheck: cannot connect to php-fpm on 127.0.0.1:9000"),
         "{health}"
@@ -184,7 +198,10 @@ fn nginx_renders_templates_with_only_the_variables_that_are_defined() {
         "nginx",
         "-T",
     ]);
-    assert!(config.contains("# configuration file /etc/nginx/conf.d/site.conf:"), "{config}");
+    assert!(
+        config.contains("# configuration file /etc/nginx/conf.d/site.conf:"),
+        "{config}"
+    );
     assert!(config.contains("server_name standin.test;"), "{config}");
     assert!(config.contains("return 200 \"$uri $host\";"), "{config}");
 }
@@ -196,7 +213,9 @@ fn mariadb_refuses_a_first_start_without_a_root_password() {
         .output(&DockerCommand::new(["run", "--rm", image.as_str()]))
         .unwrap_err();
     assert!(
-        error.stderr.contains("root has no password: set MYSQL_ROOT_PASSWORD"),
+        error
+            .stderr
+            .contains("root has no password: set MYSQL_ROOT_PASSWORD"),
         "{error}"
     );
 }
@@ -209,13 +228,33 @@ struct Project {
 
 impl Project {
     fn compose(&self, args: &[&str]) -> Result<String, stack_images::docker::DockerError> {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../launcher/stack/docker-compose.yml");
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../launcher/stack/docker-compose.yml");
         let file = file.display().to_string();
         let mut all = vec!["compose", "--project-name", &self.name, "--file", &file];
         all.extend(args);
         docker()
             .output_with_env(&DockerCommand::new(all), &self.env)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+impl Project {
+    /// A page of the site through nginx; on failure, the response and every service's log.
+    fn page(&self, port: u16, path: &str) -> String {
+        http_get(port, path).unwrap_or_else(|response| {
+            let logs = self.compose(&["logs", "--no-color"]).unwrap_or_default();
+            panic!("GET {path}: {response}\n{logs}")
+        })
+    }
+
+    /// How often each service's container was restarted (`restart: unless-stopped` hides a crash otherwise).
+    fn restarts(&self) -> Vec<String> {
+        let ids = self.compose(&["ps", "--all", "--quiet"]).unwrap();
+        ids.split_whitespace()
+            .map(|id| output(&["inspect", "--format", "{{.Name}} {{.RestartCount}}", id]))
+            .map(|line| line.trim().to_owned())
+            .collect()
     }
 }
 
@@ -230,16 +269,21 @@ fn php_string(text: &str) -> String {
     format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
 }
 
-/// The body of a plain HTTP GET on loopback.
-fn http_get(port: u16, path: &str) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+/// The body of a plain HTTP GET on loopback, or the whole response when it is not a 200.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
-    body.to_owned()
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
+        _ => Err(response),
+    }
 }
 
 #[test]
@@ -311,7 +355,11 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
     }
     eprintln!("stack healthy in {:.1?}", started.elapsed());
 
-    let page = http_get(port, "/?token=first-visit");
+    let restarts = project.restarts();
+    assert_eq!(restarts.len(), 4, "{restarts:?}");
+    assert!(restarts.iter().all(|r| r.ends_with(" 0")), "{restarts:?}");
+
+    let page = project.page(port, "/?token=first-visit");
     assert!(page.contains("PHP_VERSION 8.2."), "{page}");
     let modules: Vec<&str> = page
         .lines()
@@ -331,19 +379,24 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
     project
         .compose(&["up", "--detach", "--wait", "--wait-timeout", "120"])
         .unwrap();
-    let page = http_get(port, "/?token=after-restart");
+    let page = project.page(port, "/?token=after-restart");
     assert!(page.contains("read back after-restart\nrows 2\n"), "{page}");
 
     let logs = project.compose(&["logs", "--no-color", "mariadb"]).unwrap();
     assert!(logs.contains("created user shop_user"), "{logs}");
-    assert_eq!(logs.matches("initialising /var/lib/mysql").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("initialising /var/lib/mysql").count(),
+        1,
+        "{logs}"
+    );
     for secret in [password, root_password] {
         assert!(!logs.contains(secret), "a password is in the MariaDB logs");
     }
 }
 
 #[test]
-fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_over_it_under_qemu() {
+fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_over_it_under_qemu()
+{
     let registry = Registry::start().unwrap();
     let base = real::push_php_base(&registry, PHP_8_2).unwrap();
     let index = docker().inspect_index(&base.to_string()).unwrap();
@@ -358,7 +411,13 @@ fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_o
         .unwrap();
     let standin = standin.to_string();
     let machine = output(&[
-        "run", "--rm", "--platform", "linux/arm64", &standin, "php", "-r",
+        "run",
+        "--rm",
+        "--platform",
+        "linux/arm64",
+        &standin,
+        "php",
+        "-r",
         "echo php_uname('m'), ' ', extension_loaded('gd') ? 'gd' : 'no-gd';",
     ]);
     assert_eq!(machine, "aarch64 gd");
