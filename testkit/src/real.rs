@@ -594,17 +594,45 @@ fn save(docker: &Docker, tag: &str, file: &Path) {
         })
         .and_then(|()| Ok(std::fs::rename(&partial, file)?));
     match result {
-        Ok(()) => eprintln!(
-            "real stand-in {tag}: saved to {} in {:.0?}",
-            file.display(),
-            started.elapsed()
-        ),
+        Ok(()) => {
+            eprintln!(
+                "real stand-in {tag}: saved to {} in {:.0?}",
+                file.display(),
+                started.elapsed()
+            );
+            remove_superseded(file);
+        }
         Err(error) => {
             let _ = std::fs::remove_file(&partial);
             eprintln!(
                 "real stand-in {tag}: not saved to {} ({error:#})",
                 file.display()
             );
+        }
+    }
+}
+
+/// Removes the saved tarballs of the same stand-in, line and architecture made from other inputs (the file
+/// names differ only in the hash at the end): the cache keeps the current one only.
+fn remove_superseded(file: &Path) {
+    let (Some(dir), Some(name)) = (file.parent(), file.file_name().and_then(|n| n.to_str())) else {
+        return;
+    };
+    let Some(prefix) = name.rfind('-').map(|at| &name[..=at]) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let other = entry.file_name();
+        let other = other.to_string_lossy();
+        if other != name
+            && other.len() == name.len()
+            && other.starts_with(prefix)
+            && other.ends_with(".tar")
+        {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
