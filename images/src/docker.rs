@@ -175,6 +175,13 @@ impl FailureKind {
             line.strip_prefix("error: ")
                 .and_then(|rest| rest.strip_suffix(": not found"))
                 .is_some_and(|reference| !reference.is_empty() && !reference.contains(' '))
+                // `docker pull` with the containerd image store:
+                // `failed to resolve reference "<reference>": <reference>: not found`.
+                || line.split_once("failed to resolve reference \"").is_some_and(|(_, rest)| {
+                    rest.split_once("\": ")
+                        .and_then(|(reference, after)| after.strip_suffix(": not found").map(|r| (reference, r)))
+                        .is_some_and(|(reference, repeated)| reference == repeated)
+                })
         });
         for signs in SIGNS {
             if signs.codes.iter().any(|c| has_code(c))
@@ -507,6 +514,7 @@ mod tests {
         check("Error response from daemon: manifest for 127.0.0.1:5000/a/b:c not found: name unknown: repository name not known to registry", NotFound);
         check("ERROR: 127.0.0.1:5000/a/b:v1: not found", NotFound);
         check("Error: No such image: 20i-local/php-fpm:8.4", NotFound);
+        check("Error response from daemon: failed to resolve reference \"127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1\": 127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1: not found", NotFound);
         check("failed to copy: httpReadSeeker: failed open: failed to do request: Get \"http://127.0.0.1:5000/v2/a/blobs/sha256:x\": read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", Unreachable);
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }

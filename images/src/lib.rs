@@ -1,17 +1,21 @@
-//! What the xtask and the 20i launcher share: the image matrix, the tag scheme, base locks, digests, and the one
-//! door to docker.
+//! What the xtask and the 20i launcher share: the image matrix, the tag scheme, base locks, digests, the release
+//! notes JSON, and the one door to docker.
 
 pub mod bases;
+mod commit;
 pub mod digest;
 pub mod docker;
 pub mod matrix;
 mod php_line;
 pub mod reference;
+pub mod release_notes;
 pub mod tags;
 
 pub use bases::{Base, BaseLock};
+pub use commit::CommitId;
 pub use digest::{Digest, IndexSummary};
 pub use matrix::Matrix;
 pub use php_line::PhpLine;
 pub use reference::{ImageRef, Namespace, RepoName, Repository, Tag};
+pub use release_notes::ReleaseNotes;
 pub use tags::ReleaseVersion;

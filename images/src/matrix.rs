@@ -112,14 +112,22 @@ impl Matrix {
                 .join(", ")
         );
         ensure!(!self.platforms.is_empty(), "the matrix lists no platforms");
-        for platform in &self.platforms {
+        for (n, platform) in self.platforms.iter().enumerate() {
             check_platform(platform)?;
+            ensure!(
+                !self.platforms[..n].contains(platform),
+                "platform `{platform}` is listed twice in platforms: list each platform once"
+            );
         }
-        for mirror in &self.registries.mirrors {
+        for (n, mirror) in self.registries.mirrors.iter().enumerate() {
             ensure!(
                 *mirror != self.registries.canonical,
                 "mirror `{mirror}` is the canonical registry too: a registry is either canonical or a mirror; \
              remove it from the mirrors (`--mirror`, or `[registries] mirrors` in the matrix)"
+            );
+            ensure!(
+                !self.registries.mirrors[..n].contains(mirror),
+                "mirror `{mirror}` is listed twice in registries.mirrors (or --mirror): list each mirror once"
             );
         }
         Ok(())
@@ -155,7 +163,7 @@ impl Matrix {
 }
 
 /// `os/arch` or `os/arch/variant`, lowercase.
-fn check_platform(platform: &str) -> anyhow::Result<()> {
+pub fn check_platform(platform: &str) -> anyhow::Result<()> {
     let parts: Vec<&str> = platform.split('/').collect();
     let well_formed = (2..=3).contains(&parts.len())
         && parts.iter().all(|p| {
@@ -239,6 +247,23 @@ mod tests {
         check_invalid(
             |t| t.replace("platforms =", "platform ="),
             "unknown field `platform`",
+        );
+        check_invalid(
+            |t| t.replace("\"linux/arm64\"", "\"linux/amd64\""),
+            "platform `linux/amd64` is listed twice in platforms: list each platform once",
+        );
+        check_invalid(
+            |t| t.replace("mirrors = [\"docker.io/20istack\"]", "mirrors = [\"docker.io/20istack\", \"docker.io/20istack\"]"),
+            "mirror `docker.io/20istack` is listed twice in registries.mirrors (or --mirror): list each mirror once",
+        );
+        check_invalid(
+            |t| {
+                t.replace(
+                    "mirrors = [\"docker.io/20istack\"]",
+                    "mirrors = [\"ghcr.io/20i-stack\"]",
+                )
+            },
+            "mirror `ghcr.io/20i-stack` is the canonical registry too",
         );
     }
 

@@ -12,22 +12,22 @@ use std::{
 use anyhow::Context;
 use stack_images::{
     docker::{DockerCommand, FailureKind},
-    BaseLock, Digest,
+    Digest, Namespace,
 };
 
 use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
-    selection::{self, Build, Decision, Facts, LocalImage, Next},
+    selection::{self, BaseImage, Build, Decision, Facts, LocalImage, Next},
 };
 
 /// Where the image that runs came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Cache,
-    Pulled { from: String },
-    Mirror { from: String },
+    Pulled { from: Namespace },
+    Mirror { from: Namespace },
     Built { why: String },
     LocalBuild,
 }
@@ -84,34 +84,72 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
     Ok(Some(LocalImage { digests, labels }))
 }
 
-/// The digest of a build context (every file's path and content) and of its Dockerfile; `None` without a
-/// Dockerfile.
+/// The digest of a build context (every file's path and content, a symbolic link's target) and of its
+/// Dockerfile; `None` without a Dockerfile. Only regular files, directories and links are read: a FIFO, socket or
+/// device would block or never end, so it is refused, naming it (exit 2).
 pub fn context_digest(dir: &Path) -> anyhow::Result<Option<(Digest, Digest)>> {
-    let dockerfile = match std::fs::read(dir.join("Dockerfile")) {
-        Ok(bytes) => Digest::of(&bytes),
+    let dockerfile_path = dir.join("Dockerfile");
+    match std::fs::metadata(&dockerfile_path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}/Dockerfile", dir.display())),
-    };
-    let mut files = Vec::new();
-    collect_files(dir, dir, &mut files)?;
-    files.sort();
-    let mut summary = String::new();
-    for relative in files {
-        let bytes = std::fs::read(dir.join(&relative))
-            .with_context(|| format!("reading {}/{relative}", dir.display()))?;
-        summary.push_str(&format!("{relative}\0{}\n", Digest::of(&bytes)));
+        // A link to a FIFO would block the read below.
+        Ok(meta) if !meta.is_file() => {
+            return Err(Exit::config(anyhow::anyhow!(
+                "{} is not a regular file: make the Dockerfile a file, or set PHP_FPM_CONTEXT to another directory",
+                dockerfile_path.display()
+            ))
+            .into())
+        }
+        _ => {}
     }
-    Ok(Some((Digest::of(summary.as_bytes()), dockerfile)))
+    let mut entries = Vec::new();
+    collect_entries(dir, dir, &mut entries).with_context(|| {
+        format!(
+            "reading the build context {} (PHP_FPM_CONTEXT)",
+            dir.display()
+        )
+    })?;
+    entries.sort();
+    let dockerfile = std::fs::read(&dockerfile_path)
+        .with_context(|| format!("reading {}", dockerfile_path.display()))?;
+    let mut summary = String::new();
+    for (relative, content) in entries {
+        summary.push_str(&format!("{relative}\0{content}\n"));
+    }
+    Ok(Some((
+        Digest::of(summary.as_bytes()),
+        Digest::of(&dockerfile),
+    )))
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> anyhow::Result<()> {
+/// `(path under root, digest or link target)` of every file under `dir`.
+fn collect_entries(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
-        if path.is_dir() {
-            collect_files(root, &path, out)?;
+        let kind = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .file_type();
+        let relative = path
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        if kind.is_dir() {
+            collect_entries(root, &path, out)?;
+        } else if kind.is_symlink() {
+            let target =
+                std::fs::read_link(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.push((relative, format!("-> {}", target.display())));
+        } else if kind.is_file() {
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            out.push((relative, Digest::of(&bytes).to_string()));
         } else {
-            let relative = path.strip_prefix(root).expect("under root");
-            out.push(relative.to_string_lossy().into_owned());
+            return Err(Exit::config(anyhow::anyhow!(
+                "{} is not a regular file (a FIFO, socket or device): a build context holds files and \
+                 directories only; remove it, or set PHP_FPM_CONTEXT to another directory",
+                path.display()
+            ))
+            .into());
         }
     }
     Ok(())
@@ -130,10 +168,12 @@ pub fn facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 }
 
 fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
+    // The build context first: a problem there is the user's files, whatever docker's state.
+    let context = context_digest(&config.build_context)?.map(|(context, _)| context);
     Ok(Facts {
         prebuilt: None,
         local_build: inspect_local(engine, &config.local_reference())?,
-        context: context_digest(&config.build_context)?.map(|(context, _)| context),
+        context,
     })
 }
 
@@ -256,7 +296,7 @@ fn pull(
             }
         }
     }
-    let Some(pin) = &config.pin else {
+    let Some(pin) = config.pinned_digest() else {
         return Ok(());
     };
     let pulled = inspect_local(engine, reference)
@@ -326,13 +366,11 @@ fn build(
         "--build-arg".into(),
         format!("PHP_VERSION={line}"),
     ];
-    let lock = BaseLock::parse(stack_images::bases::SHIPPED_LOCK_TOML)
-        .context("reading the shipped base lock")?;
-    if let Some(base) = lock.lines.get(&config.php) {
-        args.extend([
-            "--build-arg".into(),
-            format!("PHP_BASE={}:{}@{}", lock.source, base.tag, base.digest),
-        ]);
+    match selection::base_image(config.php) {
+        BaseImage::Pinned(base) => {
+            args.extend(["--build-arg".into(), format!("PHP_BASE={base}")]);
+        }
+        BaseImage::Unpinned { why } => writeln!(log, "the base image is not pinned: {why}")?,
     }
     for (label, value) in [
         (selection::LABEL_LOCAL, "true".to_owned()),

@@ -7,7 +7,9 @@ use crate::{config::Config, engine::Engine, stack::Compose};
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let compose = Compose::new(config, &config.selected_reference())?;
-    Engine::new()?
+    let engine = Engine::new()?;
+    compose.validate(&engine, config)?;
+    engine
         .output_with_env(
             &compose.command(["down", "--volumes", "--remove-orphans"]),
             &compose.env,

@@ -19,7 +19,8 @@ pub const HELP: &str = "\
 Exit codes:
   0  success
   1  any other failure (for example the Docker daemon is not running)
-  2  invalid command line or configuration (a bad value, no compose file at STACK_FILE)
+  2  invalid command line or configuration (a bad value, no compose file at STACK_FILE, a compose
+     or module file compose refuses)
   3  the PHP-FPM image could not be obtained (pull failed with the fallback off, or the build failed)
   4  the stack did not start, or was not healthy within WAIT_TIMEOUT";
 

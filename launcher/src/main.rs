@@ -18,6 +18,7 @@ mod stack;
 mod start;
 mod status;
 mod stop;
+mod values;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
@@ -67,30 +68,35 @@ struct Settings {
 }
 
 impl Settings {
-    fn into_layer(self) -> anyhow::Result<Vec<(String, String)>> {
-        let mut values = Vec::new();
+    /// The command line's layer: each flag's value as given, `--set` parsed into a variable name and value.
+    fn into_layer(self) -> anyhow::Result<Vec<config::Setting>> {
         let named = [
-            ("PHP_VERSION", self.php_version),
-            ("USE_PREBUILT", self.use_prebuilt),
+            ("PHP_VERSION", "--php-version", self.php_version),
+            ("USE_PREBUILT", "--use-prebuilt", self.use_prebuilt),
             (
                 "ALLOW_LOCAL_BUILD_FALLBACK",
+                "--allow-local-build-fallback",
                 self.allow_local_build_fallback,
             ),
-            ("IMAGE_REGISTRY", self.registry),
-            ("STACK_DIR", self.stack_dir.map(|p| p.display().to_string())),
+            ("IMAGE_REGISTRY", "--registry", self.registry),
+            (
+                "STACK_DIR",
+                "--stack-dir",
+                self.stack_dir.map(|p| p.display().to_string()),
+            ),
         ];
-        for (name, value) in named {
+        let mut values = Vec::new();
+        for (name, flag, value) in named {
             if let Some(value) = value {
-                values.push((name.to_owned(), value));
+                values.push(config::Setting {
+                    name: name.to_owned(),
+                    value,
+                    place: Some(config::Place::Flag(flag)),
+                });
             }
         }
-        for pair in self.set {
-            let Some((name, value)) = pair.split_once('=') else {
-                anyhow::bail!(
-                    "--set {pair}: use --set NAME=VALUE, for example --set HOST_PORT=8080"
-                );
-            };
-            values.push((name.to_owned(), value.to_owned()));
+        for argument in &self.set {
+            values.push(config::parse_set(argument)?);
         }
         Ok(values)
     }
@@ -160,7 +166,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     }
     if let Command::Pin { .. } = cli.command {
         // Re-pinning must work when the old pin no longer matches the selected reference.
-        flags.push(("PHP_FPM_PIN".to_owned(), String::new()));
+        flags.push(config::Setting {
+            name: "PHP_FPM_PIN".to_owned(),
+            value: String::new(),
+            place: Some(config::Place::Flag("20i pin")),
+        });
     }
     let loaded = config::load(flags).map_err(exit::Exit::config)?;
     match cli.command {

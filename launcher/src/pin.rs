@@ -1,27 +1,33 @@
-//! `20i pin --notes vX.Y.Z.json`: find the digest of the selected image in a release's notes JSON and write
-//! `PHP_FPM_PIN=<image>@sha256:…` to the project's `.20i-local`, so every later pull must have that digest.
+//! `20i pin --notes vX.Y.Z.json`: find the digest of the selected image in a release's notes
+//! (`stack_images::ReleaseNotes`, the type the xtask writes) and write `PHP_FPM_PIN=<image>@sha256:…` to the
+//! project's `.20i-local`, so every later pull must have that digest.
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
-use stack_images::Digest;
+use anyhow::{anyhow, Context};
+use stack_images::{ImageRef, ReleaseNotes};
 
-use crate::config::Config;
+use crate::{config::Config, exit::Exit};
 
 pub fn run(config: &Config, notes: &Path) -> anyhow::Result<()> {
-    let reference = config.prebuilt_reference();
-    let text = std::fs::read_to_string(notes)
-        .with_context(|| format!("reading release notes {}", notes.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("reading release notes {}", notes.display()))?;
-    let Some(digest) = find_digest(&json, &reference) else {
-        bail!(
-            "{} lists no digest for {reference}: use the notes of release {} (release-notes/{}.json), or set \
-             PHP_VERSION and IMAGE_REGISTRY to an image it lists",
+    // `to_string` first: the configuration's reference becomes an `ImageRef` of its own in time.
+    let reference: ImageRef = config
+        .prebuilt_reference()
+        .to_string()
+        .parse()
+        .map_err(Exit::config)?;
+    // A malformed file is refused here, naming the file and the field, before anything is written.
+    let release = ReleaseNotes::load(notes).map_err(Exit::config)?;
+    let Some(digest) = release.digest_of(&reference) else {
+        return Err(Exit::config(anyhow!(
+            "{} (release {}) lists no digest for {reference}: use the notes of release {} \
+             (release-notes/{}.json), or set PHP_VERSION and IMAGE_REGISTRY to an image it lists",
             notes.display(),
+            release.version,
             config.release,
             config.release
-        );
+        ))
+        .into());
     };
     let local = std::env::current_dir()?.join(".20i-local");
     let existing = match std::fs::read_to_string(&local) {
@@ -29,27 +35,15 @@ pub fn run(config: &Config, notes: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).with_context(|| format!("reading {}", local.display())),
     };
-    let value = format!("{reference}@{digest}");
-    std::fs::write(&local, with_pin(&existing, &value))
-        .with_context(|| format!("writing {}", local.display()))?;
+    let value = reference.with_digest(digest).to_string();
+    // Written aside and renamed over: an interrupted pin leaves the old file whole, never half of one.
+    let aside = local.with_file_name(".20i-local.pin-tmp");
+    std::fs::write(&aside, with_pin(&existing, &value))
+        .with_context(|| format!("writing {}", aside.display()))?;
+    std::fs::rename(&aside, &local)
+        .with_context(|| format!("replacing {} with {}", local.display(), aside.display()))?;
     println!("pinned {value} in {}", local.display());
     Ok(())
-}
-
-/// The `digest` of the object whose `ref` is `reference`, anywhere in the notes.
-fn find_digest(json: &serde_json::Value, reference: &str) -> Option<Digest> {
-    match json {
-        serde_json::Value::Object(map) => {
-            if map.get("ref").and_then(|r| r.as_str()) == Some(reference) {
-                if let Some(digest) = map.get("digest").and_then(|d| d.as_str()) {
-                    return Digest::parse(digest).ok();
-                }
-            }
-            map.values().find_map(|v| find_digest(v, reference))
-        }
-        serde_json::Value::Array(items) => items.iter().find_map(|v| find_digest(v, reference)),
-        _ => None,
-    }
 }
 
 /// The file with its `PHP_FPM_PIN` line replaced, or one appended.
@@ -80,23 +74,6 @@ fn with_pin(existing: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_the_digest_of_the_reference() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let notes = serde_json::json!({
-            "version": "v2.0.0",
-            "registries": [{"images": [
-                {"ref": "ghcr.io/x/php-fpm:v2.0.0-php-8.4", "digest": a, "platforms": []},
-                {"ref": "ghcr.io/x/php-fpm:v2.0.0-php-8.5", "digest": b, "platforms": [{"digest": a}]},
-            ]}],
-        });
-        let find = |r| find_digest(&notes, r).map(|d| d.to_string());
-        assert_eq!(find("ghcr.io/x/php-fpm:v2.0.0-php-8.5"), Some(b));
-        assert_eq!(find("ghcr.io/x/php-fpm:v2.0.0-php-8.4"), Some(a));
-        assert_eq!(find("ghcr.io/x/php-fpm:v2.0.0-php-8.3"), None);
-    }
 
     #[test]
     fn replaces_or_appends_the_pin_line() {

@@ -4,9 +4,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use stack_images::{docker::FailureKind, Digest, Matrix};
+use stack_images::{docker::FailureKind, BaseLock, Digest, Matrix, PhpLine};
 
-use crate::config::Config;
+use crate::config::{Config, Namespace};
 
 /// Labels a local build carries: that it was built here, and from which build context and Dockerfile content.
 pub const LABEL_LOCAL: &str = "io.20i-stack.local-build";
@@ -71,7 +71,7 @@ pub fn decide(config: &Config, facts: &Facts) -> Decision {
         return Decision::Local(build_decision(config, facts));
     }
     let reference = config.prebuilt_reference();
-    match (&facts.prebuilt, &config.pin) {
+    match (&facts.prebuilt, config.pinned_digest()) {
         (None, _) => Decision::Pull {
             reference,
             why: "not in the local image store".to_owned(),
@@ -106,11 +106,42 @@ pub fn build_decision(config: &Config, facts: &Facts) -> Build {
     Build::Build { reference, why }
 }
 
+/// The base image a local build starts from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BaseImage {
+    /// `PHP_BASE`, pinned by digest in the shipped base lock, as a release builds it.
+    Pinned(String),
+    /// The lock has no base for the line: the Dockerfile's own default (a tag) is built from.
+    Unpinned { why: String },
+}
+
+/// The base of a local build of `php`: from the shipped base lock, or why there is none.
+pub fn base_image(php: PhpLine) -> BaseImage {
+    let lock = BaseLock::parse(stack_images::bases::SHIPPED_LOCK_TOML)
+        .expect("the shipped base lock is checked by stack-images' tests");
+    match lock.lines.get(&php) {
+        Some(base) => BaseImage::Pinned(format!("{}:{}@{}", lock.source, base.tag, base.digest)),
+        None => {
+            let lines: Vec<String> = lock.lines.keys().map(ToString::to_string).collect();
+            BaseImage::Unpinned {
+                why: format!(
+                    "PHP {php} is not a line of this release (its base lock pins {}), so the Dockerfile's \
+                     default base {}:{} is built by tag, whatever it points at today; use one of those lines \
+                     with PHP_VERSION for a pinned base",
+                    lines.join(", "),
+                    lock.source,
+                    stack_images::bases::base_tag(php)
+                ),
+            }
+        }
+    }
+}
+
 /// What to do after the pull of the pre-built image failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Next {
     /// Try these mirror namespaces for the same tag.
-    TryMirrors(Vec<String>),
+    TryMirrors(Vec<Namespace>),
     /// `ALLOW_LOCAL_BUILD_FALLBACK=true`: build locally, saying why.
     Fallback { why: String },
     /// Stop with this actionable message.
@@ -123,9 +154,10 @@ pub fn after_pull_failure(config: &Config, kind: FailureKind, mirrors_tried: boo
     }
     let mut why = cause(config, kind);
     if mirrors_tried {
+        let mirrors: Vec<String> = config.mirrors.iter().map(ToString::to_string).collect();
         why.push_str(&format!(
             " (the mirrors failed too: {})",
-            config.mirrors.join(", ")
+            mirrors.join(", ")
         ));
     }
     if config.allow_fallback {
@@ -141,7 +173,7 @@ pub fn after_pull_failure(config: &Config, kind: FailureKind, mirrors_tried: boo
 }
 
 fn host(config: &Config) -> &str {
-    config.registry.split('/').next().unwrap_or_default()
+    config.registry.host()
 }
 
 fn cause(config: &Config, kind: FailureKind) -> String {
@@ -167,7 +199,7 @@ fn cause(config: &Config, kind: FailureKind) -> String {
                 lines.join(", ")
             )
         }
-        FailureKind::DigestMismatch => match &config.pin {
+        FailureKind::DigestMismatch => match config.pinned_digest() {
             Some(pin) => format!("{reference} does not have the pinned digest {pin}"),
             None => format!("{reference} did not match its digest while pulling"),
         },
@@ -263,7 +295,10 @@ mod tests {
     #[track_caller]
     fn check_failure(settings: &str, kind: FailureKind, mirrors_tried: bool, expected: &str) {
         let actual = match after_pull_failure(&config(settings), kind, mirrors_tried) {
-            Next::TryMirrors(mirrors) => format!("mirrors {}", mirrors.join(",")),
+            Next::TryMirrors(mirrors) => {
+                let mirrors: Vec<String> = mirrors.iter().map(ToString::to_string).collect();
+                format!("mirrors {}", mirrors.join(","))
+            }
             Next::Fallback { why } => format!("build: {why}"),
             Next::Stop { message } => format!("stop: {message}"),
         };
@@ -288,6 +323,19 @@ mod tests {
         check_failure(&format!("{refuse} PHP_VERSION=8.0"), NotFound, false, "stop: ghcr.io/20i-stack/php-fpm:v{V}-php-8.0 is not published (this release has PHP 8.1, 8.2, 8.3, 8.4, 8.5; a development build of the launcher has no published images), and ALLOW_LOCAL_BUILD_FALLBACK=false: pick a published PHP line with PHP_VERSION, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         check_failure(&format!("{refuse} PHP_FPM_PIN=sha256:{}", "a".repeat(64)), DigestMismatch, false, &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 does not have the pinned digest sha256:{}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally", "a".repeat(64)));
         check_failure(&format!("{refuse} IMAGE_REGISTRY=127.0.0.1:5000/t"), Other, false, "stop: pulling 127.0.0.1:5000/t/php-fpm:v{V}-php-8.5 failed, and ALLOW_LOCAL_BUILD_FALLBACK=false: see docker's message below, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+    }
+
+    #[test]
+    fn a_line_without_a_locked_base_says_so() {
+        let pinned = base_image(PhpLine::new(8, 4));
+        assert!(
+            matches!(&pinned, BaseImage::Pinned(base) if base.contains(":8.4-fpm-alpine@sha256:")),
+            "{pinned:?}"
+        );
+        let BaseImage::Unpinned { why } = base_image(PhpLine::new(8, 0)) else {
+            panic!("8.0 has a base");
+        };
+        assert!(why.starts_with("PHP 8.0 is not a line of this release (its base lock pins 8.1, 8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by tag"), "{why}");
     }
 
     #[test]

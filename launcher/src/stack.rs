@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-use stack_images::docker::DockerCommand;
+use stack_images::docker::{DockerCommand, DockerError, FailureKind};
 
-use crate::{config::Config, exit::Exit};
+use crate::{config::Config, engine::Engine, exit::Exit};
 
 /// The shipped stack, as `(path under STACK_DIR, content)`. The PHP-FPM files are the release's own.
 pub const FILES: &[(&str, &str)] = &[
@@ -98,12 +98,16 @@ pub fn modules(config: &Config) -> anyhow::Result<Vec<(String, PathBuf)>> {
 /// `docker compose` for this project: `-p NAME -f STACK_FILE -f MODULE...` then `args`.
 pub struct Compose {
     pub project: String,
+    /// The stack's compose file, then each module's.
     pub files: Vec<PathBuf>,
+    /// The modules, by name, with their compose files.
+    pub modules: Vec<(String, PathBuf)>,
     pub env: Vec<(String, String)>,
 }
 
 impl Compose {
-    /// The project's compose invocation; `image` is the PHP-FPM reference compose runs.
+    /// The project's compose invocation; `image` is the PHP-FPM reference compose runs. Checks that the compose
+    /// file is there, so no command reaches docker without it.
     pub fn new(config: &Config, image: &str) -> anyhow::Result<Compose> {
         if !config.stack_file.is_file() {
             return Err(Exit::config(anyhow!(
@@ -113,29 +117,101 @@ impl Compose {
             ))
             .into());
         }
+        let modules = modules(config)?;
         let mut files = vec![config.stack_file.clone()];
-        files.extend(modules(config)?.into_iter().map(|(_, file)| file));
-        let mut env = config.compose_env();
-        env.push(("PHP_FPM_IMAGE".to_owned(), image.to_owned()));
-        Ok(Compose {
-            project: config.project.clone(),
+        files.extend(modules.iter().map(|(_, file)| file.clone()));
+        let mut compose = Compose {
+            project: config.project.to_string(),
             files,
-            env,
-        })
+            modules,
+            env: config.compose_env(),
+        };
+        compose.set_image(image);
+        Ok(compose)
+    }
+
+    /// The PHP-FPM reference compose runs (`PHP_FPM_IMAGE`).
+    pub fn set_image(&mut self, image: &str) {
+        self.env.retain(|(name, _)| name != "PHP_FPM_IMAGE");
+        self.env
+            .push(("PHP_FPM_IMAGE".to_owned(), image.to_owned()));
     }
 
     pub fn command<'a>(&self, args: impl IntoIterator<Item = &'a str>) -> DockerCommand {
+        Compose::command_for(&self.project, &self.files, args)
+    }
+
+    fn command_for<'a>(
+        project: &str,
+        files: &[PathBuf],
+        args: impl IntoIterator<Item = &'a str>,
+    ) -> DockerCommand {
         let mut argv = vec![
             "compose".to_owned(),
             "--project-name".to_owned(),
-            self.project.clone(),
+            project.to_owned(),
         ];
-        for file in &self.files {
+        for file in files {
             argv.push("--file".to_owned());
             argv.push(file.display().to_string());
         }
         argv.extend(args.into_iter().map(str::to_owned));
         DockerCommand::new(argv)
+    }
+
+    /// `docker compose config --quiet`: compose reads every file with the resolved values before anything is
+    /// pulled or started. A file compose refuses is a configuration error (exit 2) naming it: the stack's compose
+    /// file, or the module whose file breaks it (each module is tried alone with the stack to find it).
+    pub fn validate(&self, engine: &Engine, config: &Config) -> anyhow::Result<()> {
+        let loads = |files: &[PathBuf]| {
+            engine.output_with_env(
+                &Compose::command_for(&self.project, files, ["config", "--quiet"]),
+                &self.env,
+            )
+        };
+        let Err(error) = loads(&self.files) else {
+            return Ok(());
+        };
+        if error.kind == FailureKind::Unreachable {
+            // Docker itself did not run: not a configuration problem.
+            return Err(error).context("checking the compose files");
+        }
+        let message = |error: &DockerError| {
+            let text = error.stderr.trim().to_owned();
+            config.redact(if text.is_empty() {
+                "(no message)"
+            } else {
+                &text
+            })
+        };
+        let stack_alone = loads(&self.files[..1]);
+        let culprit = match &stack_alone {
+            Err(_) => None,
+            Ok(_) => self.modules.iter().find_map(|(name, file)| {
+                let files = [self.files[0].clone(), file.clone()];
+                loads(&files).err().map(|e| (name, file, e))
+            }),
+        };
+        let problem = match (culprit, stack_alone) {
+            (Some((name, file, error)), _) => format!(
+                "module {name} ({}) does not load in compose: {}\nfix or remove {}",
+                file.display(),
+                message(&error),
+                file.display()
+            ),
+            (None, Err(error)) => format!(
+                "the compose file {} does not load with this configuration: {}\ncheck the values with `20i start \
+                 --explain`, or run `20i init --force` to restore the shipped stack",
+                config.stack_file.display(),
+                message(&error)
+            ),
+            (None, Ok(_)) => format!(
+                "the compose files do not load together: {}\ncheck the modules in {}",
+                message(&error),
+                config.user_dir.join("modules").display()
+            ),
+        };
+        Err(Exit::config(anyhow!(problem)).into())
     }
 }
 

@@ -10,20 +10,24 @@ use anyhow::Context;
 
 use crate::{
     acquire::{self, Acquired},
-    config::{Config, Loaded, Source, VARS},
+    config::{self, Config, Loaded, Source},
     engine::{seconds, Engine},
     exit::Exit,
-    selection::{self, Build, Decision},
+    selection::{self, BaseImage, Build, Decision},
     stack::{self, Compose, Health},
 };
 
 pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
-    let engine = Engine::new()?;
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
     ensure_stack(config, &mut log)?;
+    // The stack's files first, then compose's reading of them, and only then the image: a broken file is
+    // reported as one, before anything is pulled or built.
+    let mut compose = Compose::new(config, &config.selected_reference())?;
+    let engine = Engine::new()?;
+    compose.validate(&engine, config)?;
     let acquired = acquire::acquire(&engine, config, &mut log)?;
-    let compose = Compose::new(config, &acquired.reference)?;
+    compose.set_image(&acquired.reference);
     let timeout = config.wait_timeout.to_string();
     let up = compose.command([
         "up",
@@ -42,10 +46,10 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     };
     engine
         .output_with_env(&up, &compose.env)
-        .map_err(|error| unhealthy(error.to_string()))?;
+        .map_err(|error| unhealthy(config.redact(&error.to_string())))?;
     // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: the
     // health of every container is checked here too, until the same deadline.
-    let deadline = up_started + Duration::from_secs(config.wait_timeout.into());
+    let deadline = up_started + Duration::from_secs(config.wait_timeout.get().into());
     let ps = compose.command(["ps", "--all", "--format", "json"]);
     loop {
         let listing = engine
@@ -106,20 +110,10 @@ fn report(
         format!("started the stack and {modules} module(s), every service healthy")
     };
     writeln!(out, "  {started_what:<60} {}", seconds(up_took))?;
-    let value = |name: &str| {
-        config
-            .entry(name)
-            .map(|e| e.value.clone())
-            .unwrap_or_default()
-    };
     writeln!(
         out,
         "stack    {} is up: site http://{}:{}, phpMyAdmin http://{}:{}",
-        config.project,
-        value("BIND_ADDRESS"),
-        value("HOST_PORT"),
-        value("BIND_ADDRESS"),
-        value("PMA_PORT")
+        config.project, config.bind_address, config.host_port, config.bind_address, config.pma_port
     )?;
     let total = started.elapsed();
     let docker = engine.docker_time();
@@ -140,7 +134,8 @@ fn report(
 pub fn explain(loaded: &Loaded) -> anyhow::Result<()> {
     let config = &loaded.config;
     let engine = Engine::new()?;
-    let facts = acquire::facts(&engine, config).context("reading the local image store")?;
+    // `facts` gives each of its errors its own context (the image store, or the build context).
+    let facts = acquire::facts(&engine, config)?;
     let decision = selection::decide(config, &facts);
     let modules = stack::modules(config)?;
     let text = render_explain(
@@ -150,6 +145,7 @@ pub fn explain(loaded: &Loaded) -> anyhow::Result<()> {
         &modules,
         config.stack_file.is_file(),
     );
+    let text = config.redact(&text);
     std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
@@ -167,16 +163,13 @@ fn render_explain(
     let _ = writeln!(out, "image    {}", config.selected_reference());
     let _ = writeln!(out, "\ninputs (value, then where it came from):");
     for entry in &config.entries {
-        let about = VARS
-            .iter()
-            .find(|v| v.name == entry.name)
-            .map_or("passed to compose as it is", |v| v.about);
+        let about = config::known(&entry.name).map_or("passed to compose as it is", |v| v.about);
         let _ = writeln!(
             out,
             "  {:<28} {:<44} {}\n  {:<28} # {about}",
             entry.name,
             entry.shown(),
-            entry.source,
+            entry.origin(),
             ""
         );
     }
@@ -210,14 +203,15 @@ fn render_explain(
                 selection::PULL_ATTEMPTS
             );
             if !config.mirrors.is_empty() {
+                let mirrors: Vec<String> = config.mirrors.iter().map(ToString::to_string).collect();
                 let _ = writeln!(
                     out,
                     "  if {} is unreachable or rate limited: the same tag from {}",
                     config.registry,
-                    config.mirrors.join(", ")
+                    mirrors.join(", ")
                 );
             }
-            if let Some(pin) = &config.pin {
+            if let Some(pin) = config.pinned_digest() {
                 let _ = writeln!(out, "  a pulled image whose digest is not {pin} is refused");
             }
             writeln!(out, "  if the pull fails: {fallback}")
@@ -230,6 +224,12 @@ fn render_explain(
             out,
             "  USE_PREBUILT=false: start builds {reference} from {context} ({why})"
         ),
+    };
+    let _ = match selection::base_image(config.php) {
+        BaseImage::Pinned(base) => {
+            writeln!(out, "  a local build's base: {base} (pinned by digest)")
+        }
+        BaseImage::Unpinned { why } => writeln!(out, "  a local build's base is not pinned: {why}"),
     };
     let _ = writeln!(out, "\ncompose (project {}):", config.project);
     let state = if stack_file_present {
@@ -253,9 +253,14 @@ mod tests {
 
     #[test]
     fn explain_text() {
-        let layer = |source: Source, text: &str| Layer {
-            source,
-            values: parse_env_file(text).unwrap(),
+        let layer = |source: Source, text: &str| {
+            let mut values = parse_env_file(text).unwrap();
+            if matches!(source, Source::Environment | Source::Flag) {
+                for setting in &mut values {
+                    setting.place = None;
+                }
+            }
+            Layer { source, values }
         };
         let user = PathBuf::from("/home/u/.20i/config");
         let local = PathBuf::from("/work/site/.20i-local");
@@ -293,6 +298,11 @@ mod tests {
         )];
         let text = render_explain(&config, &files, &decision, &modules, true);
         assert!(!text.contains("s3cret"));
-        insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "X.Y.Z"));
+        let mut settings = insta::Settings::clone_current();
+        // The base digests change with every `cargo xtask bases refresh`.
+        settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[digest]");
+        settings.bind(|| {
+            insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "X.Y.Z"));
+        });
     }
 }

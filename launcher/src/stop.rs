@@ -6,7 +6,9 @@ use crate::{config::Config, engine::Engine, stack::Compose};
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let compose = Compose::new(config, &config.selected_reference())?;
-    Engine::new()?
+    let engine = Engine::new()?;
+    compose.validate(&engine, config)?;
+    engine
         .output_with_env(&compose.command(["stop"]), &compose.env)
         .with_context(|| format!("stopping project {}", config.project))?;
     println!("stopped {}: `20i start` starts it again", config.project);

@@ -1,6 +1,9 @@
 //! `cargo xtask bases`: show the digest-pinned base images, or refresh the pins from a registry.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -8,7 +11,7 @@ use stack_images::{
     bases::{base_tag, LockedBase},
     docker::Docker,
     matrix::MATRIX_PATH,
-    BaseLock, Matrix,
+    BaseLock, Matrix, Repository,
 };
 use xshell::Shell;
 
@@ -38,7 +41,7 @@ pub struct RefreshArgs {
     lock: LockArgs,
     /// Repository to read the bases from, e.g. a Docker Hub mirror (default: the lock's source)
     #[arg(long, value_name = "REPOSITORY")]
-    source: Option<String>,
+    source: Option<Repository>,
     /// Print the new lock instead of writing it
     #[arg(long)]
     dry_run: bool,
@@ -63,7 +66,7 @@ impl BasesCmd {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         match self {
             BasesCmd::Show(args) => {
-                let (_, path) = args.load()?;
+                let (matrix, path) = args.load()?;
                 let lock = BaseLock::load(&path)?;
                 println!(
                     "{} read on {} from {} ({})",
@@ -76,11 +79,16 @@ impl BasesCmd {
                     .lines
                     .iter()
                     .map(|(php, base)| {
-                        vec![php.to_string(), base.tag.clone(), base.digest.to_string()]
+                        vec![
+                            php.to_string(),
+                            base.tag.to_string(),
+                            base.digest.to_string(),
+                        ]
                     })
                     .collect();
                 print!("{}", table::render(&rows, "  "));
-                Ok(())
+                // A release would stop at the missing line: say so here, not only when releasing.
+                lock.require_lines(&matrix.php_lines(), &path)
             }
             BasesCmd::Refresh(args) => args.run(),
         }
@@ -91,7 +99,7 @@ impl BasesCmd {
 /// there, and returns the new lock with a row per line saying what changed since `previous`.
 pub fn refresh(
     matrix: &Matrix,
-    source: &str,
+    source: &Repository,
     previous: Option<&BaseLock>,
 ) -> anyhow::Result<(BaseLock, Vec<Vec<String>>)> {
     let docker = Docker::new()?;
@@ -99,7 +107,7 @@ pub fn refresh(
     let mut rows = Vec::new();
     for php in matrix.php_lines() {
         let tag = base_tag(php);
-        let reference = format!("{source}:{tag}");
+        let reference = source.tagged(&tag).to_string();
         let index = docker
             .inspect_index(&reference)
             .with_context(|| format!("reading the base of PHP {php}"))?;
@@ -107,7 +115,7 @@ pub fn refresh(
             .require_platforms(&matrix.platforms)
             .with_context(|| format!("base {reference}"))?;
         let before = previous
-            .filter(|p| p.source == source)
+            .filter(|p| p.source == *source)
             .and_then(|p| p.lines.get(&php));
         let change = match before {
             Some(before) if before.digest == index.digest => "unchanged".to_owned(),
@@ -129,7 +137,7 @@ pub fn refresh(
         );
     }
     let lock = BaseLock {
-        source: source.to_owned(),
+        source: source.clone(),
         read_on: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         read_from: "registry, with docker buildx imagetools inspect --raw".to_owned(),
         lines,
@@ -146,14 +154,13 @@ impl RefreshArgs {
             None
         };
         let source = match (&self.source, &previous) {
-            (Some(source), _) => source.trim_end_matches('/').to_owned(),
+            (Some(source), _) => source.clone(),
             (None, Some(previous)) => previous.source.clone(),
             (None, None) => anyhow::bail!(
                 "{} does not exist yet: pass --source REPOSITORY",
                 display_path(&path)
             ),
         };
-        stack_images::matrix::check_namespace(&source).context("in --source")?;
 
         // Read every line before writing anything: a failed refresh leaves the lock as it was.
         let (lock, rows) = refresh(&matrix, &source, previous.as_ref())?;
@@ -165,8 +172,12 @@ impl RefreshArgs {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(&path, lock.render())
-            .with_context(|| format!("writing {}", path.display()))?;
+        // Written aside and renamed over: an interrupted refresh leaves the old lock whole.
+        let mut aside = path.clone().into_os_string();
+        aside.push(".refresh-tmp");
+        std::fs::write(&aside, lock.render())
+            .with_context(|| format!("writing {}", Path::new(&aside).display()))?;
+        std::fs::rename(&aside, &path).with_context(|| format!("replacing {}", path.display()))?;
         println!("wrote {}", display_path(&path));
         Ok(())
     }

@@ -4,14 +4,15 @@
 
 use anyhow::Context;
 use clap::Args;
-use stack_images::{matrix::MATRIX_PATH, Matrix};
+use stack_images::{bases::base_tag, matrix::MATRIX_PATH, Matrix, ReleaseVersion, Repository};
 use testkit::fixtures;
 use xshell::{cmd, Shell};
 
 use crate::{
     bases, display_path,
     execute::Mode,
-    inputs::ReleaseArgs,
+    git::Revision,
+    inputs::{Published, ReleaseArgs},
     plan, project_root,
     release::{self, Dirs},
 };
@@ -44,10 +45,11 @@ impl DemoCmd {
         }
 
         let matrix = Matrix::load(&project_root().join(MATRIX_PATH))?;
-        let source = format!("127.0.0.1:{canonical_port}/fixtures/php-standin");
+        let source: Repository =
+            format!("127.0.0.1:{canonical_port}/fixtures/php-standin").parse()?;
         eprintln!("==> stand-in bases: {source}:<M.m>-fpm-alpine (static busybox; the real php base needs Docker Hub)");
         for php in matrix.php_lines() {
-            let reference = format!("{source}:{php}-fpm-alpine");
+            let reference = source.tagged(&base_tag(php)).to_string();
             fixtures::push_busybox(
                 &reference,
                 &format!("LABEL stand-in-for=php:{php}-fpm-alpine\n"),
@@ -60,11 +62,14 @@ impl DemoCmd {
         std::fs::write(&lock_path, lock.render())
             .with_context(|| format!("writing {}", lock_path.display()))?;
 
+        // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
+        // these tags (IMAGE_REGISTRY=127.0.0.1:PORT/20i-stack), and the release's version check passes.
+        let version: ReleaseVersion = concat!("v", env!("CARGO_PKG_VERSION")).parse()?;
         let args = ReleaseArgs {
-            version: "v2.0.0".to_owned(),
-            published: Some("v1.0.0".to_owned()),
+            version,
+            published: Some(Published(Vec::new())),
             // The demo is not a release of this commit's tag: build whatever is checked out.
-            revision: Some(crate::git::head_revision(sh)?),
+            revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
             time: None,
             registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
             mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
@@ -73,8 +78,11 @@ impl DemoCmd {
             matrix: None,
             context: Some(fixtures::php_fpm_standin()),
             attestations: None,
+            allow_version_mismatch: false,
         };
-        let plan = plan::compute(&args.gather(sh)?)?;
+        let inputs = args.gather(sh)?;
+        inputs.require_launcher_version()?;
+        let plan = plan::compute(&inputs)?;
         let dirs = Dirs {
             notes_dir: scratch.join("release-notes"),
             work_dir: Some(scratch.join("work")),
@@ -85,7 +93,7 @@ impl DemoCmd {
             &dirs.work_dir(&plan),
         )?;
         let notes = release::release_notes(&plan, &outcome);
-        let (json, page) = notes.write(&dirs.notes_dir())?;
+        let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
         print!(
             "{}",
             release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
@@ -104,10 +112,13 @@ impl DemoCmd {
              docker buildx imagetools inspect {latest}\n  \
              docker run --rm {pin} cat /etc/php-fpm-standin\n  \
              skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
+             The 20i launcher built from this checkout pulls these very tags (the release is its version):\n  \
+             IMAGE_REGISTRY={} cargo run -p launcher -- image\n\
              Release notes: {}\n\
              The images were built from stand-ins (testkit/standins/php-fpm on static busybox), since Docker Hub's \
              php bases cannot be pulled here; images/php-fpm/Dockerfile is what a real release builds.\n\
              Stop the registries with: make demo-down",
+            plan.canonical,
             display_path(&page)
         );
         Ok(())

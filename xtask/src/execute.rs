@@ -734,6 +734,10 @@ impl<'a> Executor<'a> {
                 }
                 _ => continue,
             };
+            // Every verified or moved reference is tagged: the plan only verifies and moves tags.
+            let Some(tag) = reference.tag().cloned() else {
+                continue;
+            };
             let index = &self.outcome.pins[&php];
             let platforms = index
                 .platforms
@@ -750,9 +754,9 @@ impl<'a> Executor<'a> {
                 })
                 .collect();
             references.push(Reference {
-                reference: reference.to_string(),
-                registry: reference.namespace().to_string(),
-                tag: reference.tag().map(ToString::to_string).unwrap_or_default(),
+                reference: reference.repository().tagged(&tag),
+                registry: reference.namespace().clone(),
+                tag,
                 kind,
                 php,
                 digest: index.digest.clone(),

@@ -7,6 +7,7 @@ mod demo;
 mod execute;
 mod git;
 mod inputs;
+mod lock;
 mod notes;
 mod plan;
 mod release;

@@ -1,19 +1,20 @@
-//! Release notes: `release-notes/vX.Y.Z.json` records every pushed reference and its digests; the Markdown page
-//! is generated from it (and from the previous release's JSON, for sizes), and `notes --check` catches an edit.
+//! Release notes in the repository: `release-notes/vX.Y.Z.json` (the type is
+//! `stack_images::release_notes::ReleaseNotes`, shared with `20i pin`), the Markdown page generated from it (and
+//! from the previous release's JSON, for sizes), size flags, and `notes [--check]`, which catches an edited page.
 
 use std::{
-    fmt::Write as _,
+    fmt::{self, Write as _},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context};
 use clap::Args;
-use serde::{Deserialize, Serialize};
-use stack_images::{
-    tags::{Skipped, TagKind},
-    Digest, PhpLine, ReleaseVersion,
-};
+use stack_images::{PhpLine, ReleaseVersion};
 use xshell::Shell;
+
+pub use stack_images::release_notes::{
+    BaseRecord, DigestChange, ImageRecord, PlatformRecord, Reference, ReleaseNotes, Republish,
+};
 
 use crate::{display_path, project_root};
 
@@ -21,91 +22,6 @@ use crate::{display_path, project_root};
 pub const SIZE_LIMIT: u64 = 700_000_000;
 /// Growth over this share of the previous release's size is flagged.
 pub const GROWTH_LIMIT: f64 = 0.10;
-
-/// What a release published, for tools.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseNotes {
-    pub version: ReleaseVersion,
-    pub prerelease: bool,
-    pub revision: String,
-    /// The day the release was published (UTC).
-    pub date: String,
-    /// The commit time, which is the images' `created`.
-    pub created: String,
-    pub image: String,
-    pub canonical: String,
-    pub mirrors: Vec<String>,
-    pub attestations: String,
-    pub bases: Vec<BaseRecord>,
-    /// One entry per PHP line: the canonical index and its platform images.
-    pub images: Vec<ImageRecord>,
-    /// Every reference pushed, in every registry.
-    pub references: Vec<Reference>,
-    pub skipped: Vec<Skipped>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub republished: Vec<Republish>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaseRecord {
-    pub php: PhpLine,
-    pub reference: String,
-    pub digest: Digest,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageRecord {
-    pub php: PhpLine,
-    pub digest: Digest,
-    pub platforms: Vec<PlatformRecord>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_of_life: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlatformRecord {
-    pub platform: String,
-    pub digest: Digest,
-    /// Compressed size in bytes: config and layers, as pulled.
-    pub size: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reference {
-    /// The full reference with its tag, e.g. `ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5`.
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub registry: String,
-    pub tag: String,
-    pub kind: TagKind,
-    pub php: PhpLine,
-    /// The index digest.
-    pub digest: Digest,
-    pub platforms: Vec<PlatformRecord>,
-}
-
-/// An out-of-band rebuild of a published release.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Republish {
-    pub date: String,
-    pub reason: String,
-    pub changes: Vec<DigestChange>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DigestChange {
-    #[serde(rename = "ref")]
-    pub reference: String,
-    pub old: Digest,
-    pub new: Digest,
-}
 
 /// A size worth a maintainer's look: over the limit, or grown too much since the previous release.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,306 +33,328 @@ pub struct SizeFlag {
     pub why: String,
 }
 
-impl ReleaseNotes {
-    pub fn json_path(dir: &Path, version: &ReleaseVersion) -> PathBuf {
-        dir.join(format!("{version}.json"))
-    }
-
-    pub fn page_path(dir: &Path, version: &ReleaseVersion) -> PathBuf {
-        dir.join(format!("{version}.md"))
-    }
-
-    pub fn load(path: &Path) -> anyhow::Result<ReleaseNotes> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("release notes always serialise") + "\n"
-    }
-
-    /// The newest release in `dir` older than this one: what sizes are compared with.
-    pub fn previous_in(&self, dir: &Path) -> anyhow::Result<Option<ReleaseNotes>> {
-        let mut best: Option<ReleaseNotes> = None;
-        for notes in all_in(dir)? {
-            if notes.version < self.version
-                && best.as_ref().is_none_or(|b| notes.version > b.version)
-            {
-                best = Some(notes);
-            }
-        }
-        Ok(best)
-    }
-
-    /// Sizes over the limit or grown by more than 10 % since `previous`.
-    pub fn size_flags(&self, previous: Option<&ReleaseNotes>) -> Vec<SizeFlag> {
-        let mut flags = Vec::new();
-        for image in &self.images {
-            for platform in &image.platforms {
-                let before = previous.and_then(|p| {
-                    let old = p.images.iter().find(|i| i.php == image.php)?;
-                    let old = old
-                        .platforms
-                        .iter()
-                        .find(|o| o.platform == platform.platform)?;
-                    Some((p.version.clone(), old.size))
-                });
-                let mut why = Vec::new();
-                if platform.size > SIZE_LIMIT {
-                    why.push(format!("over {} MB", SIZE_LIMIT / 1_000_000));
-                }
-                if let Some((_, old)) = &before {
-                    if let Some(growth) = growth(*old, platform.size).filter(|g| *g > GROWTH_LIMIT)
-                    {
-                        why.push(format!("grew {:.1} %", growth * 100.0));
-                    }
-                }
-                if !why.is_empty() {
-                    flags.push(SizeFlag {
-                        php: image.php,
-                        platform: platform.platform.clone(),
-                        size: platform.size,
-                        previous: before,
-                        why: why.join(", "),
-                    });
-                }
-            }
-        }
-        flags
-    }
-
-    /// The page a user reads, generated from this record alone (plus the previous release's for sizes).
-    pub fn render_page(&self, previous: Option<&ReleaseNotes>) -> String {
-        let mut md = String::new();
-        let w = &mut md;
-        let _ = writeln!(w, "<!-- Generated from {}.json by `cargo xtask notes {}`: edit the JSON, not this page. -->", self.version, self.version);
-        let _ = writeln!(w, "# {} {}\n", self.image, self.version);
-        let kind = if self.prerelease {
-            "Prerelease"
-        } else {
-            "Release"
-        };
-        let _ = writeln!(
-            w,
-            "{kind} of {}, built from revision `{}` (committed {}), published {}.\n",
-            self.version, self.revision, self.created, self.date
-        );
-        let platforms = self.images.first().map(|i| {
-            i.platforms
-                .iter()
-                .map(|p| p.platform.as_str())
-                .collect::<Vec<_>>()
-        });
-        let platforms = platforms.unwrap_or_default();
-        let _ = writeln!(
-            w,
-            "Every tag below is an index for {}; the same digest is served by every registry. \
-             Attestations: {}.\n",
-            platforms.join(" and "),
-            self.attestations
-        );
-
-        for (n, registry) in std::iter::once(&self.canonical)
-            .chain(&self.mirrors)
-            .enumerate()
-        {
-            let role = if n == 0 { "canonical" } else { "mirror" };
-            let _ = writeln!(w, "## {registry}/{} ({role})\n", self.image);
-            let mut header = "| Tag | Index digest |".to_owned();
-            let mut rule = "|---|---|".to_owned();
-            for platform in &platforms {
-                let _ = write!(header, " {platform} |");
-                rule.push_str("---:|");
-            }
-            let _ = writeln!(w, "{header}\n{rule}");
-            for reference in self.references.iter().filter(|r| &r.registry == registry) {
-                let mut row = format!("| `{}` | `{}` |", reference.tag, reference.digest);
-                for platform in &platforms {
-                    let size = reference
-                        .platforms
-                        .iter()
-                        .find(|p| p.platform == *platform)
-                        .map(|p| megabytes(p.size));
-                    let _ = write!(row, " {} |", size.unwrap_or_else(|| "missing".to_owned()));
-                }
-                let _ = writeln!(w, "{row}");
-            }
-            let _ = writeln!(w);
-        }
-        let _ = writeln!(
-            w,
-            "Sizes are compressed: what a pull downloads for that platform.\n"
-        );
-
-        let _ = writeln!(w, "## Pull by digest\n");
-        let _ = writeln!(
-            w,
-            "A tag can move; a digest cannot. To pin exactly what this release published:\n"
-        );
-        let _ = writeln!(w, "```sh");
-        for image in &self.images {
-            let _ = writeln!(
-                w,
-                "docker pull {}/{}@{}   # PHP {}",
-                self.canonical, self.image, image.digest, image.php
-            );
-        }
-        let _ = writeln!(w, "```\n");
-        let _ = writeln!(w, "## Verify\n");
-        let _ = writeln!(w, "The digest is the sha256 of the index bytes the registry serves, in any registry above:\n");
-        let example = self
-            .references
-            .first()
-            .map(|r| r.reference.as_str())
-            .unwrap_or_default();
-        let _ = writeln!(w, "```sh");
-        let _ = writeln!(
-            w,
-            "docker buildx imagetools inspect --raw {example} | sha256sum"
-        );
-        let _ = writeln!(w, "skopeo inspect --raw docker://{example} | sha256sum");
-        let _ = writeln!(w, "```\n");
-        let _ = writeln!(
-            w,
-            "Both print the digest listed for that tag, without the `sha256:` prefix.\n"
-        );
-
-        let _ = writeln!(w, "## Sizes\n");
-        match previous {
-            Some(previous) => {
-                let _ = writeln!(
-                    w,
-                    "Compared with {}. Flagged: over {} MB, or grown by more than {:.0} %.\n",
-                    previous.version,
-                    SIZE_LIMIT / 1_000_000,
-                    GROWTH_LIMIT * 100.0
-                );
-            }
-            None => {
-                let _ = writeln!(
-                    w,
-                    "No earlier release to compare with. Flagged: over {} MB.\n",
-                    SIZE_LIMIT / 1_000_000
-                );
-            }
-        }
-        let flags = self.size_flags(previous);
-        let _ = writeln!(
-            w,
-            "| PHP | Platform | Size | Previous | Change | |\n|---|---|---:|---:|---:|---|"
-        );
-        for image in &self.images {
-            for platform in &image.platforms {
-                let before = previous
-                    .and_then(|p| p.images.iter().find(|i| i.php == image.php))
-                    .and_then(|i| i.platforms.iter().find(|p| p.platform == platform.platform))
-                    .map(|p| p.size);
-                let change = before
-                    .and_then(|b| growth(b, platform.size))
-                    .map(|g| format!("{:+.1} %", g * 100.0))
-                    .unwrap_or_else(|| "new".to_owned());
-                let flag = flags
-                    .iter()
-                    .find(|f| f.php == image.php && f.platform == platform.platform)
-                    .map(|f| format!("⚠ {}", f.why))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    w,
-                    "| {} | {} | {} | {} | {change} | {flag} |",
-                    image.php,
-                    platform.platform,
-                    megabytes(platform.size),
-                    before.map(megabytes).unwrap_or_else(|| "–".to_owned())
-                );
-            }
-        }
-        let _ = writeln!(w);
-
-        let eol: Vec<&ImageRecord> = self
-            .images
-            .iter()
-            .filter(|i| i.end_of_life.is_some())
-            .collect();
-        if !eol.is_empty() {
-            let _ = writeln!(w, "## End of life\n");
-            for image in eol {
-                let _ = writeln!(
-                    w,
-                    "- PHP {}: {}",
-                    image.php,
-                    image.end_of_life.as_deref().unwrap_or_default()
-                );
-            }
-            let _ = writeln!(w);
-        }
-        if !self.skipped.is_empty() {
-            let _ = writeln!(w, "## Tags not moved\n");
-            for skipped in &self.skipped {
-                let _ = writeln!(w, "- {}", skipped.reason);
-            }
-            let _ = writeln!(w);
-        }
-        let _ = writeln!(
-            w,
-            "## Base images\n\n| PHP | Base | Digest |\n|---|---|---|"
-        );
-        for base in &self.bases {
-            let name = base.reference.split('@').next().unwrap_or(&base.reference);
-            let _ = writeln!(w, "| {} | `{name}` | `{}` |", base.php, base.digest);
-        }
-        let _ = writeln!(w);
-        for republish in &self.republished {
-            let _ = writeln!(
-                w,
-                "## Republished {}\n\n{}\n\n| Reference | Old digest | New digest |\n|---|---|---|",
-                republish.date, republish.reason
-            );
-            for change in &republish.changes {
-                let _ = writeln!(
-                    w,
-                    "| `{}` | `{}` | `{}` |",
-                    change.reference, change.old, change.new
-                );
-            }
-            let _ = writeln!(
-                w,
-                "\nThe old digests stay pullable: `docker pull REPOSITORY@OLD_DIGEST`.\n"
-            );
-        }
-        md.trim_end().to_owned() + "\n"
-    }
-
-    /// Writes the JSON and the page generated from it.
-    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let json = ReleaseNotes::json_path(dir, &self.version);
-        std::fs::write(&json, self.to_json())
-            .with_context(|| format!("writing {}", json.display()))?;
-        let previous = self.previous_in(dir)?;
-        let page = ReleaseNotes::page_path(dir, &self.version);
-        std::fs::write(&page, self.render_page(previous.as_ref()))
-            .with_context(|| format!("writing {}", page.display()))?;
-        Ok((json, page))
-    }
+/// The newest release in `dir` older than `notes`: what sizes are compared with.
+pub fn previous_in(notes: &ReleaseNotes, dir: &Path) -> anyhow::Result<Option<ReleaseNotes>> {
+    Ok(all_in(dir)?
+        .into_iter()
+        .filter(|other| other.version < notes.version)
+        .max_by(|a, b| a.version.cmp(&b.version)))
 }
 
-/// Every release's notes in `dir`.
-pub fn all_in(dir: &Path) -> anyhow::Result<Vec<ReleaseNotes>> {
-    let mut all = Vec::new();
-    if !dir.exists() {
-        return Ok(all);
-    }
-    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let path = entry?.path();
-        let is_release = path.extension().is_some_and(|e| e == "json")
-            && path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .is_some_and(|s| s.parse::<ReleaseVersion>().is_ok());
-        if is_release {
-            all.push(ReleaseNotes::load(&path)?);
+/// The size `previous` recorded for the same line and platform.
+fn previous_size(previous: Option<&ReleaseNotes>, php: PhpLine, platform: &str) -> Option<u64> {
+    let image = previous?.images.iter().find(|i| i.php == php)?;
+    let record = image.platforms.iter().find(|p| p.platform == platform)?;
+    Some(record.size)
+}
+
+/// Sizes over the limit or grown by more than 10 % since `previous`.
+pub fn size_flags(notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -> Vec<SizeFlag> {
+    let mut flags = Vec::new();
+    for image in &notes.images {
+        for platform in &image.platforms {
+            let before = previous.zip(previous_size(previous, image.php, &platform.platform));
+            let before = before.map(|(p, size)| (p.version.clone(), size));
+            let mut why = Vec::new();
+            if platform.size > SIZE_LIMIT {
+                why.push(format!("over {} MB", SIZE_LIMIT / 1_000_000));
+            }
+            if let Some((_, old)) = &before {
+                if let Some(growth) = growth(*old, platform.size).filter(|g| *g > GROWTH_LIMIT) {
+                    why.push(format!("grew {:.1} %", growth * 100.0));
+                }
+            }
+            if !why.is_empty() {
+                flags.push(SizeFlag {
+                    php: image.php,
+                    platform: platform.platform.clone(),
+                    size: platform.size,
+                    previous: before,
+                    why: why.join(", "),
+                });
+            }
         }
+    }
+    flags
+}
+
+/// The page a user reads, generated from `notes` alone (plus the previous release's for sizes).
+pub fn render_page(notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -> String {
+    let mut md = String::new();
+    page(&mut md, notes, previous).expect("writing to a String cannot fail");
+    md.trim_end().to_owned() + "\n"
+}
+
+fn page(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -> fmt::Result {
+    let platforms: Vec<&str> = notes
+        .images
+        .first()
+        .map(|i| i.platforms.iter().map(|p| p.platform.as_str()).collect())
+        .unwrap_or_default();
+    header(w, notes, &platforms)?;
+    registries(w, notes, &platforms)?;
+    pull_and_verify(w, notes)?;
+    sizes(w, notes, previous)?;
+    end_of_life_and_skipped(w, notes)?;
+    bases(w, notes)?;
+    for republish in &notes.republished {
+        republished(w, republish)?;
+    }
+    Ok(())
+}
+
+fn header(w: &mut String, notes: &ReleaseNotes, platforms: &[&str]) -> fmt::Result {
+    let version = &notes.version;
+    writeln!(w, "<!-- Generated from {version}.json by `cargo xtask notes {version}`: edit the JSON, not this page. -->")?;
+    writeln!(w, "# {} {version}\n", notes.image)?;
+    let kind = if notes.prerelease {
+        "Prerelease"
+    } else {
+        "Release"
+    };
+    writeln!(
+        w,
+        "{kind} of {version}, built from revision `{}` (committed {}), published {}.\n",
+        notes.revision, notes.created, notes.date
+    )?;
+    writeln!(
+        w,
+        "Every tag below is an index for {}; the same digest is served by every registry. \
+         Attestations: {}.\n",
+        platforms.join(" and "),
+        attestations_name(notes)
+    )
+}
+
+/// `provenance` or `none`, as the matrix spells it.
+fn attestations_name(notes: &ReleaseNotes) -> String {
+    serde_json::to_value(notes.attestations)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn registries(w: &mut String, notes: &ReleaseNotes, platforms: &[&str]) -> fmt::Result {
+    for (n, registry) in std::iter::once(&notes.canonical)
+        .chain(&notes.mirrors)
+        .enumerate()
+    {
+        let role = if n == 0 { "canonical" } else { "mirror" };
+        writeln!(w, "## {registry}/{} ({role})\n", notes.image)?;
+        write!(w, "| Tag | Index digest |")?;
+        for platform in platforms {
+            write!(w, " {platform} |")?;
+        }
+        writeln!(w, "\n|---|---|{}", "---:|".repeat(platforms.len()))?;
+        for reference in notes.references.iter().filter(|r| &r.registry == registry) {
+            write!(w, "| `{}` | `{}` |", reference.tag, reference.digest)?;
+            for platform in platforms {
+                let size = reference
+                    .platforms
+                    .iter()
+                    .find(|p| p.platform == *platform)
+                    .map(|p| megabytes(p.size));
+                write!(w, " {} |", size.as_deref().unwrap_or("missing"))?;
+            }
+            writeln!(w)?;
+        }
+        writeln!(w)?;
+    }
+    writeln!(
+        w,
+        "Sizes are compressed: what a pull downloads for that platform.\n"
+    )
+}
+
+fn pull_and_verify(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    writeln!(w, "## Pull by digest\n")?;
+    writeln!(
+        w,
+        "A tag can move; a digest cannot. To pin exactly what this release published:\n"
+    )?;
+    writeln!(w, "```sh")?;
+    for image in &notes.images {
+        writeln!(
+            w,
+            "docker pull {}/{}@{}   # PHP {}",
+            notes.canonical, notes.image, image.digest, image.php
+        )?;
+    }
+    writeln!(w, "```\n")?;
+    writeln!(w, "## Verify\n")?;
+    writeln!(
+        w,
+        "The digest is the sha256 of the index bytes the registry serves, in any registry above:\n"
+    )?;
+    let example = notes
+        .references
+        .first()
+        .map(|r| r.reference.to_string())
+        .unwrap_or_default();
+    writeln!(w, "```sh")?;
+    writeln!(
+        w,
+        "docker buildx imagetools inspect --raw {example} | sha256sum"
+    )?;
+    writeln!(w, "skopeo inspect --raw docker://{example} | sha256sum")?;
+    writeln!(w, "```\n")?;
+    writeln!(
+        w,
+        "Both print the digest listed for that tag, without the `sha256:` prefix.\n"
+    )
+}
+
+fn sizes(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -> fmt::Result {
+    writeln!(w, "## Sizes\n")?;
+    match previous {
+        Some(previous) => writeln!(
+            w,
+            "Compared with {}. Flagged: over {} MB, or grown by more than {:.0} %.\n",
+            previous.version,
+            SIZE_LIMIT / 1_000_000,
+            GROWTH_LIMIT * 100.0
+        )?,
+        None => writeln!(
+            w,
+            "No earlier release to compare with. Flagged: over {} MB.\n",
+            SIZE_LIMIT / 1_000_000
+        )?,
+    }
+    let flags = size_flags(notes, previous);
+    writeln!(
+        w,
+        "| PHP | Platform | Size | Previous | Change | |\n|---|---|---:|---:|---:|---|"
+    )?;
+    for image in &notes.images {
+        for platform in &image.platforms {
+            let before = previous_size(previous, image.php, &platform.platform);
+            let change = before
+                .and_then(|b| growth(b, platform.size))
+                .map(|g| format!("{:+.1} %", g * 100.0))
+                .unwrap_or_else(|| "new".to_owned());
+            let flag = flags
+                .iter()
+                .find(|f| f.php == image.php && f.platform == platform.platform)
+                .map(|f| format!("⚠ {}", f.why))
+                .unwrap_or_default();
+            writeln!(
+                w,
+                "| {} | {} | {} | {} | {change} | {flag} |",
+                image.php,
+                platform.platform,
+                megabytes(platform.size),
+                before.map(megabytes).unwrap_or_else(|| "–".to_owned())
+            )?;
+        }
+    }
+    writeln!(w)
+}
+
+fn end_of_life_and_skipped(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    let eol: Vec<(&PhpLine, &str)> = notes
+        .images
+        .iter()
+        .filter_map(|i| Some((&i.php, i.end_of_life.as_deref()?)))
+        .collect();
+    if !eol.is_empty() {
+        writeln!(w, "## End of life\n")?;
+        for (php, why) in eol {
+            writeln!(w, "- PHP {php}: {why}")?;
+        }
+        writeln!(w)?;
+    }
+    if !notes.skipped.is_empty() {
+        writeln!(w, "## Tags not moved\n")?;
+        for skipped in &notes.skipped {
+            writeln!(w, "- {}", skipped.reason)?;
+        }
+        writeln!(w)?;
+    }
+    Ok(())
+}
+
+fn bases(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    writeln!(
+        w,
+        "## Base images\n\n| PHP | Base | Digest |\n|---|---|---|"
+    )?;
+    for base in &notes.bases {
+        // The digest has its own column; the name is what a reader recognises.
+        let repository = base.reference.repository();
+        let name = match base.reference.tag() {
+            Some(tag) => repository.tagged(tag).to_string(),
+            None => repository.to_string(),
+        };
+        writeln!(w, "| {} | `{name}` | `{}` |", base.php, base.digest)?;
+    }
+    writeln!(w)
+}
+
+fn republished(w: &mut String, republish: &Republish) -> fmt::Result {
+    writeln!(
+        w,
+        "## Republished {}\n\n{}\n\n| Reference | Old digest | New digest |\n|---|---|---|",
+        republish.date, republish.reason
+    )?;
+    for change in &republish.changes {
+        writeln!(
+            w,
+            "| `{}` | `{}` | `{}` |",
+            change.reference, change.old, change.new
+        )?;
+    }
+    writeln!(
+        w,
+        "\nThe old digests stay pullable: `docker pull REPOSITORY@OLD_DIGEST`.\n"
+    )
+}
+
+/// Writes the JSON and the page generated from it.
+pub fn write(notes: &ReleaseNotes, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = ReleaseNotes::json_path(dir, &notes.version);
+    std::fs::write(&json, notes.to_json())
+        .with_context(|| format!("writing {}", json.display()))?;
+    let previous = previous_in(notes, dir)?;
+    let page = ReleaseNotes::page_path(dir, &notes.version);
+    std::fs::write(&page, render_page(notes, previous.as_ref()))
+        .with_context(|| format!("writing {}", page.display()))?;
+    Ok((json, page))
+}
+
+/// Every release's notes in `dir`, oldest first. A missing directory is an error (a typo in `--notes-dir` must
+/// not pass a check), and so is a `vX.Y.Z.json` whose `version` is another release.
+pub fn all_in(dir: &Path) -> anyhow::Result<Vec<ReleaseNotes>> {
+    if !dir.is_dir() {
+        bail!(
+            "the release notes directory {} does not exist: pass --notes-dir DIR (default release-notes, in the \
+             repository root)",
+            display_path(dir)
+        );
+    }
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        let Some(named) = path
+            .extension()
+            .is_some_and(|e| e == "json")
+            .then(|| path.file_stem()?.to_str()?.parse::<ReleaseVersion>().ok())
+            .flatten()
+        else {
+            continue;
+        };
+        let notes = ReleaseNotes::load(&path)?;
+        if notes.version != named {
+            bail!(
+                "in release notes {}: version is {}, but the file is named for {named}: rename the file, or \
+                 restore its version",
+                display_path(&path),
+                notes.version
+            );
+        }
+        all.push(notes);
     }
     all.sort_by(|a, b| a.version.cmp(&b.version));
     Ok(all)
@@ -436,7 +374,7 @@ pub fn megabytes(bytes: u64) -> String {
 #[derive(Args, Debug)]
 pub struct NotesCmd {
     /// The release whose page to write (default: every release in the notes directory)
-    version: Option<String>,
+    version: Option<ReleaseVersion>,
     /// Fail, showing the difference, when a page is not what its JSON generates
     #[arg(long)]
     check: bool,
@@ -450,31 +388,37 @@ impl NotesCmd {
         let dir = project_root().join(&self.notes_dir);
         let mut releases = all_in(&dir)?;
         if let Some(version) = &self.version {
-            let version: ReleaseVersion = version.parse()?;
-            releases.retain(|r| r.version == version);
+            releases.retain(|r| r.version == *version);
             if releases.is_empty() {
                 bail!(
                     "no {} in {}: a release writes it",
-                    ReleaseNotes::json_path(&dir, &version).display(),
+                    ReleaseNotes::json_path(&dir, version).display(),
                     display_path(&dir)
                 );
             }
         }
+        if releases.is_empty() {
+            println!("no release notes in {}", display_path(&dir));
+        }
         let mut stale = Vec::new();
         for notes in &releases {
-            let previous = notes.previous_in(&dir)?;
+            let previous = previous_in(notes, &dir)?;
             let page = ReleaseNotes::page_path(&dir, &notes.version);
-            let expected = notes.render_page(previous.as_ref());
-            let actual = std::fs::read_to_string(&page).unwrap_or_default();
-            if actual == expected {
+            let expected = render_page(notes, previous.as_ref());
+            let actual = match std::fs::read_to_string(&page) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", page.display())),
+            };
+            if actual.as_deref() == Some(expected.as_str()) {
                 continue;
             }
             if self.check {
-                stale.push(format!(
-                    "{}:\n{}",
-                    display_path(&page),
-                    first_difference(&expected, &actual)
-                ));
+                let difference = match &actual {
+                    Some(actual) => first_difference(&expected, actual),
+                    None => "  the page does not exist".to_owned(),
+                };
+                stale.push(format!("{}:\n{difference}", display_path(&page)));
             } else {
                 std::fs::write(&page, expected)
                     .with_context(|| format!("writing {}", page.display()))?;
@@ -492,28 +436,60 @@ impl NotesCmd {
     }
 }
 
-/// The first line where two texts part, as a two-line diff.
+/// The first line where two texts part, as a two-line diff. Lines are compared with their endings, so a page
+/// saved with CRLF is reported as such instead of looking identical.
 pub fn first_difference(expected: &str, actual: &str) -> String {
-    let (mut e, mut a) = (expected.lines(), actual.lines());
+    let (mut e, mut a) = (expected.split_inclusive('\n'), actual.split_inclusive('\n'));
     for n in 1.. {
         match (e.next(), a.next()) {
             (None, None) => break,
             (x, y) if x == y => continue,
-            (x, y) => {
+            (Some(x), Some(y))
+                if x.trim_end_matches(['\r', '\n']) == y.trim_end_matches(['\r', '\n']) =>
+            {
+                // Git's autocrlf or a Windows editor: worth naming, since nothing else differs.
+                let hint = if y.ends_with("\r\n") {
+                    " (core.autocrlf, or an editor that saves CRLF?)"
+                } else {
+                    ""
+                };
                 return format!(
-                    "  line {n}\n  - {}\n  + {}",
-                    y.unwrap_or("(end of file)"),
-                    x.unwrap_or("(end of file)")
-                )
+                    "  line {n}: line endings differ: expected {}, found {}{hint}\n  - {}\n  + {}",
+                    ending(x),
+                    ending(y),
+                    y.escape_debug(),
+                    x.escape_debug()
+                );
+            }
+            (x, y) => {
+                let shown = |line: Option<&str>| {
+                    line.map_or_else(
+                        || "(end of file)".to_owned(),
+                        |l| l.trim_end_matches(['\r', '\n']).to_owned(),
+                    )
+                };
+                return format!("  line {n}\n  - {}\n  + {}", shown(y), shown(x));
             }
         }
     }
     "  (identical)".to_owned()
 }
 
+/// How a line ends, in words.
+fn ending(line: &str) -> &'static str {
+    if line.ends_with("\r\n") {
+        "CRLF (\\r\\n)"
+    } else if line.ends_with('\n') {
+        "LF (\\n)"
+    } else {
+        "no line ending"
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use stack_images::{tags::TagKind, Digest, Namespace, RepoName, Tag};
 
     fn digest(seed: &str) -> Digest {
         Digest::of(seed.as_bytes())
@@ -543,12 +519,15 @@ pub mod tests {
             })
             .collect();
         let mut references = Vec::new();
-        for registry in ["ghcr.io/20i-stack", "docker.io/20istack"] {
+        let name: RepoName = "php-fpm".parse().unwrap();
+        let canonical: Namespace = "ghcr.io/20i-stack".parse().unwrap();
+        let mirror: Namespace = "docker.io/20istack".parse().unwrap();
+        for registry in [&canonical, &mirror] {
             for image in &images {
-                let tag = format!("{version}-php-{}", image.php);
+                let tag: Tag = format!("{version}-php-{}", image.php).parse().unwrap();
                 references.push(Reference {
-                    reference: format!("{registry}/php-fpm:{tag}"),
-                    registry: registry.to_owned(),
+                    reference: registry.repository(&name).tagged(&tag),
+                    registry: registry.clone(),
                     tag,
                     kind: TagKind::Pin,
                     php: image.php,
@@ -557,10 +536,11 @@ pub mod tests {
                 });
             }
             let latest = &images[1];
+            let latest_tag: Tag = "latest".parse().unwrap();
             references.push(Reference {
-                reference: format!("{registry}/php-fpm:latest"),
-                registry: registry.to_owned(),
-                tag: "latest".to_owned(),
+                reference: registry.repository(&name).tagged(&latest_tag),
+                registry: registry.clone(),
+                tag: latest_tag,
                 kind: TagKind::Latest,
                 php: latest.php,
                 digest: latest.digest.clone(),
@@ -570,13 +550,13 @@ pub mod tests {
         ReleaseNotes {
             version,
             prerelease: false,
-            revision: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+            revision: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
             date: "2026-11-25".to_owned(),
             created: "2026-11-25T10:00:00Z".to_owned(),
-            image: "php-fpm".to_owned(),
-            canonical: "ghcr.io/20i-stack".to_owned(),
-            mirrors: vec!["docker.io/20istack".to_owned()],
-            attestations: "provenance".to_owned(),
+            image: name,
+            canonical,
+            mirrors: vec![mirror],
+            attestations: stack_images::matrix::Attestations::Provenance,
             bases: lines
                 .iter()
                 .map(|php| BaseRecord {
@@ -584,7 +564,9 @@ pub mod tests {
                     reference: format!(
                         "docker.io/library/php:{php}-fpm-alpine@{}",
                         digest(&php.to_string())
-                    ),
+                    )
+                    .parse()
+                    .unwrap(),
                     digest: digest(&php.to_string()),
                 })
                 .collect(),
@@ -603,22 +585,21 @@ pub mod tests {
             date: "2026-12-01".to_owned(),
             reason: "bases rebuilt for a libxml2 fix".to_owned(),
             changes: vec![DigestChange {
-                reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".to_owned(),
+                reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".parse().unwrap(),
                 old: digest("old"),
                 new: digest("new"),
             }],
         });
         let mut settings = insta::Settings::clone_current();
         settings.add_filter(r"sha256:[0-9a-f]{64}", "sha256:[digest]");
-        settings.bind(|| insta::assert_snapshot!(notes.render_page(Some(&previous))));
+        settings.bind(|| insta::assert_snapshot!(render_page(&notes, Some(&previous))));
     }
 
     #[track_caller]
     fn check_flags(before: Option<[u64; 4]>, after: [u64; 4], expected: &[&str]) {
         let previous = before.map(|sizes| sample("v1.0.0", sizes));
         let notes = sample("v2.0.0", after);
-        let flags: Vec<String> = notes
-            .size_flags(previous.as_ref())
+        let flags: Vec<String> = size_flags(&notes, previous.as_ref())
             .iter()
             .map(|f| format!("{} {}: {}", f.php, f.platform, f.why))
             .collect();
@@ -643,6 +624,28 @@ pub mod tests {
             Some([40 * MB, 40 * MB, 40 * MB, 650 * MB]),
             [40 * MB, 40 * MB, 40 * MB, 750 * MB],
             &["8.5 linux/arm64: over 700 MB, grew 15.4 %"],
+        );
+    }
+
+    #[track_caller]
+    fn check_difference(expected: &str, actual: &str, difference: &str) {
+        assert_eq!(first_difference(expected, actual), difference);
+    }
+
+    #[test]
+    fn differences_show_line_endings() {
+        check_difference("a\nb\n", "a\nb\n", "  (identical)");
+        check_difference("a\nb\n", "a\nc\n", "  line 2\n  - c\n  + b");
+        check_difference("a\nb\n", "a\n", "  line 2\n  - (end of file)\n  + b");
+        check_difference(
+            "a\nb\n",
+            "a\r\nb\r\n",
+            "  line 1: line endings differ: expected LF (\\n), found CRLF (\\r\\n) (core.autocrlf, or an editor that saves CRLF?)\n  - a\\r\\n\n  + a\\n",
+        );
+        check_difference(
+            "a\nb\n",
+            "a\nb",
+            "  line 2: line endings differ: expected LF (\\n), found no line ending\n  - b\n  + b\\n",
         );
     }
 

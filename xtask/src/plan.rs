@@ -10,12 +10,12 @@ use serde::Serialize;
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
-    Base, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
+    Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
 };
 use xshell::Shell;
 
 use crate::{
-    inputs::{PlanInputs, PublishedFrom, ReleaseArgs},
+    inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
     table,
 };
 
@@ -24,7 +24,9 @@ use crate::{
 pub struct Plan {
     pub version: ReleaseVersion,
     pub prerelease: bool,
-    pub revision: String,
+    pub revision: CommitId,
+    /// The release the 20i launcher of this checkout pulls; `release` refuses a mismatch.
+    pub launcher: LauncherVersion,
     /// The commit time in RFC 3339: the images' `created`, so a rebuild of the same commit says the same.
     pub created: String,
     pub source_date_epoch: i64,
@@ -254,10 +256,10 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             ("title", format!("{} {}", matrix.title, tag.php)),
             ("description", matrix.description.clone()),
             ("version", tag.tag.to_string()),
-            ("revision", inputs.revision.clone()),
+            ("revision", inputs.revision.to_string()),
             ("created", created.clone()),
             ("source", matrix.source.clone()),
-            ("base.name", base.reference.clone()),
+            ("base.name", base.reference.to_string()),
             ("base.digest", base.digest.to_string()),
         ]
         .into_iter()
@@ -271,7 +273,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             dockerfile: dockerfile.clone(),
             build_args: BTreeMap::from([
                 ("PHP_VERSION".to_owned(), tag.php.to_string()),
-                ("PHP_BASE".to_owned(), base.reference.clone()),
+                ("PHP_BASE".to_owned(), base.reference.to_string()),
                 (
                     "SOURCE_DATE_EPOCH".to_owned(),
                     inputs.commit_time.to_string(),
@@ -372,6 +374,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         version: version.clone(),
         prerelease: version.is_prerelease(),
         revision: inputs.revision.clone(),
+        launcher: inputs.launcher.clone(),
         created,
         source_date_epoch: inputs.commit_time,
         image: matrix.image.clone(),
@@ -382,7 +385,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         published,
         bases: BasesUsed {
             lock: inputs.bases_path.clone(),
-            source: inputs.bases.source.clone(),
+            source: inputs.bases.source.to_string(),
             read_on: inputs.bases.read_on.clone(),
         },
         builds,
@@ -512,7 +515,8 @@ impl Plan {
         let mut registries = vec![format!("{} (canonical)", self.canonical)];
         registries.extend(self.mirrors.iter().map(|m| format!("{m} (mirror)")));
         let header = vec![
-            vec!["revision".to_owned(), self.revision.clone()],
+            vec!["revision".to_owned(), self.revision.to_string()],
+            vec!["launcher".to_owned(), self.launcher.describe(&self.version)],
             vec![
                 "created".to_owned(),
                 format!(
@@ -553,7 +557,12 @@ impl Plan {
                 format!(
                     "{}:{}",
                     self.bases.source.rsplit('/').next().unwrap_or("php"),
-                    tag_of(&build.base.reference)
+                    build
+                        .base
+                        .reference
+                        .tag()
+                        .map(|t| t.as_str())
+                        .unwrap_or_default()
                 ) + &format!("@{}", build.base.digest.short()),
                 if build.end_of_life.is_some() {
                     "end of life upstream".to_owned()
@@ -627,12 +636,6 @@ impl Plan {
         }
         out
     }
-}
-
-/// `tag` of `source:tag@digest`.
-fn tag_of(reference: &str) -> &str {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    without_digest.rsplit(':').next().unwrap_or(without_digest)
 }
 
 /// `cargo xtask plan`.

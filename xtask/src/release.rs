@@ -11,6 +11,7 @@ use crate::{
     display_path,
     execute::{self, Executor, Mode, Outcome},
     inputs::ReleaseArgs,
+    lock::ReleaseLock,
     notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
     plan::{self, Plan},
     project_root, split, table,
@@ -98,7 +99,9 @@ impl ReleaseCmd {
             dirs,
         }) = self.merge
         {
-            let plan = plan::compute(&release.gather(sh)?)?;
+            let inputs = release.gather(sh)?;
+            inputs.require_launcher_version()?;
+            let plan = plan::compute(&inputs)?;
             let sources = split::merge_sources(&plan, &digests_files)?;
             let plan = plan.assembling(&sources)?;
             let work_dir = dirs.work_dir(&plan);
@@ -112,6 +115,8 @@ impl ReleaseCmd {
             .release
             .context("a version is required: cargo xtask release vX.Y.Z")?;
         let inputs = release.gather(sh)?;
+        // Before preflight touches docker, and for the dry run too: it shows what the release would do.
+        inputs.require_launcher_version()?;
         let plan = plan::compute(&inputs)?;
         let work_dir = self.dirs.work_dir(&plan);
         if let Some(platform) = &self.platform {
@@ -151,7 +156,7 @@ pub fn print_commands(plan: &Plan, work_dir: &std::path::Path) -> anyhow::Result
 /// Writes the notes and prints the summary.
 fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
     let notes = release_notes(plan, outcome);
-    let (json, page) = notes.write(&dirs.notes_dir())?;
+    let (json, page) = notes::write(&notes, &dirs.notes_dir())?;
     print!(
         "{}",
         summary(plan, outcome, &[display_path(&json), display_path(&page)])
@@ -161,6 +166,7 @@ fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    let _lock = ReleaseLock::acquire(plan)?;
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
     let journal = work_dir.join("commands.log");
@@ -202,10 +208,10 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         revision: plan.revision.clone(),
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         created: plan.created.clone(),
-        image: plan.image.to_string(),
-        canonical: plan.canonical.to_string(),
-        mirrors: plan.mirrors.iter().map(ToString::to_string).collect(),
-        attestations: format!("{:?}", plan.attestations).to_lowercase(),
+        image: plan.image.clone(),
+        canonical: plan.canonical.clone(),
+        mirrors: plan.mirrors.clone(),
+        attestations: plan.attestations,
         bases: plan
             .builds
             .iter()
@@ -292,14 +298,14 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
     let digests: Vec<Vec<String>> = outcome
         .references
         .iter()
-        .filter(|r| r.registry == plan.canonical.as_str())
+        .filter(|r| r.registry == plan.canonical)
         .map(|r| {
             let sizes: Vec<String> = r
                 .platforms
                 .iter()
                 .map(|p| format!("{} {}", p.platform, notes::megabytes(p.size)))
                 .collect();
-            vec![r.tag.clone(), r.digest.to_string(), sizes.join(", ")]
+            vec![r.tag.to_string(), r.digest.to_string(), sizes.join(", ")]
         })
         .collect();
     out.push_str(&table::render(&digests, "  "));

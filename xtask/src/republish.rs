@@ -64,8 +64,8 @@ impl RepublishCmd {
                 .find(|r| r.reference == reference.reference)
                 .map(|r| r.digest.clone());
             let old = old.or_else(|| {
-                let namespace = reference.registry.parse().ok()?;
-                outcome.old_pins.get(&(namespace, reference.php)).cloned()
+                let key = (reference.registry.clone(), reference.php);
+                outcome.old_pins.get(&key).cloned()
             });
             match notes
                 .references
@@ -90,7 +90,7 @@ impl RepublishCmd {
             reason: reason.to_owned(),
             changes,
         });
-        let (json, page) = notes.write(&notes_dir)?;
+        let (json, page) = crate::notes::write(&notes, &notes_dir)?;
 
         print!(
             "{}",

@@ -49,14 +49,14 @@ pub fn review<'a>(
     justifications: &'a Justifications,
 ) -> Vec<(ReleaseVersion, SizeFlag, Option<&'a Justification>)> {
     let mut out = Vec::new();
-    for (n, notes) in releases.iter().enumerate() {
+    for (n, release) in releases.iter().enumerate() {
         let previous = n.checked_sub(1).map(|p| &releases[p]);
-        for flag in notes.size_flags(previous) {
+        for flag in notes::size_flags(release, previous) {
             let justified = justifications
                 .justify
                 .iter()
-                .find(|j| j.covers(&notes.version, &flag));
-            out.push((notes.version.clone(), flag, justified));
+                .find(|j| j.covers(&release.version, &flag));
+            out.push((release.version.clone(), flag, justified));
         }
     }
     out
@@ -142,7 +142,33 @@ fn load_justifications(path: &Path) -> anyhow::Result<Justifications> {
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    Justifications::parse(&text).with_context(|| format!("in {}", display_path(path)))
+}
+
+impl Justifications {
+    /// Parses the file and refuses an entry that justifies nothing: no reason, or a platform that is not one.
+    pub fn parse(text: &str) -> anyhow::Result<Justifications> {
+        let justifications: Justifications = toml::from_str(text)?;
+        for (n, entry) in justifications.justify.iter().enumerate() {
+            let name = format!(
+                "[[justify]] entry {} (release = \"{}\")",
+                n + 1,
+                entry.release
+            );
+            if entry.reason.trim().is_empty() {
+                bail!(
+                    "{name}: reason is empty: say why the images grew, for example \
+                     reason = \"imagick added for image resizing (issue #123)\""
+                );
+            }
+            if let Some(platform) = &entry.platform {
+                stack_images::matrix::check_platform(platform).with_context(|| {
+                    format!("{name}: platform: leave it out to cover every platform")
+                })?;
+            }
+        }
+        Ok(justifications)
+    }
 }
 
 #[cfg(test)]
@@ -159,7 +185,7 @@ mod tests {
             sample("v1.1.0", [40 * MB, 50 * MB, 40 * MB, 40 * MB]),
             sample("v2.0.0", [40 * MB, 50 * MB, 40 * MB, 800 * MB]),
         ];
-        let justifications: Justifications = toml::from_str(justifications).unwrap();
+        let justifications = Justifications::parse(justifications).unwrap();
         let reviewed: Vec<String> = review(&releases, &justifications)
             .iter()
             .map(|(v, f, j)| {
@@ -172,6 +198,45 @@ mod tests {
             })
             .collect();
         assert_eq!(reviewed, expected);
+    }
+
+    #[track_caller]
+    fn check_invalid(justifications: &str, expected: &str) {
+        let error = format!("{:#}", Justifications::parse(justifications).unwrap_err());
+        assert!(error.contains(expected), "`{error}` lacks `{expected}`");
+    }
+
+    #[test]
+    fn justifications_that_justify_nothing_are_refused() {
+        let empty = "reason is empty: say why the images grew, for example reason = ";
+        check_invalid(
+            "[[justify]]\nrelease = \"v2.0.0\"\nreason = \"\"\n",
+            &format!("[[justify]] entry 1 (release = \"v2.0.0\"): {empty}"),
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"v1.0.0\"\nreason = \"x\"\n[[justify]]\nrelease = \"v2.0.0\"\nreason = \" \\n\\t\"\n",
+            &format!("[[justify]] entry 2 (release = \"v2.0.0\"): {empty}"),
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"v2.0.0\"\nplatform = \"arm64\"\nreason = \"x\"\n",
+            "[[justify]] entry 1 (release = \"v2.0.0\"): platform: leave it out to cover every platform: platform `arm64` is not of the form os/arch",
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"2.0\"\nreason = \"x\"\n",
+            "`2.0` is not a release version",
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"v2.0.0\"\nphp = \"8.5.1\"\nreason = \"x\"\n",
+            "PHP version `8.5.1` is not a PHP line: use `8.5`",
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"v2.0.0\"\n",
+            "missing field `reason`",
+        );
+        check_invalid(
+            "[[justify]]\nrelease = \"v2.0.0\"\nreason = \"x\"\nwhy = \"y\"\n",
+            "unknown field `why`",
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn build_platform(
         .collect();
     let digests = PlatformDigests {
         version: plan.version.clone(),
-        revision: plan.revision.clone(),
+        revision: plan.revision.to_string(),
         platform: platform.clone(),
         images,
     };
@@ -95,7 +95,7 @@ pub fn merge_sources(
         let digests: PlatformDigests =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
         ensure!(
-            digests.version == plan.version && digests.revision == plan.revision,
+            digests.version == plan.version && digests.revision == plan.revision.as_str(),
             "{} is from {} at {}, not {} at {}: merge the digests of this release's own build jobs",
             file.display(),
             digests.version,

@@ -1,6 +1,8 @@
 //! Integration tests of `20i` against the real Docker engine, loopback `distribution` registries and stand-in
 //! services (`make setup` provides them); every compose project a test starts is torn down by its guard.
 
+mod boundaries;
 mod harness;
+mod pin;
 mod pull;
 mod start;

@@ -86,8 +86,7 @@ fn a_pinned_digest_is_honoured_and_another_is_refused() {
 
     // `20i pin` writes the digest from the release notes into .20i-local, and the pull then honours it.
     let notes = site.home.path().join("v-notes.json");
-    let json = serde_json::json!({"registries": [{"images": [{"ref": image, "digest": digest}]}]});
-    std::fs::write(&notes, json.to_string()).unwrap();
+    std::fs::write(&notes, crate::pin::notes_json(&namespace, &digest)).unwrap();
     site.run(&["pin", "--notes", notes.to_str().unwrap()], &[])
         .ok();
     let local = std::fs::read_to_string(site.code_dir().join(".20i-local")).unwrap();
@@ -154,7 +153,7 @@ fn pull_failures_say_why_and_what_to_do() {
     let bad = site.run(&["pull"], &[("USE_PREBUILT", "yes")]);
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains(
-        "USE_PREBUILT=yes (from environment) is not valid: use true or false (or 1 or 0)"
+        "USE_PREBUILT=\"yes\" (from environment) is not valid: use true or false (or 1 or 0)"
     ));
     forget_image(&reference(&namespace, "8.1"));
 }
@@ -192,19 +191,22 @@ fn explain_shows_every_input_and_its_source_without_asking_the_registry() {
     };
     assert!(
         line("PHP_VERSION").ends_with(&format!(
-            "project {}",
+            "project {}:1",
             site.code_dir().join(".20i-local").display()
         )),
         "{out}"
     );
     assert!(
         line("USE_PREBUILT").ends_with(&format!(
-            "user config {}",
+            "user config {}:2",
             site.home.path().join(".20i/config").display()
         )),
         "{out}"
     );
-    assert!(line("IMAGE_REGISTRY").ends_with("command line"), "{out}");
+    assert!(
+        line("IMAGE_REGISTRY").ends_with("command line (--registry)"),
+        "{out}"
+    );
     assert!(line("HOST_PORT").ends_with("environment"), "{out}");
     assert!(line("STACK_RELEASE").contains("this launcher"), "{out}");
     assert!(line("MYSQL_PASSWORD").contains("(set, not shown)"), "{out}");

@@ -33,11 +33,11 @@ fn refresh_pins_what_the_registry_serves_and_fails_whole() -> anyhow::Result<()>
         String::from_utf8_lossy(&output.stderr)
     );
     let lock = BaseLock::load(&lock_path)?;
-    assert_eq!(lock.source, source);
+    assert_eq!(lock.source.to_string(), source);
     for (line, digest) in LINES.iter().zip(&pushed) {
         let locked = &lock.lines[&line.parse::<PhpLine>()?];
         assert_eq!(locked.digest.as_str(), digest, "PHP {line}");
-        assert_eq!(locked.tag, format!("{line}-fpm-alpine"));
+        assert_eq!(locked.tag.to_string(), format!("{line}-fpm-alpine"));
     }
 
     // A second refresh with nothing changed reports every line unchanged.

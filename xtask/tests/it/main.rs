@@ -1,6 +1,7 @@
 //! Tests of the xtask binary as a maintainer runs it; those that push use registries on 127.0.0.1.
 
 mod bases;
+mod boundaries;
 mod dry_run;
 mod help;
 mod injection;

@@ -117,6 +117,8 @@ impl Setup {
             "0123456789abcdef0123456789abcdef01234567",
             "--time",
             "2026-11-25T10:00:00Z",
+            // These releases are v1.9.5, v2.0.0, v2.1.0-rc.1 …, not the workspace's version.
+            "--allow-version-mismatch",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -370,6 +372,53 @@ fn second_release_of_the_same_version_fails_and_changes_nothing() -> anyhow::Res
         std::fs::read_to_string(setup.notes_dir().join("v2.0.0.json"))?,
         notes_before
     );
+    Ok(())
+}
+
+#[test]
+fn two_releases_of_one_version_started_together_publish_the_first_ones_pins() -> anyhow::Result<()>
+{
+    let setup = Setup::new()?;
+    let locks = tempfile::tempdir()?;
+    let start = |work: &str| {
+        let args = with_flag(
+            setup.release_args("v2.0.0", "v1.0.0", &[]),
+            "--work-dir",
+            work,
+        );
+        setup
+            .xtask_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+            .env("STACK_RELEASE_LOCK_DIR", locks.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting a release")
+    };
+    let first_work = setup.dir.path().join("work-first").display().to_string();
+    let second_work = setup.dir.path().join("work-second").display().to_string();
+    let first = start(&first_work);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = start(&second_work).wait_with_output();
+    let first = first.wait_with_output()?;
+    let second = second?;
+
+    assert_ok(&first);
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("another release of v2.0.0 to") && stderr.contains("nothing was changed"),
+        "{stderr}"
+    );
+    assert!(
+        !Path::new(&second_work).join("commands.log").exists(),
+        "the second release ran no docker command"
+    );
+    // Every tag in both registries serves what the first release recorded.
+    let notes = notes(&setup.notes_dir(), "v2.0.0");
+    for (reference, digest) in setup.all_tags() {
+        let recorded = recorded(&notes, &reference);
+        assert_eq!(digest.map(|d| d.to_string()), recorded, "{reference}");
+    }
     Ok(())
 }
 
