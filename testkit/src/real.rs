@@ -347,7 +347,8 @@ pub fn php_fpm_real_dockerfile() -> PathBuf {
 
 /// `images/php-fpm`: the real image's build context, which the stand-in Dockerfile builds from too.
 pub fn php_fpm_context() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/php-fpm")
+    let testkit = Path::new(env!("CARGO_MANIFEST_DIR"));
+    testkit.parent().unwrap_or(testkit).join("images/php-fpm")
 }
 
 /// The build arguments the release passes to images/php-fpm/Dockerfile, for the stand-in over `base`.
