@@ -427,9 +427,12 @@ pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<Image
             local.as_str(),
             remote.as_str(),
         ]))?;
-        docker
+        let pushed = docker
             .run(&DockerCommand::new(["push", "--quiet", remote.as_str()]))
-            .with_context(|| format!("pushing {remote}"))?;
+            .with_context(|| format!("pushing {remote}"));
+        // The registry's name was only needed for the push: the local store keeps the stand-in's own tag.
+        let _ = docker.run(&DockerCommand::new(["image", "rm", remote.as_str()]));
+        pushed?;
         platform_refs.push(remote);
     }
     let index = repository.tagged(&line.to_string().parse()?);
@@ -485,6 +488,8 @@ pub fn push_php_fpm(
             .with_context(|| format!("building and pushing {image}"))
     })?;
     let _ = std::fs::remove_file(&log);
+    // The docker driver also keeps what it pushed in the local store, under the registry's name: not wanted here.
+    let _ = Docker::new()?.run(&DockerCommand::new(["image", "rm", &image.to_string()]));
     eprintln!(
         "real stand-in {image}: two platforms built and pushed in {:.0?}",
         started.elapsed()
@@ -553,10 +558,14 @@ fn ensure_image(
 ) -> anyhow::Result<()> {
     let docker = Docker::new()?;
     with_build_lock(|| {
+        let saved = saved_dir().join(format!("{}.tar", tag.replace(['/', ':'], "_")));
         if image_present(&docker, tag)? {
+            // Made before the cache was kept, or the cache was wiped: seconds now, minutes on a fresh store.
+            if !saved.is_file() {
+                save(&docker, tag, &saved);
+            }
             return Ok(());
         }
-        let saved = saved_dir().join(format!("{}.tar", tag.replace(['/', ':'], "_")));
         if saved.is_file() {
             let started = Instant::now();
             let load =

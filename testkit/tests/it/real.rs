@@ -420,5 +420,12 @@ fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_o
         "-r",
         "echo php_uname('m'), ' ', extension_loaded('gd') ? 'gd' : 'no-gd';",
     ]);
+    // `docker run` pulled it into the local store; the registry goes away with the test, so does its image.
+    let _ = docker().run(&DockerCommand::new([
+        "image",
+        "rm",
+        "--force",
+        standin.as_str(),
+    ]));
     assert_eq!(machine, "aarch64 gd");
 }
