@@ -34,7 +34,7 @@ use crate::Registry;
 pub const RECIPE_VERSION: u32 = 1;
 
 /// Where the stand-ins are tagged in the local image store.
-const LOCAL_NAMESPACE: &str = "20i-test/fixtures";
+pub const LOCAL_NAMESPACE: &str = "20i-test/fixtures";
 
 /// A CPU architecture a stand-in is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +45,14 @@ pub enum Arch {
 
 impl Arch {
     pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// This machine's architecture, which runs its stand-ins without emulation (amd64 elsewhere).
+    pub fn host() -> Arch {
+        match std::env::consts::ARCH {
+            "aarch64" => Arch::Arm64,
+            _ => Arch::Amd64,
+        }
+    }
 
     /// Debian's name, which is also docker's architecture name.
     pub fn debian(self) -> &'static str {
@@ -150,13 +158,14 @@ impl Rootfs {
         })
     }
 
-    /// Debian's nginx with the official image's template rendering (`debian-nginx/`), `wget` for the health check.
+    /// Debian's nginx with the official image's template rendering (`debian-nginx/`), `wget` for the health check;
+    /// for this machine's architecture.
     pub fn nginx() -> Rootfs {
         Rootfs {
             name: "nginx-real-standin",
             label: Suite::Bookworm.name().into(),
             suite: Suite::Bookworm,
-            arch: Arch::Amd64,
+            arch: Arch::host(),
             packages: vec!["nginx", "gettext-base", "wget"],
             hooks: vec![(COMMON_HOOK, vec![]), ("debian-nginx/customize.sh", vec![])],
             changes: vec![
@@ -169,13 +178,14 @@ impl Rootfs {
         }
     }
 
-    /// Debian's MariaDB with the official image's first-start variables and health check (`debian-mariadb/`).
+    /// Debian's MariaDB with the official image's first-start variables and health check (`debian-mariadb/`);
+    /// for this machine's architecture.
     pub fn mariadb() -> Rootfs {
         Rootfs {
             name: "mariadb-real-standin",
             label: Suite::Bookworm.name().into(),
             suite: Suite::Bookworm,
-            arch: Arch::Amd64,
+            arch: Arch::host(),
             packages: vec!["mariadb-server", "mariadb-client"],
             hooks: vec![
                 (COMMON_HOOK, vec![]),
@@ -330,12 +340,12 @@ pub fn php_base(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
     Rootfs::php_base(line, arch)?.ensure()
 }
 
-/// The nginx stand-in (linux/amd64), built if needed.
+/// The nginx stand-in for this machine, built if needed.
 pub fn nginx() -> anyhow::Result<String> {
     Rootfs::nginx().ensure()
 }
 
-/// The MariaDB stand-in (linux/amd64), built if needed.
+/// The MariaDB stand-in for this machine, built if needed.
 pub fn mariadb() -> anyhow::Result<String> {
     Rootfs::mariadb().ensure()
 }
