@@ -8,7 +8,8 @@
 //! `<inputs>` hashes everything that decides its content except the archive's own state (suite, architecture,
 //! packages, the hooks' bytes, the import settings, [`RECIPE_VERSION`]): a second run finds it in the local image
 //! store and builds nothing. The PHP-FPM stand-in proper is `testkit/standins/php-fpm-real/Dockerfile` built over
-//! such a base with `images/php-fpm` as its context, cached the same way.
+//! such a base with `images/php-fpm` as its context, cached the same way. Every stand-in is also kept as a
+//! `docker save` tarball in [`saved_dir`], from which an emptied image store refills in seconds, not minutes.
 //!
 //! Builds are serialised (in this process by a mutex, across processes by a lock file): two builds of the same
 //! root file system at once would only double the work on a shared machine.
@@ -110,13 +111,13 @@ pub fn php_suite(line: PhpLine) -> anyhow::Result<Suite> {
 /// What makes one stand-in's root file system and image; its tag is derived from all of it.
 #[derive(Clone, Debug)]
 pub struct Rootfs {
-    /// Repository name under [`LOCAL_NAMESPACE`], ending in `-standin`.
+    /// Repository name under [`LOCAL_NAMESPACE`], ending in `-standin` (`<name>-standin` above).
     pub name: &'static str,
     /// The start of the tag, before the architecture: `8.2`, `bookworm`.
     pub label: String,
     pub suite: Suite,
     pub arch: Arch,
-    pub packages: Vec<&'static str>,
+    pub packages: Vec<String>,
     /// Customize hooks, in order: a script under `testkit/standins/` and its arguments after the root directory.
     pub hooks: Vec<(&'static str, Vec<String>)>,
     /// Dockerfile-like instructions given to `docker import --change`.
@@ -138,10 +139,7 @@ impl Rootfs {
             label: line.to_string(),
             suite,
             arch,
-            packages: vec![match line {
-                PhpLine { major: 8, minor: 2 } => "php8.2-fpm",
-                _ => "php8.4-fpm",
-            }],
+            packages: vec![format!("php{line}-fpm")],
             hooks: vec![
                 (COMMON_HOOK, vec![]),
                 ("debian-php/customize.sh", vec![line.to_string()]),
@@ -166,7 +164,7 @@ impl Rootfs {
             label: Suite::Bookworm.name().into(),
             suite: Suite::Bookworm,
             arch: Arch::host(),
-            packages: vec!["nginx", "gettext-base", "wget"],
+            packages: ["nginx", "gettext-base", "wget"].map(String::from).into(),
             hooks: vec![(COMMON_HOOK, vec![]), ("debian-nginx/customize.sh", vec![])],
             changes: vec![
                 PATH.into(),
@@ -186,7 +184,9 @@ impl Rootfs {
             label: Suite::Bookworm.name().into(),
             suite: Suite::Bookworm,
             arch: Arch::host(),
-            packages: vec!["mariadb-server", "mariadb-client"],
+            packages: ["mariadb-server", "mariadb-client"]
+                .map(String::from)
+                .into(),
             hooks: vec![
                 (COMMON_HOOK, vec![]),
                 ("debian-mariadb/customize.sh", vec![]),
@@ -567,8 +567,12 @@ fn ensure_image(
     build: impl FnOnce(&Docker) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let docker = Docker::new()?;
+    let saved = saved_dir().join(format!("{}.tar", tag.replace(['/', ':'], "_")));
+    // The usual case needs no lock, so it never waits for another stand-in's build.
+    if saved.is_file() && image_present(&docker, tag)? {
+        return Ok(());
+    }
     with_build_lock(|| {
-        let saved = saved_dir().join(format!("{}.tar", tag.replace(['/', ':'], "_")));
         if image_present(&docker, tag)? {
             // Made before the cache was kept, or the cache was wiped: seconds now, minutes on a fresh store.
             if !saved.is_file() {
@@ -739,7 +743,7 @@ mod tests {
         check_tag_changes(|r| r.label = "8.x".into(), true);
         check_tag_changes(|r| r.arch = Arch::Arm64, true);
         check_tag_changes(|r| r.suite = Suite::Trixie, true);
-        check_tag_changes(|r| r.packages.push("wget"), true);
+        check_tag_changes(|r| r.packages.push("wget".into()), true);
         check_tag_changes(|r| r.changes.push("EXPOSE 9001".into()), true);
         check_tag_changes(|r| r.hooks[1].1 = vec!["8.4".into()], true);
         check_tag_changes(|r| r.hooks.pop().map(drop).unwrap_or(()), true);
