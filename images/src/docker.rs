@@ -245,7 +245,8 @@ pub enum Found {
     Manifest(Digest),
 }
 
-/// Runs docker commands; the only place that does.
+/// Runs docker commands; the only place that does. A clone is a second handle on the same client, journal and
+/// config, for another thread.
 pub struct Docker {
     sh: Shell,
     binary: PathBuf,
@@ -268,6 +269,17 @@ impl Docker {
             journal: None,
             config_dir: None,
         })
+    }
+
+    /// Another handle with the same client, journal and config, for another thread (a shell is not shared).
+    pub fn try_clone(&self) -> anyhow::Result<Docker> {
+        let mut docker = Docker::new()?;
+        docker.binary = self.binary.clone();
+        docker.journal = self.journal.clone();
+        if let Some(dir) = &self.config_dir {
+            docker = docker.with_config_dir(dir);
+        }
+        Ok(docker)
     }
 
     /// Runs every command with `DOCKER_CONFIG=dir`: logins made through it stay in `dir`.
@@ -309,10 +321,16 @@ impl Docker {
     }
 
     fn record(&self, command: &DockerCommand) {
+        self.record_line(&command.to_string());
+    }
+
+    /// Appends a line to the journal: what a run did that is not a docker command (an in-process registry
+    /// request), so the journal stays the whole record, in order.
+    pub fn record_line(&self, line: &str) {
         if let Some(path) = &self.journal {
             // The journal is a record, not a dependency: failing to write it must not fail the command.
             if let Ok(mut file) = OpenOptions::new().create(true).append(true).open(path) {
-                let _ = writeln!(file, "{command}");
+                let _ = writeln!(file, "{line}");
             }
         }
     }

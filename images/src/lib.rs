@@ -1,5 +1,5 @@
 //! What the xtask and the 20i launcher share: the image matrix, the tag scheme, base locks, digests, the release
-//! notes JSON, and the one door to docker.
+//! notes JSON, the one door to docker, and the in-process registry client.
 
 pub mod bases;
 mod commit;
@@ -8,6 +8,7 @@ pub mod docker;
 pub mod matrix;
 mod php_line;
 pub mod reference;
+pub mod registry;
 pub mod release_notes;
 pub mod tags;
 

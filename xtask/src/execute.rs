@@ -1,17 +1,24 @@
-//! Executes a release plan step by step, phase by phase. [`commands`] turns a step into its docker commands;
-//! the run and `--dry-run` both call it, so a dry run cannot drift from a run (a test also holds the dry run to
-//! the journal of a real one). Each step kind has one handler here that runs those commands and reads what
-//! they return.
+//! Executes a release plan step by step, phase by phase. [`actions`] turns a step into what it does at the two
+//! doors: docker commands (builds, cross-registry copies) and registry requests made in process (every manifest
+//! read, hashed here, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
+//! run cannot drift from a run (a test holds the dry run to the journal of a real one). Each step kind has one
+//! handler. The registry-bound phases run their steps concurrently, a few at a time per registry.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
+    fmt,
     path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, ensure, Context};
 use stack_images::{
-    docker::{Docker, DockerCommand, DockerError, FailureKind, Found},
+    docker::{Docker, DockerCommand, DockerError, FailureKind},
+    registry::{Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
     Digest, ImageRef, IndexSummary, Namespace, PhpLine, Repository,
 };
@@ -47,6 +54,8 @@ pub struct Outcome {
     pub reported: BTreeMap<PhpLine, Digest>,
     /// The canonical index of every line.
     pub pins: BTreeMap<PhpLine, IndexSummary>,
+    /// The exact bytes of every line's canonical pin, as read and hashed here: what a moving tag is set to.
+    pub manifests: BTreeMap<PhpLine, Manifest>,
     /// A split build: each line's single-platform image, by digest, as read back from the registry.
     pub platform_images: BTreeMap<PhpLine, ImageRef>,
     /// Compressed size of every line's platform images.
@@ -54,51 +63,112 @@ pub struct Outcome {
     /// Republish: the digest each pin had before, per registry and line.
     pub old_pins: BTreeMap<(Namespace, PhpLine), Digest>,
     /// Every reference pushed or moved, with what it now points at.
-    pub references: Vec<Reference>,
+    pub references: Vec<crate::notes::Reference>,
 }
 
-/// The digests commands name: known during a run, placeholders in a dry run (nothing is built yet).
+/// An image named by digest: known in a run, a placeholder in a dry run (nothing is built yet).
+#[derive(Debug, Clone)]
+pub enum Named {
+    Known(ImageRef),
+    Pending {
+        repository: Repository,
+        digest: String,
+    },
+}
+
+impl Named {
+    /// The reference; a run always knows its digests by the time it names them.
+    fn known(&self) -> &ImageRef {
+        match self {
+            Named::Known(reference) => reference,
+            Named::Pending { .. } => unreachable!("a run names only digests it knows"),
+        }
+    }
+}
+
+impl fmt::Display for Named {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Named::Known(reference) => write!(f, "{reference}"),
+            Named::Pending { repository, digest } => write!(f, "{repository}@{digest}"),
+        }
+    }
+}
+
+/// The digests actions name: known during a run, placeholders in a dry run.
 pub enum Names<'a> {
     Run(&'a Outcome),
     Dry,
 }
 
 impl Names<'_> {
-    fn pin(&self, php: PhpLine) -> String {
+    fn at(&self, repository: &Repository, digest: Option<&Digest>, what: String) -> Named {
         match self {
-            Names::Run(outcome) => outcome.pins[&php].digest.to_string(),
-            Names::Dry => format!("{{digest of PHP {php}}}"),
+            Names::Run(_) => Named::Known(repository.at(digest.expect("a run knows this digest"))),
+            Names::Dry => Named::Pending {
+                repository: repository.clone(),
+                digest: format!("{{digest of {what}}}"),
+            },
         }
     }
 
-    fn reported(&self, php: PhpLine, platform: &str) -> String {
+    fn outcome(&self) -> Option<&Outcome> {
         match self {
-            Names::Run(outcome) => outcome.reported[&php].to_string(),
-            Names::Dry => format!("{{digest of PHP {php} {platform}}}"),
+            Names::Run(outcome) => Some(outcome),
+            Names::Dry => None,
         }
+    }
+
+    fn pin(&self, repository: &Repository, php: PhpLine) -> Named {
+        let digest = self.outcome().map(|o| &o.pins[&php].digest);
+        self.at(repository, digest, format!("PHP {php}"))
+    }
+
+    fn reported(&self, repository: &Repository, php: PhpLine, platform: &str) -> Named {
+        let digest = self.outcome().map(|o| &o.reported[&php]);
+        self.at(repository, digest, format!("PHP {php} {platform}"))
     }
 
     /// Every platform image of a line's pin: the index's own list in a run, the plan's platforms in a dry run.
-    fn platforms(&self, plan: &Plan, php: PhpLine) -> Vec<(String, String)> {
+    fn platforms(&self, plan: &Plan, repository: &Repository, php: PhpLine) -> Vec<Named> {
         match self {
             Names::Run(outcome) => outcome.pins[&php]
                 .platforms
                 .iter()
-                .map(|p| (p.platform.clone(), p.digest.to_string()))
+                .map(|p| Named::Known(repository.at(&p.digest)))
                 .collect(),
             Names::Dry => plan
                 .platforms
                 .iter()
-                .map(|p| (p.clone(), format!("{{digest of PHP {php} {p}}}")))
+                .map(|p| self.at(repository, None, format!("PHP {php} {p}")))
                 .collect(),
         }
     }
 }
 
-/// `repository@digest` as a command argument. The digest is text because a dry run names digests it cannot
-/// know yet; in a run it is always a [`Digest`] printed.
-fn at(repository: &Repository, digest: &str) -> String {
-    format!("{repository}@{digest}")
+/// What a step does at a door: a docker command, or a registry request made in process.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Docker(DockerCommand),
+    /// Read a manifest: its exact bytes, hashed here and checked against the digest named or served.
+    Read(Named),
+    /// Store the verified bytes of the pin `from` under the tag `to`, then check the digest the registry reports.
+    Put {
+        to: ImageRef,
+        from: Named,
+    },
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Docker(command) => write!(f, "{command}"),
+            Action::Read(image) => write!(f, "registry GET manifest {image}"),
+            Action::Put { to, from } => {
+                write!(f, "registry PUT manifest {to} (the bytes of {from})")
+            }
+        }
+    }
 }
 
 fn server_version() -> DockerCommand {
@@ -124,8 +194,8 @@ fn bake_command(plan: &Plan, work_dir: &Path) -> DockerCommand {
     ])
 }
 
-/// Copies an index to `to` without rebuilding: the digest stays the same.
-fn create(to: &ImageRef, source: String) -> DockerCommand {
+/// Copies an index to `to` without rebuilding, blobs and child manifests included: the digest stays the same.
+fn create(to: &ImageRef, source: &Named) -> DockerCommand {
     DockerCommand::new([
         "buildx".to_owned(),
         "imagetools".into(),
@@ -133,19 +203,19 @@ fn create(to: &ImageRef, source: String) -> DockerCommand {
         "--progress=plain".into(),
         "--tag".into(),
         to.to_string(),
-        source,
+        source.to_string(),
     ])
 }
 
-/// The docker commands of one step, in the order its handler runs them.
-pub fn commands(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<DockerCommand> {
+/// What one step does, in the order its handler does it.
+pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<Action> {
     match step {
-        Step::Engine { .. } => vec![server_version(), builder()],
+        Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
         Step::Login { .. } => Vec::new(),
         Step::Find { pin, .. } | Step::Verify { reference: pin, .. } => {
-            vec![DockerCommand::inspect_raw(&pin.to_string())]
+            vec![Action::Read(Named::Known(pin.clone()))]
         }
-        Step::Bake { .. } => vec![bake_command(plan, work_dir)],
+        Step::Bake { .. } => vec![Action::Docker(bake_command(plan, work_dir))],
         Step::Assemble {
             php, pin, sources, ..
         } => {
@@ -160,51 +230,59 @@ pub fn commands(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec
             }
             args.extend(["--tag".to_owned(), pin.to_string()]);
             args.extend(sources.iter().map(ToString::to_string));
-            vec![DockerCommand::new(args)]
+            vec![Action::Docker(DockerCommand::new(args))]
         }
         Step::ReadBack { php, pin, .. } => {
             let read = match plan.bake_output() {
                 Some(BakeOutput::Staging { platform }) => {
                     let staging = bake::staging(plan.build(*php), platform)
                         .expect("staging references are checked when the bake file is written");
-                    at(staging.repository(), &names.reported(*php, platform))
+                    names.reported(staging.repository(), *php, platform)
                 }
                 Some(BakeOutput::ByDigest { platform }) => {
-                    at(pin.repository(), &names.reported(*php, platform))
+                    names.reported(pin.repository(), *php, platform)
                 }
-                Some(BakeOutput::Pins) | None => pin.to_string(),
+                Some(BakeOutput::Pins) | None => Named::Known(pin.clone()),
             };
-            vec![DockerCommand::inspect_raw(&read)]
+            vec![Action::Read(read)]
         }
-        Step::Copy { php, from, to, .. } | Step::Tag { php, from, to, .. } => {
-            vec![create(to, at(from.repository(), &names.pin(*php)))]
-        }
+        Step::Copy { php, from, to, .. } => vec![Action::Docker(create(
+            to,
+            &names.pin(from.repository(), *php),
+        ))],
+        Step::Tag { php, from, to, .. } => vec![Action::Put {
+            to: to.clone(),
+            from: names.pin(from.repository(), *php),
+        }],
         Step::Size { php, pin, .. } => names
-            .platforms(plan, *php)
+            .platforms(plan, pin.repository(), *php)
             .into_iter()
-            .map(|(_, digest)| DockerCommand::inspect_raw(&at(pin.repository(), &digest)))
+            .map(Action::Read)
             .collect(),
     }
 }
 
-/// Every docker command a run of `plan` makes, in order, with digests not yet known as placeholders.
-pub fn dry_run_commands(plan: &Plan, work_dir: &Path) -> Vec<DockerCommand> {
+/// Everything a run of `plan` does, in order, with digests not yet known as placeholders.
+pub fn dry_run_actions(plan: &Plan, work_dir: &Path) -> Vec<Action> {
     plan.steps
         .iter()
-        .flat_map(|step| commands(plan, step, work_dir, &Names::Dry))
+        .flat_map(|step| actions(plan, step, work_dir, &Names::Dry))
         .collect()
 }
 
+fn docker_command(action: &Action) -> &DockerCommand {
+    match action {
+        Action::Docker(command) => command,
+        other => unreachable!("a docker step's action is a docker command, not {other}"),
+    }
+}
+
 /// Docker answers and its builder can build every platform wanted.
-fn check_engine(
-    docker: &Docker,
-    commands: &[DockerCommand],
-    wanted: &[String],
-) -> anyhow::Result<()> {
-    let [version, builder] = commands else {
+fn check_engine(docker: &Docker, actions: &[Action], wanted: &[String]) -> anyhow::Result<()> {
+    let [version, builder] = actions else {
         unreachable!("an engine step runs two commands")
     };
-    let version = docker.output(version).map_err(|e| {
+    let version = docker.output(docker_command(version)).map_err(|e| {
         anyhow::Error::new(e)
             .context("the docker engine does not answer: start it (`make setup` does)")
     })?;
@@ -212,7 +290,7 @@ fn check_engine(
         "    docker engine {}",
         String::from_utf8_lossy(&version).trim()
     );
-    let builder = String::from_utf8_lossy(&docker.output(builder)?).into_owned();
+    let builder = String::from_utf8_lossy(&docker.output(docker_command(builder))?).into_owned();
     let platforms: Vec<&str> = builder
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Platforms:"))
@@ -245,73 +323,341 @@ fn check_login(registry: &Namespace) -> anyhow::Result<bool> {
     Ok(logged_in)
 }
 
-/// Runs `run`, retrying transient failures (unreachable, rate limited, a registry's 5xx) twice, after 1 s and
-/// 3 s. Callers retry only what is safe to repeat: nothing has been verified or moved on the strength of it.
+/// Runs a docker command, retrying transient failures (unreachable, rate limited, a registry's 5xx) with the
+/// shared registry policy's waits. Callers retry only what is safe to repeat: nothing has been verified or moved
+/// on the strength of it.
 pub fn with_retries<T>(run: impl Fn() -> Result<T, DockerError>) -> anyhow::Result<T> {
-    let delays = [Duration::from_secs(1), Duration::from_secs(3)];
-    let mut attempt = 0;
+    let policy = stack_images::registry::Policy::default();
+    let mut failed = 0;
     loop {
         match run() {
             Ok(value) => return Ok(value),
             Err(error)
-                if attempt < delays.len()
+                if failed + 1 < policy.attempts
                     && matches!(
                         error.kind,
                         FailureKind::Unreachable | FailureKind::RateLimited
                     ) =>
             {
+                failed += 1;
+                let wait = policy.wait_before_retry(
+                    failed,
+                    None,
+                    stack_images::registry::policy::jitter(),
+                );
                 eprintln!(
-                    "    {} ({}); retrying in {:?}",
+                    "    {} ({}); retrying in {:.1} s",
                     error.command,
                     error.kind.describe(),
-                    delays[attempt]
+                    wait.as_secs_f64()
                 );
-                std::thread::sleep(delays[attempt]);
-                attempt += 1;
+                std::thread::sleep(wait);
             }
             Err(error) => return Err(error.into()),
         }
     }
 }
 
+/// What a pin's reference holds before the release touches it.
+#[derive(Debug, Clone)]
+enum FoundPin {
+    Absent,
+    Index(IndexSummary, Manifest),
+    /// A single manifest whose bytes matched their digest: what an interrupted push of an index leaves.
+    Manifest(Digest),
+}
+
+/// What a step found or did, recorded in the outcome once its phase's steps are done.
+#[derive(Debug)]
+enum Done {
+    Nothing,
+    Found(Namespace, PhpLine, ImageRef, FoundPin),
+    Verified,
+    Copied,
+    AlreadyCopied,
+    Sized(PhpLine, Vec<(String, u64)>),
+    Moved(ImageRef),
+    LeftAlone(ImageRef),
+}
+
+/// How many requests run at once against one registry: enough to hide latency, few enough to stay polite.
+const PER_REGISTRY: usize = 4;
+
+/// What a step needs to be performed on any thread: read-only, shared.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    client: &'a RegistryClient,
+    mode: Mode,
+    outcome: &'a Outcome,
+    existing: &'a BTreeMap<(Namespace, PhpLine), (IndexSummary, Manifest)>,
+}
+
+/// A manifest read through the registry door, recorded in the journal first.
+fn read(
+    docker: &Docker,
+    client: &RegistryClient,
+    action: &Action,
+) -> Result<Manifest, RegistryError> {
+    let Action::Read(image) = action else {
+        unreachable!("a read step's action is a read, not {action}")
+    };
+    docker.record_line(&action.to_string());
+    client.get_manifest(image.known())
+}
+
 fn read_index(
     docker: &Docker,
-    command: &DockerCommand,
-    what: &ImageRef,
-) -> anyhow::Result<IndexSummary> {
-    let bytes = with_retries(|| docker.output(command))?;
-    IndexSummary::parse(&bytes).with_context(|| format!("reading the manifest of {what}"))
+    client: &RegistryClient,
+    action: &Action,
+) -> anyhow::Result<(IndexSummary, Manifest)> {
+    let manifest = read(docker, client, action)?;
+    let index = IndexSummary::parse(&manifest.bytes).with_context(|| {
+        let Action::Read(image) = action else {
+            unreachable!()
+        };
+        format!("reading the manifest of {image}")
+    })?;
+    Ok((index, manifest))
+}
+
+impl Ctx<'_> {
+    /// Performs one step of a concurrent phase; what it found is recorded afterwards, in step order.
+    fn perform(&self, docker: &Docker, step: &Step, actions: &[Action]) -> anyhow::Result<Done> {
+        match step {
+            Step::Engine { platforms, .. } => {
+                check_engine(docker, actions, platforms)?;
+                Ok(Done::Nothing)
+            }
+            Step::Login { registry, .. } => {
+                check_login(registry)?;
+                Ok(Done::Nothing)
+            }
+            Step::Find { php, pin, .. } => self.find(docker, *php, pin, &actions[0]),
+            Step::Copy { php, to, .. } => self.copy(docker, *php, to, &actions[0]),
+            Step::Verify {
+                phase,
+                php,
+                reference,
+            } => self.verify(docker, *phase, *php, reference, &actions[0]),
+            Step::Size { php, .. } => self.size(docker, *php, actions),
+            Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
+            Step::Bake { .. } | Step::Assemble { .. } | Step::ReadBack { .. } => {
+                unreachable!("build steps run one after the other")
+            }
+        }
+    }
+
+    /// What the pin holds. A read whose bytes never match their digest is an error, never taken for an
+    /// interrupted push: that would overwrite a pin.
+    fn find(
+        &self,
+        docker: &Docker,
+        php: PhpLine,
+        pin: &ImageRef,
+        action: &Action,
+    ) -> anyhow::Result<Done> {
+        let found = match read(docker, self.client, action) {
+            Ok(manifest) => match IndexSummary::parse(&manifest.bytes) {
+                Ok(index) => FoundPin::Index(index, manifest),
+                Err(_) => FoundPin::Manifest(manifest.digest),
+            },
+            Err(error) if error.kind == FailureKind::NotFound => FoundPin::Absent,
+            Err(error) => {
+                let host = pin.namespace().host();
+                let hint = match error.kind {
+                    FailureKind::DigestMismatch => format!(
+                        "every read of {pin} returned bytes that do not match their digest: nothing was changed, and \
+                         such a pin is never taken for an interrupted push; check the network and {host}, then run \
+                         again"
+                    ),
+                    FailureKind::Unauthorized if credentials::has_credentials(host).unwrap_or(false) => {
+                        format!("{host} refused the credentials docker has: run `docker login {host}` again")
+                    }
+                    _ => format!("cannot tell what {pin} holds; nothing was changed"),
+                };
+                return Err(anyhow::Error::new(error).context(hint));
+            }
+        };
+        Ok(Done::Found(
+            pin.namespace().clone(),
+            php,
+            pin.clone(),
+            found,
+        ))
+    }
+
+    fn pin_digest(&self, php: PhpLine) -> &Digest {
+        &self.outcome.pins[&php].digest
+    }
+
+    /// Copies a pin to a mirror by digest; an existing mirror pin is kept only if it is the same image.
+    fn copy(
+        &self,
+        docker: &Docker,
+        php: PhpLine,
+        to: &ImageRef,
+        action: &Action,
+    ) -> anyhow::Result<Done> {
+        let digest = self.pin_digest(php);
+        if let Some((there, _)) = self.existing.get(&(to.namespace().clone(), php)) {
+            if there.digest == *digest {
+                eprintln!("    {to} already has {}", digest.short());
+                return Ok(Done::AlreadyCopied);
+            }
+            if self.mode != Mode::Republish {
+                bail!(
+                    "{to} has {} but the canonical pin has {digest}: a pin is never overwritten; \
+                     republish the release to replace it",
+                    there.digest
+                );
+            }
+        }
+        with_retries(|| docker.run(docker_command(action)))?;
+        eprintln!("    copied {to}");
+        Ok(Done::Copied)
+    }
+
+    /// The reference serves the digest of its line's canonical pin and lists every platform.
+    fn verify(
+        &self,
+        docker: &Docker,
+        phase: Phase,
+        php: PhpLine,
+        reference: &ImageRef,
+        action: &Action,
+    ) -> anyhow::Result<Done> {
+        if phase == Phase::VerifyTags && self.outcome.left_alone.contains(reference) {
+            return Ok(Done::Nothing);
+        }
+        let expected = self.pin_digest(php);
+        let (index, _) = read_index(docker, self.client, action)?;
+        if index.digest != *expected {
+            bail!(
+                "{reference} serves {} but PHP {php}'s pin is {expected}",
+                index.digest
+            );
+        }
+        index
+            .require_platforms(&self.plan.platforms)
+            .with_context(|| format!("verifying {reference}"))?;
+        Ok(Done::Verified)
+    }
+
+    /// Compressed size of every platform image, read once from the canonical registry (mirrors hold the same).
+    fn size(&self, docker: &Docker, php: PhpLine, actions: &[Action]) -> anyhow::Result<Done> {
+        let platforms = &self.outcome.pins[&php].platforms;
+        let mut sizes = Vec::new();
+        for (platform, action) in platforms.iter().zip(actions) {
+            let manifest = read(docker, self.client, action)?;
+            let size = stack_images::digest::compressed_size(&manifest.bytes)
+                .with_context(|| format!("reading the size of PHP {php} {}", platform.platform))?;
+            sizes.push((platform.platform.clone(), size));
+        }
+        Ok(Done::Sized(php, sizes))
+    }
+
+    /// Points a moving tag at its verified pin by storing the pin's own bytes, read and hashed here, under the
+    /// tag. A republish moves only the tags that pointed at this release's old images.
+    fn tag(
+        &self,
+        docker: &Docker,
+        php: PhpLine,
+        from: &ImageRef,
+        to: &ImageRef,
+        action: &Action,
+    ) -> anyhow::Result<Done> {
+        if self.mode == Mode::Republish {
+            let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
+            let current = match self.client.get_manifest(to) {
+                Ok(manifest) => Some(manifest.digest),
+                Err(error) if error.kind == FailureKind::NotFound => None,
+                Err(error) => return Err(error.into()),
+            };
+            let follows = match (&current, old) {
+                (Some(current), Some(old)) => current == old,
+                (None, _) => to.tag() == Some(&tags::release_tag(&self.plan.version)),
+                _ => false,
+            };
+            if !follows {
+                eprintln!(
+                    "    left {to} alone: it does not point at {}'s old image",
+                    self.plan.version
+                );
+                return Ok(Done::LeftAlone(to.clone()));
+            }
+        }
+        let manifest = &self.outcome.manifests[&php];
+        // The bytes are the canonical pin's, read and hashed when it was verified; a mirror's pin has the same
+        // digest, so the same bytes.
+        ensure!(
+            manifest.digest == *self.pin_digest(php),
+            "the bytes kept for PHP {php} are not its verified pin's: nothing was moved to them"
+        );
+        docker.record_line(&action.to_string());
+        let stored = match self
+            .client
+            .put_manifest(to, &manifest.bytes, &manifest.media_type)
+        {
+            Ok(stored) => stored,
+            // The registry stored other bytes than the ones sent, every time: the tag may now serve them.
+            Err(error) if error.kind == FailureKind::DigestMismatch => {
+                return Err(anyhow::Error::new(error).context(format!(
+                    "{to} may now serve bytes that are not its pin's: they changed on the way to the registry; \
+                     run again with --resume, which sets it to the pin's bytes again and checks them"
+                )))
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("moving {to} to {}", manifest.digest.short())))
+            }
+        };
+        ensure!(
+            stored == manifest.digest,
+            "{to} was stored as {stored}, not the pin's {}",
+            manifest.digest
+        );
+        eprintln!(
+            "    {to} -> {}",
+            from.tag().map(|t| t.as_str()).unwrap_or_default()
+        );
+        Ok(Done::Moved(to.clone()))
+    }
 }
 
 pub struct Executor<'a> {
     plan: &'a Plan,
     docker: &'a Docker,
+    client: RegistryClient,
     mode: Mode,
     work_dir: PathBuf,
     outcome: Outcome,
-    /// Whether docker holds a login for each registry host, for the hints of later failures.
-    logins: BTreeMap<String, bool>,
-    /// Pins that exist already, per registry and line.
-    existing: BTreeMap<(Namespace, PhpLine), IndexSummary>,
+    /// Pins that exist already, per registry and line, with their bytes.
+    existing: BTreeMap<(Namespace, PhpLine), (IndexSummary, Manifest)>,
     /// Pins that hold a single manifest: left by an interrupted push, replaced when resuming.
     incomplete: Vec<ImageRef>,
 }
 
 impl<'a> Executor<'a> {
-    pub fn new(plan: &'a Plan, docker: &'a Docker, mode: Mode, work_dir: PathBuf) -> Executor<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        docker: &'a Docker,
+        client: RegistryClient,
+        mode: Mode,
+        work_dir: PathBuf,
+    ) -> Executor<'a> {
         Executor {
             plan,
             docker,
+            client,
             mode,
             work_dir,
             outcome: Outcome::default(),
-            logins: BTreeMap::new(),
             existing: BTreeMap::new(),
             incomplete: Vec::new(),
         }
     }
 
-    /// Runs every phase that has steps; stops at the first failure, before any later step has touched anything.
+    /// Runs every phase that has steps; stops at the first failure, saying what was done and what to do.
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(&self.work_dir)
             .with_context(|| format!("creating {}", self.work_dir.display()))?;
@@ -321,21 +667,69 @@ impl<'a> Executor<'a> {
             }
             eprintln!("==> {}", phase.name());
             let started = Instant::now();
-            let result = self
-                .phase(phase)
-                .with_context(|| format!("{} failed", phase.name()));
+            let result = self.phase(phase);
             self.outcome.timings.push((phase.name(), started.elapsed()));
-            result?;
+            if let Err(error) = result {
+                return Err(error.context(self.stopped_in(phase)));
+            }
         }
         self.record_references();
         Ok(self.outcome)
     }
 
+    /// What a failure in `phase` leaves behind, and how to finish.
+    fn stopped_in(&self, phase: Phase) -> String {
+        let name = phase.name();
+        let resume = match self.mode {
+            Mode::Release { .. }
+                if self.plan.bake_output().and_then(|o| o.platform()).is_none() =>
+            {
+                "run the same command with --resume to finish the release"
+            }
+            Mode::Republish => "run the republish again",
+            Mode::Release { .. } => "run the same command again",
+        };
+        match phase {
+            Phase::Preflight => format!("{name} failed: nothing was changed"),
+            Phase::Build | Phase::Mirror | Phase::VerifyPins | Phase::Sizes => format!(
+                "{name} failed: no moving tag was touched; pins pushed so far stay and are verified, never \
+                 overwritten, on the next run: {resume}"
+            ),
+            Phase::MoveTags => format!(
+                "{name} failed after {} of {} moving tags were set, each to a verified pin; the others are where \
+                 they were: {resume}",
+                self.outcome.moved.len(),
+                self.plan.steps_in(Phase::MoveTags).count()
+            ),
+            Phase::VerifyTags => format!(
+                "{name} failed: all {} moving tags were set to verified pins, and a check read something else \
+                 back: {resume}",
+                self.outcome.moved.len()
+            ),
+        }
+    }
+
     fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
+        if phase == Phase::Build {
+            for step in self.plan.steps_in(phase) {
+                let actions = actions(self.plan, step, &self.work_dir, &Names::Run(&self.outcome));
+                match step {
+                    Step::Bake { lines, output, .. } => {
+                        self.bake(lines, output, docker_command(&actions[0]))?
+                    }
+                    Step::Assemble { php, pin, .. } => {
+                        self.assemble(*php, pin, docker_command(&actions[0]))?
+                    }
+                    Step::ReadBack { php, pin, .. } => self.read_back(*php, pin, &actions[0])?,
+                    other => unreachable!("{other:?} is not a build step"),
+                }
+            }
+            return Ok(());
+        }
+        let done = self.concurrently(phase)?;
         let verified_before = self.outcome.verified;
-        for step in self.plan.steps_in(phase) {
-            let commands = commands(self.plan, step, &self.work_dir, &Names::Run(&self.outcome));
-            self.step(step, &commands)?;
+        for done in done {
+            self.record(done);
         }
         match phase {
             Phase::Preflight => self.after_preflight()?,
@@ -348,72 +742,102 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn step(&mut self, step: &Step, commands: &[DockerCommand]) -> anyhow::Result<()> {
-        match step {
-            Step::Engine { platforms, .. } => check_engine(self.docker, commands, platforms),
-            Step::Login { registry, .. } => {
-                let logged_in = check_login(registry)?;
-                self.logins.insert(registry.host().to_owned(), logged_in);
-                Ok(())
-            }
-            Step::Find { php, pin, .. } => self.find(*php, pin, &commands[0]),
-            Step::Bake { lines, output, .. } => self.bake(lines, output, &commands[0]),
-            Step::Assemble { php, pin, .. } => self.assemble(*php, pin, &commands[0]),
-            Step::ReadBack { php, pin, .. } => self.read_back(*php, pin, &commands[0]),
-            Step::Copy { php, to, .. } => self.copy(*php, to, &commands[0]),
-            Step::Verify {
-                phase,
-                php,
-                reference,
-            } => self.verify(*phase, *php, reference, &commands[0]),
-            Step::Size { php, .. } => self.size(*php, commands),
-            Step::Tag { php, from, to, .. } => self.tag(*php, from, to, &commands[0]),
+    /// Runs the steps of a phase at most [`PER_REGISTRY`] at a time per registry host; the first failure in step
+    /// order is the phase's, and once one failed no further step starts.
+    fn concurrently(&self, phase: Phase) -> anyhow::Result<Vec<Done>> {
+        let steps: Vec<&Step> = self.plan.steps_in(phase).collect();
+        let names = Names::Run(&self.outcome);
+        let planned: Vec<Vec<Action>> = steps
+            .iter()
+            .map(|step| actions(self.plan, step, &self.work_dir, &names))
+            .collect();
+        let mut queues: BTreeMap<String, VecDeque<usize>> = BTreeMap::new();
+        for (n, step) in steps.iter().enumerate() {
+            queues.entry(registry_of(step)).or_default().push_back(n);
         }
+        let ctx = Ctx {
+            plan: self.plan,
+            client: &self.client,
+            mode: self.mode,
+            outcome: &self.outcome,
+            existing: &self.existing,
+        };
+        let results: Vec<Mutex<Option<anyhow::Result<Done>>>> =
+            steps.iter().map(|_| Mutex::new(None)).collect();
+        let failed = AtomicBool::new(false);
+        let queues: Vec<Mutex<VecDeque<usize>>> = queues.into_values().map(Mutex::new).collect();
+        let mut workers = Vec::new();
+        for queue in &queues {
+            let count = queue
+                .lock()
+                .expect("no worker has started")
+                .len()
+                .min(PER_REGISTRY);
+            for _ in 0..count {
+                workers.push((queue, self.docker.try_clone()?));
+            }
+        }
+        std::thread::scope(|scope| {
+            for (queue, docker) in workers {
+                let (ctx, steps, planned, results, failed) =
+                    (&ctx, &steps, &planned, &results, &failed);
+                scope.spawn(move || loop {
+                    if failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Some(n) = queue.lock().expect("a worker panicked").pop_front() else {
+                        break;
+                    };
+                    let result = ctx.perform(&docker, steps[n], &planned[n]);
+                    if result.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    *results[n].lock().expect("a worker panicked") = Some(result);
+                });
+            }
+        });
+        let mut done = Vec::new();
+        for result in results {
+            match result.into_inner().expect("a worker panicked") {
+                Some(result) => done.push(result?),
+                // Not started because another step failed first; that failure comes earlier or later in order.
+                None => continue,
+            }
+        }
+        ensure!(
+            !failed.load(Ordering::SeqCst),
+            "a step failed without an error"
+        );
+        Ok(done)
     }
 
-    /// Whether the pin exists, and what it holds.
-    fn find(
-        &mut self,
-        php: PhpLine,
-        pin: &ImageRef,
-        command: &DockerCommand,
-    ) -> anyhow::Result<()> {
-        let found = with_retries(|| self.docker.find(command));
-        match found {
-            Ok(Found::Index(index)) => {
-                self.existing.insert((pin.namespace().clone(), php), index);
+    fn record(&mut self, done: Done) {
+        match done {
+            Done::Nothing => {}
+            Done::Found(namespace, php, pin, found) => match found {
+                FoundPin::Absent => {}
+                FoundPin::Index(index, manifest) => {
+                    self.existing.insert((namespace, php), (index, manifest));
+                }
+                FoundPin::Manifest(digest) => {
+                    eprintln!(
+                        "    {pin} holds a single manifest ({}): an interrupted push",
+                        digest.short()
+                    );
+                    self.incomplete.push(pin);
+                }
+            },
+            Done::Verified => self.outcome.verified += 1,
+            Done::Copied => self.outcome.copied += 1,
+            Done::AlreadyCopied => self.outcome.already_copied += 1,
+            Done::Sized(php, sizes) => {
+                for (platform, size) in sizes {
+                    self.outcome.sizes.insert((php, platform), size);
+                }
             }
-            Ok(Found::Manifest(digest)) => {
-                eprintln!(
-                    "    {pin} holds a single manifest ({}): an interrupted push",
-                    digest.short()
-                );
-                self.incomplete.push(pin.clone());
-            }
-            Ok(Found::Absent) => {}
-            Err(error) => {
-                let host = pin.namespace().host();
-                let logged_in = self.logins.get(host).copied().unwrap_or(false);
-                let kind = error.downcast_ref::<DockerError>().map(|e| e.kind);
-                let hint = match kind {
-                    Some(FailureKind::Unauthorized) if logged_in => {
-                        format!("{host} refused the credentials docker has: run `docker login {host}` again")
-                    }
-                    Some(FailureKind::Unauthorized) => {
-                        format!("{host} wants credentials: run `docker login {host}`")
-                    }
-                    Some(FailureKind::Unreachable) => {
-                        format!("{host} is unreachable: check the network, or the registry")
-                    }
-                    Some(FailureKind::RateLimited) => {
-                        format!("{host} is rate limiting: wait, then retry")
-                    }
-                    _ => format!("cannot read {pin}"),
-                };
-                return Err(error.context(hint));
-            }
+            Done::Moved(reference) => self.outcome.moved.push(reference),
+            Done::LeftAlone(reference) => self.outcome.left_alone.push(reference),
         }
-        Ok(())
     }
 
     /// What the pins found mean for this mode: a new release stops on any; a republish needs every one.
@@ -426,7 +850,7 @@ impl<'a> Executor<'a> {
                 let mut found: Vec<String> = self
                     .existing
                     .iter()
-                    .map(|((ns, php), i)| {
+                    .map(|((ns, php), (i, _))| {
                         format!("  {} ({})", self.pin_in(ns, *php), i.digest.short())
                     })
                     .collect();
@@ -456,7 +880,7 @@ impl<'a> Executor<'a> {
                 self.outcome.old_pins = self
                     .existing
                     .iter()
-                    .map(|(k, i)| (k.clone(), i.digest.clone()))
+                    .map(|(k, (i, _))| (k.clone(), i.digest.clone()))
                     .collect();
             }
             Mode::Release { .. } => {}
@@ -477,7 +901,7 @@ impl<'a> Executor<'a> {
         if self.mode != (Mode::Release { resume: true }) {
             return Ok(false);
         }
-        let Some(index) = self.existing.get(&(self.plan.canonical.clone(), php)) else {
+        let Some((index, manifest)) = self.existing.get(&(self.plan.canonical.clone(), php)) else {
             return Ok(false);
         };
         let pin = &self.plan.build(php).pin;
@@ -487,6 +911,7 @@ impl<'a> Executor<'a> {
         eprintln!("    kept {pin} ({})", index.digest.short());
         self.outcome.kept.push(php);
         self.outcome.pins.insert(php, index.clone());
+        self.outcome.manifests.insert(php, manifest.clone());
         Ok(true)
     }
 
@@ -563,160 +988,41 @@ impl<'a> Executor<'a> {
     }
 
     /// Reads back what was pushed: the registry's bytes decide, and they must be what buildx reported.
-    fn read_back(
-        &mut self,
-        php: PhpLine,
-        pin: &ImageRef,
-        command: &DockerCommand,
-    ) -> anyhow::Result<()> {
+    fn read_back(&mut self, php: PhpLine, pin: &ImageRef, action: &Action) -> anyhow::Result<()> {
         if self.outcome.kept.contains(&php) {
             return Ok(());
         }
         let reported = self.outcome.reported.get(&php).cloned();
-        match self.plan.bake_output() {
-            Some(BakeOutput::Staging { .. } | BakeOutput::ByDigest { .. }) => {
-                let reported = reported.expect("a split build records what it pushed");
-                let served = Digest::of(&with_retries(|| self.docker.output(command))?);
-                let image = match self.plan.bake_output() {
-                    Some(BakeOutput::Staging { platform }) => {
-                        bake::staging(self.plan.build(php), platform)?
-                    }
-                    _ => pin.clone(),
-                };
-                let image = image.repository().at(&reported);
-                ensure!(served == reported, "{image} serves {served}");
-                eprintln!("    pushed {image}");
-                self.outcome.platform_images.insert(php, image);
-            }
-            _ => {
-                let index = read_index(self.docker, command, pin)?;
-                if let Some(reported) = reported {
-                    ensure!(
-                        index.digest == reported,
-                        "{pin} serves {} but buildx reported {reported}",
-                        index.digest
-                    );
-                }
-                index
-                    .require_platforms(&self.plan.platforms)
-                    .with_context(|| format!("reading back {pin}"))?;
-                eprintln!("    pushed {pin} ({})", index.digest.short());
-                self.outcome.built.push(php);
-                self.outcome.pins.insert(php, index);
-            }
-        }
-        Ok(())
-    }
-
-    fn pin_digest(&self, php: PhpLine) -> &Digest {
-        &self.outcome.pins[&php].digest
-    }
-
-    /// Copies a pin to a mirror by digest; an existing mirror pin is kept only if it is the same image.
-    fn copy(&mut self, php: PhpLine, to: &ImageRef, command: &DockerCommand) -> anyhow::Result<()> {
-        let digest = self.pin_digest(php).clone();
-        if let Some(there) = self.existing.get(&(to.namespace().clone(), php)) {
-            if there.digest == digest {
-                eprintln!("    {to} already has {}", digest.short());
-                self.outcome.already_copied += 1;
-                return Ok(());
-            }
-            if self.mode != Mode::Republish {
-                bail!(
-                    "{to} has {} but the canonical pin has {digest}: a pin is never overwritten; \
-                     republish the release to replace it",
-                    there.digest
-                );
-            }
-        }
-        with_retries(|| self.docker.run(command))?;
-        eprintln!("    copied {to}");
-        self.outcome.copied += 1;
-        Ok(())
-    }
-
-    /// The reference serves the digest of its line's canonical pin and lists every platform.
-    fn verify(
-        &mut self,
-        phase: Phase,
-        php: PhpLine,
-        reference: &ImageRef,
-        command: &DockerCommand,
-    ) -> anyhow::Result<()> {
-        if phase == Phase::VerifyTags && self.outcome.left_alone.contains(reference) {
+        if let Some(BakeOutput::Staging { .. } | BakeOutput::ByDigest { .. }) =
+            self.plan.bake_output()
+        {
+            // Read by digest: the client checks the bytes against it.
+            let Action::Read(image) = action else {
+                unreachable!("a read back reads")
+            };
+            read(self.docker, &self.client, action)
+                .with_context(|| format!("reading back {image}"))?;
+            eprintln!("    pushed {image}");
+            self.outcome
+                .platform_images
+                .insert(php, image.known().clone());
             return Ok(());
         }
-        let expected = self.pin_digest(php).clone();
-        let index = read_index(self.docker, command, reference)?;
-        if index.digest != expected {
-            let state = match phase {
-                Phase::VerifyTags => format!(
-                    "{} tags were moved before this check; run the release again with --resume to finish it",
-                    self.outcome.moved.len()
-                ),
-                _ => "stopped before moving any tag".to_owned(),
-            };
-            bail!(
-                "{reference} serves {} but PHP {php}'s pin is {expected}: {state}",
+        let (index, manifest) = read_index(self.docker, &self.client, action)?;
+        if let Some(reported) = reported {
+            ensure!(
+                index.digest == reported,
+                "{pin} serves {} but buildx reported {reported}",
                 index.digest
             );
         }
         index
             .require_platforms(&self.plan.platforms)
-            .with_context(|| format!("verifying {reference}"))?;
-        self.outcome.verified += 1;
-        Ok(())
-    }
-
-    /// Compressed size of every platform image, read once from the canonical registry (mirrors hold the same).
-    fn size(&mut self, php: PhpLine, commands: &[DockerCommand]) -> anyhow::Result<()> {
-        let platforms = self.outcome.pins[&php].platforms.clone();
-        for (platform, command) in platforms.iter().zip(commands) {
-            let bytes = with_retries(|| self.docker.output(command))?;
-            let size = stack_images::digest::compressed_size(&bytes)
-                .with_context(|| format!("reading the size of PHP {php} {}", platform.platform))?;
-            self.outcome
-                .sizes
-                .insert((php, platform.platform.clone()), size);
-        }
-        Ok(())
-    }
-
-    /// Points a moving tag at its verified pin without rebuilding. A republish moves only the tags that pointed
-    /// at this release's old images.
-    fn tag(
-        &mut self,
-        php: PhpLine,
-        from: &ImageRef,
-        to: &ImageRef,
-        command: &DockerCommand,
-    ) -> anyhow::Result<()> {
-        if self.mode == Mode::Republish {
-            let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
-            let current = with_retries(|| {
-                self.docker
-                    .find(&DockerCommand::inspect_raw(&to.to_string()))
-            })?;
-            let follows = match (&current, old) {
-                (Found::Index(current), Some(old)) => current.digest == *old,
-                (Found::Absent, _) => to.tag() == Some(&tags::release_tag(&self.plan.version)),
-                _ => false,
-            };
-            if !follows {
-                eprintln!(
-                    "    left {to} alone: it does not point at {}'s old image",
-                    self.plan.version
-                );
-                self.outcome.left_alone.push(to.clone());
-                return Ok(());
-            }
-        }
-        with_retries(|| self.docker.run(command))?;
-        eprintln!(
-            "    {to} -> {}",
-            from.tag().map(|t| t.as_str()).unwrap_or_default()
-        );
-        self.outcome.moved.push(to.clone());
+            .with_context(|| format!("reading back {pin}"))?;
+        eprintln!("    pushed {pin} ({})", index.digest.short());
+        self.outcome.built.push(php);
+        self.outcome.pins.insert(php, index);
+        self.outcome.manifests.insert(php, manifest);
         Ok(())
     }
 
@@ -764,5 +1070,19 @@ impl<'a> Executor<'a> {
             });
         }
         self.outcome.references = references;
+    }
+}
+
+/// The registry a step talks to, for the per-registry bound; steps that talk to none share one queue.
+fn registry_of(step: &Step) -> String {
+    match step {
+        Step::Login { registry, .. } => registry.host().to_owned(),
+        Step::Find { pin, .. }
+        | Step::ReadBack { pin, .. }
+        | Step::Size { pin, .. }
+        | Step::Assemble { pin, .. } => pin.namespace().host().to_owned(),
+        Step::Copy { to, .. } | Step::Tag { to, .. } => to.namespace().host().to_owned(),
+        Step::Verify { reference, .. } => reference.namespace().host().to_owned(),
+        Step::Engine { .. } | Step::Bake { .. } => String::new(),
     }
 }

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use stack_images::docker::Docker;
+use stack_images::{docker::Docker, registry::RegistryClient};
 use xshell::Shell;
 
 use crate::{
@@ -145,10 +145,11 @@ impl ReleaseCmd {
     }
 }
 
-/// `--dry-run`: the docker commands of every step, in order; nothing runs and nothing is written.
+/// `--dry-run`: the docker commands and registry requests of every step, in order; nothing runs and nothing is
+/// written.
 pub fn print_commands(plan: &Plan, work_dir: &std::path::Path) -> anyhow::Result<()> {
-    for command in execute::dry_run_commands(plan, work_dir) {
-        println!("{command}");
+    for action in execute::dry_run_actions(plan, work_dir) {
+        println!("{action}");
     }
     Ok(())
 }
@@ -172,7 +173,8 @@ pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::R
     let journal = work_dir.join("commands.log");
     let _ = std::fs::remove_file(&journal);
     let docker = Docker::new()?.with_journal(&journal);
-    Executor::new(plan, &docker, mode, work_dir.to_path_buf()).run()
+    let client = RegistryClient::from_env()?;
+    Executor::new(plan, &docker, client, mode, work_dir.to_path_buf()).run()
 }
 
 /// The notes of a release, from its plan and what the run found.

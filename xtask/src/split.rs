@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
-use stack_images::{docker::Docker, ImageRef, PhpLine, ReleaseVersion};
+use stack_images::{docker::Docker, registry::RegistryClient, ImageRef, PhpLine, ReleaseVersion};
 
 use crate::{
     display_path,
@@ -54,6 +54,7 @@ pub fn build_platform(
     let outcome = Executor::new(
         plan,
         &docker,
+        RegistryClient::from_env()?,
         Mode::Release { resume: false },
         work_dir.to_path_buf(),
     )

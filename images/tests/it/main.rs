@@ -1,3 +1,4 @@
 //! Integration tests against a real Docker engine and real registries on 127.0.0.1 (`make setup` provides both).
 
 mod push;
+mod registry;

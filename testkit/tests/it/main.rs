@@ -1,4 +1,6 @@
-//! Integration tests of the test parts themselves against the real Docker engine: the Debian stand-ins
-//! (`testkit::real`) run the stack's own files (`make setup` provides docker, mmdebstrap and QEMU).
+//! Tests of testkit's own parts with the real clients that use them: docker, buildx, skopeo and curl; and the
+//! Debian stand-ins (`testkit::real`) running the stack's own files (`make setup` provides docker, mmdebstrap and
+//! QEMU).
 
+mod faults;
 mod real;

@@ -3,11 +3,13 @@
 mod bases;
 mod boundaries;
 mod dry_run;
+mod faults;
 mod help;
 mod injection;
 mod notes;
 mod plan;
 mod release;
+mod setup;
 mod tidy;
 mod workflows;
 

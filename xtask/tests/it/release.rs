@@ -3,210 +3,14 @@
 //! `distribution` registries on 127.0.0.1; checked independently with skopeo.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
+    path::Path,
     time::{Duration, Instant},
 };
 
-use stack_images::{docker::Docker, Digest};
-use testkit::{fixtures, Registry};
+use stack_images::Digest;
+use testkit::fixtures;
 
-const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
-const USER: &str = "releaser";
-const PASSWORD: &str = "test-only-password";
-
-/// Two registries, stand-in bases, a base lock and a docker config with a login to the mirror: what a
-/// maintainer's machine has before `cargo xtask release`.
-struct Setup {
-    canonical: Registry,
-    mirror: Registry,
-    docker_config: tempfile::TempDir,
-    dir: tempfile::TempDir,
-}
-
-impl Setup {
-    fn new() -> anyhow::Result<Setup> {
-        let canonical = Registry::start()?;
-        let mirror = Registry::start_with_auth(USER, PASSWORD)?;
-        let dir = tempfile::tempdir()?;
-        let source = format!("{}/fixtures/php-standin", canonical.host());
-        for line in LINES {
-            let reference = format!("{source}:{line}-fpm-alpine");
-            fixtures::push_busybox(
-                &reference,
-                &format!("LABEL stand-in-for=php:{line}-fpm-alpine\n"),
-                false,
-            )?;
-        }
-        // The developer's own ~/.docker stays untouched: the test logs in inside its own DOCKER_CONFIG.
-        let docker_config = tempfile::tempdir()?;
-        Docker::new()?.with_config_dir(docker_config.path()).login(
-            &mirror.host(),
-            USER,
-            PASSWORD,
-        )?;
-        let setup = Setup {
-            canonical,
-            mirror,
-            docker_config,
-            dir,
-        };
-        let lock = setup.lock().display().to_string();
-        let refreshed = setup.xtask(&["bases", "refresh", "--source", &source, "--lock", &lock]);
-        assert!(
-            refreshed.status.success(),
-            "{}",
-            String::from_utf8_lossy(&refreshed.stderr)
-        );
-        Ok(setup)
-    }
-
-    fn lock(&self) -> PathBuf {
-        self.dir.path().join("standin.lock.toml")
-    }
-
-    fn notes_dir(&self) -> PathBuf {
-        self.dir.path().join("notes")
-    }
-
-    fn work_dir(&self, version: &str) -> PathBuf {
-        self.dir.path().join("work").join(version)
-    }
-
-    fn canonical_ns(&self) -> String {
-        self.canonical.namespace("stack")
-    }
-
-    fn mirror_ns(&self) -> String {
-        self.mirror.namespace("mirror")
-    }
-
-    fn xtask_command(&self, args: &[&str]) -> Command {
-        let mut command = crate::xtask_command();
-        command
-            .args(args)
-            .env("DOCKER_CONFIG", self.docker_config.path());
-        command
-    }
-
-    fn xtask(&self, args: &[&str]) -> Output {
-        self.xtask_command(args)
-            .output()
-            .expect("running the xtask binary")
-    }
-
-    fn release_args(&self, version: &str, published: &str, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "release",
-            version,
-            "--published",
-            published,
-            "--registry",
-            &self.canonical_ns(),
-            "--mirror",
-            &self.mirror_ns(),
-            "--bases",
-            &self.lock().display().to_string(),
-            "--context",
-            &fixtures::php_fpm_standin().display().to_string(),
-            "--notes-dir",
-            &self.notes_dir().display().to_string(),
-            "--work-dir",
-            &self.work_dir(version).display().to_string(),
-            "--revision",
-            "0123456789abcdef0123456789abcdef01234567",
-            "--time",
-            "2026-11-25T10:00:00Z",
-            // These releases are v1.9.5, v2.0.0, v2.1.0-rc.1 …, not the workspace's version.
-            "--allow-version-mismatch",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
-    }
-
-    fn release(&self, version: &str, published: &str, extra: &[&str]) -> Output {
-        let args = self.release_args(version, published, extra);
-        self.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>())
-    }
-
-    /// sha256 of the bytes skopeo fetches: a second client's word on what a reference serves.
-    fn skopeo_digest(&self, reference: &str) -> Option<Digest> {
-        let authfile = self.docker_config.path().join("config.json");
-        let output = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
-            .arg(&authfile)
-            .arg(format!("docker://{reference}"))
-            .output()
-            .expect("skopeo is installed by `make setup`");
-        output.status.success().then(|| Digest::of(&output.stdout))
-    }
-
-    /// Every tag of the image in both registries and the digest it serves now.
-    fn all_tags(&self) -> Vec<(String, Option<Digest>)> {
-        let mut all = Vec::new();
-        for namespace in [self.canonical_ns(), self.mirror_ns()] {
-            let authfile = self.docker_config.path().join("config.json");
-            let output = Command::new("skopeo")
-                .args(["list-tags", "--tls-verify=false", "--authfile"])
-                .arg(&authfile)
-                .arg(format!("docker://{namespace}/php-fpm"))
-                .output()
-                .unwrap();
-            let listed: serde_json::Value =
-                serde_json::from_slice(&output.stdout).unwrap_or_default();
-            let mut tags: Vec<String> = listed["Tags"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str().map(String::from))
-                .collect();
-            tags.sort();
-            for tag in tags {
-                let reference = format!("{namespace}/php-fpm:{tag}");
-                let digest = self.skopeo_digest(&reference);
-                all.push((reference, digest));
-            }
-        }
-        all
-    }
-}
-
-#[track_caller]
-fn assert_ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "xtask failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn notes(dir: &Path, version: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(dir.join(format!("{version}.json")))
-        .expect("the release wrote its JSON");
-    serde_json::from_str(&text).unwrap()
-}
-
-/// The digest the notes record for a tag in a registry.
-fn recorded(notes: &serde_json::Value, reference: &str) -> Option<String> {
-    notes["references"]
-        .as_array()?
-        .iter()
-        .find(|r| r["ref"] == reference)
-        .map(|r| r["digest"].as_str().unwrap().to_owned())
-}
-
-fn manifest_puts(registry: &Registry) -> usize {
-    registry
-        .log()
-        .lines()
-        .filter(|l| l.contains("\"PUT /v2/") && l.contains("/manifests/"))
-        .count()
-}
+use crate::setup::{assert_ok, manifest_puts, notes, recorded, with_flag, Setup, LINES, PASSWORD};
 
 #[test]
 fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::Result<()> {
@@ -292,7 +96,8 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
         );
     }
 
-    // A prerelease gets only its own tags; and its dry run lists exactly the commands the real run makes.
+    // A prerelease gets only its own tags; and its dry run lists exactly what the real run does (in another order
+    // within a phase, whose steps run concurrently).
     let dry = assert_ok(&setup.release("v2.1.0-rc.1", "v1.0.0,v1.9.5,v2.0.0", &["--dry-run"]));
     assert_ok(&setup.release("v2.1.0-rc.1", "v1.0.0,v1.9.5,v2.0.0", &[]));
     let journal = std::fs::read_to_string(setup.work_dir("v2.1.0-rc.1").join("commands.log"))?;
@@ -309,13 +114,25 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
             })
             .collect();
         lines.dedup();
+        lines.sort();
         lines
     };
     assert_eq!(
         normalise(&dry),
         normalise(&journal),
-        "--dry-run lists what the release runs, in order"
+        "--dry-run lists what the release does"
     );
+    // Whatever the concurrency, every pin was read and verified before the first tag was written.
+    let journal: Vec<&str> = journal.lines().collect();
+    let last_pin_read = journal
+        .iter()
+        .rposition(|l| l.starts_with("registry GET manifest") && l.contains(":v2.1.0-rc.1-php-"))
+        .expect("pins are read");
+    let first_put = journal
+        .iter()
+        .position(|l| l.starts_with("registry PUT manifest"))
+        .expect("the release tag is moved");
+    assert!(last_pin_read < first_put, "{journal:#?}");
     for ns in [setup.canonical_ns(), setup.mirror_ns()] {
         let latest = setup
             .skopeo_digest(&format!("{ns}/php-fpm:latest"))
@@ -615,16 +432,6 @@ fn a_missing_login_is_reported_up_front_and_nothing_is_pushed() -> anyhow::Resul
 }
 
 /// Replaces the value of `flag` in an argument list.
-fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
-    let at = args
-        .iter()
-        .position(|a| a == flag)
-        .expect("the flag is there")
-        + 1;
-    args[at] = value.to_owned();
-    args
-}
-
 #[test]
 fn a_release_split_across_platforms_merges_to_the_digests_of_a_single_machine_release(
 ) -> anyhow::Result<()> {

@@ -1,0 +1,944 @@
+//! The in-process registry door: manifests read, checked and written, and blobs read, over the distribution API,
+//! with docker's own logins, one [`Policy`] of timeouts and retries, and every byte checked against its digest
+//! before it is returned. Bytes that do not hash to the digest asked for (or to the registry's
+//! `Docker-Content-Digest`) are read again, then reported as [`FailureKind::DigestMismatch`]; they never leave here.
+//!
+//! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime.
+
+mod auth;
+pub mod policy;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::PathBuf,
+    sync::Mutex,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{docker::FailureKind, Digest, ImageRef, Repository};
+
+pub use auth::{Challenge, Credential};
+pub use policy::Policy;
+
+/// The manifest types this project reads: OCI and Docker, indexes and single-platform manifests.
+pub const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// The distribution spec's limit for a manifest; blobs read here are configs, far smaller than their limit.
+const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+const BLOB_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// A manifest exactly as served, with its checked digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    /// sha256 of `bytes`, equal to the digest asked for and to the registry's `Docker-Content-Digest`.
+    pub digest: Digest,
+}
+
+/// What a `HEAD` of a manifest says, without its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestHead {
+    pub digest: Digest,
+    pub media_type: String,
+    pub size: u64,
+}
+
+/// What was being done, for the error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    GetManifest,
+    HeadManifest,
+    PutManifest,
+    GetBlob,
+}
+
+impl Operation {
+    fn describe(self) -> &'static str {
+        match self {
+            Operation::GetManifest => "reading the manifest of",
+            Operation::HeadManifest => "checking the manifest of",
+            Operation::PutManifest => "pushing the manifest to",
+            Operation::GetBlob => "reading the blob",
+        }
+    }
+}
+
+/// A registry operation that gave up: what, where, why, and after how many attempts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryError {
+    pub kind: FailureKind,
+    pub operation: Operation,
+    /// The registry host, with its port.
+    pub host: String,
+    /// The image or blob reference.
+    pub reference: String,
+    pub attempts: u32,
+    pub elapsed: Duration,
+    pub cause: String,
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} failed on {} after {} attempt{} in {:.1} s: {}",
+            self.operation.describe(),
+            self.reference,
+            self.host,
+            self.attempts,
+            if self.attempts == 1 { "" } else { "s" },
+            self.elapsed.as_secs_f64(),
+            self.cause
+        )?;
+        let host = &self.host;
+        match self.kind {
+            FailureKind::Unreachable => write!(f, ": check the network and {host}'s status, then run again"),
+            FailureKind::RateLimited => write!(f, ": wait a while and run again (`docker login {host}` may raise the limit)"),
+            FailureKind::Unauthorized => write!(f, ": run `docker login {host}` with an account that may do this"),
+            FailureKind::NotFound => write!(f, ": check the reference"),
+            FailureKind::DigestMismatch => write!(
+                f,
+                ": something between here and {host} changed the bytes; run again, and report it if it persists"
+            ),
+            FailureKind::Other => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+/// Why one attempt failed, and whether another may succeed.
+#[derive(Debug)]
+struct Failure {
+    kind: FailureKind,
+    cause: String,
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn transient(kind: FailureKind, cause: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            cause: cause.into(),
+            transient: true,
+            retry_after: None,
+        }
+    }
+
+    fn fatal(kind: FailureKind, cause: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            cause: cause.into(),
+            transient: false,
+            retry_after: None,
+        }
+    }
+}
+
+/// The client: cheap to share between threads, one per process is enough.
+pub struct RegistryClient {
+    policy: Policy,
+    /// Through the environment's proxy, if any, and HTTPS only.
+    remote: ureq::Agent,
+    /// Registries on this machine: plain HTTP, never through a proxy.
+    loopback: ureq::Agent,
+    /// Where docker's config is read; `None` is `$DOCKER_CONFIG` or `~/.docker`.
+    docker_config: Option<PathBuf>,
+    /// The `Authorization` that answered a registry's challenge, per host and scope.
+    authorizations: Mutex<HashMap<(String, String), String>>,
+}
+
+impl RegistryClient {
+    pub fn new(policy: Policy) -> RegistryClient {
+        let agent = |loopback: bool| -> ureq::Agent {
+            let config = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_connect(Some(policy.connect_timeout))
+                .timeout_per_read(Some(policy.read_timeout))
+                .timeout_per_write(Some(policy.read_timeout))
+                .user_agent(concat!("20i-stack/", env!("CARGO_PKG_VERSION")))
+                .https_only(!loopback);
+            let config = if loopback { config.proxy(None) } else { config };
+            config.build().into()
+        };
+        RegistryClient {
+            remote: agent(false),
+            loopback: agent(true),
+            policy,
+            docker_config: None,
+            authorizations: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The client both binaries use: the default policy, or the one `$STACK_REGISTRY_POLICY` sets (tests).
+    pub fn from_env() -> anyhow::Result<RegistryClient> {
+        Ok(RegistryClient::new(Policy::from_env()?))
+    }
+
+    /// Reads docker's logins from `dir/config.json` instead of `$DOCKER_CONFIG` or `~/.docker`.
+    pub fn with_docker_config(mut self, dir: impl Into<PathBuf>) -> RegistryClient {
+        self.docker_config = Some(dir.into());
+        self
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The manifest a tag or digest names, its bytes checked against the digest asked for and the registry's.
+    pub fn get_manifest(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
+        let target = Target::manifest(reference, Operation::GetManifest);
+        self.with_retries(&target, |deadline| {
+            let mut response = self.send(&target, "GET", None, None, deadline)?;
+            let media_type = content_type(&response);
+            let served = served_digest(&response)?;
+            let bytes = read_body(&mut response, MANIFEST_LIMIT)?;
+            let digest = check_bytes(&bytes, reference.digest(), served.as_ref())?;
+            Ok(Manifest {
+                bytes,
+                media_type,
+                digest,
+            })
+        })
+    }
+
+    /// The digest, type and size of a manifest, from a `HEAD`; `Docker-Content-Digest` is required.
+    pub fn head_manifest(&self, reference: &ImageRef) -> Result<ManifestHead, RegistryError> {
+        let target = Target::manifest(reference, Operation::HeadManifest);
+        self.with_retries(&target, |deadline| {
+            let response = self.send(&target, "HEAD", None, None, deadline)?;
+            let digest = served_digest(&response)?.ok_or_else(|| {
+                Failure::fatal(
+                    FailureKind::Other,
+                    "the registry sent no Docker-Content-Digest",
+                )
+            })?;
+            if let Some(asked) = reference.digest() {
+                if &digest != asked {
+                    return Err(Failure::transient(
+                        FailureKind::DigestMismatch,
+                        format!("the registry reports {digest} for {asked}"),
+                    ));
+                }
+            }
+            let size = header(&response, "content-length")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            Ok(ManifestHead {
+                digest,
+                media_type: content_type(&response),
+                size,
+            })
+        })
+    }
+
+    /// Stores `bytes` as a manifest of `media_type` under the reference's tag (or its digest), and checks that
+    /// the registry stored these very bytes: its `Docker-Content-Digest` must be their sha256. A mismatch means
+    /// the bytes changed on the way; they are sent again, which also puts the tag back on the right content.
+    pub fn put_manifest(
+        &self,
+        reference: &ImageRef,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError> {
+        let target = Target::manifest(reference, Operation::PutManifest);
+        let digest = Digest::of(bytes);
+        if let Some(named) = reference.digest() {
+            if named != &digest {
+                return Err(target.error(
+                    Failure::fatal(
+                        FailureKind::DigestMismatch,
+                        format!("the bytes to push hash to {digest}, not {named}"),
+                    ),
+                    0,
+                    Duration::ZERO,
+                ));
+            }
+        }
+        let stored = self.with_retries(&target, |deadline| {
+            let response = self.send(&target, "PUT", Some(bytes), Some(media_type), deadline)?;
+            let stored = served_digest(&response)?;
+            match &stored {
+                Some(stored) if stored != &digest => Err(Failure::transient(
+                    FailureKind::DigestMismatch,
+                    format!("the registry stored {stored}, not the {digest} sent"),
+                )),
+                _ => Ok(stored),
+            }
+        })?;
+        if stored.is_none() {
+            // No digest in the answer: read back what the reference now serves.
+            let head = self.head_manifest(reference)?;
+            if head.digest != digest {
+                return Err(target.error(
+                    Failure::fatal(
+                        FailureKind::DigestMismatch,
+                        format!(
+                            "the registry serves {} after {digest} was pushed",
+                            head.digest
+                        ),
+                    ),
+                    1,
+                    Duration::ZERO,
+                ));
+            }
+        }
+        Ok(digest)
+    }
+
+    /// A blob (a config, typically), checked against its digest.
+    pub fn get_blob(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let target = Target::blob(repository, digest);
+        self.with_retries(&target, |deadline| {
+            let mut response = self.send(&target, "GET", None, None, deadline)?;
+            let bytes = read_body(&mut response, BLOB_LIMIT)?;
+            check_bytes(&bytes, Some(digest), None)?;
+            Ok(bytes)
+        })
+    }
+
+    /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts or time run out.
+    fn with_retries<T>(
+        &self,
+        target: &Target,
+        mut attempt: impl FnMut(Instant) -> Result<T, Failure>,
+    ) -> Result<T, RegistryError> {
+        let started = Instant::now();
+        let deadline = started + self.policy.operation_timeout;
+        let mut failed = 0;
+        loop {
+            let mut failure = match attempt(deadline) {
+                Ok(value) => return Ok(value),
+                Err(failure) => failure,
+            };
+            failed += 1;
+            if !failure.transient || failed >= self.policy.attempts {
+                return Err(target.error(failure, failed, started.elapsed()));
+            }
+            let wait = self
+                .policy
+                .wait_before_retry(failed, failure.retry_after, policy::jitter());
+            if Instant::now() + wait >= deadline {
+                failure.cause = format!(
+                    "{}; no time left for another attempt within {} s",
+                    failure.cause,
+                    self.policy.operation_timeout.as_secs_f64()
+                );
+                return Err(target.error(failure, failed, started.elapsed()));
+            }
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// One request, answering the registry's challenge with docker's credentials when it asks; any status
+    /// other than success is a [`Failure`].
+    fn send(
+        &self,
+        target: &Target,
+        method: &str,
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+        deadline: Instant,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let key = (target.host.clone(), target.scope.clone());
+        let known = self.lock().get(&key).cloned();
+        let response = self.request(
+            target,
+            method,
+            body,
+            content_type,
+            known.as_deref(),
+            deadline,
+        )?;
+        let response = if response.status() == 401 {
+            let challenge = header(&response, "www-authenticate").unwrap_or_default();
+            let authorization = self.answer(target, &challenge, deadline)?;
+            let response = self.request(
+                target,
+                method,
+                body,
+                content_type,
+                Some(&authorization),
+                deadline,
+            )?;
+            if response.status().is_success() {
+                self.lock().insert(key, authorization);
+            }
+            response
+        } else {
+            response
+        };
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(status_failure(status, response, &target.host))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        self.authorizations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        method: &str,
+        body: Option<&[u8]>,
+        content_type: Option<&str>,
+        authorization: Option<&str>,
+        deadline: Instant,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        self.call(
+            &target.url,
+            target.loopback,
+            deadline,
+            |builder| {
+                let mut builder = builder
+                    .method(method)
+                    .header("Accept", MANIFEST_TYPES.join(", "));
+                if let Some(authorization) = authorization {
+                    builder = builder.header("Authorization", authorization);
+                }
+                if let Some(content_type) = content_type {
+                    builder = builder.header("Content-Type", content_type);
+                }
+                builder
+            },
+            body,
+        )
+    }
+
+    /// Sends a request built by `build`, bounded by what is left of the operation's time.
+    fn call(
+        &self,
+        url: &str,
+        loopback: bool,
+        deadline: Instant,
+        build: impl FnOnce(ureq::http::request::Builder) -> ureq::http::request::Builder,
+        body: Option<&[u8]>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let agent = if loopback {
+            &self.loopback
+        } else {
+            &self.remote
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Failure::fatal(FailureKind::Unreachable, "out of time"));
+        }
+        let request = build(ureq::http::Request::builder().uri(url))
+            .body(body.unwrap_or_default().to_vec())
+            .map_err(|e| {
+                Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
+            })?;
+        let request = ureq::RequestExt::with_agent(request, agent)
+            .configure()
+            .timeout_global(Some(left))
+            .build()
+            .run();
+        request.map_err(transport_failure)
+    }
+
+    /// The `Authorization` that answers a challenge: docker's credentials as Basic, or a bearer token fetched
+    /// from the realm with them (anonymously when docker holds none).
+    fn answer(
+        &self,
+        target: &Target,
+        challenge: &str,
+        deadline: Instant,
+    ) -> Result<String, Failure> {
+        let credential = auth::credential_for(self.docker_config.as_deref(), &target.host)
+            .map_err(|e| Failure::fatal(FailureKind::Unauthorized, format!("{e:#}")))?;
+        match auth::parse_challenge(challenge) {
+            Some(Challenge::Basic) => credential
+                .as_ref()
+                .and_then(Credential::basic_header)
+                .ok_or_else(|| {
+                    Failure::fatal(
+                        FailureKind::Unauthorized,
+                        "the registry wants a login and docker holds none for it",
+                    )
+                }),
+            Some(Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            }) => self.token(
+                target,
+                &realm,
+                service,
+                scope,
+                credential.as_ref(),
+                deadline,
+            ),
+            None => Err(Failure::fatal(
+                FailureKind::Unauthorized,
+                format!("the registry answered 401 with an unknown challenge `{challenge}`"),
+            )),
+        }
+    }
+
+    fn token(
+        &self,
+        target: &Target,
+        realm: &str,
+        service: Option<String>,
+        scope: Option<String>,
+        credential: Option<&Credential>,
+        deadline: Instant,
+    ) -> Result<String, Failure> {
+        let scope = scope.unwrap_or_else(|| target.scope.clone());
+        let mut query = vec![("scope", scope.clone())];
+        if let Some(service) = &service {
+            query.push(("service", service.clone()));
+        }
+        let loopback = realm.starts_with("http://127.") || realm.starts_with("http://localhost");
+        let response = match credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                // docker's OAuth flow: a refresh token is traded by a form POST.
+                let mut form = vec![
+                    ("grant_type", "refresh_token".to_owned()),
+                    ("refresh_token", refresh.clone()),
+                    ("client_id", "20i-stack".to_owned()),
+                ];
+                form.extend(query);
+                let body = form
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                self.call(
+                    realm,
+                    loopback,
+                    deadline,
+                    |b| {
+                        b.method("POST")
+                            .header("Content-Type", "application/x-www-form-urlencoded")
+                    },
+                    Some(body.as_bytes()),
+                )?
+            }
+            other => {
+                let query = query
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&");
+                let separator = if realm.contains('?') { '&' } else { '?' };
+                let url = format!("{realm}{separator}{query}");
+                let basic = other.and_then(Credential::basic_header);
+                self.call(
+                    &url,
+                    loopback,
+                    deadline,
+                    |b| {
+                        let b = b.method("GET");
+                        match &basic {
+                            Some(basic) => b.header("Authorization", basic),
+                            None => b,
+                        }
+                    },
+                    None,
+                )?
+            }
+        };
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let mut failure = status_failure(status, response, &target.host);
+            if matches!(status, 401 | 403) {
+                failure.cause = match credential {
+                    Some(_) => format!("the token service {realm} refused the login ({status})"),
+                    None => format!(
+                        "the token service {realm} refused an anonymous token ({status}): docker holds no login for {}",
+                        target.host
+                    ),
+                };
+            }
+            return Err(failure);
+        }
+        let mut response = response;
+        let bytes = read_body(&mut response, 1024 * 1024)?;
+        // Never echoed: the answer is the token.
+        let answer: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+            Failure::fatal(
+                FailureKind::Other,
+                format!("the token service {realm} answered something other than JSON"),
+            )
+        })?;
+        let token = answer["token"]
+            .as_str()
+            .or_else(|| answer["access_token"].as_str())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Failure::fatal(
+                    FailureKind::Other,
+                    format!("the token service {realm} answered no token"),
+                )
+            })?;
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+/// Where a request goes, and how it is named in errors.
+struct Target {
+    operation: Operation,
+    host: String,
+    reference: String,
+    url: String,
+    loopback: bool,
+    /// The token scope the operation needs.
+    scope: String,
+}
+
+impl Target {
+    fn manifest(reference: &ImageRef, operation: Operation) -> Target {
+        let repository = reference.repository();
+        let action = if operation == Operation::PutManifest {
+            "pull,push"
+        } else {
+            "pull"
+        };
+        Target::new(
+            repository,
+            operation,
+            reference.to_string(),
+            format!("manifests/{}", reference.api_reference()),
+            action,
+        )
+    }
+
+    fn blob(repository: &Repository, digest: &Digest) -> Target {
+        Target::new(
+            repository,
+            Operation::GetBlob,
+            format!("{repository}@{digest}"),
+            format!("blobs/{digest}"),
+            "pull",
+        )
+    }
+
+    fn new(
+        repository: &Repository,
+        operation: Operation,
+        reference: String,
+        below: String,
+        action: &str,
+    ) -> Target {
+        let namespace = repository.namespace();
+        let loopback = namespace.is_loopback();
+        let scheme = if loopback { "http" } else { "https" };
+        let host = namespace.host().to_owned();
+        // Docker Hub answers the API on another host than its name, and keeps official images under `library/`.
+        let (api_host, path) = match host.as_str() {
+            "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+                let path = repository.path();
+                let path = if path.contains('/') {
+                    path
+                } else {
+                    format!("library/{path}")
+                };
+                ("registry-1.docker.io", path)
+            }
+            _ => (host.as_str(), repository.path()),
+        };
+        Target {
+            operation,
+            url: format!("{scheme}://{api_host}/v2/{path}/{below}"),
+            scope: format!("repository:{path}:{action}"),
+            host,
+            reference,
+            loopback,
+        }
+    }
+
+    fn error(&self, failure: Failure, attempts: u32, elapsed: Duration) -> RegistryError {
+        RegistryError {
+            kind: failure.kind,
+            operation: self.operation,
+            host: self.host.clone(),
+            reference: self.reference.clone(),
+            attempts,
+            elapsed,
+            cause: failure.cause,
+        }
+    }
+}
+
+fn header(response: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The media type without parameters.
+fn content_type(response: &ureq::http::Response<ureq::Body>) -> String {
+    header(response, "content-type")
+        .map(|v| v.split(';').next().unwrap_or_default().trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `Docker-Content-Digest`, when the registry sent a sha256 one (the only algorithm this project uses).
+fn served_digest(response: &ureq::http::Response<ureq::Body>) -> Result<Option<Digest>, Failure> {
+    match header(response, "docker-content-digest") {
+        None => Ok(None),
+        Some(value) if !value.starts_with("sha256:") => Ok(None),
+        Some(value) => Digest::parse(value.trim()).map(Some).map_err(|e| {
+            Failure::transient(
+                FailureKind::DigestMismatch,
+                format!("Docker-Content-Digest: {e}"),
+            )
+        }),
+    }
+}
+
+/// The body, in full; a connection that ends early or stalls is worth another attempt.
+fn read_body(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<Vec<u8>, Failure> {
+    response
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => Failure::fatal(
+                FailureKind::Other,
+                format!("the answer is larger than {limit} bytes"),
+            ),
+            e => {
+                let mut failure = transport_failure(e);
+                failure.cause = format!("reading the body: {}", failure.cause);
+                failure
+            }
+        })
+}
+
+/// The digest of `bytes`, when it is the one asked for and the one the registry announced.
+fn check_bytes(
+    bytes: &[u8],
+    asked: Option<&Digest>,
+    served: Option<&Digest>,
+) -> Result<Digest, Failure> {
+    let digest = Digest::of(bytes);
+    for (expected, what) in [(asked, "asked for"), (served, "the registry announced")] {
+        if let Some(expected) = expected {
+            if expected != &digest {
+                return Err(Failure::transient(
+                    FailureKind::DigestMismatch,
+                    format!("the bytes served hash to {digest}, not the {expected} {what}"),
+                ));
+            }
+        }
+    }
+    Ok(digest)
+}
+
+/// A failure from a status: 429 and 5xx are worth another attempt, after `Retry-After` when given.
+fn status_failure(
+    status: u16,
+    mut response: ureq::http::Response<ureq::Body>,
+    host: &str,
+) -> Failure {
+    let retry_after = header(&response, "retry-after")
+        .and_then(|v| policy::parse_retry_after(&v, SystemTime::now()));
+    let said = registry_message(&mut response);
+    let cause = format!("{host} answered {status}{said}");
+    let mut failure = match status {
+        401 | 403 => Failure::fatal(FailureKind::Unauthorized, cause),
+        404 => Failure::fatal(FailureKind::NotFound, cause),
+        429 => Failure::transient(FailureKind::RateLimited, cause),
+        408 | 500..=599 => Failure::transient(FailureKind::Unreachable, cause),
+        _ => Failure::fatal(FailureKind::Other, cause),
+    };
+    failure.retry_after = retry_after;
+    failure
+}
+
+/// `: CODE message` from a distribution error body, shortened; empty when there is none.
+fn registry_message(response: &mut ureq::http::Response<ureq::Body>) -> String {
+    let Ok(bytes) = response
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_vec()
+    else {
+        return String::new();
+    };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return String::new();
+    };
+    let error = &body["errors"][0];
+    let text = format!(
+        "{} {}",
+        error["code"].as_str().unwrap_or_default(),
+        error["message"].as_str().unwrap_or_default()
+    );
+    let text: String = text.trim().chars().take(200).collect();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
+/// A failure below HTTP: connection refused or reset, a timeout, a cut body. TLS and address problems will not
+/// mend by themselves.
+fn transport_failure(error: ureq::Error) -> Failure {
+    use ureq::Error::*;
+    match &error {
+        Timeout(what) => {
+            Failure::transient(FailureKind::Unreachable, format!("timed out ({what})"))
+        }
+        ConnectionFailed | HostNotFound | Io(_) | Protocol(_) | BodyStalled => {
+            Failure::transient(FailureKind::Unreachable, error.to_string())
+        }
+        _ => Failure::fatal(FailureKind::Other, error.to_string()),
+    }
+}
+
+/// `application/x-www-form-urlencoded` for a query or form value.
+fn form_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_bytes_case(bytes: &[u8], asked: Option<&[u8]>, served: Option<&[u8]>, ok: bool) {
+        let asked = asked.map(Digest::of);
+        let served = served.map(Digest::of);
+        let result = check_bytes(bytes, asked.as_ref(), served.as_ref());
+        assert_eq!(result.is_ok(), ok, "{result:?}");
+        if let Err(failure) = result {
+            assert_eq!(failure.kind, FailureKind::DigestMismatch);
+            assert!(failure.transient);
+        }
+    }
+
+    #[test]
+    fn bytes_are_checked_against_both_digests() {
+        check_bytes_case(b"m", None, None, true);
+        check_bytes_case(b"m", Some(b"m"), None, true);
+        check_bytes_case(b"m", None, Some(b"m"), true);
+        check_bytes_case(b"m", Some(b"m"), Some(b"m"), true);
+        check_bytes_case(b"m", Some(b"n"), None, false);
+        check_bytes_case(b"m", None, Some(b"n"), false);
+        check_bytes_case(b"m", Some(b"m"), Some(b"n"), false);
+    }
+
+    #[track_caller]
+    fn check_encode(value: &str, expected: &str) {
+        assert_eq!(form_encode(value), expected);
+    }
+
+    #[test]
+    fn form_values_are_encoded() {
+        check_encode(
+            "repository:20i-stack/php-fpm:pull,push",
+            "repository%3A20i-stack%2Fphp-fpm%3Apull%2Cpush",
+        );
+        check_encode("ghcr.io", "ghcr.io");
+        check_encode("a b&c=d", "a%20b%26c%3Dd");
+    }
+
+    #[track_caller]
+    fn check_target(reference: &str, operation: Operation, url: &str, scope: &str) {
+        let reference: ImageRef = reference.parse().unwrap();
+        let target = Target::manifest(&reference, operation);
+        assert_eq!(
+            (target.url.as_str(), target.scope.as_str()),
+            (url, scope),
+            "{reference}"
+        );
+    }
+
+    #[test]
+    fn urls_and_scopes() {
+        use Operation::*;
+        check_target(
+            "ghcr.io/20i-stack/php-fpm:v1.0.0",
+            GetManifest,
+            "https://ghcr.io/v2/20i-stack/php-fpm/manifests/v1.0.0",
+            "repository:20i-stack/php-fpm:pull",
+        );
+        check_target(
+            "docker.io/20istack/php-fpm:latest",
+            PutManifest,
+            "https://registry-1.docker.io/v2/20istack/php-fpm/manifests/latest",
+            "repository:20istack/php-fpm:pull,push",
+        );
+        check_target(
+            &format!("docker.io/php:8.4-fpm@{}", Digest::of(b"x")),
+            HeadManifest,
+            &format!(
+                "https://registry-1.docker.io/v2/library/php/manifests/{}",
+                Digest::of(b"x")
+            ),
+            "repository:library/php:pull",
+        );
+        check_target(
+            "127.0.0.1:5000/test/php-fpm:1",
+            GetManifest,
+            "http://127.0.0.1:5000/v2/test/php-fpm/manifests/1",
+            "repository:test/php-fpm:pull",
+        );
+        check_target(
+            "localhost:5000/php-fpm:1",
+            GetManifest,
+            "http://localhost:5000/v2/php-fpm/manifests/1",
+            "repository:php-fpm:pull",
+        );
+    }
+
+    #[test]
+    fn one_client_serves_every_thread() {
+        fn shared<T: Send + Sync>() {}
+        shared::<RegistryClient>();
+    }
+
+    #[test]
+    fn errors_name_the_host_the_reference_the_cause_and_the_attempts() {
+        let error = RegistryError {
+            kind: FailureKind::RateLimited,
+            operation: Operation::GetManifest,
+            host: "ghcr.io".into(),
+            reference: "ghcr.io/20i-stack/php-fpm:latest".into(),
+            attempts: 5,
+            elapsed: Duration::from_millis(12_340),
+            cause: "ghcr.io answered 429: TOOMANYREQUESTS slow down".into(),
+        };
+        assert_eq!(
+            error.to_string(),
+            "reading the manifest of ghcr.io/20i-stack/php-fpm:latest failed on ghcr.io after 5 attempts in 12.3 s: \
+             ghcr.io answered 429: TOOMANYREQUESTS slow down: wait a while and run again (`docker login ghcr.io` \
+             may raise the limit)"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! What the release tests share: two `distribution` registries on 127.0.0.1 (the mirror wants a login),
+//! stand-in bases and their lock, a docker config of the test's own, and checks made independently with skopeo.
+//! `Setup::behind_proxies` puts a fault-injecting proxy in front of each registry: the release talks to the
+//! proxies, the checks to the registries themselves.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use stack_images::{docker::Docker, Digest};
+use testkit::{fixtures, FaultProxy, Registry};
+
+pub const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
+pub const USER: &str = "releaser";
+pub const PASSWORD: &str = "test-only-password";
+
+/// Two registries, stand-in bases, a base lock and a docker config with a login to the mirror: what a
+/// maintainer's machine has before `cargo xtask release`.
+pub struct Setup {
+    pub canonical: Registry,
+    pub mirror: Registry,
+    pub docker_config: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
+    /// In front of the canonical registry and the mirror, when the release is to meet faults.
+    pub proxies: Option<(FaultProxy, FaultProxy)>,
+    /// A matrix of fewer lines, for tests about the registries rather than the builds.
+    pub matrix: Option<PathBuf>,
+}
+
+impl Setup {
+    pub fn new() -> anyhow::Result<Setup> {
+        let canonical = Registry::start()?;
+        let mirror = Registry::start_with_auth(USER, PASSWORD)?;
+        let dir = tempfile::tempdir()?;
+        let source = format!("{}/fixtures/php-standin", canonical.host());
+        for line in LINES {
+            let reference = format!("{source}:{line}-fpm-alpine");
+            fixtures::push_busybox(
+                &reference,
+                &format!("LABEL stand-in-for=php:{line}-fpm-alpine\n"),
+                false,
+            )?;
+        }
+        // The developer's own ~/.docker stays untouched: the test logs in inside its own DOCKER_CONFIG.
+        let docker_config = tempfile::tempdir()?;
+        Docker::new()?.with_config_dir(docker_config.path()).login(
+            &mirror.host(),
+            USER,
+            PASSWORD,
+        )?;
+        let setup = Setup {
+            canonical,
+            mirror,
+            docker_config,
+            dir,
+            proxies: None,
+            matrix: None,
+        };
+        let lock = setup.lock().display().to_string();
+        let refreshed = setup.xtask(&["bases", "refresh", "--source", &source, "--lock", &lock]);
+        assert!(
+            refreshed.status.success(),
+            "{}",
+            String::from_utf8_lossy(&refreshed.stderr)
+        );
+        Ok(setup)
+    }
+
+    /// The same, with the release talking to both registries through fault-injecting proxies, building only
+    /// `lines` (the first is the default line).
+    pub fn behind_proxies(lines: &[&str]) -> anyhow::Result<Setup> {
+        let mut setup = Setup::new()?;
+        let canonical = FaultProxy::in_front_of(&setup.canonical)?;
+        let mirror = FaultProxy::in_front_of(&setup.mirror)?;
+        Docker::new()?
+            .with_config_dir(setup.docker_config.path())
+            .login(&mirror.host(), USER, PASSWORD)?;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/matrix.toml");
+        let text = std::fs::read_to_string(root)?;
+        let head = &text[..text.find("[[lines]]").expect("the matrix lists lines")];
+        let default = format!("default_line = \"{}\"", lines[0]);
+        let mut matrix = head
+            .lines()
+            .map(|l| {
+                if l.starts_with("default_line") {
+                    default.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        for line in lines {
+            matrix.push_str(&format!("\n[[lines]]\nphp = \"{line}\"\n"));
+        }
+        let path = setup.dir.path().join("matrix.toml");
+        std::fs::write(&path, matrix)?;
+        setup.matrix = Some(path);
+        setup.proxies = Some((canonical, mirror));
+        Ok(setup)
+    }
+
+    /// The proxies in front of the canonical registry and the mirror.
+    pub fn proxies(&self) -> (&FaultProxy, &FaultProxy) {
+        let (canonical, mirror) = self.proxies.as_ref().expect("Setup::behind_proxies");
+        (canonical, mirror)
+    }
+
+    pub fn lock(&self) -> PathBuf {
+        self.dir.path().join("standin.lock.toml")
+    }
+
+    pub fn notes_dir(&self) -> PathBuf {
+        self.dir.path().join("notes")
+    }
+
+    pub fn work_dir(&self, version: &str) -> PathBuf {
+        self.dir.path().join("work").join(version)
+    }
+
+    pub fn canonical_ns(&self) -> String {
+        self.canonical.namespace("stack")
+    }
+
+    pub fn mirror_ns(&self) -> String {
+        self.mirror.namespace("mirror")
+    }
+
+    pub fn xtask_command(&self, args: &[&str]) -> Command {
+        let mut command = crate::xtask_command();
+        command
+            .args(args)
+            .env("DOCKER_CONFIG", self.docker_config.path());
+        command
+    }
+
+    pub fn xtask(&self, args: &[&str]) -> Output {
+        self.xtask_command(args)
+            .output()
+            .expect("running the xtask binary")
+    }
+
+    pub fn release_args(&self, version: &str, published: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "release",
+            version,
+            "--published",
+            published,
+            "--registry",
+            &self.release_ns(true),
+            "--mirror",
+            &self.release_ns(false),
+            "--bases",
+            &self.lock().display().to_string(),
+            "--context",
+            &fixtures::php_fpm_standin().display().to_string(),
+            "--notes-dir",
+            &self.notes_dir().display().to_string(),
+            "--work-dir",
+            &self.work_dir(version).display().to_string(),
+            "--revision",
+            "0123456789abcdef0123456789abcdef01234567",
+            "--time",
+            "2026-11-25T10:00:00Z",
+            // These releases are v1.9.5, v2.0.0, v2.1.0-rc.1 …, not the workspace's version.
+            "--allow-version-mismatch",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if let Some(matrix) = &self.matrix {
+            args.extend(["--matrix".to_owned(), matrix.display().to_string()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// The namespace the release pushes to: through the proxy when there is one.
+    pub fn release_ns(&self, canonical: bool) -> String {
+        match (&self.proxies, canonical) {
+            (Some((proxy, _)), true) => proxy.namespace("stack"),
+            (Some((_, proxy)), false) => proxy.namespace("mirror"),
+            (None, true) => self.canonical_ns(),
+            (None, false) => self.mirror_ns(),
+        }
+    }
+
+    pub fn release(&self, version: &str, published: &str, extra: &[&str]) -> Output {
+        let args = self.release_args(version, published, extra);
+        self.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// sha256 of the bytes skopeo fetches: a second client's word on what a reference serves.
+    pub fn skopeo_digest(&self, reference: &str) -> Option<Digest> {
+        let authfile = self.docker_config.path().join("config.json");
+        let output = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .arg(&authfile)
+            .arg(format!("docker://{reference}"))
+            .output()
+            .expect("skopeo is installed by `make setup`");
+        output.status.success().then(|| Digest::of(&output.stdout))
+    }
+
+    /// Every tag of the image in both registries and the digest it serves now.
+    pub fn all_tags(&self) -> Vec<(String, Option<Digest>)> {
+        let mut all = Vec::new();
+        for namespace in [self.canonical_ns(), self.mirror_ns()] {
+            let authfile = self.docker_config.path().join("config.json");
+            let output = Command::new("skopeo")
+                .args(["list-tags", "--tls-verify=false", "--authfile"])
+                .arg(&authfile)
+                .arg(format!("docker://{namespace}/php-fpm"))
+                .output()
+                .unwrap();
+            let listed: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            let mut tags: Vec<String> = listed["Tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect();
+            tags.sort();
+            for tag in tags {
+                let reference = format!("{namespace}/php-fpm:{tag}");
+                let digest = self.skopeo_digest(&reference);
+                all.push((reference, digest));
+            }
+        }
+        all
+    }
+}
+
+#[track_caller]
+pub fn assert_ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "xtask failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn notes(dir: &Path, version: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{version}.json")))
+        .expect("the release wrote its JSON");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The digest the notes record for a tag in a registry.
+pub fn recorded(notes: &serde_json::Value, reference: &str) -> Option<String> {
+    notes["references"]
+        .as_array()?
+        .iter()
+        .find(|r| r["ref"] == reference)
+        .map(|r| r["digest"].as_str().unwrap().to_owned())
+}
+
+pub fn manifest_puts(registry: &Registry) -> usize {
+    registry
+        .log()
+        .lines()
+        .filter(|l| l.contains("\"PUT /v2/") && l.contains("/manifests/"))
+        .count()
+}
+
+pub fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> {
+    let at = args
+        .iter()
+        .position(|a| a == flag)
+        .expect("the flag is there")
+        + 1;
+    args[at] = value.to_owned();
+    args
+}
