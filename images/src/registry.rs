@@ -107,6 +107,9 @@ impl fmt::Display for RegistryError {
                 f,
                 ": something between here and {host} changed the bytes; run again, and report it if it persists"
             ),
+            FailureKind::Stalled | FailureKind::TimedOut => {
+                write!(f, ": {host} went silent; run again, and check its status if it persists")
+            }
             FailureKind::Other => Ok(()),
         }
     }

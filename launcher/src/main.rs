@@ -8,6 +8,7 @@ mod config;
 mod destroy;
 mod engine;
 mod exit;
+mod freshness;
 mod image;
 mod init;
 mod logs;

@@ -79,6 +79,7 @@ impl DemoCmd {
             context: Some(fixtures::php_fpm_standin()),
             attestations: None,
             allow_version_mismatch: false,
+            no_build_cache: false,
         };
         let inputs = args.gather(sh)?;
         inputs.require_launcher_version()?;

@@ -58,6 +58,9 @@ pub struct ReleaseArgs {
     /// Attestations pushed with the images, replacing the matrix's setting
     #[arg(long, value_enum)]
     pub attestations: Option<Attestations>,
+    /// Neither read nor write the registry build cache (`<image>-cache` next to the images): a cold build
+    #[arg(long)]
+    pub no_build_cache: bool,
     /// Release a version other than Cargo.toml's [workspace.package] version (what this checkout's launcher pulls): for tests
     #[arg(long)]
     pub allow_version_mismatch: bool,
@@ -77,6 +80,8 @@ pub struct PlanInputs {
     pub revision: CommitId,
     pub commit_time: i64,
     pub launcher: LauncherVersion,
+    /// Whether builds read and write the registry build cache.
+    pub build_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +192,7 @@ impl ReleaseArgs {
             revision,
             commit_time,
             launcher,
+            build_cache: !self.no_build_cache,
         })
     }
 }

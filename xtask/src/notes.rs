@@ -293,9 +293,24 @@ fn bases(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
 fn republished(w: &mut String, republish: &Republish) -> fmt::Result {
     writeln!(
         w,
-        "## Republished {}\n\n{}\n\n| Reference | Old digest | New digest |\n|---|---|---|",
+        "## Republished {}\n\n{}\n",
         republish.date, republish.reason
     )?;
+    if !republish.lines.is_empty() {
+        let lines: Vec<String> = republish.lines.iter().map(ToString::to_string).collect();
+        writeln!(
+            w,
+            "Rebuilt: PHP {}; every other line kept its digests.\n",
+            lines.join(", ")
+        )?;
+    }
+    for base in &republish.bases {
+        writeln!(w, "- PHP {} on `{}`", base.php, base.reference)?;
+    }
+    if !republish.bases.is_empty() {
+        writeln!(w)?;
+    }
+    writeln!(w, "| Reference | Old digest | New digest |\n|---|---|---|")?;
     for change in &republish.changes {
         writeln!(
             w,
@@ -584,6 +599,8 @@ pub mod tests {
         notes.republished.push(Republish {
             date: "2026-12-01".to_owned(),
             reason: "bases rebuilt for a libxml2 fix".to_owned(),
+            lines: vec![PhpLine::new(8, 5)],
+            bases: vec![notes.bases[0].clone()],
             changes: vec![DigestChange {
                 reference: "ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5".parse().unwrap(),
                 old: digest("old"),

@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use clap::Args;
 use serde::Serialize;
+use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
@@ -68,6 +69,10 @@ pub struct Build {
     pub annotations: BTreeMap<String, String>,
     /// The canonical pin this build is pushed to.
     pub pin: ImageRef,
+    /// Where the build's layers are cached between releases (`<image>-cache:php-M.m` in the canonical
+    /// namespace), read before and written after the build; `None` with `--no-build-cache`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ImageRef>,
     /// Set when the line's upstream base is end of life, in the words of the matrix.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_of_life: Option<String>,
@@ -224,6 +229,14 @@ impl Step {
     }
 }
 
+/// The build cache of a line: one per line, across releases, so a release reuses what the previous one built.
+fn cache_ref(canonical: &Namespace, image: &RepoName, php: PhpLine) -> ImageRef {
+    let name: RepoName = format!("{image}-cache")
+        .parse()
+        .expect("a repository name with `-cache` appended is one");
+    canonical.repository(&name).tagged(&tags::line_tag(php))
+}
+
 /// Computes the plan: no docker, no network, no clock, no file system.
 pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
     let matrix = &inputs.matrix;
@@ -283,6 +296,9 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             labels: metadata.clone(),
             annotations: metadata,
             pin: pin_in(canonical, &tag.tag),
+            cache: inputs
+                .build_cache
+                .then(|| cache_ref(canonical, &matrix.image, tag.php)),
             end_of_life: matrix.line(tag.php).and_then(|line| line.eol.clone()),
         });
     }
@@ -454,6 +470,73 @@ impl Plan {
                 .cloned(),
         );
         Ok(Plan {
+            steps,
+            ..self.clone()
+        })
+    }
+
+    /// The plan of `republish --lines`: only `lines` are rebuilt, copied, verified and have their tags moved; every
+    /// other line and its tags are left as they are. The new indexes say why and when (OCI annotations
+    /// `io.20i-stack.republish.reason` and `.date`), so a client can tell a republish from the release.
+    pub fn republishing(
+        &self,
+        lines: &[PhpLine],
+        reason: &str,
+        date: &str,
+    ) -> anyhow::Result<Plan> {
+        for php in lines {
+            anyhow::ensure!(
+                self.builds.iter().any(|b| b.php == *php),
+                "--lines names PHP {php}, which {} does not have ({}): name lines of the release",
+                self.version,
+                self.builds
+                    .iter()
+                    .map(|b| b.php.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let kept = |php: &PhpLine| lines.contains(php);
+        let builds = self
+            .builds
+            .iter()
+            .filter(|b| kept(&b.php))
+            .cloned()
+            .map(|mut build| {
+                build
+                    .annotations
+                    .insert(REPUBLISH_REASON.to_owned(), reason.to_owned());
+                build
+                    .annotations
+                    .insert(REPUBLISH_DATE.to_owned(), date.to_owned());
+                build
+            })
+            .collect();
+        let steps = self
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Engine { .. } | Step::Login { .. } => Some(step.clone()),
+                Step::Bake {
+                    phase,
+                    output,
+                    lines: baked,
+                } => Some(Step::Bake {
+                    phase: *phase,
+                    output: output.clone(),
+                    lines: baked.iter().copied().filter(kept).collect(),
+                }),
+                Step::Find { php, .. }
+                | Step::Assemble { php, .. }
+                | Step::ReadBack { php, .. }
+                | Step::Copy { php, .. }
+                | Step::Verify { php, .. }
+                | Step::Size { php, .. }
+                | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
+            })
+            .collect();
+        Ok(Plan {
+            builds,
             steps,
             ..self.clone()
         })

@@ -2,7 +2,7 @@
 //! its tags, and the moving tags that point at it, to the new digests, and record old → new in its notes.
 
 use clap::Args;
-use stack_images::Digest;
+use stack_images::{Digest, PhpLine};
 use xshell::Shell;
 
 use crate::{
@@ -18,9 +18,12 @@ use crate::{
 pub struct RepublishCmd {
     #[command(flatten)]
     release: ReleaseArgs,
-    /// Why the images are rebuilt; recorded, dated, in the release notes
+    /// Why the images are rebuilt; recorded, dated, in the release notes and on the new indexes
     #[arg(long)]
     reason: String,
+    /// The PHP lines to rebuild, comma-separated (default: every line of the release)
+    #[arg(long, value_name = "LIST", value_parser = parse_lines)]
+    lines: Option<Lines>,
     /// Print the docker commands the republish would run, in order, and run none
     #[arg(long)]
     dry_run: bool,
@@ -35,11 +38,21 @@ impl RepublishCmd {
             !reason.is_empty(),
             "--reason is empty: say why the release is rebuilt (it goes in the notes)"
         );
+        anyhow::ensure!(
+            !reason.chars().any(char::is_control) && reason.chars().count() <= 300,
+            "--reason must be one line of at most 300 characters: it is recorded in the notes and on the images"
+        );
         let mut inputs = self.release.gather(sh)?;
         // The release is published by definition: the tag rules apply as if it were being cut now.
         let version = inputs.version.clone();
         inputs.published.retain(|v| *v != version);
         let plan = plan::compute(&inputs)?;
+        let lines = match &self.lines {
+            Some(Lines(lines)) => lines.clone(),
+            None => plan.builds.iter().map(|b| b.php).collect(),
+        };
+        let date = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        let plan = plan.republishing(&lines, reason, &date)?;
         if self.dry_run {
             return release::print_commands(&plan, &self.dirs.work_dir(&plan));
         }
@@ -83,11 +96,18 @@ impl RepublishCmd {
                 });
             }
         }
-        notes.images = rebuilt.images;
-        notes.bases = rebuilt.bases;
+        // Only the rebuilt lines' records change; the others keep what the release (or an earlier republish) wrote.
+        notes.images.retain(|image| !lines.contains(&image.php));
+        notes.images.extend(rebuilt.images);
+        notes.images.sort_by_key(|image| image.php);
+        notes.bases.retain(|base| !lines.contains(&base.php));
+        notes.bases.extend(rebuilt.bases.iter().cloned());
+        notes.bases.sort_by_key(|base| base.php);
         notes.republished.push(Republish {
             date: rebuilt.date,
             reason: reason.to_owned(),
+            lines: lines.clone(),
+            bases: rebuilt.bases,
             changes,
         });
         let (json, page) = crate::notes::write(&notes, &notes_dir)?;
@@ -108,4 +128,19 @@ impl RepublishCmd {
         );
         Ok(())
     }
+}
+
+/// `--lines 8.3,8.4`: PHP lines, each once.
+#[derive(Debug, Clone)]
+struct Lines(Vec<PhpLine>);
+
+fn parse_lines(text: &str) -> anyhow::Result<Lines> {
+    let mut lines: Vec<PhpLine> = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let line: PhpLine = part.parse()?;
+        anyhow::ensure!(!lines.contains(&line), "PHP {line} is listed twice");
+        lines.push(line);
+    }
+    lines.sort();
+    Ok(Lines(lines))
 }

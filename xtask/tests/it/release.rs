@@ -17,6 +17,18 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
     let setup = Setup::new()?;
     let summary = assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
     assert!(summary.contains("v2.0.0 of php-fpm: done"), "{summary}");
+    // Each line's build cache sits next to the images, for the next release to start from.
+    let caches = std::process::Command::new("skopeo")
+        .args(["list-tags", "--tls-verify=false"])
+        .arg(format!("docker://{}/php-fpm-cache", setup.canonical_ns()))
+        .output()?;
+    let caches = String::from_utf8_lossy(&caches.stdout);
+    for line in LINES {
+        assert!(
+            caches.contains(&format!("\"php-{line}\"")),
+            "no build cache of PHP {line}: {caches}"
+        );
+    }
 
     // Every reference in the JSON serves, to skopeo, exactly the digest recorded, in both registries.
     let v2 = notes(&setup.notes_dir(), "v2.0.0");
@@ -309,6 +321,81 @@ fn release_interrupted_by_a_mirror_outage_moves_no_tag_and_resumes() -> anyhow::
     let latest = setup.skopeo_digest(&format!("{}/php-fpm:latest", setup.mirror_ns()));
     let pin = setup.skopeo_digest(&format!("{}/php-fpm:v2.0.0-php-8.5", setup.canonical_ns()));
     assert_eq!(latest, pin);
+    Ok(())
+}
+
+/// A base changes for one line: the check finds it, and a republish of that line moves exactly its pin and
+/// its `php-M.m` tag in both registries; every other tag and digest is unchanged, and the new index says why.
+#[test]
+fn republish_of_one_line_moves_exactly_its_tags() -> anyhow::Result<()> {
+    let setup = Setup::new()?;
+    assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
+    let before = setup.all_tags();
+
+    let source = format!("{}/fixtures/php-standin", setup.canonical.host());
+    fixtures::push_busybox(
+        &format!("{source}:8.3-fpm-alpine"),
+        "LABEL stand-in-for=php:8.3-fpm-alpine rebuilt=1\n",
+        false,
+    )?;
+    let lock = setup.lock().display().to_string();
+    assert_ok(&setup.xtask(&["bases", "refresh", "--lock", &lock]));
+    let reason = "the 8.3 base fixes CVE-2026-0001";
+    let mut args = setup.release_args(
+        "v2.0.0",
+        "v1.0.0,v2.0.0",
+        &["--lines", "8.3", "--reason", reason],
+    );
+    args[0] = "republish".to_owned();
+    assert_ok(&setup.xtask(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+
+    let after = setup.all_tags();
+    let changed: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| {
+            assert_eq!(b.0, a.0, "the same tags exist");
+            b.1 != a.1
+        })
+        .map(|(b, _)| b.0.as_str())
+        .collect();
+    let expected: Vec<String> = [setup.canonical_ns(), setup.mirror_ns()]
+        .iter()
+        .flat_map(|ns| {
+            [
+                format!("{ns}/php-fpm:php-8.3"),
+                format!("{ns}/php-fpm:v2.0.0-php-8.3"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        changed, expected,
+        "exactly the 8.3 pin and php-8.3 moved, in both registries"
+    );
+
+    let notes = notes(&setup.notes_dir(), "v2.0.0");
+    let entry = &notes["republished"][0];
+    assert_eq!(entry["lines"], serde_json::json!(["8.3"]));
+    assert_eq!(entry["reason"], reason);
+    assert_eq!(entry["changes"].as_array().map(Vec::len), Some(4));
+    let pin = format!("{}/php-fpm:v2.0.0-php-8.3", setup.canonical_ns());
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{pin}"))
+        .output()?;
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout)?;
+    assert_eq!(
+        index["annotations"]["io.20i-stack.republish.reason"],
+        reason
+    );
+    assert!(index["annotations"]["io.20i-stack.republish.date"].is_string());
+    let check = setup.xtask(&[
+        "notes",
+        "--check",
+        "--notes-dir",
+        &setup.notes_dir().display().to_string(),
+    ]);
+    assert_ok(&check);
     Ok(())
 }
 
