@@ -482,9 +482,10 @@ pub fn push_php_fpm(
         "--provenance=false".to_owned(),
         "--file".to_owned(),
         php_fpm_real_dockerfile().display().to_string(),
-        "--tag".to_owned(),
-        image.to_string(),
-        "--push".to_owned(),
+        // Pushed by BuildKit's exporter itself, as the release's bakes are: `--push` on the docker driver adds a
+        // second push "with docker" of a local tag, which fails when anything removes that tag meanwhile.
+        "--output".to_owned(),
+        format!("type=image,name={image},push=true"),
         "--metadata-file".to_owned(),
         metadata.display().to_string(),
     ];
