@@ -80,6 +80,7 @@ impl BenchCmd {
             self.rounds,
             context.display()
         );
+        let _registries = Wiped;
         let bench = Bench::prepare(sh, &self, scratch, context)?;
         let mut raw = Raw::default();
         for round in 0..self.rounds {
@@ -98,6 +99,29 @@ impl BenchCmd {
             eprintln!("wrote {}", crate::display_path(path));
         }
         Ok(())
+    }
+}
+
+/// Names of the bench's registries, from `--port` on: release pair, naive pair, bases.
+const REGISTRIES: [&str; 5] = [
+    "bench-ghcr",
+    "bench-hub",
+    "bench-naive-ghcr",
+    "bench-naive-hub",
+    "bench-bases",
+];
+
+/// Stops and deletes the bench's registries when the bench ends, however it ends: they hold only its pushes.
+struct Wiped;
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        for name in REGISTRIES {
+            let _ = Command::new("bash")
+                .args(["scripts/registry.sh", "wipe", name])
+                .current_dir(project_root())
+                .output();
+        }
     }
 }
 
@@ -190,31 +214,14 @@ impl Bench {
         context: PathBuf,
     ) -> anyhow::Result<Bench> {
         let p = cmd.port;
+        let at = |n: u16| Loopback {
+            name: REGISTRIES[usize::from(n)],
+            port: p + n,
+        };
         let bench = Bench {
-            release_pair: [
-                Loopback {
-                    name: "bench-ghcr",
-                    port: p,
-                },
-                Loopback {
-                    name: "bench-hub",
-                    port: p + 1,
-                },
-            ],
-            naive_pair: [
-                Loopback {
-                    name: "bench-naive-ghcr",
-                    port: p + 2,
-                },
-                Loopback {
-                    name: "bench-naive-hub",
-                    port: p + 3,
-                },
-            ],
-            bases: Loopback {
-                name: "bench-bases",
-                port: p + 4,
-            },
+            release_pair: [at(0), at(1)],
+            naive_pair: [at(2), at(3)],
+            bases: at(4),
             matrix: (PathBuf::new(), PathBuf::new()),
             verify_matrices: Vec::new(),
             revision: crate::git::head_revision(sh)?,
@@ -287,6 +294,16 @@ impl Bench {
                 self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
             let after = stored(&self.release_pair);
             raw.release_s.push(took);
+            for (phase, d) in &outcome.timings {
+                match raw
+                    .release_phases
+                    .iter_mut()
+                    .find(|(name, _)| name == phase)
+                {
+                    Some((_, times)) => times.push(d.as_secs_f64()),
+                    None => raw.release_phases.push((phase, vec![d.as_secs_f64()])),
+                }
+            }
             raw.release_bytes.push(grown(before, after));
             raw.release_builds = format!("1 bake: {} lines x {} platforms", outcome.built.len(), 2);
             let build = phase_seconds(&outcome, &["build"]);
@@ -728,6 +745,8 @@ impl Site {
 #[derive(Debug, Default)]
 struct Raw {
     release_s: Vec<f64>,
+    /// The cold release's phases, in the order they ran.
+    release_phases: Vec<(&'static str, Vec<f64>)>,
     naive_s: Vec<f64>,
     /// Bytes stored by each side, per registry (canonical, mirror).
     release_bytes: Vec<[u64; 2]>,
@@ -858,6 +877,7 @@ impl Figures {
             "raw": {
                 "release_s": raw.release_s,
                 "naive_s": raw.naive_s,
+                "release_phases_s": raw.release_phases.iter().map(|(p, t)| (p.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
                 "release_bytes_canonical": bytes(&raw.release_bytes, 0),
                 "release_bytes_mirror": bytes(&raw.release_bytes, 1),
                 "naive_bytes_canonical": bytes(&raw.naive_bytes, 0),
