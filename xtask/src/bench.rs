@@ -950,6 +950,9 @@ fn report(f: &Figures, raw: &Raw) -> String {
         " s",
         1,
     );
+    for (phase, times) in &raw.release_phases {
+        row(&format!("  {phase}"), times, " s", 2);
+    }
     row(
         &format!(
             "naive loop ({}, {} retried)",
