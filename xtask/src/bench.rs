@@ -291,7 +291,7 @@ impl Bench {
             let before = stored(&self.release_pair);
             let (canonical, mirror) = ns(&self.release_pair);
             let (outcome, took) =
-                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true, false)?;
             let after = stored(&self.release_pair);
             raw.release_s.push(took);
             for (phase, d) in &outcome.timings {
@@ -350,11 +350,13 @@ impl Bench {
         }
         let (canonical, mirror) = ns(&self.release_pair);
         prune_build_cache()?;
-        let (warm, took) = self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true)?;
+        let (warm, took) =
+            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true, false)?;
         raw.warm_s.push(took);
         raw.warm_build_s.push(phase_seconds(&warm, &["build"]));
         prune_build_cache()?;
-        let (cold, took) = self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false)?;
+        let (cold, took) =
+            self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false, false)?;
         raw.cold_s.push(took);
         raw.cold_build_s.push(phase_seconds(&cold, &["build"]));
         Ok(())
@@ -365,12 +367,16 @@ impl Bench {
         for (n, matrix, lock) in &self.verify_matrices {
             let canonical = self.release_pair[0].namespace(&format!("verify-{n}-r{round}"));
             let mirror = self.release_pair[1].namespace(&format!("verify-{n}-r{round}"));
-            let (outcome, _) =
-                self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, true)?;
-            raw.verify_s
-                .entry(*n)
-                .or_default()
-                .push(phase_seconds(&outcome, &["verify pins", "verify tags"]));
+            // The release, then the same release resumed: every pin is found, verified and kept, so the build
+            // is skipped and the verification phases run again, a few samples of them for the price of one build.
+            for resume in [false, true, true, true, true] {
+                let (outcome, _) =
+                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, true, resume)?;
+                raw.verify_s
+                    .entry(*n)
+                    .or_default()
+                    .push(phase_seconds(&outcome, &["verify pins", "verify tags"]));
+            }
         }
         Ok(())
     }
@@ -415,6 +421,7 @@ impl Bench {
         matrix: &Path,
         lock: &Path,
         build_cache: bool,
+        resume: bool,
     ) -> anyhow::Result<(Outcome, f64)> {
         let plan = self.plan(sh, version, canonical, mirror, matrix, lock, build_cache)?;
         let work_dir = self
@@ -422,7 +429,7 @@ impl Bench {
             .join("work")
             .join(canonical.to_string().replace(['/', ':'], "_") + "-" + version);
         let started = Instant::now();
-        let outcome = release::execute(&plan, Mode::Release { resume: false }, &work_dir)
+        let outcome = release::execute(&plan, Mode::Release { resume }, &work_dir)
             .with_context(|| format!("releasing {version} to {canonical}"))?;
         Ok((outcome, started.elapsed().as_secs_f64()))
     }
