@@ -47,6 +47,10 @@ pub struct BaseLock {
 pub struct LockedBase {
     pub tag: Tag,
     pub digest: Digest,
+    /// The PHP version the base says it holds (its `PHP_VERSION` or `org.opencontainers.image.version`), when
+    /// it says one: what a base update's pull request shows next to the digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub php_version: Option<String>,
 }
 
 /// The base one build uses: the reference passed as the `PHP_BASE` build argument.

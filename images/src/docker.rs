@@ -7,6 +7,9 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
 };
 
 use xshell::{cmd, Shell};
@@ -69,6 +72,11 @@ pub enum FailureKind {
     NotFound,
     /// The content did not match its digest.
     DigestMismatch,
+    /// A watched command printed nothing for its stall bound and was stopped ([`Docker::watch`]): a registry
+    /// that accepted the connection and went silent.
+    Stalled,
+    /// A watched command ran past its total bound and was stopped ([`Docker::watch`]).
+    TimedOut,
     /// Anything else: the message says what.
     Other,
 }
@@ -142,6 +150,8 @@ const SIGNS: &[Signs] = &[
             "cannot connect to the docker daemon",
             "context deadline exceeded",
             "unexpected eof",
+            // A registry that closed the connection without an answer: `failed to do request: Head "…": EOF`.
+            "\": eof",
         ],
     },
 ];
@@ -204,6 +214,8 @@ impl FailureKind {
             FailureKind::Unauthorized => "unauthorised",
             FailureKind::NotFound => "not found",
             FailureKind::DigestMismatch => "digest mismatch",
+            FailureKind::Stalled => "stalled",
+            FailureKind::TimedOut => "timed out",
             FailureKind::Other => "failed",
         }
     }
@@ -235,6 +247,22 @@ impl fmt::Display for DockerError {
 }
 
 impl std::error::Error for DockerError {}
+
+/// How long a watched command may stay silent, and run in all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// The longest time without a byte of output.
+    pub stall: Duration,
+    /// The longest run.
+    pub total: Duration,
+}
+
+/// A watched command's output as it comes: which stream, and the bytes read.
+enum Chunk {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    Closed,
+}
 
 /// What a registry serves for a reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -450,6 +478,119 @@ impl Docker {
             .map_err(|e| e.context(format!("reading the manifest of {reference}")))
     }
 
+    /// Runs a command that reports its progress as it goes (`docker pull`), handing each line of its standard
+    /// output to `on_line` as it arrives. Any output counts as progress: a command silent for `bounds.stall`, or
+    /// still running after `bounds.total`, is killed and fails as [`FailureKind::Stalled`] or
+    /// [`FailureKind::TimedOut`], so a registry that never answers cannot hang the caller.
+    pub fn watch(
+        &self,
+        command: &DockerCommand,
+        bounds: Bounds,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), DockerError> {
+        self.record(command);
+        let mut process = Command::new(&self.binary);
+        if let Some(dir) = &self.config_dir {
+            process.env("DOCKER_CONFIG", dir);
+        }
+        let mut child = process
+            .args(&command.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| Docker::not_started(command, error))?;
+        let (sender, chunks) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        let readers = [
+            forward_chunks(stdout, sender.clone(), Chunk::Out),
+            forward_chunks(stderr, sender, Chunk::Err),
+        ];
+        let started = Instant::now();
+        let deadline = started + bounds.total;
+        let (mut pending, mut said) = (Vec::new(), Vec::new());
+        let mut open = readers.len();
+        let mut last_output = started;
+        let stopped = loop {
+            if open == 0 {
+                break None;
+            }
+            let now = Instant::now();
+            let (wait, kind) = if deadline <= last_output + bounds.stall {
+                (
+                    deadline.saturating_duration_since(now),
+                    FailureKind::TimedOut,
+                )
+            } else {
+                (
+                    (last_output + bounds.stall).saturating_duration_since(now),
+                    FailureKind::Stalled,
+                )
+            };
+            match chunks.recv_timeout(wait) {
+                Ok(Chunk::Out(bytes)) => {
+                    last_output = Instant::now();
+                    pending.extend_from_slice(&bytes);
+                    while let Some(end) = pending.iter().position(|&b| b == b'\n' || b == b'\r') {
+                        let line: Vec<u8> = pending.drain(..=end).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        if !line.trim().is_empty() {
+                            on_line(line.trim_end());
+                        }
+                    }
+                }
+                Ok(Chunk::Err(bytes)) => {
+                    last_output = Instant::now();
+                    said.extend_from_slice(&bytes);
+                }
+                Ok(Chunk::Closed) => open -= 1,
+                Err(mpsc::RecvTimeoutError::Timeout) => break Some(kind),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+            }
+        };
+        if let Some(kind) = stopped {
+            // Killing the client ends the daemon's request too: the engine cancels a pull its client left.
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::from_utf8_lossy(&said).into_owned();
+            stderr.push_str(&match kind {
+                FailureKind::Stalled => {
+                    format!("\nno output for {} s: stopped", bounds.stall.as_secs_f64())
+                }
+                _ => format!(
+                    "\nstill running after {} s: stopped",
+                    bounds.total.as_secs_f64()
+                ),
+            });
+            return Err(DockerError {
+                command: command.to_string(),
+                kind,
+                stderr,
+            });
+        }
+        let status = child
+            .wait()
+            .map_err(|error| Docker::not_started(command, error))?;
+        for reader in readers {
+            let _ = reader.join();
+        }
+        if let Ok(line) = std::str::from_utf8(&pending) {
+            if !line.trim().is_empty() {
+                on_line(line.trim_end());
+            }
+        }
+        if status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&said).into_owned();
+        Err(DockerError {
+            command: command.to_string(),
+            kind: FailureKind::classify(&stderr),
+            stderr,
+        })
+    }
+
     /// Runs a command attached to the terminal (its output streams, as `logs --follow` needs), with extra
     /// environment variables. Its error output is not captured, so a failure is classified as [`FailureKind::Other`].
     pub fn run_attached(
@@ -482,6 +623,28 @@ impl Docker {
         let bytes = self.output(&DockerCommand::inspect_raw(reference))?;
         Ok(Digest::of(&bytes))
     }
+}
+
+/// Reads `stream` until it ends, sending what it reads as it comes, then [`Chunk::Closed`].
+fn forward_chunks(
+    mut stream: impl std::io::Read + Send + 'static,
+    sender: mpsc::Sender<Chunk>,
+    wrap: fn(Vec<u8>) -> Chunk,
+) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buffer = [0; 8192];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if sender.send(wrap(buffer[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = sender.send(Chunk::Closed);
+    })
 }
 
 #[cfg(test)]
@@ -536,7 +699,55 @@ mod tests {
         check("Error: No such image: 20i-local/php-fpm:8.4", NotFound);
         check("Error response from daemon: failed to resolve reference \"127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1\": 127.0.0.1:46213/stack/php-fpm:v0.1.0-php-8.1: not found", NotFound);
         check("failed to copy: httpReadSeeker: failed open: failed to do request: Get \"http://127.0.0.1:5000/v2/a/blobs/sha256:x\": read tcp 127.0.0.1:1->127.0.0.1:2: read: connection reset by peer", Unreachable);
+        check("Error response from daemon: failed to resolve reference \"127.0.0.1:1/x/p:v6\": failed to do request: Head \"https://127.0.0.1:1/v2/x/p/manifests/v6\": EOF", Unreachable);
+        check(
+            "failed to read expected number of bytes: unexpected EOF",
+            Unreachable,
+        );
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
+    }
+
+    /// `sh -c SCRIPT` through [`Docker::watch`]: what it returned, the lines it passed on, and how long it took.
+    fn watch_shell(
+        script: &str,
+        stall_ms: u64,
+        total_ms: u64,
+    ) -> (Result<(), FailureKind>, Vec<String>, Duration) {
+        let mut docker = Docker::new().unwrap();
+        docker.binary = PathBuf::from("/bin/sh");
+        let bounds = Bounds {
+            stall: Duration::from_millis(stall_ms),
+            total: Duration::from_millis(total_ms),
+        };
+        let mut lines = Vec::new();
+        let started = Instant::now();
+        let result = docker.watch(&DockerCommand::new(["-c", script]), bounds, &mut |line| {
+            lines.push(line.to_owned())
+        });
+        (result.map_err(|e| e.kind), lines, started.elapsed())
+    }
+
+    #[test]
+    fn a_watched_command_is_stopped_when_silent_or_too_long() {
+        use FailureKind::*;
+        let (result, lines, took) = watch_shell("echo one; echo two", 2000, 5000);
+        assert_eq!(
+            (result, lines),
+            (Ok(()), vec!["one".to_owned(), "two".to_owned()])
+        );
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        // Silent from the start: stopped after the stall bound, long before the sleep ends.
+        let (result, lines, took) = watch_shell("echo started; exec sleep 30", 300, 10_000);
+        assert_eq!((result, lines), (Err(Stalled), vec!["started".to_owned()]));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Output every 100 ms is progress, but the total bound still ends it.
+        let (result, _, took) = watch_shell("while :; do echo tick; sleep 0.1; done", 1000, 700);
+        assert_eq!(result, Err(TimedOut));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // Error output counts as progress, and a failure is classified from it.
+        let (result, _, _) =
+            watch_shell("echo 'toomanyrequests: slow down' >&2; exit 1", 2000, 5000);
+        assert_eq!(result, Err(RateLimited));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{docker::FailureKind, Digest, ImageRef, Repository};
+use crate::{docker::FailureKind, Digest, ImageRef, Repository, Tag};
 
 pub use auth::{Challenge, Credential};
 pub use policy::Policy;
@@ -57,6 +57,8 @@ pub enum Operation {
     HeadManifest,
     PutManifest,
     GetBlob,
+    DeleteManifest,
+    ListTags,
 }
 
 impl Operation {
@@ -66,6 +68,8 @@ impl Operation {
             Operation::HeadManifest => "checking the manifest of",
             Operation::PutManifest => "pushing the manifest to",
             Operation::GetBlob => "reading the blob",
+            Operation::DeleteManifest => "deleting the manifest",
+            Operation::ListTags => "listing the tags of",
         }
     }
 }
@@ -107,6 +111,9 @@ impl fmt::Display for RegistryError {
                 f,
                 ": something between here and {host} changed the bytes; run again, and report it if it persists"
             ),
+            FailureKind::Stalled | FailureKind::TimedOut => {
+                write!(f, ": {host} went silent; run again, and check its status if it persists")
+            }
             FailureKind::Other => Ok(()),
         }
     }
@@ -121,6 +128,8 @@ struct Failure {
     cause: String,
     transient: bool,
     retry_after: Option<Duration>,
+    /// The HTTP status, when the registry answered one.
+    status: Option<u16>,
 }
 
 impl Failure {
@@ -130,6 +139,7 @@ impl Failure {
             cause: cause.into(),
             transient: true,
             retry_after: None,
+            status: None,
         }
     }
 
@@ -139,6 +149,7 @@ impl Failure {
             cause: cause.into(),
             transient: false,
             retry_after: None,
+            status: None,
         }
     }
 }
@@ -307,6 +318,106 @@ impl RegistryClient {
             check_bytes(&bytes, Some(digest), None)?;
             Ok(bytes)
         })
+    }
+
+    /// Deletes the manifest `reference`'s digest names (the registry API deletes by digest only), which also
+    /// removes every tag on it in that repository. A registry that does not allow deleting (405, or a
+    /// distribution `UNSUPPORTED` error) answers [`Deletion::Refused`], and one that no longer holds it
+    /// [`Deletion::Gone`]: neither is an error, so a caller deleting many can report them and carry on.
+    pub fn delete_manifest(&self, reference: &ImageRef) -> Result<Deletion, RegistryError> {
+        let mut target = Target::manifest(reference, Operation::DeleteManifest);
+        let Some(digest) = reference.digest() else {
+            return Err(target.error(
+                Failure::fatal(
+                    FailureKind::Other,
+                    "a manifest is deleted by digest, and this reference names none",
+                ),
+                0,
+                Duration::ZERO,
+            ));
+        };
+        target.url = Target::manifest(
+            &reference.repository().at(digest),
+            Operation::DeleteManifest,
+        )
+        .url;
+        self.with_retries(&target, |deadline| {
+            match self.send(&target, "DELETE", None, None, deadline) {
+                Ok(_) => Ok(Deletion::Deleted),
+                Err(failure) if failure.status == Some(404) => Ok(Deletion::Gone),
+                Err(failure)
+                    if failure.status == Some(405) || failure.cause.contains("UNSUPPORTED") =>
+                {
+                    Ok(Deletion::Refused(failure.cause))
+                }
+                Err(failure) => Err(failure),
+            }
+        })
+    }
+
+    /// Every tag of `repository`, following the registry's `Link` pages; a repository the registry does not
+    /// know is [`FailureKind::NotFound`].
+    pub fn list_tags(&self, repository: &Repository) -> Result<Vec<Tag>, RegistryError> {
+        let first = Target::new(
+            repository,
+            Operation::ListTags,
+            repository.to_string(),
+            format!("tags/list?n={TAGS_PAGE}"),
+            "pull",
+        );
+        let origin = first.origin().to_owned();
+        let mut target = first;
+        let mut tags = Vec::new();
+        // Bounded, so a registry whose `Link` loops cannot keep this going.
+        for _ in 0..10_000 {
+            let (page, next) = self.with_retries(&target, |deadline| {
+                let mut response = self.send(&target, "GET", None, None, deadline)?;
+                let next = header(&response, "link").and_then(|link| next_link(&link));
+                let bytes = read_body(&mut response, MANIFEST_LIMIT)?;
+                Ok((bytes, next))
+            })?;
+            let list: TagList = serde_json::from_slice(&page).map_err(|e| {
+                target.error(
+                    Failure::fatal(
+                        FailureKind::Other,
+                        format!("the tag list is not valid: {e}"),
+                    ),
+                    1,
+                    Duration::ZERO,
+                )
+            })?;
+            for tag in list.tags.unwrap_or_default() {
+                let tag = tag.parse::<Tag>().map_err(|e| {
+                    target.error(
+                        Failure::fatal(FailureKind::Other, format!("the tag list holds {e:#}")),
+                        1,
+                        Duration::ZERO,
+                    )
+                })?;
+                tags.push(tag);
+            }
+            match next {
+                None => return Ok(tags),
+                // A next page on another host is not followed: credentials must not leave for elsewhere.
+                Some(next) if next.starts_with('/') => target.url = format!("{origin}{next}"),
+                Some(next) if next.starts_with(&format!("{origin}/")) => target.url = next,
+                Some(next) => {
+                    return Err(target.error(
+                        Failure::fatal(
+                            FailureKind::Other,
+                            format!("the next page of tags is on another host: {next}"),
+                        ),
+                        1,
+                        Duration::ZERO,
+                    ))
+                }
+            }
+        }
+        Err(target.error(
+            Failure::fatal(FailureKind::Other, "the tag list does not end"),
+            1,
+            Duration::ZERO,
+        ))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts or time run out.
@@ -593,6 +704,36 @@ impl RegistryClient {
     }
 }
 
+/// Tags asked for per page; registries may send fewer and a `Link` to the rest.
+const TAGS_PAGE: u32 = 1000;
+
+/// What deleting a manifest did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// The registry holds no such manifest (any more).
+    Gone,
+    /// The registry does not allow deleting: what it answered.
+    Refused(String),
+}
+
+#[derive(serde::Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
+}
+
+/// The target of `rel="next"` in a `Link` header: `</v2/name/tags/list?last=x&n=100>; rel="next"`.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"));
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        is_next.then(|| target.to_owned())
+    })
+}
+
 /// Where a request goes, and how it is named in errors.
 struct Target {
     operation: Operation,
@@ -607,10 +748,11 @@ struct Target {
 impl Target {
     fn manifest(reference: &ImageRef, operation: Operation) -> Target {
         let repository = reference.repository();
-        let action = if operation == Operation::PutManifest {
-            "pull,push"
-        } else {
-            "pull"
+        let action = match operation {
+            Operation::PutManifest => "pull,push",
+            // distribution's token scope for a DELETE is `delete`; GHCR and Docker Hub accept it with push.
+            Operation::DeleteManifest => "pull,push,delete",
+            _ => "pull",
         };
         Target::new(
             repository,
@@ -663,6 +805,15 @@ impl Target {
             reference,
             loopback,
         }
+    }
+
+    /// `scheme://host[:port]` of the URL.
+    fn origin(&self) -> &str {
+        let after_scheme = self.url.find("://").map_or(0, |i| i + 3);
+        let end = self.url[after_scheme..]
+            .find('/')
+            .map_or(self.url.len(), |i| after_scheme + i);
+        &self.url[..end]
     }
 
     fn error(&self, failure: Failure, attempts: u32, elapsed: Duration) -> RegistryError {
@@ -768,6 +919,7 @@ fn status_failure(
         _ => Failure::fatal(FailureKind::Other, cause),
     };
     failure.retry_after = retry_after;
+    failure.status = Some(status);
     failure
 }
 
@@ -915,6 +1067,30 @@ mod tests {
             "http://localhost:5000/v2/php-fpm/manifests/1",
             "repository:php-fpm:pull",
         );
+    }
+
+    #[track_caller]
+    fn check_link(link: &str, expected: Option<&str>) {
+        assert_eq!(next_link(link).as_deref(), expected, "{link}");
+    }
+
+    #[test]
+    fn the_next_page_comes_from_the_link_header() {
+        check_link(
+            "</v2/a/tags/list?last=b&n=2>; rel=\"next\"",
+            Some("/v2/a/tags/list?last=b&n=2"),
+        );
+        check_link(
+            "<https://ghcr.io/v2/a/tags/list?last=b>; rel=next",
+            Some("https://ghcr.io/v2/a/tags/list?last=b"),
+        );
+        check_link(
+            "</v2/a/tags/list?first>; rel=\"prev\", </v2/a/tags/list?last=z>; rel=\"next\"",
+            Some("/v2/a/tags/list?last=z"),
+        );
+        check_link("</v2/a/tags/list?last=b>; rel=\"prev\"", None);
+        check_link("/v2/a/tags/list; rel=\"next\"", None);
+        check_link("", None);
     }
 
     #[test]

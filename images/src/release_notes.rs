@@ -16,6 +16,12 @@ use crate::{
     CommitId, Digest, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
 };
 
+/// The annotation of a republished index that says why it was rebuilt (`cargo xtask republish` writes it, the
+/// launcher shows it).
+pub const REPUBLISH_REASON: &str = "io.20i-stack.republish.reason";
+/// The annotation of a republished index that says when (a UTC day).
+pub const REPUBLISH_DATE: &str = "io.20i-stack.republish.date";
+
 /// What to do about a notes file that does not read: it is generated, so the fix is the published copy.
 const FIX: &str = "the file is written by `cargo xtask release`: use the copy the release published \
                    (release-notes/vX.Y.Z.json in the repository, also attached to the GitHub release)";

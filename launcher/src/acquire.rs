@@ -6,20 +6,25 @@ use std::{
     fmt,
     io::Write,
     path::Path,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::Context;
 use stack_images::{
-    docker::{DockerCommand, FailureKind},
-    Digest, Namespace,
+    docker::{Bounds, DockerCommand, FailureKind},
+    registry::{
+        policy::{jitter, Policy},
+        RegistryClient,
+    },
+    Digest, ImageRef, Namespace,
 };
 
 use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
-    selection::{self, BaseImage, Build, Decision, Facts, LocalImage, Next},
+    freshness::{self, Check, Checks, Freshness, Remote},
+    selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
 };
 
 /// Where the image that runs came from.
@@ -180,6 +185,8 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 /// Makes the selected image available locally and says where it came from.
 pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow::Result<Acquired> {
     let mut steps = Vec::new();
+    // Read before docker is asked anything: a bad override stops here.
+    let policy = Policy::from_env().map_err(Exit::config)?;
     let started = Instant::now();
     let facts = facts(engine, config)?;
     steps.push((
@@ -187,19 +194,22 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
         started.elapsed(),
     ));
     let (reference, why) = match selection::decide(config, &facts) {
-        Decision::Cached { reference } => {
-            return Ok(Acquired {
-                reference,
-                origin: Origin::Cache,
-                steps,
-            })
-        }
+        Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
+            None => {
+                return Ok(Acquired {
+                    reference,
+                    origin: Origin::Cache,
+                    steps,
+                })
+            }
+            Some(why) => (reference, why),
+        },
         Decision::Local(_) => return build(engine, config, "USE_PREBUILT=false", steps, log),
         Decision::Pull { reference, why } => (reference, why),
     };
     writeln!(log, "pulling {reference} ({why})")?;
     let started = Instant::now();
-    let failure = match pull(engine, config, &reference, log) {
+    let failure = match pull(engine, config, &policy, &reference, log) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -213,14 +223,24 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
         Err(failure) => failure,
     };
     steps.push((format!("pull of {reference} failed"), started.elapsed()));
-    writeln!(log, "{}", failure.detail)?;
-    let mut next = selection::after_pull_failure(config, failure.kind, false);
+    writeln!(log, "{}", failure.describe(config))?;
+    let mut next = selection::after_pull_failure(config, &failure, &[]);
     if let Next::TryMirrors(mirrors) = &next {
+        let mut mirror_failures: Vec<PullFailure> = Vec::new();
         for mirror in mirrors {
+            let last = mirror_failures.last().unwrap_or(&failure);
+            if last.fault == Fault::Docker(FailureKind::DigestMismatch) {
+                writeln!(
+                    log,
+                    "waiting {}: docker keeps the damaged download for a moment, and a pull sooner fails on it",
+                    seconds(selection::DAMAGED_DOWNLOAD_WAIT)
+                )?;
+                std::thread::sleep(selection::DAMAGED_DOWNLOAD_WAIT);
+            }
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
-            match pull(engine, config, &mirrored, log) {
+            match pull(engine, config, &policy, &mirrored, log) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -237,11 +257,12 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
                 }
                 Err(failure) => {
                     steps.push((format!("pull of {mirrored} failed"), started.elapsed()));
-                    writeln!(log, "{}", failure.detail)?;
+                    writeln!(log, "{}", failure.describe(config))?;
+                    mirror_failures.push(failure);
                 }
             }
         }
-        next = selection::after_pull_failure(config, failure.kind, true);
+        next = selection::after_pull_failure(config, &failure, &mirror_failures);
     }
     match next {
         Next::Fallback { why } => {
@@ -256,45 +277,148 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     }
 }
 
-struct PullFailure {
-    kind: FailureKind,
-    detail: String,
+/// With `PULL_POLICY` other than `missing` and a check due, asks the registry what the cached image's tag serves
+/// now (one manifest request) and records the answer. Returns why to pull, when the registry serves a newer
+/// digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
+fn freshen(
+    config: &Config,
+    facts: &Facts,
+    reference: &str,
+    log: &mut dyn Write,
+) -> anyhow::Result<Option<String>> {
+    let path = Checks::path_in(&config.user_dir);
+    let mut checks = Checks::load(&path).map_err(Exit::config)?;
+    let image: ImageRef = reference
+        .parse()
+        .expect("the selected reference is built from typed parts");
+    let now = SystemTime::now();
+    if !config
+        .pull_policy
+        .due(checks.get(&image).map(Check::at), now)
+    {
+        return Ok(None);
+    }
+    let client = RegistryClient::from_env().map_err(Exit::config)?;
+    let remote = match Remote::read(&client, &image) {
+        Ok(remote) => remote,
+        Err(error) => {
+            writeln!(
+                log,
+                "could not check {image} for a republish (PULL_POLICY={}): {error}; starting the cached image",
+                config.pull_policy
+            )?;
+            return Ok(None);
+        }
+    };
+    checks.record(
+        &image,
+        Check {
+            checked: freshness::epoch_seconds(now),
+            digest: remote.digest.clone(),
+            republished: remote.republished.clone(),
+        },
+    )?;
+    let cached = facts
+        .prebuilt
+        .as_ref()
+        .map(|image| image.digests.clone())
+        .unwrap_or_default();
+    Ok(
+        match freshness::compare(&cached, config.pinned_digest(), remote) {
+            Freshness::Current => None,
+            Freshness::Newer(remote) => Some(match remote.republished {
+                Some(republished) => republished.to_string(),
+                None => format!("{image} now serves {}", remote.digest),
+            }),
+            Freshness::PinnedButNewer { pinned, newer } => {
+                let why = match &newer.republished {
+                    Some(republished) => format!(" ({republished})"),
+                    None => String::new(),
+                };
+                writeln!(
+                    log,
+                    "{image} has a newer digest {}{why}; PHP_FPM_PIN keeps {pinned}. To move to it, set \
+                     PHP_FPM_PIN={} in .20i-local (or run `20i pin --notes` with the release's notes)",
+                    newer.digest,
+                    image.with_digest(&newer.digest)
+                )?;
+                None
+            }
+        },
+    )
 }
 
-/// `docker pull`, retrying transient failures with backoff; with a pin, a pulled image of another digest is
-/// untagged again and refused.
+/// `docker pull` from one registry, watched: no output for `PULL_STALL_TIMEOUT` stops an attempt as stalled, and
+/// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
+/// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
+/// a pulled image of another digest is untagged again and refused.
 fn pull(
     engine: &Engine,
     config: &Config,
+    policy: &Policy,
     reference: &str,
     log: &mut dyn Write,
 ) -> Result<(), PullFailure> {
-    let command = DockerCommand::new(["pull", "--quiet", reference]);
-    let mut attempt = 1;
+    let command = DockerCommand::new(["pull", reference]);
+    let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
+    let budget = Duration::from_secs(config.pull_timeout.get().into());
+    let started = Instant::now();
+    let (mut attempt, mut mismatches, mut waited) = (1, 0, Duration::ZERO);
+    let failure = |kind, attempts, waited| PullFailure {
+        reference: reference.to_owned(),
+        fault: Fault::Docker(kind),
+        attempts,
+        waited,
+    };
     loop {
-        match engine.output(&command) {
-            Ok(_) => break,
-            Err(error)
-                if selection::is_transient(error.kind) && attempt < selection::PULL_ATTEMPTS =>
-            {
-                let wait = selection::backoff(attempt);
-                let _ = writeln!(
-                    log,
-                    "pull attempt {attempt} of {} failed ({}); retrying in {}",
-                    selection::PULL_ATTEMPTS,
-                    error.kind.describe(),
-                    seconds(wait)
-                );
-                std::thread::sleep(wait);
-                attempt += 1;
-            }
-            Err(error) => {
-                return Err(PullFailure {
-                    kind: error.kind,
-                    detail: error.to_string(),
-                })
-            }
+        let left = budget.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            return Err(failure(FailureKind::TimedOut, attempt - 1, waited));
         }
+        let bounds = Bounds { stall, total: left };
+        let error = match engine.watch(&command, bounds, &mut |line| {
+            let _ = writeln!(log, "  {line}");
+        }) {
+            Ok(()) => break,
+            Err(error) => error,
+        };
+        let kind = error.kind;
+        if kind == FailureKind::DigestMismatch {
+            mismatches += 1;
+        }
+        let allowed = match kind {
+            FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
+            kind if selection::retry_same_registry(kind) => policy.attempts,
+            _ => attempt,
+        };
+        let retry_after = selection::retry_after_in(&error.stderr);
+        let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
+        if kind == FailureKind::DigestMismatch {
+            wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
+        }
+        let within = if kind == FailureKind::DigestMismatch {
+            mismatches < allowed
+        } else {
+            attempt < allowed
+        };
+        if !within || started.elapsed() + wait >= budget {
+            let _ = writeln!(log, "{error}");
+            return Err(failure(kind, attempt, waited));
+        }
+        let _ = writeln!(
+            log,
+            "pull attempt {attempt} of {allowed} failed ({}) at {reference}; retrying in {}{}",
+            kind.describe(),
+            seconds(wait),
+            if retry_after.is_some() {
+                " (the registry's Retry-After)"
+            } else {
+                ""
+            }
+        );
+        std::thread::sleep(wait);
+        waited += wait;
+        attempt += 1;
     }
     let Some(pin) = config.pinned_digest() else {
         return Ok(());
@@ -307,13 +431,13 @@ fn pull(
         return Ok(());
     }
     let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
-    let got: Vec<String> = pulled.digests.iter().map(ToString::to_string).collect();
     Err(PullFailure {
-        kind: FailureKind::DigestMismatch,
-        detail: format!(
-            "{reference} was pulled with digest {}, not the pinned {pin}: refused and removed",
-            got.join(", ")
-        ),
+        reference: reference.to_owned(),
+        fault: Fault::NotThePin {
+            got: pulled.digests,
+        },
+        attempts: attempt,
+        waited,
     })
 }
 

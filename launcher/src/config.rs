@@ -15,6 +15,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
+use crate::freshness::PullPolicy;
 use anyhow::{anyhow, bail, Context};
 pub use stack_images::Namespace;
 use stack_images::{tags, Digest, ImageRef, Matrix, PhpLine, ReleaseVersion};
@@ -138,6 +139,8 @@ pub enum Kind {
     MountDir,
     /// A number of seconds.
     Seconds,
+    /// When a cached image is checked against its registry: `missing`, `daily`, `weekly`, `always`.
+    PullPolicy,
     /// A published TCP port.
     Port,
     /// The IPv4 address ports are published on.
@@ -187,6 +190,7 @@ impl Kind {
                 Value::Path(absolute(base, Path::new(text)))
             }
             Kind::Seconds => Value::Seconds(text.parse()?),
+            Kind::PullPolicy => Value::PullPolicy(text.parse()?),
             Kind::Port => Value::Port(text.parse()?),
             Kind::Address => Value::Address(parse_address(text)?),
             Kind::ProjectName => Value::Project(text.parse()?),
@@ -267,6 +271,7 @@ pub enum Value {
     Pin(Option<Pin>),
     Path(PathBuf),
     Seconds(Seconds),
+    PullPolicy(PullPolicy),
     Port(Port),
     Address(Ipv4Addr),
     Project(ProjectName),
@@ -307,6 +312,7 @@ impl Value {
             Value::Pin(pin) => pin.as_ref().map(ToString::to_string).unwrap_or_default(),
             Value::Path(path) => path.display().to_string(),
             Value::Seconds(v) => v.to_string(),
+            Value::PullPolicy(v) => v.to_string(),
             Value::Port(v) => v.to_string(),
             Value::Address(v) => v.to_string(),
             Value::Project(v) => v.to_string(),
@@ -462,6 +468,24 @@ pub const VARS: &[Var] = &[
         "seconds `20i start` waits for every service to be healthy",
     ),
     var(
+        "PULL_STALL_TIMEOUT",
+        Kind::Seconds,
+        Fallback::Fixed("300"),
+        "seconds a pull may go without output from docker before it is stopped as stalled (then the mirror)",
+    ),
+    var(
+        "PULL_POLICY",
+        Kind::PullPolicy,
+        Fallback::Fixed("missing"),
+        "when a cached image is checked against its registry for a republish: missing (never), daily, weekly, always",
+    ),
+    var(
+        "PULL_TIMEOUT",
+        Kind::Seconds,
+        Fallback::Fixed("1800"),
+        "seconds one registry's pull may take in all, retries included, before it is stopped",
+    ),
+    var(
         "CODE_DIR",
         Kind::MountDir,
         Fallback::Computed(|c| c.cwd.display().to_string()),
@@ -597,6 +621,9 @@ pub struct Config {
     pub stack_file: PathBuf,
     pub build_context: PathBuf,
     pub wait_timeout: Seconds,
+    pub pull_stall_timeout: Seconds,
+    pub pull_policy: PullPolicy,
+    pub pull_timeout: Seconds,
     pub code_dir: PathBuf,
     pub project: ProjectName,
     pub bind_address: Ipv4Addr,
@@ -889,6 +916,9 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
         stack_file: typed!(entries, "STACK_FILE", Path),
         build_context: typed!(entries, "PHP_FPM_CONTEXT", Path),
         wait_timeout: typed!(entries, "WAIT_TIMEOUT", Seconds),
+        pull_stall_timeout: typed!(entries, "PULL_STALL_TIMEOUT", Seconds),
+        pull_policy: typed!(entries, "PULL_POLICY", PullPolicy),
+        pull_timeout: typed!(entries, "PULL_TIMEOUT", Seconds),
         code_dir: typed!(entries, "CODE_DIR", Path),
         project: typed!(entries, "COMPOSE_PROJECT_NAME", Project),
         bind_address: typed!(entries, "BIND_ADDRESS", Address),

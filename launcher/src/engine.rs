@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stack_images::docker::{Docker, DockerCommand, DockerError};
+use stack_images::docker::{Bounds, Docker, DockerCommand, DockerError};
 
 pub struct Engine {
     docker: Docker,
@@ -38,6 +38,15 @@ impl Engine {
         env: &[(String, String)],
     ) -> Result<Vec<u8>, DockerError> {
         self.timed(|d| d.output_with_env(command, env))
+    }
+
+    pub fn watch(
+        &self,
+        command: &DockerCommand,
+        bounds: Bounds,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), DockerError> {
+        self.timed(|d| d.watch(command, bounds, on_line))
     }
 
     pub fn run_attached(

@@ -8,10 +8,12 @@ mod config;
 mod destroy;
 mod engine;
 mod exit;
+mod freshness;
 mod image;
 mod init;
 mod logs;
 mod pin;
+mod prune;
 mod pull;
 mod selection;
 mod stack;
@@ -140,6 +142,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         notes: PathBuf,
     },
+    /// Remove this launcher's images of other releases and stale local builds (a dry run without --apply)
+    Prune {
+        /// Remove what is listed
+        #[arg(long)]
+        apply: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -184,6 +192,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         Command::Pull => pull::run(&loaded.config),
         Command::Init { force } => init::run(&loaded.config, force),
         Command::Pin { notes } => pin::run(&loaded.config, &notes),
+        Command::Prune { apply } => prune::run(&loaded.config, apply),
         Command::Completions { .. } => Ok(()),
     }
 }

@@ -13,16 +13,116 @@ pub const LABEL_LOCAL: &str = "io.20i-stack.local-build";
 pub const LABEL_CONTEXT: &str = "io.20i-stack.context-digest";
 pub const LABEL_DOCKERFILE: &str = "io.20i-stack.dockerfile-digest";
 
-/// Pull attempts for a transient failure, and the wait before each retry.
-pub const PULL_ATTEMPTS: u32 = 3;
-
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(500 << attempt.min(6))
+/// Whether another attempt at the same registry may succeed: it may answer a moment later. A stall or a pull that
+/// ran out of time already cost its bound, so the mirror is next; a digest mismatch gets one more attempt
+/// ([`DIGEST_MISMATCH_ATTEMPTS`]).
+pub fn retry_same_registry(kind: FailureKind) -> bool {
+    matches!(kind, FailureKind::Unreachable | FailureKind::RateLimited)
 }
 
-/// Failures worth retrying, and worth trying a mirror for: the registry may answer a moment later.
-pub fn is_transient(kind: FailureKind) -> bool {
-    matches!(kind, FailureKind::Unreachable | FailureKind::RateLimited)
+/// Attempts at one registry when the content does not match its digest: a flipped byte in transit is retried
+/// once; twice from the same registry, the bytes there are wrong, and the mirror is next.
+pub const DIGEST_MISMATCH_ATTEMPTS: u32 = 2;
+
+/// The wait after a digest mismatch before the image is pulled again, from any registry. The engine (containerd's
+/// content store) keeps the damaged download until its next garbage collection, seconds later, and a pull of the
+/// same digest before then fails on those bytes without asking any registry (measured here: 2 to 4 s).
+pub const DAMAGED_DOWNLOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// Failures worth a mirror: the same image may be served whole from elsewhere.
+pub fn is_transient(fault: &Fault) -> bool {
+    matches!(
+        fault,
+        Fault::Docker(
+            FailureKind::Unreachable
+                | FailureKind::RateLimited
+                | FailureKind::Stalled
+                | FailureKind::TimedOut
+                | FailureKind::DigestMismatch
+        )
+    )
+}
+
+/// `Retry-After` where docker's message shows one (`retry-after: 30`, `retry after 30`): docker usually does not
+/// print the registry's headers, so this is mostly `None` and the policy's backoff applies.
+pub fn retry_after_in(message: &str) -> Option<Duration> {
+    let text = message.to_ascii_lowercase();
+    ["retry-after:", "retry after"].iter().find_map(|sign| {
+        let at = text.find(sign)? + sign.len();
+        let digits: String = text[at..]
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().map(Duration::from_secs)
+    })
+}
+
+/// Why a pull from one registry ended without the image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Docker's pull failed this way, after the retries the kind allows.
+    Docker(FailureKind),
+    /// The registry served an image whose digest is not `PHP_FPM_PIN`'s.
+    NotThePin { got: Vec<Digest> },
+}
+
+/// A pull from one registry that ended without the image: where, why, and what was tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullFailure {
+    pub reference: String,
+    pub fault: Fault,
+    pub attempts: u32,
+    /// Time spent waiting between attempts.
+    pub waited: Duration,
+}
+
+impl PullFailure {
+    /// One line saying what happened at this reference: "stalled for 5 s at REF", "digest mismatch twice at REF".
+    pub fn describe(&self, config: &Config) -> String {
+        let reference = &self.reference;
+        let attempts = match self.attempts {
+            1 => "once".to_owned(),
+            2 => "twice".to_owned(),
+            n => format!("{n} times"),
+        };
+        let waited = if self.waited.is_zero() {
+            String::new()
+        } else {
+            format!(
+                ", waited {:.1} s in all between attempts",
+                self.waited.as_secs_f64()
+            )
+        };
+        match &self.fault {
+            Fault::Docker(FailureKind::Stalled) => format!(
+                "stalled for {} s at {reference}: no progress (PULL_STALL_TIMEOUT={})",
+                config.pull_stall_timeout, config.pull_stall_timeout
+            ),
+            Fault::Docker(FailureKind::TimedOut) => format!(
+                "timed out at {reference}: not done in PULL_TIMEOUT={} s (tried {attempts}{waited})",
+                config.pull_timeout
+            ),
+            Fault::Docker(FailureKind::DigestMismatch) => format!(
+                "digest mismatch {attempts} at {reference}: the bytes served did not match their digest"
+            ),
+            Fault::Docker(FailureKind::RateLimited) => {
+                format!("rate limited at {reference}, tried {attempts}{waited}")
+            }
+            Fault::Docker(FailureKind::Unreachable) => {
+                format!("unreachable at {reference}, tried {attempts}{waited}")
+            }
+            Fault::Docker(kind) => format!("{} at {reference}", kind.describe()),
+            Fault::NotThePin { got } => {
+                let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+                format!(
+                    "{reference} was pulled with digest {}, not the pinned {}: refused and removed",
+                    if got.is_empty() { "unknown".to_owned() } else { got.join(", ") },
+                    config.pinned_digest().map_or_else(String::new, ToString::to_string)
+                )
+            }
+        }
+    }
 }
 
 /// An image in the local store, as `docker image inspect` describes it.
@@ -148,16 +248,23 @@ pub enum Next {
     Stop { message: String },
 }
 
-pub fn after_pull_failure(config: &Config, kind: FailureKind, mirrors_tried: bool) -> Next {
-    if is_transient(kind) && !mirrors_tried && !config.mirrors.is_empty() {
+/// The next step after the pull from the canonical registry failed (`canonical`) and, once they were tried, every
+/// mirror's failure (`mirrors`, empty before).
+pub fn after_pull_failure(
+    config: &Config,
+    canonical: &PullFailure,
+    mirrors: &[PullFailure],
+) -> Next {
+    let mirrors_tried = !mirrors.is_empty();
+    if is_transient(&canonical.fault) && !mirrors_tried && !config.mirrors.is_empty() {
         return Next::TryMirrors(config.mirrors.clone());
     }
-    let mut why = cause(config, kind);
+    let mut why = cause(config, canonical);
     if mirrors_tried {
-        let mirrors: Vec<String> = config.mirrors.iter().map(ToString::to_string).collect();
+        let mirrors: Vec<String> = mirrors.iter().map(|m| m.describe(config)).collect();
         why.push_str(&format!(
             " (the mirrors failed too: {})",
-            mirrors.join(", ")
+            mirrors.join("; ")
         ));
     }
     if config.allow_fallback {
@@ -166,7 +273,7 @@ pub fn after_pull_failure(config: &Config, kind: FailureKind, mirrors_tried: boo
         Next::Stop {
             message: format!(
                 "{why}, and ALLOW_LOCAL_BUILD_FALLBACK=false: {}",
-                remedy(config, kind)
+                remedy(config, &canonical.fault)
             ),
         }
     }
@@ -176,18 +283,24 @@ fn host(config: &Config) -> &str {
     config.registry.host()
 }
 
-fn cause(config: &Config, kind: FailureKind) -> String {
-    let reference = config.prebuilt_reference();
+fn cause(config: &Config, failure: &PullFailure) -> String {
+    let reference = &failure.reference;
     let host = host(config);
-    match kind {
-        FailureKind::Unreachable => {
-            format!("could not reach {host} to pull {reference} (offline, or the registry is down)")
+    match &failure.fault {
+        Fault::Docker(FailureKind::Unreachable) => format!(
+            "could not reach {host} to pull {reference} (offline, or the registry is down; {})",
+            failure.describe(config)
+        ),
+        Fault::Docker(FailureKind::RateLimited) => {
+            format!(
+                "{host} rate-limited the pull of {reference} ({})",
+                failure.describe(config)
+            )
         }
-        FailureKind::RateLimited => format!("{host} rate-limited the pull of {reference}"),
-        FailureKind::Unauthorized => {
+        Fault::Docker(FailureKind::Unauthorized) => {
             format!("{host} refused to serve {reference} without valid credentials")
         }
-        FailureKind::NotFound => {
+        Fault::Docker(FailureKind::NotFound) => {
             let lines: Vec<String> = Matrix::embedded()
                 .php_lines()
                 .iter()
@@ -199,30 +312,55 @@ fn cause(config: &Config, kind: FailureKind) -> String {
                 lines.join(", ")
             )
         }
-        FailureKind::DigestMismatch => match config.pinned_digest() {
+        Fault::Docker(
+            FailureKind::Stalled | FailureKind::TimedOut | FailureKind::DigestMismatch,
+        ) => {
+            format!("the pull from {host} failed: {}", failure.describe(config))
+        }
+        Fault::NotThePin { .. } => match config.pinned_digest() {
             Some(pin) => format!("{reference} does not have the pinned digest {pin}"),
-            None => format!("{reference} did not match its digest while pulling"),
+            None => format!("{reference} does not have the pinned digest"),
         },
-        FailureKind::Other => format!("pulling {reference} failed"),
+        Fault::Docker(FailureKind::Other) => format!("pulling {reference} failed"),
     }
 }
 
-fn remedy(config: &Config, kind: FailureKind) -> String {
+fn remedy(config: &Config, fault: &Fault) -> String {
     let host = host(config);
     let build = "or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally";
-    match kind {
-        FailureKind::Unreachable => format!("connect and run `20i start` again, {build}"),
-        FailureKind::RateLimited => format!(
-            "wait for the rate limit to reset, or run `docker login {host}` for a higher limit, {build}"
+    let mirror = if config.mirrors.is_empty() {
+        "set IMAGE_MIRRORS to a registry holding the same images, "
+    } else {
+        ""
+    };
+    match fault {
+        Fault::Docker(FailureKind::Unreachable) => {
+            format!("connect and run the command again, {mirror}{build}")
+        }
+        Fault::Docker(FailureKind::RateLimited) => format!(
+            "wait for the rate limit to reset, or run `docker login {host}` for a higher limit, {mirror}{build}"
         ),
-        FailureKind::Unauthorized => format!(
+        Fault::Docker(FailureKind::Unauthorized) => format!(
             "run `docker login {host}` (the public images need no login: check IMAGE_REGISTRY), {build}"
         ),
-        FailureKind::NotFound => format!("pick a published PHP line with PHP_VERSION, {build}"),
-        FailureKind::DigestMismatch => format!(
+        Fault::Docker(FailureKind::NotFound) => {
+            format!("pick a published PHP line with PHP_VERSION, {build}")
+        }
+        Fault::Docker(FailureKind::Stalled) => format!(
+            "run the command again later; on a slow connection raise PULL_STALL_TIMEOUT (docker prints nothing \
+             while the layers download), {mirror}{build}"
+        ),
+        Fault::Docker(FailureKind::TimedOut) => format!(
+            "run the command again later; on a slow connection raise PULL_TIMEOUT, {mirror}{build}"
+        ),
+        Fault::Docker(FailureKind::DigestMismatch) => format!(
+            "run the command again; if it persists, something between here and {host} changes the bytes \
+             (a proxy?) or the registry's copy is damaged: report it, {mirror}{build}"
+        ),
+        Fault::NotThePin { .. } => format!(
             "run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, {build}"
         ),
-        FailureKind::Other => format!("see docker's message below, {build}"),
+        Fault::Docker(FailureKind::Other) => format!("see docker's message above, {build}"),
     }
 }
 
@@ -292,9 +430,30 @@ mod tests {
         check("USE_PREBUILT=false", Facts { local_build: image(&[], None), context: Some(digest('d')), ..none }, "build 20i-local/php-fpm:v{V}-php-8.5: no local build yet");
     }
 
+    /// A failure at `reference` (`c` for the canonical registry, `m` for the mirror) after `attempts`, with
+    /// `waited` seconds between them.
+    fn failure(at: char, fault: Fault, attempts: u32, waited: u64) -> PullFailure {
+        let namespace = if at == 'c' {
+            "ghcr.io/20i-stack"
+        } else {
+            "docker.io/20istack"
+        };
+        PullFailure {
+            reference: format!("{namespace}/php-fpm:v{V}-php-8.5"),
+            fault,
+            attempts,
+            waited: Duration::from_secs(waited),
+        }
+    }
+
     #[track_caller]
-    fn check_failure(settings: &str, kind: FailureKind, mirrors_tried: bool, expected: &str) {
-        let actual = match after_pull_failure(&config(settings), kind, mirrors_tried) {
+    fn check_failure(
+        settings: &str,
+        canonical: PullFailure,
+        mirrors: &[PullFailure],
+        expected: &str,
+    ) {
+        let actual = match after_pull_failure(&config(settings), &canonical, mirrors) {
             Next::TryMirrors(mirrors) => {
                 let mirrors: Vec<String> = mirrors.iter().map(ToString::to_string).collect();
                 format!("mirrors {}", mirrors.join(","))
@@ -302,27 +461,98 @@ mod tests {
             Next::Fallback { why } => format!("build: {why}"),
             Next::Stop { message } => format!("stop: {message}"),
         };
-        assert_eq!(actual, expected.replace("{V}", V), "{settings} {kind:?}");
+        assert_eq!(
+            actual,
+            expected.replace("{V}", V),
+            "{settings} {canonical:?}"
+        );
     }
 
     #[test]
     #[rustfmt::skip]
     fn pull_failures() {
         use FailureKind::*;
+        let d = Fault::Docker;
         let refuse = "ALLOW_LOCAL_BUILD_FALLBACK=false";
         let no_mirrors = "IMAGE_MIRRORS=";
+        let pin = format!("PHP_FPM_PIN=sha256:{}", "a".repeat(64));
         // Transient failures of the canonical registry try the mirrors first, whatever the fallback.
-        check_failure("", Unreachable, false, "mirrors docker.io/20istack");
-        check_failure(refuse, RateLimited, false, "mirrors docker.io/20istack");
-        check_failure("", Unauthorized, false, "build: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials");
-        check_failure("", Unreachable, true, "build: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down) (the mirrors failed too: docker.io/20istack)");
-        check_failure(no_mirrors, Unreachable, false, "build: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down)");
-        check_failure(&format!("{refuse} {no_mirrors}"), Unreachable, false, "stop: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down), and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run `20i start` again, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
-        check_failure(refuse, RateLimited, true, "stop: ghcr.io rate-limited the pull of ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (the mirrors failed too: docker.io/20istack), and ALLOW_LOCAL_BUILD_FALLBACK=false: wait for the rate limit to reset, or run `docker login ghcr.io` for a higher limit, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
-        check_failure(refuse, Unauthorized, false, "stop: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `docker login ghcr.io` (the public images need no login: check IMAGE_REGISTRY), or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
-        check_failure(&format!("{refuse} PHP_VERSION=8.0"), NotFound, false, "stop: ghcr.io/20i-stack/php-fpm:v{V}-php-8.0 is not published (this release has PHP 8.1, 8.2, 8.3, 8.4, 8.5; a development build of the launcher has no published images), and ALLOW_LOCAL_BUILD_FALLBACK=false: pick a published PHP line with PHP_VERSION, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
-        check_failure(&format!("{refuse} PHP_FPM_PIN=sha256:{}", "a".repeat(64)), DigestMismatch, false, &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 does not have the pinned digest sha256:{}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally", "a".repeat(64)));
-        check_failure(&format!("{refuse} IMAGE_REGISTRY=127.0.0.1:5000/t"), Other, false, "stop: pulling 127.0.0.1:5000/t/php-fpm:v{V}-php-8.5 failed, and ALLOW_LOCAL_BUILD_FALLBACK=false: see docker's message below, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure("", failure('c', d(Unreachable), 5, 7), &[], "mirrors docker.io/20istack");
+        check_failure(refuse, failure('c', d(RateLimited), 5, 7), &[], "mirrors docker.io/20istack");
+        check_failure(refuse, failure('c', d(Stalled), 1, 0), &[], "mirrors docker.io/20istack");
+        check_failure(refuse, failure('c', d(TimedOut), 3, 2), &[], "mirrors docker.io/20istack");
+        check_failure(refuse, failure('c', d(DigestMismatch), 2, 0), &[], "mirrors docker.io/20istack");
+        check_failure("", failure('c', d(Unauthorized), 1, 0), &[], "build: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials");
+        check_failure("", failure('c', d(Unreachable), 5, 7), &[failure('m', d(Stalled), 1, 0)], "build: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down; unreachable at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5, tried 5 times, waited 7.0 s in all between attempts) (the mirrors failed too: stalled for 300 s at docker.io/20istack/php-fpm:v{V}-php-8.5: no progress (PULL_STALL_TIMEOUT=300))");
+        check_failure(no_mirrors, failure('c', d(Unreachable), 1, 0), &[], "build: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down; unreachable at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5, tried once)");
+        check_failure(&format!("{refuse} {no_mirrors}"), failure('c', d(Unreachable), 2, 1), &[], "stop: could not reach ghcr.io to pull ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (offline, or the registry is down; unreachable at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5, tried twice, waited 1.0 s in all between attempts), and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run the command again, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure(refuse, failure('c', d(RateLimited), 5, 9), &[failure('m', d(RateLimited), 5, 9)], "stop: ghcr.io rate-limited the pull of ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 (rate limited at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5, tried 5 times, waited 9.0 s in all between attempts) (the mirrors failed too: rate limited at docker.io/20istack/php-fpm:v{V}-php-8.5, tried 5 times, waited 9.0 s in all between attempts), and ALLOW_LOCAL_BUILD_FALLBACK=false: wait for the rate limit to reset, or run `docker login ghcr.io` for a higher limit, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure(&format!("{refuse} {no_mirrors} PULL_STALL_TIMEOUT=5"), failure('c', d(Stalled), 1, 0), &[], "stop: the pull from ghcr.io failed: stalled for 5 s at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: no progress (PULL_STALL_TIMEOUT=5), and ALLOW_LOCAL_BUILD_FALLBACK=false: run the command again later; on a slow connection raise PULL_STALL_TIMEOUT (docker prints nothing while the layers download), set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure(&format!("{refuse} PULL_TIMEOUT=30"), failure('c', d(TimedOut), 3, 2), &[failure('m', d(TimedOut), 1, 0)], "stop: the pull from ghcr.io failed: timed out at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: not done in PULL_TIMEOUT=30 s (tried 3 times, waited 2.0 s in all between attempts) (the mirrors failed too: timed out at docker.io/20istack/php-fpm:v{V}-php-8.5: not done in PULL_TIMEOUT=30 s (tried once)), and ALLOW_LOCAL_BUILD_FALLBACK=false: run the command again later; on a slow connection raise PULL_TIMEOUT, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        // A damaged blob is no reason to suggest a pin, set or not.
+        for settings in [format!("{refuse} {no_mirrors}"), format!("{refuse} {no_mirrors} {pin}")] {
+            check_failure(&settings, failure('c', d(DigestMismatch), 2, 0), &[], "stop: the pull from ghcr.io failed: digest mismatch twice at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: the bytes served did not match their digest, and ALLOW_LOCAL_BUILD_FALLBACK=false: run the command again; if it persists, something between here and ghcr.io changes the bytes (a proxy?) or the registry's copy is damaged: report it, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        }
+        check_failure(refuse, failure('c', d(Unauthorized), 1, 0), &[], "stop: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `docker login ghcr.io` (the public images need no login: check IMAGE_REGISTRY), or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure(&format!("{refuse} PHP_VERSION=8.0"), PullFailure { reference: format!("ghcr.io/20i-stack/php-fpm:v{V}-php-8.0"), ..failure('c', d(NotFound), 1, 0) }, &[], "stop: ghcr.io/20i-stack/php-fpm:v{V}-php-8.0 is not published (this release has PHP 8.1, 8.2, 8.3, 8.4, 8.5; a development build of the launcher has no published images), and ALLOW_LOCAL_BUILD_FALLBACK=false: pick a published PHP line with PHP_VERSION, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        // Another digest than the pin is refused: no mirror (it would serve the same release), the pin's remedy.
+        check_failure(&format!("{refuse} {pin}"), failure('c', Fault::NotThePin { got: vec![digest('b')] }, 1, 0), &[], &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 does not have the pinned digest sha256:{}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally", "a".repeat(64)));
+        check_failure(refuse, failure('c', d(Other), 1, 0), &[], "stop: pulling ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 failed, and ALLOW_LOCAL_BUILD_FALLBACK=false: see docker's message above, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+    }
+
+    #[track_caller]
+    fn check_retry_after(message: &str, expected: Option<u64>) {
+        assert_eq!(
+            retry_after_in(message),
+            expected.map(Duration::from_secs),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn retry_after_when_docker_shows_it() {
+        check_retry_after("toomanyrequests: retry after 30 seconds", Some(30));
+        check_retry_after("HTTP 429, Retry-After: 7", Some(7));
+        check_retry_after("toomanyrequests: injected by the fault proxy", None);
+        check_retry_after("retry after a while", None);
+        check_retry_after("", None);
+    }
+
+    #[test]
+    fn what_is_retried_where() {
+        use FailureKind::*;
+        let here: Vec<FailureKind> = [
+            Unreachable,
+            RateLimited,
+            Unauthorized,
+            NotFound,
+            DigestMismatch,
+            Stalled,
+            TimedOut,
+            Other,
+        ]
+        .into_iter()
+        .filter(|&k| retry_same_registry(k))
+        .collect();
+        assert_eq!(here, [Unreachable, RateLimited]);
+        let mirror: Vec<FailureKind> = [
+            Unreachable,
+            RateLimited,
+            Unauthorized,
+            NotFound,
+            DigestMismatch,
+            Stalled,
+            TimedOut,
+            Other,
+        ]
+        .into_iter()
+        .filter(|&k| is_transient(&Fault::Docker(k)))
+        .collect();
+        assert_eq!(
+            mirror,
+            [Unreachable, RateLimited, DigestMismatch, Stalled, TimedOut]
+        );
+        assert!(!is_transient(&Fault::NotThePin { got: vec![] }));
     }
 
     #[test]
@@ -336,12 +566,5 @@ mod tests {
             panic!("8.0 has a base");
         };
         assert!(why.starts_with("PHP 8.0 is not a line of this release (its base lock pins 8.1, 8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by tag"), "{why}");
-    }
-
-    #[test]
-    fn retries_are_bounded_with_backoff() {
-        let waits: Vec<u128> = (1..PULL_ATTEMPTS).map(|a| backoff(a).as_millis()).collect();
-        assert_eq!(waits, [1000, 2000]);
-        assert!(is_transient(FailureKind::Unreachable) && !is_transient(FailureKind::NotFound));
     }
 }

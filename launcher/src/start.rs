@@ -199,14 +199,15 @@ fn render_explain(
         Decision::Pull { reference, why } => {
             let _ = writeln!(
                 out,
-                "  {reference}: {why}, so start pulls it ({} attempts for transient failures)",
-                selection::PULL_ATTEMPTS
+                "  {reference}: {why}, so start pulls it (retried while the registry is unreachable or rate \
+                 limited; stopped after PULL_STALL_TIMEOUT={} s without progress, PULL_TIMEOUT={} s in all)",
+                config.pull_stall_timeout, config.pull_timeout
             );
             if !config.mirrors.is_empty() {
                 let mirrors: Vec<String> = config.mirrors.iter().map(ToString::to_string).collect();
                 let _ = writeln!(
                     out,
-                    "  if {} is unreachable or rate limited: the same tag from {}",
+                    "  if {} is unreachable, rate limited, stalled or serves damaged bytes: the same tag from {}",
                     config.registry,
                     mirrors.join(", ")
                 );

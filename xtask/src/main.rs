@@ -11,6 +11,7 @@ mod inputs;
 mod lock;
 mod notes;
 mod plan;
+mod prune;
 mod release;
 mod republish;
 mod sizes;
@@ -58,6 +59,8 @@ enum Command {
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
+    /// List what a registry holds that no tag and no release's notes reach; --apply deletes it
+    Prune(prune::PruneCmd),
 }
 
 fn main() -> ExitCode {
@@ -65,15 +68,40 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            let (code, error) = match error.downcast::<Exit>() {
+                Ok(exit) => (ExitCode::from(exit.code), exit.error),
+                Err(error) => (ExitCode::FAILURE, error),
+            };
             // One line per cause, outermost first: what failed, then why.
             eprintln!("error: {error}");
             for cause in error.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }
-            ExitCode::FAILURE
+            code
         }
     }
 }
+
+/// An error that chooses the exit code: a check exits 1 when it found something and 2 when it could not tell.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Exit {
+    pub fn new(code: u8, error: anyhow::Error) -> Exit {
+        Exit { code, error }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.error)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let sh = Shell::new()?;
@@ -88,6 +116,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Workflows(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
         Command::Bench(cmd) => cmd.run(&sh),
+        Command::Prune(cmd) => cmd.run(&sh),
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::Context;
 use chrono::DateTime;
 use clap::Args;
 use serde::Serialize;
+use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use stack_images::{
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
@@ -76,11 +77,6 @@ pub struct Build {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_of_life: Option<String>,
 }
-
-/// The annotation of a republished index that says why it was rebuilt.
-pub const REPUBLISH_REASON: &str = "io.20i-stack.republish.reason";
-/// The annotation of a republished index that says when (a UTC day).
-pub const REPUBLISH_DATE: &str = "io.20i-stack.republish.date";
 
 /// Phases of a release, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

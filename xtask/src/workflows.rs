@@ -66,6 +66,7 @@ const MIRROR_LOGIN: &str = "docker.io"; // secrets DOCKERHUB_USERNAME, DOCKERHUB
 const TEMPLATES: &[(&str, &str)] = &[
     ("ci.yml", include_str!("../templates/ci.yml")),
     ("release.yml", include_str!("../templates/release.yml")),
+    ("bases.yml", include_str!("../templates/bases.yml")),
 ];
 
 /// Where the workflows live, relative to the project root.
@@ -336,6 +337,62 @@ mod tests {
         matrix.platforms.push("linux/riscv64".into());
         let error = generate(&matrix).unwrap_err().to_string();
         assert!(error.contains("add one to RUNNERS"), "{error}");
+    }
+
+    /// Each job's `permissions:` block, by job name, as `key: value` lines.
+    fn job_permissions(workflow: &str) -> Vec<(String, Vec<String>)> {
+        let mut jobs: Vec<(String, Vec<String>)> = Vec::new();
+        let mut in_jobs = false;
+        let mut in_permissions = false;
+        for line in workflow.lines() {
+            let indent = line.len() - line.trim_start().len();
+            if line == "jobs:" {
+                in_jobs = true;
+                continue;
+            }
+            if !in_jobs || line.trim().is_empty() {
+                continue;
+            }
+            if indent == 2 && line.trim_end().ends_with(':') {
+                jobs.push((line.trim().trim_end_matches(':').to_owned(), Vec::new()));
+                in_permissions = false;
+            } else if indent == 4 {
+                in_permissions = line.trim() == "permissions:";
+            } else if indent == 6 && in_permissions {
+                let entry = line
+                    .trim()
+                    .split(" #")
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                jobs.last_mut().expect("a job").1.push(entry);
+            }
+        }
+        jobs
+    }
+
+    #[test]
+    fn the_bases_workflow_writes_only_in_the_job_that_opens_the_pull_request() {
+        let workflows = generate(&Matrix::embedded()).unwrap();
+        let bases = &workflows.iter().find(|(f, _)| *f == "bases.yml").unwrap().1;
+        assert!(bases.contains("\npermissions: {}\n"), "{bases}");
+        assert!(bases.contains("cargo xtask bases refresh --check"));
+        assert!(
+            bases.contains("  schedule:\n    - cron:") && bases.contains("  workflow_dispatch:")
+        );
+        assert_eq!(
+            job_permissions(bases),
+            vec![
+                ("check".to_owned(), vec!["contents: read".to_owned()]),
+                (
+                    "update".to_owned(),
+                    vec![
+                        "contents: write".to_owned(),
+                        "pull-requests: write".to_owned()
+                    ]
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -738,3 +738,70 @@ fn an_anonymous_token_serves_public_images_and_a_refused_one_is_unauthorized() {
         "{message}"
     );
 }
+
+#[test]
+fn tags_are_listed_across_pages_and_manifests_deleted_by_digest() {
+    let setup = Setup::new();
+    let client = &setup.client;
+    let index = client.get_manifest(&setup.tag).unwrap();
+    let annotated = setup.annotated_index();
+    let mut expected = vec!["1".to_owned()];
+    for n in 0..4 {
+        let tag = format!("t{n}");
+        client
+            .put_manifest(
+                &setup.repository().tagged(&tag.parse().unwrap()),
+                if n == 3 { &annotated } else { &index.bytes },
+                if n == 3 { OCI_INDEX } else { &index.media_type },
+            )
+            .unwrap();
+        expected.push(tag);
+    }
+    let mut tags: Vec<String> = client
+        .list_tags(setup.repository())
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, expected);
+    // distribution 2.8 sends every tag in one page (it ignores `n`): `Link` is followed in the unit tests.
+    let none = client.list_tags(
+        &format!("{}/none", setup.proxy.namespace("test"))
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(none.unwrap_err().kind, FailureKind::NotFound);
+
+    // By digest: the annotated index goes, and with it its one tag; a second delete finds it gone.
+    let annotated = setup.repository().at(&Digest::of(&annotated));
+    use stack_images::registry::Deletion;
+    assert_eq!(
+        client.delete_manifest(&annotated).unwrap(),
+        Deletion::Deleted
+    );
+    assert_eq!(client.delete_manifest(&annotated).unwrap(), Deletion::Gone);
+    assert_eq!(
+        client
+            .get_manifest(&setup.repository().tagged(&"t3".parse().unwrap()))
+            .unwrap_err()
+            .kind,
+        FailureKind::NotFound
+    );
+    assert_eq!(client.get_manifest(&setup.tag).unwrap().digest, setup.index);
+    // A tag alone is not deleted: the API deletes by digest.
+    let error = client.delete_manifest(&setup.tag).unwrap_err();
+    assert!(error.to_string().contains("deleted by digest"), "{error}");
+
+    // A registry that does not allow deleting says so, and that is an answer, not an error.
+    setup.proxy.set(RequestKind::Other, Fault::Status(405));
+    let refused = client
+        .delete_manifest(&setup.repository().at(&setup.index))
+        .unwrap();
+    assert!(
+        matches!(&refused, Deletion::Refused(cause) if cause.contains("405")),
+        "{refused:?}"
+    );
+    setup.proxy.clear();
+    assert_eq!(client.get_manifest(&setup.tag).unwrap().digest, setup.index);
+}

@@ -82,6 +82,11 @@ impl Site {
                 standins::PHPMYADMIN_STANDIN.to_owned(),
             ),
             ("WAIT_TIMEOUT".to_owned(), "90".to_owned()),
+            // The shared registry policy's retries, shortened: a test of a registry that is down waits less.
+            (
+                "STACK_REGISTRY_POLICY".to_owned(),
+                "attempts=3,backoff=200ms,backoff-cap=1s".to_owned(),
+            ),
         ];
         let site = Site {
             home,

@@ -2,7 +2,11 @@
 //! services (`make setup` provides them); every compose project a test starts is torn down by its guard.
 
 mod boundaries;
+mod faults;
+mod fresh;
 mod harness;
 mod pin;
+mod prune;
 mod pull;
+mod republished;
 mod start;

@@ -103,11 +103,11 @@ fn registry_down_builds_locally_or_stops_with_the_reason() {
         "{}",
         refused.stderr
     );
-    assert!(refused.stderr.contains("and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run `20i start` again, or set ALLOW_LOCAL_BUILD_FALLBACK=true"), "{}", refused.stderr);
+    assert!(refused.stderr.contains("and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run the command again, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true"), "{}", refused.stderr);
     assert!(
         refused
             .stderr
-            .contains("pull attempt 2 of 3 failed (unreachable)"),
+            .contains("pull attempt 2 of 3 failed (unreachable) at "),
         "{}",
         refused.stderr
     );

@@ -9,6 +9,8 @@ fn help_snapshots() {
         ("help_release", &["release", "--help"]),
         ("help_release_merge", &["release", "merge", "--help"]),
         ("help_republish", &["republish", "--help"]),
+        ("help_bases_refresh", &["bases", "refresh", "--help"]),
+        ("help_prune", &["prune", "--help"]),
     ] {
         let output = xtask(args);
         assert!(output.status.success(), "{args:?}");

@@ -8,6 +8,7 @@ mod help;
 mod injection;
 mod notes;
 mod plan;
+mod prune;
 mod release;
 mod setup;
 mod tidy;

@@ -58,7 +58,7 @@ fn the_repository_workflows_are_current() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["ci.yml", "release.yml"]);
+    assert_eq!(names, ["bases.yml", "ci.yml", "release.yml"]);
 }
 
 #[test]
