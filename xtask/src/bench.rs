@@ -111,7 +111,7 @@ const REGISTRIES: [&str; 5] = [
     "bench-bases",
 ];
 
-/// Stops and deletes the bench's registries when the bench ends, however it ends: they hold only its pushes.
+/// Stops and deletes the bench's registries when the bench returns, on success or error: they hold only its pushes.
 struct Wiped;
 
 impl Drop for Wiped {
