@@ -2,6 +2,7 @@
 
 mod bake;
 mod bases;
+mod bench;
 mod credentials;
 mod demo;
 mod execute;
@@ -53,6 +54,8 @@ enum Command {
     Sizes(sizes::SizesCmd),
     /// Write the GitHub workflows generated from the image matrix, or check them (--check)
     Workflows(workflows::WorkflowsCmd),
+    /// Measure releases and the launcher against what they replace, on loopback registries (prints, never asserts)
+    Bench(bench::BenchCmd),
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
     Bases(bases::BasesCmd),
@@ -112,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sizes(cmd) => cmd.run(&sh),
         Command::Workflows(cmd) => cmd.run(&sh),
         Command::Bases(cmd) => cmd.run(&sh),
+        Command::Bench(cmd) => cmd.run(&sh),
         Command::Prune(cmd) => cmd.run(&sh),
     }
 }

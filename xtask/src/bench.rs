@@ -1,0 +1,1205 @@
+//! `cargo xtask bench`: the release, the build cache and the launcher measured side by side against what they
+//! replace, on loopback registries, repeated and printed as median and spread next to their targets. Nothing is
+//! asserted: a loaded machine makes a slow day, not a failure (docs/performance.md).
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::json;
+use stack_images::{
+    bases::base_tag,
+    docker::{Docker, DockerCommand},
+    matrix::MATRIX_PATH,
+    Matrix, Namespace, PhpLine, Repository,
+};
+use testkit::{fixtures, stack as standins};
+use xshell::{cmd, Shell};
+
+use crate::{
+    bases,
+    execute::{Mode, Outcome},
+    git::Revision,
+    inputs::{Published, ReleaseArgs},
+    plan::{self, Plan, Step},
+    project_root, release, table,
+};
+
+#[derive(Args, Debug)]
+pub struct BenchCmd {
+    /// How many times each comparison runs; the figures are the medians, with min–max beside them
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    rounds: u32,
+    /// Also write the figures and every raw time to this JSON file
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// First of five loopback ports for the bench's own registries (release pair, naive pair, bases)
+    #[arg(long, default_value_t = 5200, value_parser = clap::value_parser!(u16).range(1024..=65530))]
+    port: u16,
+    /// Build context of the released images (its Dockerfile takes PHP_VERSION and PHP_BASE); default: the busybox
+    /// stand-in, testkit/standins/php-fpm
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    lines: Option<u16>,
+}
+
+/// The line counts the verification time is measured at.
+const VERIFY_LINE_COUNTS: [usize; 3] = [1, 5, 10];
+/// `20i image` and `true` are each run this many times per round; one run is a few milliseconds.
+const IMAGE_ITERATIONS: u32 = 40;
+
+impl BenchCmd {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let scratch = project_root().join("target/bench");
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("creating {}", scratch.display()))?;
+        let context = match &self.context {
+            Some(dir) => {
+                std::path::absolute(dir).with_context(|| format!("--context {}", dir.display()))?
+            }
+            None => fixtures::php_fpm_standin(),
+        };
+        if !context.join("Dockerfile").is_file() {
+            bail!(
+                "--context {}: no Dockerfile there; point it at a build context such as testkit/standins/php-fpm",
+                context.display()
+            );
+        }
+        eprintln!(
+            "bench: {} rounds, context {}; this empties the machine's docker build cache \
+             (`docker buildx prune -af`) before every cold build",
+            self.rounds,
+            context.display()
+        );
+        let _registries = Wiped;
+        let bench = Bench::prepare(sh, &self, scratch, context)?;
+        let mut raw = Raw::default();
+        for round in 0..self.rounds {
+            eprintln!("==> bench round {} of {}", round + 1, self.rounds);
+            bench.release_round(sh, round, &mut raw)?;
+            bench.verify_round(sh, round, &mut raw)?;
+        }
+        bench.launcher(self.rounds, &mut raw)?;
+        let figures = Figures::of(&raw);
+        print!("{}", report(&figures, &raw));
+        eprintln!("bench took {:.0} s", started.elapsed().as_secs_f64());
+        if let Some(path) = &self.json {
+            let json = serde_json::to_string_pretty(&figures.json(&raw, self.rounds))?;
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", crate::display_path(path));
+        }
+        Ok(())
+    }
+}
+
+/// Names of the bench's registries, from `--port` on: release pair, naive pair, bases.
+const REGISTRIES: [&str; 5] = [
+    "bench-ghcr",
+    "bench-hub",
+    "bench-naive-ghcr",
+    "bench-naive-hub",
+    "bench-bases",
+];
+
+/// Stops and deletes the bench's registries when the bench returns, on success or error: they hold only its pushes.
+struct Wiped;
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        for name in REGISTRIES {
+            let _ = Command::new("bash")
+                .args(["scripts/registry.sh", "wipe", name])
+                .current_dir(project_root())
+                .output();
+        }
+    }
+}
+
+/// A `scripts/registry.sh` registry: its storage is measured and its access log counted.
+struct Loopback {
+    name: &'static str,
+    port: u16,
+}
+
+impl Loopback {
+    fn fresh(&self, sh: &Shell) -> anyhow::Result<()> {
+        let (name, port) = (self.name, self.port.to_string());
+        cmd!(sh, "bash scripts/registry.sh wipe {name}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        cmd!(sh, "bash scripts/registry.sh up {name} {port}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("starting the bench registry {name} on 127.0.0.1:{port}: pick free ports with --port"))?;
+        Ok(())
+    }
+
+    fn namespace(&self, path: &str) -> Namespace {
+        format!("127.0.0.1:{}/{path}", self.port)
+            .parse()
+            .expect("a loopback host and a lowercase path make a namespace")
+    }
+
+    fn dir(&self) -> PathBuf {
+        let state = std::env::var_os("STACK_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/tmp/20i-stack"));
+        state.join("registries").join(self.name)
+    }
+
+    /// Bytes under the storage root: what every push left, blobs and manifests alike.
+    fn stored_bytes(&self) -> u64 {
+        directory_bytes(&self.dir().join("data"))
+    }
+
+    /// HTTP requests served so far (access-log lines).
+    fn requests(&self) -> usize {
+        let log = std::fs::read_to_string(self.dir().join("access.log")).unwrap_or_default();
+        count_requests(&log)
+    }
+}
+
+fn directory_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => directory_bytes(&entry.path()),
+            Ok(_) => entry.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Access lines (combined log format) among distribution's own log lines.
+fn count_requests(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("] \"") && l.contains(" HTTP/1."))
+        .count()
+}
+
+/// Everything a round needs: registries, stand-in bases and their locks, matrices, the launcher's site.
+struct Bench {
+    scratch: PathBuf,
+    context: PathBuf,
+    release_pair: [Loopback; 2],
+    naive_pair: [Loopback; 2],
+    bases: Loopback,
+    /// The matrix (first `--lines` lines) and its lock, for the release, naive and cache comparisons.
+    matrix: (PathBuf, PathBuf),
+    /// One matrix and lock per entry of [`VERIFY_LINE_COUNTS`].
+    verify_matrices: Vec<(usize, PathBuf, PathBuf)>,
+    revision: stack_images::CommitId,
+}
+
+impl Bench {
+    fn prepare(
+        sh: &Shell,
+        cmd: &BenchCmd,
+        scratch: PathBuf,
+        context: PathBuf,
+    ) -> anyhow::Result<Bench> {
+        let p = cmd.port;
+        let at = |n: u16| Loopback {
+            name: REGISTRIES[usize::from(n)],
+            port: p + n,
+        };
+        let bench = Bench {
+            release_pair: [at(0), at(1)],
+            naive_pair: [at(2), at(3)],
+            bases: at(4),
+            matrix: (PathBuf::new(), PathBuf::new()),
+            verify_matrices: Vec::new(),
+            revision: crate::git::head_revision(sh)?,
+            scratch,
+            context,
+        };
+        bench.bases.fresh(sh)?;
+        let shipped = Matrix::load(&project_root().join(MATRIX_PATH))?;
+        let mut lines = shipped.php_lines();
+        if let Some(n) = cmd.lines {
+            lines.truncate(n.into());
+        }
+        let verify_lines = verify_lines();
+        let mut all: Vec<PhpLine> = lines.iter().chain(&verify_lines).copied().collect();
+        all.sort();
+        all.dedup();
+        let source: Repository =
+            format!("127.0.0.1:{}/fixtures/php-standin", bench.bases.port).parse()?;
+        eprintln!("==> stand-in bases for PHP {}", join(&all));
+        for php in &all {
+            let reference = source.tagged(&base_tag(*php)).to_string();
+            fixtures::push_busybox(
+                &reference,
+                &format!("LABEL stand-in-for=php:{php}-fpm-alpine\n"),
+                false,
+            )
+            .with_context(|| format!("building the stand-in base {reference}"))?;
+        }
+        let write = |name: String, lines: &[PhpLine]| -> anyhow::Result<(PathBuf, PathBuf)> {
+            let matrix_path = bench.scratch.join(format!("{name}.matrix.toml"));
+            std::fs::write(&matrix_path, matrix_text(lines))?;
+            let matrix = Matrix::load(&matrix_path)?;
+            let (lock, _) = bases::refresh(&matrix, &source, None)?;
+            let lock_path = bench.scratch.join(format!("{name}.lock.toml"));
+            std::fs::write(&lock_path, lock.render())
+                .with_context(|| format!("writing {}", lock_path.display()))?;
+            Ok((matrix_path, lock_path))
+        };
+        let matrix = write("release".to_owned(), &lines)?;
+        let mut verify_matrices = Vec::new();
+        for n in VERIFY_LINE_COUNTS {
+            let (m, l) = write(format!("verify-{n}"), &verify_lines[..n])?;
+            verify_matrices.push((n, m, l));
+        }
+        Ok(Bench {
+            matrix,
+            verify_matrices,
+            ..bench
+        })
+    }
+
+    /// Release (cold) against the naive loop, each on fresh registries; then the warm and the cold release of
+    /// the next versions on the release's registries, reusing its registry cache or not.
+    fn release_round(&self, sh: &Shell, round: u32, raw: &mut Raw) -> anyhow::Result<()> {
+        let (matrix, lock) = &self.matrix;
+        let ns = |pair: &[Loopback; 2]| {
+            (
+                pair[0].namespace("20i-stack"),
+                pair[1].namespace("20istack"),
+            )
+        };
+        let release_side = |raw: &mut Raw| -> anyhow::Result<()> {
+            for registry in &self.release_pair {
+                registry.fresh(sh)?;
+            }
+            prune_build_cache()?;
+            let before = stored(&self.release_pair);
+            let (canonical, mirror) = ns(&self.release_pair);
+            let (outcome, took) =
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true, false)?;
+            let after = stored(&self.release_pair);
+            raw.release_s.push(took);
+            for (phase, d) in &outcome.timings {
+                match raw
+                    .release_phases
+                    .iter_mut()
+                    .find(|(name, _)| name == phase)
+                {
+                    Some((_, times)) => times.push(d.as_secs_f64()),
+                    None => raw.release_phases.push((phase, vec![d.as_secs_f64()])),
+                }
+            }
+            raw.release_bytes.push(grown(before, after));
+            raw.release_builds = format!("1 bake: {} lines x {} platforms", outcome.built.len(), 2);
+            let build = phase_seconds(&outcome, &["build"]);
+            raw.outside_build_s.push(took - build);
+            raw.outside_build_share.push((took - build) / took);
+            Ok(())
+        };
+        let naive_side = |raw: &mut Raw| -> anyhow::Result<()> {
+            for registry in &self.naive_pair {
+                registry.fresh(sh)?;
+            }
+            prune_build_cache()?;
+            let before = stored(&self.naive_pair);
+            let (canonical, mirror) = ns(&self.naive_pair);
+            let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
+            let docker = Docker::new()?;
+            let commands = naive_commands(&plan);
+            let started = Instant::now();
+            let log = self.scratch.join("naive-build.log");
+            let attempts = std::cell::Cell::new(0);
+            for command in &commands {
+                // The same retry policy as the release's docker calls: distribution answers a 500 now and then
+                // while buildx pushes several tags of one manifest at once.
+                crate::execute::with_retries(|| {
+                    attempts.set(attempts.get() + 1);
+                    docker.run_logged(command, &log)
+                })
+                .with_context(|| format!("the naive loop's build: see {}", log.display()))?;
+            }
+            raw.naive_retries += attempts.get() - commands.len();
+            raw.naive_s.push(started.elapsed().as_secs_f64());
+            raw.naive_bytes
+                .push(grown(before, stored(&self.naive_pair)));
+            raw.naive_builds = format!("{} buildx builds x {} platforms", commands.len(), 2);
+            Ok(())
+        };
+        // Alternate which side goes first, so a drift in the machine's load falls on both.
+        if round.is_multiple_of(2) {
+            release_side(raw)?;
+            naive_side(raw)?;
+        } else {
+            naive_side(raw)?;
+            release_side(raw)?;
+        }
+        let (canonical, mirror) = ns(&self.release_pair);
+        prune_build_cache()?;
+        let (warm, took) =
+            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true, false)?;
+        raw.warm_s.push(took);
+        raw.warm_build_s.push(phase_seconds(&warm, &["build"]));
+        prune_build_cache()?;
+        let (cold, took) =
+            self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false, false)?;
+        raw.cold_s.push(took);
+        raw.cold_build_s.push(phase_seconds(&cold, &["build"]));
+        Ok(())
+    }
+
+    /// Verification time (verify pins + verify tags) of releases of 1, 5 and 10 lines.
+    fn verify_round(&self, sh: &Shell, round: u32, raw: &mut Raw) -> anyhow::Result<()> {
+        for (n, matrix, lock) in &self.verify_matrices {
+            let canonical = self.release_pair[0].namespace(&format!("verify-{n}-r{round}"));
+            let mirror = self.release_pair[1].namespace(&format!("verify-{n}-r{round}"));
+            // The release, then the same release resumed: every pin is found, verified and kept, so the build
+            // is skipped and the verification phases run again, a few samples of them for the price of one build.
+            for resume in [false, true, true, true, true] {
+                let (outcome, _) =
+                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, true, resume)?;
+                raw.verify_s
+                    .entry(*n)
+                    .or_default()
+                    .push(phase_seconds(&outcome, &["verify pins", "verify tags"]));
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan(
+        &self,
+        sh: &Shell,
+        version: &str,
+        canonical: &Namespace,
+        mirror: &Namespace,
+        matrix: &Path,
+        lock: &Path,
+        build_cache: bool,
+    ) -> anyhow::Result<Plan> {
+        let args = ReleaseArgs {
+            version: version.parse()?,
+            published: Some(Published(Vec::new())),
+            revision: Some(Revision::Full(self.revision.clone())),
+            time: None,
+            registry: Some(canonical.clone()),
+            mirror: vec![mirror.clone()],
+            no_mirrors: false,
+            bases: Some(lock.to_path_buf()),
+            matrix: Some(matrix.to_path_buf()),
+            context: Some(self.context.clone()),
+            attestations: None,
+            allow_version_mismatch: true,
+            no_build_cache: !build_cache,
+        };
+        plan::compute(&args.gather(sh)?)
+    }
+
+    /// A release as `cargo xtask release` runs it; returns what it did and its wall time in seconds.
+    #[allow(clippy::too_many_arguments)]
+    fn release(
+        &self,
+        sh: &Shell,
+        version: &str,
+        canonical: &Namespace,
+        mirror: &Namespace,
+        matrix: &Path,
+        lock: &Path,
+        build_cache: bool,
+        resume: bool,
+    ) -> anyhow::Result<(Outcome, f64)> {
+        let plan = self.plan(sh, version, canonical, mirror, matrix, lock, build_cache)?;
+        let work_dir = self
+            .scratch
+            .join("work")
+            .join(canonical.to_string().replace(['/', ':'], "_") + "-" + version);
+        let started = Instant::now();
+        let outcome = release::execute(&plan, Mode::Release { resume }, &work_dir)
+            .with_context(|| format!("releasing {version} to {canonical}"))?;
+        Ok((outcome, started.elapsed().as_secs_f64()))
+    }
+
+    /// `20i start` cached against `docker compose up` of the same stack, `20i image` against `true`, and the first
+    /// start by pull against by local build.
+    fn launcher(&self, rounds: u32, raw: &mut Raw) -> anyhow::Result<()> {
+        eprintln!("==> launcher: building target/debug/20i and the service stand-ins");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "launcher"])
+            .current_dir(project_root())
+            .status()
+            .context("running cargo build -p launcher")?;
+        if !status.success() {
+            bail!("cargo build -p launcher failed: fix the build, then run the bench again");
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| project_root().join("target"));
+        let site = Site::new(&self.scratch, target.join("debug/20i"), &self.bases)?;
+        let result = self.launcher_rounds(&site, rounds, raw);
+        site.tear_down();
+        result
+    }
+
+    fn launcher_rounds(&self, site: &Site, rounds: u32, raw: &mut Raw) -> anyhow::Result<()> {
+        let docker = Docker::new()?;
+        for round in 0..rounds {
+            eprintln!("==> launcher round {} of {}", round + 1, rounds);
+            // First start: nothing cached, neither the image nor any build layer.
+            site.run(&["destroy"], &[])?;
+            forget_image(&docker, &site.image);
+            prune_build_cache()?;
+            raw.first_pull_s.push(site.run(&["start"], &[])?);
+            site.run(&["destroy"], &[])?;
+            forget_image(&docker, &site.local_image);
+            prune_build_cache()?;
+            raw.first_build_s
+                .push(site.run(&["start"], &[("USE_PREBUILT", "false")])?);
+
+            // Cached: the image is in the store (pulled once more here), the containers exist, stopped.
+            site.run(&["destroy"], &[])?;
+            site.run(&["start"], &[])?;
+            site.run(&["stop"], &[])?;
+            let before = self.bases.requests();
+            raw.cached_start_s.push(site.run(&["start"], &[])?);
+            raw.cached_start_requests
+                .push((self.bases.requests() - before) as f64);
+            site.run(&["stop"], &[])?;
+            site.compose(
+                &docker,
+                &[
+                    "up",
+                    "--detach",
+                    "--wait",
+                    "--wait-timeout",
+                    "90",
+                    "--remove-orphans",
+                ],
+            )?;
+            site.compose(&docker, &["stop"])?;
+            raw.compose_s.push(site.compose(
+                &docker,
+                &[
+                    "up",
+                    "--detach",
+                    "--wait",
+                    "--wait-timeout",
+                    "90",
+                    "--remove-orphans",
+                ],
+            )?);
+            site.compose(&docker, &["stop"])?;
+
+            let mut image = 0.0;
+            let mut truth = 0.0;
+            for _ in 0..IMAGE_ITERATIONS {
+                image += site.run(&["image"], &[])?;
+                truth += timed(Command::new("true"))?;
+            }
+            raw.image_ms
+                .push(1000.0 * image / f64::from(IMAGE_ITERATIONS));
+            raw.true_ms
+                .push(1000.0 * truth / f64::from(IMAGE_ITERATIONS));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes stored by each registry of a pair (canonical, mirror).
+fn stored(pair: &[Loopback; 2]) -> [u64; 2] {
+    [pair[0].stored_bytes(), pair[1].stored_bytes()]
+}
+
+fn grown(before: [u64; 2], after: [u64; 2]) -> [u64; 2] {
+    [
+        after[0].saturating_sub(before[0]),
+        after[1].saturating_sub(before[1]),
+    ]
+}
+
+fn phase_seconds(outcome: &Outcome, phases: &[&str]) -> f64 {
+    outcome
+        .timings
+        .iter()
+        .filter(|(name, _)| phases.contains(name))
+        .map(|(_, d)| d.as_secs_f64())
+        .sum()
+}
+
+/// Empties the local build cache, so the next build starts cold (the registry cache is untouched).
+fn prune_build_cache() -> anyhow::Result<()> {
+    Docker::new()?
+        .run(&DockerCommand::new(["buildx", "prune", "--all", "--force"]))
+        .context("emptying the build cache (docker buildx prune -af)")
+}
+
+fn forget_image(docker: &Docker, reference: &str) {
+    let _ = docker.run(&DockerCommand::new(["image", "rm", "--force", reference]));
+}
+
+fn timed(mut command: Command) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let output = command.output().context("starting a timed command")?;
+    let took = started.elapsed().as_secs_f64();
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(took)
+}
+
+/// The loop many projects run: one multi-platform `docker buildx build --push` per PHP line, tagged with every
+/// tag the release publishes in every registry, with the release's build arguments and context.
+fn naive_commands(plan: &Plan) -> Vec<DockerCommand> {
+    plan.builds
+        .iter()
+        .map(|build| {
+            let mut tags = vec![build.pin.clone()];
+            tags.extend(plan.mirrors.iter().map(|m| build.pin.in_namespace(m)));
+            tags.extend(plan.steps.iter().filter_map(|step| match step {
+                Step::Tag { php, to, .. } if *php == build.php => Some(to.clone()),
+                _ => None,
+            }));
+            let context = project_root().join(&build.context);
+            let dockerfile = build.dockerfile.rsplit('/').next().unwrap_or("Dockerfile");
+            let mut args = vec![
+                "buildx".to_owned(),
+                "build".to_owned(),
+                "--platform".to_owned(),
+                build.platforms.join(","),
+                "--push".to_owned(),
+            ];
+            for tag in tags {
+                args.extend(["--tag".to_owned(), tag.to_string()]);
+            }
+            for (key, value) in &build.build_args {
+                args.extend(["--build-arg".to_owned(), format!("{key}={value}")]);
+            }
+            args.extend([
+                "--file".to_owned(),
+                context.join(dockerfile).display().to_string(),
+                context.display().to_string(),
+            ]);
+            DockerCommand::new(args)
+        })
+        .collect()
+}
+
+/// PHP 8.1 … 8.9 and 9.0: ten lines for the verification curve (only the first `n` of them are released).
+fn verify_lines() -> Vec<PhpLine> {
+    (1..=9)
+        .map(|minor| PhpLine::new(8, minor))
+        .chain([PhpLine::new(9, 0)])
+        .collect()
+}
+
+/// A matrix with these lines (the last is the default); registries, bases and context are replaced by flags.
+fn matrix_text(lines: &[PhpLine]) -> String {
+    let mut text = String::from(
+        "image = \"php-fpm\"\ntitle = \"bench\"\ndescription = \"bench\"\nsource = \"https://example.invalid\"\n\
+         dockerfile = \"php-fpm/Dockerfile\"\nbases = \"bench.lock.toml\"\n",
+    );
+    let default = lines.last().expect("at least one line");
+    let _ = write!(
+        text,
+        "default_line = \"{default}\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nattestations = \"provenance\"\n\
+         [registries]\ncanonical = \"127.0.0.1:1/unused\"\nmirrors = []\n"
+    );
+    for php in lines {
+        let _ = write!(text, "[[lines]]\nphp = \"{php}\"\n");
+    }
+    text
+}
+
+/// A project directory, HOME and stack for `20i`, on the service stand-ins and a PHP-FPM stand-in published to
+/// the bench's bases registry under the launcher's own tag scheme.
+struct Site {
+    binary: PathBuf,
+    home: PathBuf,
+    code: PathBuf,
+    project: String,
+    env: Vec<(String, String)>,
+    image: String,
+    local_image: String,
+}
+
+impl Site {
+    fn new(scratch: &Path, binary: PathBuf, registry: &Loopback) -> anyhow::Result<Site> {
+        standins::service_standins()?;
+        let home = scratch.join("home");
+        let project = format!("bench-{}", std::process::id());
+        let code = home.join(&project);
+        std::fs::create_dir_all(&code)?;
+        std::fs::write(code.join("index.html"), "bench\n")?;
+        let context = home.join("php-fpm-standin");
+        standins::write_php_fpm_standin_context(&context)?;
+        let namespace = registry.namespace("launcher");
+        let version: stack_images::ReleaseVersion = env!("CARGO_PKG_VERSION").parse()?;
+        let pin = stack_images::tags::pin_tag(&version, PhpLine::new(8, 5));
+        let name: stack_images::RepoName = "php-fpm".parse()?;
+        let image = namespace.repository(&name).tagged(&pin).to_string();
+        fixtures::push_busybox(&image, standins::PHP_FPM_STANDIN_LINES, false)
+            .with_context(|| format!("publishing the PHP-FPM stand-in {image}"))?;
+        let port = || standins::free_port().map(|p| p.to_string());
+        let env = vec![
+            ("IMAGE_REGISTRY".to_owned(), namespace.to_string()),
+            ("IMAGE_MIRRORS".to_owned(), String::new()),
+            ("PHP_FPM_CONTEXT".to_owned(), context.display().to_string()),
+            ("COMPOSE_PROJECT_NAME".to_owned(), project.clone()),
+            ("HOST_PORT".to_owned(), port()?),
+            ("MYSQL_PORT".to_owned(), port()?),
+            ("PMA_PORT".to_owned(), port()?),
+            ("NGINX_IMAGE".to_owned(), standins::NGINX_STANDIN.to_owned()),
+            (
+                "MARIADB_IMAGE".to_owned(),
+                standins::MARIADB_STANDIN.to_owned(),
+            ),
+            (
+                "PMA_IMAGE".to_owned(),
+                standins::PHPMYADMIN_STANDIN.to_owned(),
+            ),
+            ("WAIT_TIMEOUT".to_owned(), "90".to_owned()),
+        ];
+        let site = Site {
+            binary,
+            home,
+            code,
+            project,
+            env,
+            local_image: format!("20i-local/php-fpm:{pin}"),
+            image,
+        };
+        site.run(&["init"], &[])?;
+        let printed = site.command(&["image"], &[]).output()?;
+        let printed = String::from_utf8_lossy(&printed.stdout);
+        if printed.trim() != site.image {
+            bail!(
+                "20i image prints {} where the bench published {}",
+                printed.trim(),
+                site.image
+            );
+        }
+        Ok(site)
+    }
+
+    fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(args)
+            .current_dir(&self.code)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home);
+        if let Some(docker) = std::env::var_os("DOCKER") {
+            command.env("DOCKER", docker);
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.envs(extra.iter().copied());
+        command
+    }
+
+    /// Runs `20i ARGS`; its wall time in seconds.
+    fn run(&self, args: &[&str], extra: &[(&str, &str)]) -> anyhow::Result<f64> {
+        timed(self.command(args, extra)).with_context(|| format!("20i {}", args.join(" ")))
+    }
+
+    /// `docker compose` of the same compose file and values, as a project of its own; its wall time.
+    fn compose(&self, docker: &Docker, args: &[&str]) -> anyhow::Result<f64> {
+        let file = self.home.join("docker/20i-stack/docker-compose.yml");
+        let project = format!("{}-compose", self.project);
+        let mut argv = vec!["compose", "--project-name", &project, "--file"];
+        let file = file.display().to_string();
+        argv.push(&file);
+        argv.extend(args);
+        let mut env: Vec<(String, String)> = self.env.clone();
+        env.push(("CODE_DIR".to_owned(), self.code.display().to_string()));
+        env.push(("PHP_FPM_IMAGE".to_owned(), self.image.clone()));
+        let started = Instant::now();
+        docker
+            .output_with_env(&DockerCommand::new(argv), &env)
+            .with_context(|| format!("docker compose {}", args.join(" ")))?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
+    fn tear_down(&self) {
+        let _ = self.run(&["destroy"], &[]);
+        if let Ok(docker) = Docker::new() {
+            let _ = self.compose(&docker, &["down", "--volumes", "--remove-orphans"]);
+            forget_image(&docker, &self.image);
+            forget_image(&docker, &self.local_image);
+        }
+    }
+}
+
+/// Every time measured, in seconds unless named otherwise.
+#[derive(Debug, Default)]
+struct Raw {
+    release_s: Vec<f64>,
+    /// The cold release's phases, in the order they ran.
+    release_phases: Vec<(&'static str, Vec<f64>)>,
+    naive_s: Vec<f64>,
+    /// Naive builds run again after a transient failure, over every round.
+    naive_retries: usize,
+    /// Bytes stored by each side, per registry (canonical, mirror).
+    release_bytes: Vec<[u64; 2]>,
+    naive_bytes: Vec<[u64; 2]>,
+    release_builds: String,
+    naive_builds: String,
+    warm_s: Vec<f64>,
+    cold_s: Vec<f64>,
+    warm_build_s: Vec<f64>,
+    cold_build_s: Vec<f64>,
+    outside_build_s: Vec<f64>,
+    outside_build_share: Vec<f64>,
+    verify_s: std::collections::BTreeMap<usize, Vec<f64>>,
+    cached_start_s: Vec<f64>,
+    cached_start_requests: Vec<f64>,
+    compose_s: Vec<f64>,
+    image_ms: Vec<f64>,
+    true_ms: Vec<f64>,
+    first_pull_s: Vec<f64>,
+    first_build_s: Vec<f64>,
+}
+
+/// Median and spread of repeated measurements.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stat {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Stat {
+    fn of(values: &[f64]) -> Stat {
+        if values.is_empty() {
+            return Stat {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            };
+        }
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Stat {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        }
+    }
+
+    fn show(&self, unit: &str, decimals: usize) -> (String, String) {
+        (
+            format!("{:.*}{unit}", decimals, self.median),
+            format!("{:.*}–{:.*}{unit}", decimals, self.min, decimals, self.max),
+        )
+    }
+}
+
+/// Whether `points` (lines, seconds), sorted by lines, grow at most linearly: each step's time ratio is within
+/// its line ratio, with a quarter more allowed for noise on a loaded machine.
+fn at_most_linear(points: &[(usize, f64)]) -> bool {
+    points.windows(2).all(|pair| {
+        let ((n0, t0), (n1, t1)) = (pair[0], pair[1]);
+        t1 <= t0.max(0.01) * (n1 as f64 / n0 as f64) * 1.25
+    })
+}
+
+/// The headline figures, each a ratio or a share of medians.
+struct Figures {
+    release_vs_naive: f64,
+    warm_vs_cold: f64,
+    warm_vs_cold_build: f64,
+    outside_build_share: f64,
+    outside_build_s: f64,
+    cached_start_vs_compose: f64,
+    cached_start_requests: f64,
+    image_ms_over_true: f64,
+    first_start_pull_vs_build: f64,
+    verify_linear: bool,
+}
+
+impl Figures {
+    fn of(raw: &Raw) -> Figures {
+        let m = |v: &[f64]| Stat::of(v).median;
+        Figures {
+            release_vs_naive: m(&raw.release_s) / m(&raw.naive_s),
+            warm_vs_cold: m(&raw.warm_s) / m(&raw.cold_s),
+            warm_vs_cold_build: m(&raw.warm_build_s) / m(&raw.cold_build_s),
+            outside_build_share: m(&raw.outside_build_share),
+            outside_build_s: m(&raw.outside_build_s),
+            cached_start_vs_compose: m(&raw.cached_start_s) / m(&raw.compose_s),
+            cached_start_requests: raw
+                .cached_start_requests
+                .iter()
+                .copied()
+                .fold(0.0, f64::max),
+            image_ms_over_true: m(&raw.image_ms) - m(&raw.true_ms),
+            first_start_pull_vs_build: m(&raw.first_pull_s) / m(&raw.first_build_s),
+            verify_linear: at_most_linear(&verify_points(raw)),
+        }
+    }
+
+    fn json(&self, raw: &Raw, rounds: u32) -> serde_json::Value {
+        let bytes = |v: &[[u64; 2]], i: usize| v.iter().map(|b| b[i]).collect::<Vec<_>>();
+        let verify: serde_json::Map<String, serde_json::Value> = raw
+            .verify_s
+            .iter()
+            .map(|(n, v)| (format!("verify_s_{n}_lines"), json!(v)))
+            .collect();
+        json!({
+            "date": chrono::Utc::now().to_rfc3339(),
+            "rounds": rounds,
+            "machine": machine(),
+            "release_vs_naive": self.release_vs_naive,
+            "warm_vs_cold": self.warm_vs_cold,
+            "warm_vs_cold_build": self.warm_vs_cold_build,
+            "outside_build_share": self.outside_build_share,
+            "outside_build_s": self.outside_build_s,
+            "cached_start_vs_compose": self.cached_start_vs_compose,
+            "cached_start_registry_requests": self.cached_start_requests,
+            "image_ms_over_true": self.image_ms_over_true,
+            "first_start_pull_vs_build": self.first_start_pull_vs_build,
+            "verify_at_most_linear": self.verify_linear,
+            "raw": {
+                "release_s": raw.release_s,
+                "naive_s": raw.naive_s,
+                "naive_retries": raw.naive_retries,
+                "release_phases_s": raw.release_phases.iter().map(|(p, t)| (p.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
+                "release_bytes_canonical": bytes(&raw.release_bytes, 0),
+                "release_bytes_mirror": bytes(&raw.release_bytes, 1),
+                "naive_bytes_canonical": bytes(&raw.naive_bytes, 0),
+                "naive_bytes_mirror": bytes(&raw.naive_bytes, 1),
+                "warm_s": raw.warm_s,
+                "cold_s": raw.cold_s,
+                "warm_build_s": raw.warm_build_s,
+                "cold_build_s": raw.cold_build_s,
+                "outside_build_s": raw.outside_build_s,
+                "outside_build_share": raw.outside_build_share,
+                "verify": verify,
+                "cached_start_s": raw.cached_start_s,
+                "cached_start_registry_requests": raw.cached_start_requests,
+                "compose_up_s": raw.compose_s,
+                "image_ms": raw.image_ms,
+                "true_ms": raw.true_ms,
+                "first_start_pull_s": raw.first_pull_s,
+                "first_start_build_s": raw.first_build_s,
+            },
+        })
+    }
+}
+
+fn verify_points(raw: &Raw) -> Vec<(usize, f64)> {
+    raw.verify_s
+        .iter()
+        .map(|(n, v)| (*n, Stat::of(v).median))
+        .collect()
+}
+
+/// Cores and load average, for the record: figures from a loaded machine are read as such.
+fn machine() -> serde_json::Value {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    json!({
+        "cores": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
+        "load_average": load.join(" "),
+    })
+}
+
+/// Whether `value` meets a target of at most `limit`.
+fn status(value: f64, limit: f64) -> String {
+    if value.is_nan() {
+        "not measured".to_owned()
+    } else if value <= limit {
+        "meets".to_owned()
+    } else {
+        "misses".to_owned()
+    }
+}
+
+fn report(f: &Figures, raw: &Raw) -> String {
+    let mut rows = vec![vec![
+        "measurement".to_owned(),
+        "median".to_owned(),
+        "min–max".to_owned(),
+    ]];
+    let mut row = |name: &str, values: &[f64], unit: &str, decimals: usize| {
+        let (median, spread) = Stat::of(values).show(unit, decimals);
+        rows.push(vec![name.to_owned(), median, spread]);
+    };
+    row(
+        &format!("release ({})", raw.release_builds),
+        &raw.release_s,
+        " s",
+        1,
+    );
+    for (phase, times) in &raw.release_phases {
+        row(&format!("  {phase}"), times, " s", 2);
+    }
+    row(
+        &format!(
+            "naive loop ({}, {} retried)",
+            raw.naive_builds, raw.naive_retries
+        ),
+        &raw.naive_s,
+        " s",
+        1,
+    );
+    let mb = |v: &[[u64; 2]], i: usize| v.iter().map(|b| b[i] as f64 / 1e6).collect::<Vec<_>>();
+    row(
+        "release: bytes stored, canonical",
+        &mb(&raw.release_bytes, 0),
+        " MB",
+        2,
+    );
+    row(
+        "release: bytes stored, mirror",
+        &mb(&raw.release_bytes, 1),
+        " MB",
+        2,
+    );
+    row(
+        "naive: bytes stored, canonical",
+        &mb(&raw.naive_bytes, 0),
+        " MB",
+        2,
+    );
+    row(
+        "naive: bytes stored, mirror",
+        &mb(&raw.naive_bytes, 1),
+        " MB",
+        2,
+    );
+    row("release, registry cache only (warm)", &raw.warm_s, " s", 1);
+    row("release, --no-build-cache (cold)", &raw.cold_s, " s", 1);
+    row("  build phase, warm", &raw.warm_build_s, " s", 1);
+    row("  build phase, cold", &raw.cold_build_s, " s", 1);
+    row(
+        "release: time outside the build",
+        &raw.outside_build_s,
+        " s",
+        2,
+    );
+    for (n, v) in &raw.verify_s {
+        row(&format!("verify pins + tags, {n} lines"), v, " s", 3);
+    }
+    row("20i start, cached", &raw.cached_start_s, " s", 2);
+    row(
+        "docker compose up --wait, same stack",
+        &raw.compose_s,
+        " s",
+        2,
+    );
+    row("20i image", &raw.image_ms, " ms", 1);
+    row("true", &raw.true_ms, " ms", 1);
+    row("first 20i start, pulled", &raw.first_pull_s, " s", 1);
+    row(
+        "first 20i start, built (USE_PREBUILT=false)",
+        &raw.first_build_s,
+        " s",
+        1,
+    );
+
+    let figures = vec![
+        vec![
+            "figure".to_owned(),
+            "value".to_owned(),
+            "target".to_owned(),
+            "status".to_owned(),
+        ],
+        figure(
+            "release_vs_naive",
+            f.release_vs_naive,
+            "≤ 0.5",
+            status(f.release_vs_naive, 0.5),
+        ),
+        figure(
+            "warm_vs_cold",
+            f.warm_vs_cold,
+            "≤ 0.2",
+            status(f.warm_vs_cold, 0.2),
+        ),
+        figure(
+            "  (build phase only)",
+            f.warm_vs_cold_build,
+            "",
+            String::new(),
+        ),
+        figure(
+            "outside_build_share",
+            f.outside_build_share,
+            "< 0.05 and < 1 s",
+            if f.outside_build_share.is_nan() {
+                "not measured".to_owned()
+            } else if f.outside_build_share < 0.05 && f.outside_build_s < 1.0 {
+                "meets".to_owned()
+            } else {
+                "misses".to_owned()
+            },
+        ),
+        figure(
+            "cached_start_vs_compose",
+            f.cached_start_vs_compose,
+            "≤ 1.10, 0 requests",
+            {
+                let s = status(f.cached_start_vs_compose, 1.10);
+                format!("{s}, {} registry requests", f.cached_start_requests)
+            },
+        ),
+        figure(
+            "image_ms_over_true",
+            f.image_ms_over_true,
+            "< 20 ms",
+            status(f.image_ms_over_true, 20.0 - f64::EPSILON),
+        ),
+        figure(
+            "first_start_pull_vs_build",
+            f.first_start_pull_vs_build,
+            "≤ 0.2",
+            status(f.first_start_pull_vs_build, 0.2),
+        ),
+        vec![
+            "verification growth".to_owned(),
+            if f.verify_linear {
+                "at most linear"
+            } else {
+                "faster than linear"
+            }
+            .to_owned(),
+            "at most linear".to_owned(),
+            if f.verify_linear { "meets" } else { "misses" }.to_owned(),
+        ],
+    ];
+    let mut out = String::from("\nMeasured (docker buildx prune -af emptied this machine's build cache before each cold build)\n");
+    out.push_str(&table::render(&rows, "  "));
+    out.push_str("\nFigures (printed, never asserted; docs/performance.md)\n");
+    out.push_str(&table::render(&figures, "  "));
+    out
+}
+
+fn figure(name: &str, value: f64, target: &str, status: String) -> Vec<String> {
+    vec![
+        name.to_owned(),
+        format!("{value:.3}"),
+        target.to_owned(),
+        status,
+    ]
+}
+
+fn join(lines: &[PhpLine]) -> String {
+    lines
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_stat(values: &[f64], expected: (f64, f64, f64)) {
+        let s = Stat::of(values);
+        assert_eq!((s.median, s.min, s.max), expected);
+    }
+
+    #[test]
+    fn stat_is_median_and_range() {
+        check_stat(&[3.0], (3.0, 3.0, 3.0));
+        check_stat(&[3.0, 1.0, 2.0], (2.0, 1.0, 3.0));
+        check_stat(&[4.0, 1.0, 2.0, 3.0], (2.5, 1.0, 4.0));
+        check_stat(&[5.0, 5.0, 9.0], (5.0, 5.0, 9.0));
+    }
+
+    #[track_caller]
+    fn check_linear(points: &[(usize, f64)], expected: bool) {
+        assert_eq!(at_most_linear(points), expected, "{points:?}");
+    }
+
+    #[test]
+    fn growth_is_linear_within_a_quarter() {
+        check_linear(&[(1, 0.1), (5, 0.5), (10, 1.0)], true);
+        check_linear(&[(1, 0.1), (5, 0.2), (10, 0.3)], true);
+        check_linear(&[(1, 0.1), (5, 0.6), (10, 1.2)], true);
+        check_linear(&[(1, 0.1), (5, 0.7), (10, 1.4)], false);
+        check_linear(&[(1, 0.1), (5, 0.5), (10, 1.3)], false);
+        // Times under 10 ms are noise: growth is judged from 10 ms.
+        check_linear(&[(1, 0.001), (5, 0.05), (10, 0.1)], true);
+    }
+
+    #[track_caller]
+    fn check_status(value: f64, limit: f64, expected: &str) {
+        assert_eq!(status(value, limit), expected);
+    }
+
+    #[test]
+    fn status_against_a_target() {
+        check_status(0.4, 0.5, "meets");
+        check_status(0.5, 0.5, "meets");
+        check_status(0.51, 0.5, "misses");
+        check_status(f64::NAN, 0.5, "not measured");
+    }
+
+    #[test]
+    fn requests_are_access_lines_only() {
+        let log = "time=\"2026\" level=info msg=\"response completed\" http.request.method=GET\n\
+                   127.0.0.1 - - [26/Nov/2026:08:00:00 +0000] \"GET /v2/ HTTP/1.1\" 200 2 \"\" \"docker\"\n\
+                   127.0.0.1 - - [26/Nov/2026:08:00:01 +0000] \"HEAD /v2/x/manifests/y HTTP/1.1\" 200 0 \"\" \"\"\n";
+        assert_eq!(count_requests(log), 2);
+        assert_eq!(count_requests(""), 0);
+    }
+
+    #[test]
+    fn bench_matrices_parse_with_their_lines() {
+        for n in VERIFY_LINE_COUNTS {
+            let lines = &verify_lines()[..n];
+            let matrix = Matrix::parse(&matrix_text(lines)).unwrap();
+            assert_eq!(matrix.php_lines(), lines);
+            assert_eq!(matrix.default_line, *lines.last().unwrap());
+        }
+    }
+
+    #[test]
+    fn bench_flags_parse() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchCmd,
+        }
+        use clap::Parser;
+        let cli = Cli::try_parse_from(["bench", "--rounds", "1", "--lines", "2", "--port", "6000"])
+            .unwrap();
+        assert_eq!(
+            (cli.bench.rounds, cli.bench.lines, cli.bench.port),
+            (1, Some(2), 6000)
+        );
+        assert!(Cli::try_parse_from(["bench", "--rounds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--port", "65535"]).is_err());
+        assert_eq!(Cli::try_parse_from(["bench"]).unwrap().bench.rounds, 3);
+    }
+}
