@@ -98,3 +98,16 @@ pub fn write_php_fpm_standin_context(dir: &Path) -> anyhow::Result<()> {
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// `N` distinct free ports: every listener is held until all are bound, so no port is handed out twice (one at a
+/// time, the same port can come back, and the launcher refuses two services on one port).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
+}

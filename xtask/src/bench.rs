@@ -659,15 +659,15 @@ impl Site {
         let image = namespace.repository(&name).tagged(&pin).to_string();
         fixtures::push_busybox(&image, standins::PHP_FPM_STANDIN_LINES, false)
             .with_context(|| format!("publishing the PHP-FPM stand-in {image}"))?;
-        let port = || standins::free_port().map(|p| p.to_string());
+        let [web, database, admin] = standins::free_ports()?.map(|p| p.to_string());
         let env = vec![
             ("IMAGE_REGISTRY".to_owned(), namespace.to_string()),
             ("IMAGE_MIRRORS".to_owned(), String::new()),
             ("PHP_FPM_CONTEXT".to_owned(), context.display().to_string()),
             ("COMPOSE_PROJECT_NAME".to_owned(), project.clone()),
-            ("HOST_PORT".to_owned(), port()?),
-            ("MYSQL_PORT".to_owned(), port()?),
-            ("PMA_PORT".to_owned(), port()?),
+            ("HOST_PORT".to_owned(), web),
+            ("MYSQL_PORT".to_owned(), database),
+            ("PMA_PORT".to_owned(), admin),
             ("NGINX_IMAGE".to_owned(), standins::NGINX_STANDIN.to_owned()),
             (
                 "MARIADB_IMAGE".to_owned(),

@@ -65,13 +65,13 @@ impl Site {
         // the launcher's own PHP_FPM_CONTEXT setting.
         let context = home.path().join("php-fpm-standin");
         standins::write_php_fpm_standin_context(&context).unwrap();
-        let port = || standins::free_port().unwrap().to_string();
+        let [web, database, admin] = standins::free_ports().unwrap().map(|p| p.to_string());
         let env = vec![
             ("IMAGE_MIRRORS".to_owned(), String::new()),
             ("PHP_FPM_CONTEXT".to_owned(), context.display().to_string()),
-            ("HOST_PORT".to_owned(), port()),
-            ("MYSQL_PORT".to_owned(), port()),
-            ("PMA_PORT".to_owned(), port()),
+            ("HOST_PORT".to_owned(), web),
+            ("MYSQL_PORT".to_owned(), database),
+            ("PMA_PORT".to_owned(), admin),
             ("NGINX_IMAGE".to_owned(), standins::NGINX_STANDIN.to_owned()),
             (
                 "MARIADB_IMAGE".to_owned(),

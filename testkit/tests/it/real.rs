@@ -325,7 +325,7 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
     )
     .unwrap();
 
-    let port = stack::free_port().unwrap();
+    let [port, mysql_port, pma_port] = stack::free_ports().unwrap();
     let env: Vec<(String, String)> = [
         ("PHP_FPM_IMAGE", php.as_str()),
         ("NGINX_IMAGE", nginx.as_str()),
@@ -334,8 +334,8 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
         ("CODE_DIR", &site.path().display().to_string()),
         ("BIND_ADDRESS", "127.0.0.1"),
         ("HOST_PORT", &port.to_string()),
-        ("MYSQL_PORT", &stack::free_port().unwrap().to_string()),
-        ("PMA_PORT", &stack::free_port().unwrap().to_string()),
+        ("MYSQL_PORT", &mysql_port.to_string()),
+        ("PMA_PORT", &pma_port.to_string()),
         ("MYSQL_ROOT_PASSWORD", root_password),
         ("MYSQL_DATABASE", database),
         ("MYSQL_USER", user),
