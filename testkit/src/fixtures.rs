@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use stack_images::docker::{Docker, DockerCommand};
+use stack_images::docker::{Docker, DockerCommand, FailureKind};
 
 /// Where `scripts/setup.sh` leaves `busybox-amd64` and `busybox-arm64` (`$STACK_FIXTURES_DIR` overrides).
 pub fn busybox_dir() -> anyhow::Result<PathBuf> {
@@ -62,7 +62,20 @@ pub fn push_busybox(
     let metadata_arg = metadata.display().to_string();
     let context_arg = context.path().display().to_string();
     args.extend(["--metadata-file", &metadata_arg, &context_arg]);
-    docker.run(&DockerCommand::new(args))?;
+    // distribution 2.8 sometimes answers 500 to a HEAD that races a tag write: a fixture push is retried, a few
+    // times, on what is transient, as the release retries its own pushes.
+    let command = DockerCommand::new(args);
+    let mut attempt = 1;
+    loop {
+        match docker.run(&command) {
+            Ok(()) => break,
+            Err(error) if attempt < 4 && error.kind == FailureKind::Unreachable => {
+                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
+                attempt += 1;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
     let metadata: serde_json::Value = serde_json::from_slice(&std::fs::read(&metadata)?)?;
     let digest = metadata["containerimage.digest"]
         .as_str()
