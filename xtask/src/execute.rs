@@ -1,6 +1,6 @@
 //! Executes a release plan step by step, phase by phase. [`actions`] turns a step into what it does at the two
-//! doors: docker commands (builds, cross-registry copies) and registry requests made in process (every manifest
-//! read, hashed here, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
+//! doors: docker commands (builds) and registry requests made in process (every manifest read, hashed here, every
+//! mirror copy, registry to registry, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
 //! run cannot drift from a run (a test holds the dry run to the journal of a real one). Each step kind has one
 //! handler. The registry-bound phases run their steps concurrently, a few at a time per registry.
 
@@ -157,6 +157,11 @@ pub enum Action {
         to: ImageRef,
         from: Named,
     },
+    /// Copy the image `from` to `to` registry to registry: every child manifest and blob, then the tag.
+    Copy {
+        from: Named,
+        to: ImageRef,
+    },
 }
 
 impl fmt::Display for Action {
@@ -167,6 +172,10 @@ impl fmt::Display for Action {
             Action::Put { to, from } => {
                 write!(f, "registry PUT manifest {to} (the bytes of {from})")
             }
+            Action::Copy { from, to } => write!(
+                f,
+                "registry copy {from} -> {to} (child manifests and blobs the destination lacks, then the tag)"
+            ),
         }
     }
 }
@@ -191,19 +200,6 @@ fn bake_command(plan: &Plan, work_dir: &Path) -> DockerCommand {
         &metadata,
         "--progress=plain",
         plan.attestations.provenance_flag(),
-    ])
-}
-
-/// Copies an index to `to` without rebuilding, blobs and child manifests included: the digest stays the same.
-fn create(to: &ImageRef, source: &Named) -> DockerCommand {
-    DockerCommand::new([
-        "buildx".to_owned(),
-        "imagetools".into(),
-        "create".into(),
-        "--progress=plain".into(),
-        "--tag".into(),
-        to.to_string(),
-        source.to_string(),
     ])
 }
 
@@ -246,10 +242,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             };
             vec![Action::Read(read)]
         }
-        Step::Copy { php, from, to, .. } => vec![Action::Docker(create(
-            to,
-            &names.pin(from.repository(), *php),
-        ))],
+        Step::Copy { php, from, to, .. } => vec![Action::Copy {
+            from: names.pin(from.repository(), *php),
+            to: to.clone(),
+        }],
         Step::Tag { php, from, to, .. } => vec![Action::Put {
             to: to.clone(),
             from: names.pin(from.repository(), *php),
@@ -512,8 +508,26 @@ impl Ctx<'_> {
                 );
             }
         }
-        with_retries(|| docker.run(docker_command(action)))?;
-        eprintln!("    copied {to}");
+        let Action::Copy { from, .. } = action else {
+            unreachable!("a copy step's action is a registry copy, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let copied = self
+            .client
+            .copy(from.known(), to)
+            .with_context(|| format!("copying {from} to {to}"))?;
+        ensure!(
+            copied.digest == *digest,
+            "{to} was stored as {}, not the pin's {digest}",
+            copied.digest
+        );
+        eprintln!(
+            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted)",
+            copied.blobs_sent,
+            copied.bytes_sent as f64 / 1e6,
+            copied.blobs_present,
+            copied.blobs_mounted
+        );
         Ok(Done::Copied)
     }
 
