@@ -182,8 +182,14 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
     })
 }
 
-/// Makes the selected image available locally and says where it came from.
-pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow::Result<Acquired> {
+/// Makes the selected image available locally and says where it came from. `before_work` runs once, before the
+/// first pull or build and only then: what must hold before anything is fetched (a cached image needs neither).
+pub fn acquire(
+    engine: &Engine,
+    config: &Config,
+    log: &mut dyn Write,
+    before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<Acquired> {
     let mut steps = Vec::new();
     // Read before docker is asked anything: a bad override stops here.
     let policy = Policy::from_env().map_err(Exit::config)?;
@@ -204,9 +210,13 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
             }
             Some(why) => (reference, why),
         },
-        Decision::Local(_) => return build(engine, config, "USE_PREBUILT=false", steps, log),
+        Decision::Local(_) => {
+            before_work()?;
+            return build(engine, config, "USE_PREBUILT=false", steps, log);
+        }
         Decision::Pull { reference, why } => (reference, why),
     };
+    before_work()?;
     writeln!(log, "pulling {reference} ({why})")?;
     let started = Instant::now();
     let failure = match pull(engine, config, &policy, &reference, log) {

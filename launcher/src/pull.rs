@@ -9,7 +9,7 @@ use crate::{
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let engine = Engine::new()?;
-    let acquired = acquire::acquire(&engine, config, &mut std::io::stderr())?;
+    let acquired = acquire::acquire(&engine, config, &mut std::io::stderr(), &mut || Ok(()))?;
     println!("php-fpm  {} ({})", acquired.reference, acquired.origin);
     for (what, took) in &acquired.steps {
         println!("  {what:<60} {}", seconds(*took));
