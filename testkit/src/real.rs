@@ -424,7 +424,12 @@ pub fn php_fpm(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
 /// `<registry>/fixtures/php-base-standin:<line>`, the way a release's base sits in Docker Hub: each platform to
 /// its own tag, then `buildx imagetools create` of the index. Returns the index's reference by digest.
 pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<ImageRef> {
-    let namespace: Namespace = registry.namespace("fixtures").parse()?;
+    push_php_base_to(&registry.namespace("fixtures").parse()?, line)
+}
+
+/// [`push_php_base`] to any namespace (`make demo` and `make bench` push to `scripts/registry.sh` registries):
+/// `<namespace>/php-base-standin:<line>`.
+pub fn push_php_base_to(namespace: &Namespace, line: PhpLine) -> anyhow::Result<ImageRef> {
     let repository = namespace.repository(&"php-base-standin".parse::<RepoName>()?);
     let docker = Docker::new()?;
     let mut platform_refs = Vec::new();

@@ -13,21 +13,21 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 use stack_images::{
-    bases::base_tag,
     docker::{Docker, DockerCommand},
     matrix::MATRIX_PATH,
     Matrix, Namespace, PhpLine, Repository,
 };
-use testkit::{fixtures, stack as standins};
+use testkit::{fixtures, stack as services};
 use xshell::{cmd, Shell};
 
 use crate::{
-    bases,
     execute::{Mode, Outcome},
     git::Revision,
     inputs::{Published, ReleaseArgs},
     plan::{self, Plan, Step},
-    project_root, release, table,
+    project_root, release,
+    standins::{self, Flavour},
+    table,
 };
 
 #[derive(Args, Debug)]
@@ -41,13 +41,35 @@ pub struct BenchCmd {
     /// First of five loopback ports for the bench's own registries (release pair, naive pair, bases)
     #[arg(long, default_value_t = 5200, value_parser = clap::value_parser!(u16).range(1024..=65530))]
     port: u16,
-    /// Build context of the released images (its Dockerfile takes PHP_VERSION and PHP_BASE); default: the busybox
-    /// stand-in, testkit/standins/php-fpm
-    #[arg(long, value_name = "DIR")]
-    context: Option<PathBuf>,
+    /// What the releases and the launcher build: `real` (Debian's PHP 8.2 and 8.4, extensions installed in the
+    /// build, arm64 under QEMU; the default when this machine has the real bases saved), `busybox` (the stand-in,
+    /// every line of the matrix), or a build context DIR whose Dockerfile takes PHP_VERSION and PHP_BASE
+    #[arg(long, value_name = "real|busybox|DIR")]
+    context: Option<ContextChoice>,
     /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     lines: Option<u16>,
+}
+
+/// What the release comparisons (and the launcher's sections) build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContextChoice {
+    Real,
+    Busybox,
+    Dir(PathBuf),
+}
+
+impl std::str::FromStr for ContextChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ContextChoice, String> {
+        Ok(match text {
+            "real" => ContextChoice::Real,
+            "busybox" => ContextChoice::Busybox,
+            "" => return Err("give real, busybox or a build context directory".to_owned()),
+            dir => ContextChoice::Dir(PathBuf::from(dir)),
+        })
+    }
 }
 
 /// The line counts the verification time is measured at.
@@ -62,26 +84,40 @@ impl BenchCmd {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
-        let context = match &self.context {
-            Some(dir) => {
-                std::path::absolute(dir).with_context(|| format!("--context {}", dir.display()))?
+        let choice = match &self.context {
+            Some(choice) => choice.clone(),
+            None if standins::real_bases_saved() => ContextChoice::Real,
+            None => {
+                eprintln!(
+                    "bench: the real PHP bases are not saved on this machine (`cargo test -p testkit --test it \
+                     real::` makes them): measuring the busybox stand-in; --context real makes them first"
+                );
+                ContextChoice::Busybox
             }
-            None => fixtures::php_fpm_standin(),
         };
-        if !context.join("Dockerfile").is_file() {
-            bail!(
-                "--context {}: no Dockerfile there; point it at a build context such as testkit/standins/php-fpm",
-                context.display()
-            );
+        if let ContextChoice::Dir(dir) = &choice {
+            if !dir.join("Dockerfile").is_file() {
+                bail!(
+                    "--context {}: no Dockerfile there; point it at a build context such as testkit/standins/php-fpm, \
+                     or give real or busybox",
+                    dir.display()
+                );
+            }
         }
         eprintln!(
-            "bench: {} rounds, context {}; this empties the machine's docker build cache \
-             (`docker buildx prune -af`) before every cold build",
+            "bench: {} rounds, {}; this empties the machine's docker build cache (`docker buildx prune -af`) \
+             before every cold build",
             self.rounds,
-            context.display()
+            match &choice {
+                ContextChoice::Real => "real PHP (Debian's PHP-FPM 8.2 and 8.4, extensions installed in the build; \
+                                        arm64 under QEMU)"
+                    .to_owned(),
+                ContextChoice::Busybox => "the busybox stand-in (no PHP)".to_owned(),
+                ContextChoice::Dir(dir) => format!("context {}", dir.display()),
+            }
         );
         let _registries = Wiped;
-        let bench = Bench::prepare(sh, &self, scratch, context)?;
+        let bench = Bench::prepare(sh, &self, scratch, &choice)?;
         let mut raw = Raw::default();
         for round in 0..self.rounds {
             eprintln!("==> bench round {} of {}", round + 1, self.rounds);
@@ -195,12 +231,19 @@ fn count_requests(log: &str) -> usize {
 /// Everything a round needs: registries, stand-in bases and their locks, matrices, the launcher's site.
 struct Bench {
     scratch: PathBuf,
+    /// What the release, naive and cache comparisons build.
     context: PathBuf,
+    /// Whether the releases build real PHP (the launcher's sections then run real PHP too).
+    real: bool,
+    /// The busybox stand-in: the verification curve measures registry requests, not builds.
+    verify_context: PathBuf,
     release_pair: [Loopback; 2],
     naive_pair: [Loopback; 2],
     bases: Loopback,
     /// The matrix (first `--lines` lines) and its lock, for the release, naive and cache comparisons.
     matrix: (PathBuf, PathBuf),
+    /// The lines of that matrix, with what each is built from.
+    lines: Vec<(PhpLine, Flavour)>,
     /// One matrix and lock per entry of [`VERIFY_LINE_COUNTS`].
     verify_matrices: Vec<(usize, PathBuf, PathBuf)>,
     revision: stack_images::CommitId,
@@ -211,59 +254,89 @@ impl Bench {
         sh: &Shell,
         cmd: &BenchCmd,
         scratch: PathBuf,
-        context: PathBuf,
+        choice: &ContextChoice,
     ) -> anyhow::Result<Bench> {
         let p = cmd.port;
         let at = |n: u16| Loopback {
             name: REGISTRIES[usize::from(n)],
             port: p + n,
         };
+        let real = *choice == ContextChoice::Real;
+        let shipped = Matrix::load(&project_root().join(MATRIX_PATH))?;
+        let mut lines: Vec<(PhpLine, Flavour)> = shipped
+            .php_lines()
+            .into_iter()
+            .map(|php| (php, Flavour::of(php, real)))
+            // Real PHP: only the lines Debian has; the busybox lines would only dilute the build's share.
+            .filter(|(_, flavour)| !real || *flavour == Flavour::Real)
+            .collect();
+        if let Some(n) = cmd.lines {
+            lines.truncate(n.into());
+        }
+        let context = match choice {
+            ContextChoice::Real => {
+                let dir = scratch.join("context");
+                standins::write_context(&dir, &lines)?;
+                dir
+            }
+            ContextChoice::Busybox => fixtures::php_fpm_standin(),
+            ContextChoice::Dir(dir) => {
+                std::path::absolute(dir).with_context(|| format!("--context {}", dir.display()))?
+            }
+        };
         let bench = Bench {
             release_pair: [at(0), at(1)],
             naive_pair: [at(2), at(3)],
             bases: at(4),
             matrix: (PathBuf::new(), PathBuf::new()),
+            lines: lines.clone(),
             verify_matrices: Vec::new(),
             revision: crate::git::head_revision(sh)?,
             scratch,
             context,
+            real,
+            verify_context: fixtures::php_fpm_standin(),
         };
         bench.bases.fresh(sh)?;
-        let shipped = Matrix::load(&project_root().join(MATRIX_PATH))?;
-        let mut lines = shipped.php_lines();
-        if let Some(n) = cmd.lines {
-            lines.truncate(n.into());
-        }
-        let verify_lines = verify_lines();
-        let mut all: Vec<PhpLine> = lines.iter().chain(&verify_lines).copied().collect();
-        all.sort();
-        all.dedup();
-        let source: Repository =
+        let release_source: Repository =
             format!("127.0.0.1:{}/fixtures/php-standin", bench.bases.port).parse()?;
-        eprintln!("==> stand-in bases for PHP {}", join(&all));
-        for php in &all {
-            let reference = source.tagged(&base_tag(*php)).to_string();
-            fixtures::push_busybox(
-                &reference,
-                &format!("LABEL stand-in-for=php:{php}-fpm-alpine\n"),
-                false,
-            )
-            .with_context(|| format!("building the stand-in base {reference}"))?;
-        }
-        let write = |name: String, lines: &[PhpLine]| -> anyhow::Result<(PathBuf, PathBuf)> {
+        let verify_source: Repository =
+            format!("127.0.0.1:{}/fixtures/php-busybox", bench.bases.port).parse()?;
+        let client = stack_images::registry::RegistryClient::from_env()?;
+        eprintln!(
+            "==> bases for PHP {}: {}",
+            join(&lines.iter().map(|(php, _)| *php).collect::<Vec<_>>()),
+            lines.first().map_or("", |(_, flavour)| flavour.describe())
+        );
+        standins::push_bases(&release_source, &lines, &client)?;
+        let verify_lines = verify_lines();
+        eprintln!(
+            "==> busybox bases for the verification curve: PHP {}",
+            join(&verify_lines)
+        );
+        let busybox: Vec<(PhpLine, Flavour)> = verify_lines
+            .iter()
+            .map(|php| (*php, Flavour::Busybox))
+            .collect();
+        standins::push_bases(&verify_source, &busybox, &client)?;
+        let write = |name: String,
+                     lines: &[PhpLine],
+                     source: &Repository|
+         -> anyhow::Result<(PathBuf, PathBuf)> {
             let matrix_path = bench.scratch.join(format!("{name}.matrix.toml"));
             std::fs::write(&matrix_path, matrix_text(lines))?;
             let matrix = Matrix::load(&matrix_path)?;
-            let (lock, _) = bases::refresh(&matrix, &source, None)?;
+            let (lock, _) = crate::bases::refresh(&matrix, source, None)?;
             let lock_path = bench.scratch.join(format!("{name}.lock.toml"));
             std::fs::write(&lock_path, lock.render())
                 .with_context(|| format!("writing {}", lock_path.display()))?;
             Ok((matrix_path, lock_path))
         };
-        let matrix = write("release".to_owned(), &lines)?;
+        let release_lines: Vec<PhpLine> = lines.iter().map(|(php, _)| *php).collect();
+        let matrix = write("release".to_owned(), &release_lines, &release_source)?;
         let mut verify_matrices = Vec::new();
         for n in VERIFY_LINE_COUNTS {
-            let (m, l) = write(format!("verify-{n}"), &verify_lines[..n])?;
+            let (m, l) = write(format!("verify-{n}"), &verify_lines[..n], &verify_source)?;
             verify_matrices.push((n, m, l));
         }
         Ok(Bench {
@@ -381,6 +454,15 @@ impl Bench {
         Ok(())
     }
 
+    /// The release comparisons build the chosen context; the verification curve's matrices the busybox stand-in.
+    fn context_for(&self, matrix: &Path) -> &Path {
+        if matrix == self.matrix.0 {
+            &self.context
+        } else {
+            &self.verify_context
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
@@ -402,7 +484,7 @@ impl Bench {
             no_mirrors: false,
             bases: Some(lock.to_path_buf()),
             matrix: Some(matrix.to_path_buf()),
-            context: Some(self.context.clone()),
+            context: Some(self.context_for(matrix).to_path_buf()),
             attestations: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
@@ -450,7 +532,26 @@ impl Bench {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| project_root().join("target"));
-        let site = Site::new(&self.scratch, target.join("debug/20i"), &self.bases)?;
+        let image = match self.lines.iter().rev().find(|(_, f)| *f == Flavour::Real) {
+            Some((php, _)) if self.real => {
+                // The last cold release's pin of the line (its registries stay up until the bench ends).
+                let release: Repository =
+                    format!("{}/php-fpm", self.release_pair[0].namespace("20i-stack")).parse()?;
+                let version: stack_images::ReleaseVersion = "1.0.2".parse()?;
+                SiteImage::Real {
+                    php: *php,
+                    release: release.tagged(&stack_images::tags::pin_tag(&version, *php)),
+                    base: format!(
+                        "{}/fixtures/php-standin:{}",
+                        self.bases.namespace("x").host(),
+                        stack_images::bases::base_tag(*php)
+                    ),
+                }
+            }
+            _ => SiteImage::Busybox,
+        };
+        eprintln!("==> launcher: PHP-FPM image {}", image.describe());
+        let site = Site::new(&self.scratch, target.join("debug/20i"), &self.bases, &image)?;
         let result = self.launcher_rounds(&site, rounds, raw);
         site.tear_down();
         result
@@ -630,7 +731,30 @@ fn matrix_text(lines: &[PhpLine]) -> String {
     text
 }
 
-/// A project directory, HOME and stack for `20i`, on the service stand-ins and a PHP-FPM stand-in published to
+/// The PHP-FPM image the launcher's sections pull, and build with `USE_PREBUILT=false`.
+enum SiteImage {
+    /// The busybox stand-in (PHP 8.5's tag).
+    Busybox,
+    /// A real-PHP release pin, copied registry-side under the launcher's tag; built locally over `base`.
+    Real {
+        php: PhpLine,
+        release: stack_images::ImageRef,
+        base: String,
+    },
+}
+
+impl SiteImage {
+    fn describe(&self) -> String {
+        match self {
+            SiteImage::Busybox => "the busybox stand-in (no PHP)".to_owned(),
+            SiteImage::Real { php, release, .. } => {
+                format!("real PHP {php} (the release's {release}; built locally over the same Debian base)")
+            }
+        }
+    }
+}
+
+/// A project directory, HOME and stack for `20i`, on the service stand-ins and a PHP-FPM image published to
 /// the bench's bases registry under the launcher's own tag scheme.
 struct Site {
     binary: PathBuf,
@@ -643,24 +767,45 @@ struct Site {
 }
 
 impl Site {
-    fn new(scratch: &Path, binary: PathBuf, registry: &Loopback) -> anyhow::Result<Site> {
-        standins::service_standins()?;
+    fn new(
+        scratch: &Path,
+        binary: PathBuf,
+        registry: &Loopback,
+        php_fpm: &SiteImage,
+    ) -> anyhow::Result<Site> {
+        services::service_standins()?;
         let home = scratch.join("home");
         let project = format!("bench-{}", std::process::id());
         let code = home.join(&project);
         std::fs::create_dir_all(&code)?;
         std::fs::write(code.join("index.html"), "bench\n")?;
         let context = home.join("php-fpm-standin");
-        standins::write_php_fpm_standin_context(&context)?;
         let namespace = registry.namespace("launcher");
         let version: stack_images::ReleaseVersion = env!("CARGO_PKG_VERSION").parse()?;
-        let pin = stack_images::tags::pin_tag(&version, PhpLine::new(8, 5));
+        let php = match php_fpm {
+            SiteImage::Busybox => PhpLine::new(8, 5),
+            SiteImage::Real { php, .. } => *php,
+        };
+        let pin = stack_images::tags::pin_tag(&version, php);
         let name: stack_images::RepoName = "php-fpm".parse()?;
-        let image = namespace.repository(&name).tagged(&pin).to_string();
-        fixtures::push_busybox(&image, standins::PHP_FPM_STANDIN_LINES, false)
-            .with_context(|| format!("publishing the PHP-FPM stand-in {image}"))?;
-        let [web, database, admin] = standins::free_ports()?.map(|p| p.to_string());
+        let image = namespace.repository(&name).tagged(&pin);
+        match php_fpm {
+            SiteImage::Busybox => {
+                services::write_php_fpm_standin_context(&context)?;
+                fixtures::push_busybox(&image.to_string(), services::PHP_FPM_STANDIN_LINES, false)
+                    .with_context(|| format!("publishing the PHP-FPM stand-in {image}"))?;
+            }
+            SiteImage::Real { release, base, .. } => {
+                standins::write_local_context(&context, base)?;
+                stack_images::registry::RegistryClient::from_env()?
+                    .copy(release, &image)
+                    .with_context(|| format!("copying {release} to {image}"))?;
+            }
+        }
+        let image = image.to_string();
+        let [web, database, admin] = services::free_ports()?.map(|p| p.to_string());
         let env = vec![
+            ("PHP_VERSION".to_owned(), php.to_string()),
             ("IMAGE_REGISTRY".to_owned(), namespace.to_string()),
             ("IMAGE_MIRRORS".to_owned(), String::new()),
             ("PHP_FPM_CONTEXT".to_owned(), context.display().to_string()),
@@ -668,14 +813,14 @@ impl Site {
             ("HOST_PORT".to_owned(), web),
             ("MYSQL_PORT".to_owned(), database),
             ("PMA_PORT".to_owned(), admin),
-            ("NGINX_IMAGE".to_owned(), standins::NGINX_STANDIN.to_owned()),
+            ("NGINX_IMAGE".to_owned(), services::NGINX_STANDIN.to_owned()),
             (
                 "MARIADB_IMAGE".to_owned(),
-                standins::MARIADB_STANDIN.to_owned(),
+                services::MARIADB_STANDIN.to_owned(),
             ),
             (
                 "PMA_IMAGE".to_owned(),
-                standins::PHPMYADMIN_STANDIN.to_owned(),
+                services::PHPMYADMIN_STANDIN.to_owned(),
             ),
             ("WAIT_TIMEOUT".to_owned(), "90".to_owned()),
         ];

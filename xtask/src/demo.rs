@@ -1,20 +1,28 @@
 //! `cargo xtask demo`: a complete local release on this machine. Two `distribution` registries on loopback
-//! stand in for GHCR and Docker Hub, and the images are built from stand-in bases, because Docker Hub's `php`
-//! images cannot be pulled here; every other step is the real release.
+//! stand in for GHCR and Docker Hub, and the images are built from stand-ins, because Docker Hub's `php` images
+//! cannot be pulled here: real Debian PHP-FPM for the lines Debian has (8.2, 8.4; `standins.rs`) and busybox for
+//! the others, said line by line. Every other step is the real release. It ends with the one-line `20i start`
+//! that runs the stack from what it published, with the real nginx and MariaDB stand-ins.
 
-use anyhow::Context;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
 use clap::Args;
-use stack_images::{bases::base_tag, matrix::MATRIX_PATH, Matrix, ReleaseVersion, Repository};
-use testkit::fixtures;
+use stack_images::{
+    matrix::MATRIX_PATH, registry::RegistryClient, Matrix, PhpLine, ReleaseVersion, Repository,
+};
+use testkit::{real, stack as services};
 use xshell::{cmd, Shell};
 
 use crate::{
     bases, display_path,
-    execute::Mode,
+    execute::{Mode, Outcome},
     git::Revision,
     inputs::{Published, ReleaseArgs},
-    plan, project_root,
+    plan::{self, Plan},
+    project_root,
     release::{self, Dirs},
+    standins::{self, Flavour},
 };
 
 #[derive(Args, Debug)]
@@ -22,106 +30,210 @@ pub struct DemoCmd {
     /// Port of the registry standing in for GHCR; the Docker Hub stand-in gets the next one
     #[arg(long, default_value_t = 5100)]
     port: u16,
+    /// Build every line from the busybox stand-in (seconds), not PHP 8.2 and 8.4 from Debian (minutes, arm64
+    /// under QEMU)
+    #[arg(long)]
+    busybox: bool,
 }
+
+/// The PHP line the printed `20i start` runs: a real one.
+const START_LINE: PhpLine = PhpLine::new(8, 4);
 
 impl DemoCmd {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let (canonical_port, mirror_port) = (self.port, self.port + 1);
         let scratch = project_root().join("target/demo");
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
-
-        eprintln!("==> registries: fresh ones on 127.0.0.1:{canonical_port} (for ghcr.io) and :{mirror_port} (for docker.io)");
-        for (name, port) in [("demo-ghcr", canonical_port), ("demo-hub", mirror_port)] {
-            let port = port.to_string();
-            cmd!(sh, "bash scripts/registry.sh wipe {name}")
-                .quiet()
-                .ignore_stdout()
-                .run()?;
-            cmd!(sh, "bash scripts/registry.sh up {name} {port}")
-                .quiet()
-                .ignore_stdout()
-                .run()?;
-        }
+        let (canonical_port, mirror_port) = (self.port, self.port + 1);
+        start_registries(sh, canonical_port, mirror_port)?;
 
         let matrix = Matrix::load(&project_root().join(MATRIX_PATH))?;
+        let lines: Vec<(PhpLine, Flavour)> = matrix
+            .php_lines()
+            .into_iter()
+            .map(|php| (php, Flavour::of(php, !self.busybox)))
+            .collect();
+        announce(&lines);
         let source: Repository =
             format!("127.0.0.1:{canonical_port}/fixtures/php-standin").parse()?;
-        eprintln!("==> stand-in bases: {source}:<M.m>-fpm-alpine (static busybox; the real php base needs Docker Hub)");
-        for php in matrix.php_lines() {
-            let reference = source.tagged(&base_tag(php)).to_string();
-            fixtures::push_busybox(
-                &reference,
-                &format!("LABEL stand-in-for=php:{php}-fpm-alpine\n"),
-                false,
-            )
-            .with_context(|| format!("building the stand-in base {reference}"))?;
-        }
-        let (lock, _) = bases::refresh(&matrix, &source, None)?;
-        let lock_path = scratch.join("standin.lock.toml");
-        std::fs::write(&lock_path, lock.render())
-            .with_context(|| format!("writing {}", lock_path.display()))?;
+        let lock = publish_bases(&matrix, &source, &lines, &scratch)?;
+        let context = scratch.join("context");
+        standins::write_context(&context, &lines)?;
 
-        // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
-        // these tags (IMAGE_REGISTRY=127.0.0.1:PORT/20i-stack), and the release's version check passes.
-        let version: ReleaseVersion = concat!("v", env!("CARGO_PKG_VERSION")).parse()?;
-        let args = ReleaseArgs {
-            version,
-            published: Some(Published(Vec::new())),
-            // The demo is not a release of this commit's tag: build whatever is checked out.
-            revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
-            time: None,
-            registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
-            mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
-            no_mirrors: false,
-            bases: Some(lock_path),
-            matrix: None,
-            context: Some(fixtures::php_fpm_standin()),
-            attestations: None,
-            allow_version_mismatch: false,
-            no_build_cache: false,
-        };
-        let inputs = args.gather(sh)?;
-        inputs.require_launcher_version()?;
-        let plan = plan::compute(&inputs)?;
-        let dirs = Dirs {
-            notes_dir: scratch.join("release-notes"),
-            work_dir: Some(scratch.join("work")),
-        };
-        let outcome = release::execute(
-            &plan,
-            Mode::Release { resume: false },
-            &dirs.work_dir(&plan),
-        )?;
-        let notes = release::release_notes(&plan, &outcome);
-        let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
-        print!(
-            "{}",
-            release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
-        );
-
-        let latest = plan
-            .canonical
-            .repository(&plan.image)
-            .tagged(&stack_images::tags::latest());
-        let pin = plan
-            .build(stack_images::PhpLine::new(8, 4))
-            .pin
-            .in_namespace(&plan.mirrors[0]);
-        println!(
-            "\nThe registries are still running, so you can pull and inspect what was published:\n  \
-             docker buildx imagetools inspect {latest}\n  \
-             docker run --rm {pin} cat /etc/php-fpm-standin\n  \
-             skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
-             The 20i launcher built from this checkout pulls these very tags (the release is its version):\n  \
-             IMAGE_REGISTRY={} cargo run -p launcher -- image\n\
-             Release notes: {}\n\
-             The images were built from stand-ins (testkit/standins/php-fpm on static busybox), since Docker Hub's \
-             php bases cannot be pulled here; images/php-fpm/Dockerfile is what a real release builds.\n\
-             Stop the registries with: make demo-down",
-            plan.canonical,
-            display_path(&page)
-        );
+        let (plan, outcome, page) =
+            release(sh, canonical_port, mirror_port, lock, context, &scratch)?;
+        print_next_steps(&plan, &page);
+        print_start_command(&plan, &outcome, &lines)?;
         Ok(())
     }
+}
+
+/// Fresh registries on 127.0.0.1: `canonical_port` for ghcr.io, `mirror_port` for docker.io.
+fn start_registries(sh: &Shell, canonical_port: u16, mirror_port: u16) -> anyhow::Result<()> {
+    eprintln!("==> registries: fresh ones on 127.0.0.1:{canonical_port} (for ghcr.io) and :{mirror_port} (for docker.io)");
+    for (name, port) in [("demo-ghcr", canonical_port), ("demo-hub", mirror_port)] {
+        let port = port.to_string();
+        cmd!(sh, "bash scripts/registry.sh wipe {name}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        cmd!(sh, "bash scripts/registry.sh up {name} {port}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+    }
+    Ok(())
+}
+
+/// Says, line by line, what each image is built from.
+fn announce(lines: &[(PhpLine, Flavour)]) {
+    eprintln!("==> what each line is built from (Docker Hub's php images cannot be pulled here):");
+    for (php, flavour) in lines {
+        eprintln!("    PHP {php}: {}", flavour.describe());
+    }
+}
+
+/// Every line's base in `source`, and the lock a release reads them from.
+fn publish_bases(
+    matrix: &Matrix,
+    source: &Repository,
+    lines: &[(PhpLine, Flavour)],
+    scratch: &Path,
+) -> anyhow::Result<PathBuf> {
+    eprintln!("==> bases: {source}:<M.m>-fpm-alpine (real: Debian's PHP laid out like the php image, both platforms)");
+    standins::push_bases(source, lines, &RegistryClient::from_env()?)?;
+    let (lock, _) = bases::refresh(matrix, source, None)?;
+    let lock_path = scratch.join("standin.lock.toml");
+    std::fs::write(&lock_path, lock.render())
+        .with_context(|| format!("writing {}", lock_path.display()))?;
+    Ok(lock_path)
+}
+
+/// The release of the workspace's own version, exactly as `cargo xtask release` runs it; returns the notes page.
+fn release(
+    sh: &Shell,
+    canonical_port: u16,
+    mirror_port: u16,
+    lock: PathBuf,
+    context: PathBuf,
+    scratch: &Path,
+) -> anyhow::Result<(Plan, Outcome, PathBuf)> {
+    // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
+    // these tags (IMAGE_REGISTRY=127.0.0.1:PORT/20i-stack), and the release's version check passes.
+    let version: ReleaseVersion = concat!("v", env!("CARGO_PKG_VERSION")).parse()?;
+    let args = ReleaseArgs {
+        version,
+        published: Some(Published(Vec::new())),
+        // The demo is not a release of this commit's tag: build whatever is checked out.
+        revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
+        time: None,
+        registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
+        mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
+        no_mirrors: false,
+        bases: Some(lock),
+        matrix: None,
+        context: Some(context),
+        attestations: None,
+        allow_version_mismatch: false,
+        no_build_cache: false,
+    };
+    let inputs = args.gather(sh)?;
+    inputs.require_launcher_version()?;
+    let plan = plan::compute(&inputs)?;
+    let dirs = Dirs {
+        notes_dir: scratch.join("release-notes"),
+        work_dir: Some(scratch.join("work")),
+    };
+    let outcome = release::execute(
+        &plan,
+        Mode::Release { resume: false },
+        &dirs.work_dir(&plan),
+    )?;
+    let notes = release::release_notes(&plan, &outcome);
+    let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
+    print!(
+        "{}",
+        release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
+    );
+    Ok((plan, outcome, page))
+}
+
+fn print_next_steps(plan: &Plan, page: &Path) {
+    let latest = plan
+        .canonical
+        .repository(&plan.image)
+        .tagged(&stack_images::tags::latest());
+    let pin = plan.build(START_LINE).pin.in_namespace(&plan.mirrors[0]);
+    println!(
+        "\nThe registries are still running, so you can pull and inspect what was published:\n  \
+         docker buildx imagetools inspect {latest}\n  \
+         docker run --rm {pin} php -v\n  \
+         skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
+         Release notes: {}\n\
+         Docker Hub's php bases cannot be pulled here, so PHP 8.2 and 8.4 are Debian's PHP-FPM built with \
+         testkit/standins/php-fpm-real/Dockerfile over images/php-fpm's own files, and the other lines busybox \
+         stand-ins (testkit/standins/php-fpm); images/php-fpm/Dockerfile is what a real release builds.\n\
+         Stop the registries with: make demo-down",
+        display_path(page)
+    );
+}
+
+/// The one line that runs the stack from what was published: only `VAR=value` assignments, then `20i start`.
+fn print_start_command(
+    plan: &Plan,
+    outcome: &Outcome,
+    lines: &[(PhpLine, Flavour)],
+) -> anyhow::Result<()> {
+    if !lines.contains(&(START_LINE, Flavour::Real)) || !outcome.pins.contains_key(&START_LINE) {
+        println!("\n(--busybox: no real PHP line was published, so there is no stack to start.)");
+        return Ok(());
+    }
+    eprintln!("==> the stack's other services: real nginx and MariaDB stand-ins from Debian, the phpMyAdmin stand-in");
+    let nginx = real::nginx().context("making the real nginx stand-in")?;
+    let mariadb = real::mariadb().context("making the real MariaDB stand-in")?;
+    services::service_standins().context("building the phpMyAdmin stand-in")?;
+    let launcher = build_launcher()?;
+    let mirrors: Vec<String> = plan.mirrors.iter().map(ToString::to_string).collect();
+    let assignments = [
+        ("IMAGE_REGISTRY", plan.canonical.to_string()),
+        ("IMAGE_MIRRORS", mirrors.join(",")),
+        ("PHP_VERSION", START_LINE.to_string()),
+        ("NGINX_IMAGE", nginx),
+        ("MARIADB_IMAGE", mariadb),
+        ("PMA_IMAGE", services::PHPMYADMIN_STANDIN.to_owned()),
+        ("HOST_PORT", "8080".to_owned()),
+    ];
+    let mut line = String::new();
+    for (name, value) in assignments {
+        if value.is_empty()
+            || value.contains(|c: char| c.is_whitespace() || "'\"$`\\;&|<>".contains(c))
+        {
+            bail!("{name}={value:?} cannot be printed as a plain assignment");
+        }
+        line.push_str(&format!("{name}={value} "));
+    }
+    line.push_str(&format!("{} start", launcher.display()));
+    println!(
+        "\nRun the stack from these images (PHP {START_LINE}, pulled from 127.0.0.1:{}) in a directory with an \
+         index.php; it serves on http://127.0.0.1:8080 (`20i stop` and `20i destroy` end it):\n{line}",
+        plan.canonical.host().rsplit(':').next().unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// `target/debug/20i`, built from this checkout: the launcher whose version the demo released.
+fn build_launcher() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", "launcher"])
+        .current_dir(project_root())
+        .status()
+        .context("running cargo build -p launcher")?;
+    if !status.success() {
+        bail!("cargo build -p launcher failed: fix the build, then run `make demo` again");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"));
+    Ok(target.join("debug/20i"))
 }

@@ -16,6 +16,7 @@ mod release;
 mod republish;
 mod sizes;
 mod split;
+mod standins;
 mod table;
 mod workflows;
 
