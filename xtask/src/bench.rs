@@ -46,6 +46,10 @@ pub struct BenchCmd {
     /// every line of the matrix), or a build context DIR whose Dockerfile takes PHP_VERSION and PHP_BASE
     #[arg(long, value_name = "real|busybox|DIR")]
     context: Option<ContextChoice>,
+    /// Never empty the build cache: every "cold" build may then be warm, so the figures mean little; for trying
+    /// the bench out on a machine whose build cache others use
+    #[arg(long)]
+    keep_build_cache: bool,
     /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     lines: Option<u16>,
@@ -105,20 +109,35 @@ impl BenchCmd {
             }
         }
         eprintln!(
-            "bench: {} rounds, {}; this empties the machine's docker build cache (`docker buildx prune -af`) \
-             before every cold build",
+            "bench: {} rounds, {}; {}",
             self.rounds,
             match &choice {
-                ContextChoice::Real => "real PHP (Debian's PHP-FPM 8.2 and 8.4, extensions installed in the build; \
+                ContextChoice::Real =>
+                    "real PHP (Debian's PHP-FPM 8.2 and 8.4, extensions installed in the build; \
                                         arm64 under QEMU)"
-                    .to_owned(),
+                        .to_owned(),
                 ContextChoice::Busybox => "the busybox stand-in (no PHP)".to_owned(),
                 ContextChoice::Dir(dir) => format!("context {}", dir.display()),
+            },
+            if self.keep_build_cache {
+                "--keep-build-cache: the build cache is never emptied, so cold builds may be warm"
+            } else {
+                "this empties the machine's docker build cache (`docker buildx prune -af`) before every cold build"
             }
         );
         let _registries = Wiped;
         let bench = Bench::prepare(sh, &self, scratch, &choice)?;
-        let mut raw = Raw::default();
+        let mut raw = Raw {
+            context: match &choice {
+                ContextChoice::Real => format!(
+                    "real PHP {} (Debian's PHP-FPM, extensions installed in the build)",
+                    join(&bench.lines.iter().map(|(php, _)| *php).collect::<Vec<_>>())
+                ),
+                ContextChoice::Busybox => "busybox stand-in (no PHP)".to_owned(),
+                ContextChoice::Dir(dir) => format!("build context {}", dir.display()),
+            },
+            ..Raw::default()
+        };
         for round in 0..self.rounds {
             eprintln!("==> bench round {} of {}", round + 1, self.rounds);
             bench.release_round(sh, round, &mut raw)?;
@@ -247,6 +266,8 @@ struct Bench {
     /// One matrix and lock per entry of [`VERIFY_LINE_COUNTS`].
     verify_matrices: Vec<(usize, PathBuf, PathBuf)>,
     revision: stack_images::CommitId,
+    /// Whether cold builds empty the build cache first (not with `--keep-build-cache`).
+    prune: bool,
 }
 
 impl Bench {
@@ -296,6 +317,7 @@ impl Bench {
             context,
             real,
             verify_context: fixtures::php_fpm_standin(),
+            prune: !cmd.keep_build_cache,
         };
         bench.bases.fresh(sh)?;
         let release_source: Repository =
@@ -360,7 +382,7 @@ impl Bench {
             for registry in &self.release_pair {
                 registry.fresh(sh)?;
             }
-            prune_build_cache()?;
+            self.prune_build_cache()?;
             let before = stored(&self.release_pair);
             let (canonical, mirror) = ns(&self.release_pair);
             let (outcome, took) =
@@ -388,7 +410,7 @@ impl Bench {
             for registry in &self.naive_pair {
                 registry.fresh(sh)?;
             }
-            prune_build_cache()?;
+            self.prune_build_cache()?;
             let before = stored(&self.naive_pair);
             let (canonical, mirror) = ns(&self.naive_pair);
             let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
@@ -422,12 +444,12 @@ impl Bench {
             release_side(raw)?;
         }
         let (canonical, mirror) = ns(&self.release_pair);
-        prune_build_cache()?;
+        self.prune_build_cache()?;
         let (warm, took) =
             self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true, false)?;
         raw.warm_s.push(took);
         raw.warm_build_s.push(phase_seconds(&warm, &["build"]));
-        prune_build_cache()?;
+        self.prune_build_cache()?;
         let (cold, took) =
             self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false, false)?;
         raw.cold_s.push(took);
@@ -564,11 +586,11 @@ impl Bench {
             // First start: nothing cached, neither the image nor any build layer.
             site.run(&["destroy"], &[])?;
             forget_image(&docker, &site.image);
-            prune_build_cache()?;
+            self.prune_build_cache()?;
             raw.first_pull_s.push(site.run(&["start"], &[])?);
             site.run(&["destroy"], &[])?;
             forget_image(&docker, &site.local_image);
-            prune_build_cache()?;
+            self.prune_build_cache()?;
             raw.first_build_s
                 .push(site.run(&["start"], &[("USE_PREBUILT", "false")])?);
 
@@ -642,11 +664,17 @@ fn phase_seconds(outcome: &Outcome, phases: &[&str]) -> f64 {
         .sum()
 }
 
-/// Empties the local build cache, so the next build starts cold (the registry cache is untouched).
-fn prune_build_cache() -> anyhow::Result<()> {
-    Docker::new()?
-        .run(&DockerCommand::new(["buildx", "prune", "--all", "--force"]))
-        .context("emptying the build cache (docker buildx prune -af)")
+impl Bench {
+    /// Empties the local build cache, so the next build starts cold (the registry cache is untouched); with
+    /// `--keep-build-cache`, does nothing.
+    fn prune_build_cache(&self) -> anyhow::Result<()> {
+        if !self.prune {
+            return Ok(());
+        }
+        Docker::new()?
+            .run(&DockerCommand::new(["buildx", "prune", "--all", "--force"]))
+            .context("emptying the build cache (docker buildx prune -af)")
+    }
 }
 
 fn forget_image(docker: &Docker, reference: &str) {
@@ -898,6 +926,8 @@ impl Site {
 /// Every time measured, in seconds unless named otherwise.
 #[derive(Debug, Default)]
 struct Raw {
+    /// What the releases built, said in the report.
+    context: String,
     release_s: Vec<f64>,
     /// The cold release's phases, in the order they ran.
     release_phases: Vec<(&'static str, Vec<f64>)>,
@@ -1019,6 +1049,7 @@ impl Figures {
         json!({
             "date": chrono::Utc::now().to_rfc3339(),
             "rounds": rounds,
+            "context": raw.context,
             "machine": machine(),
             "release_vs_naive": self.release_vs_naive,
             "warm_vs_cold": self.warm_vs_cold,
@@ -1239,7 +1270,11 @@ fn report(f: &Figures, raw: &Raw) -> String {
             if f.verify_linear { "meets" } else { "misses" }.to_owned(),
         ],
     ];
-    let mut out = String::from("\nMeasured (docker buildx prune -af emptied this machine's build cache before each cold build)\n");
+    let mut out = format!(
+        "\nMeasured, building {} (docker buildx prune -af emptied this machine's build cache before each cold \
+         build, unless --keep-build-cache)\n",
+        raw.context
+    );
     out.push_str(&table::render(&rows, "  "));
     out.push_str("\nFigures (printed, never asserted; docs/performance.md)\n");
     out.push_str(&table::render(&figures, "  "));
@@ -1343,6 +1378,15 @@ mod tests {
             (cli.bench.rounds, cli.bench.lines, cli.bench.port),
             (1, Some(2), 6000)
         );
+        let context =
+            |arg: &str| Cli::try_parse_from(["bench", "--context", arg]).map(|c| c.bench.context);
+        assert_eq!(context("real").unwrap(), Some(ContextChoice::Real));
+        assert_eq!(context("busybox").unwrap(), Some(ContextChoice::Busybox));
+        assert_eq!(
+            context("ctx/php").unwrap(),
+            Some(ContextChoice::Dir("ctx/php".into()))
+        );
+        assert!(context("").is_err());
         assert!(Cli::try_parse_from(["bench", "--rounds", "0"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--port", "65535"]).is_err());
         assert_eq!(Cli::try_parse_from(["bench"]).unwrap().bench.rounds, 3);

@@ -2,7 +2,8 @@
 //! real Debian PHP (`testkit::real`: 8.2 on bookworm, 8.4 on trixie, both platforms) for the lines Debian has, and
 //! busybox stand-ins for the others. One release takes one build context, so the context written here holds both
 //! stand-in Dockerfiles as stages, and each line's build argument `PHP_VERSION` picks its stage; the stack's own
-//! `php.ini`, `zz-stack-fpm.conf` and `php-fpm-healthcheck` are copied in from `images/php-fpm` at each run.
+//! files (`php.ini`, `zz-stack-fpm.conf`, `php-fpm-healthcheck`, ...) are copied in from `images/php-fpm` at each
+//! run.
 
 use std::{fmt::Write as _, path::Path};
 
@@ -95,16 +96,7 @@ pub fn push_bases(
 pub fn write_context(dir: &Path, lines: &[(PhpLine, Flavour)]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = real::php_fpm_context();
-    for name in ["php.ini", "zz-stack-fpm.conf", "php-fpm-healthcheck"] {
-        std::fs::copy(files.join(name), dir.join(name)).with_context(|| {
-            format!(
-                "copying {} to {}",
-                files.join(name).display(),
-                dir.display()
-            )
-        })?;
-    }
+    copy_stack_files(dir)?;
     let read = |path: &Path| {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     };
@@ -123,16 +115,7 @@ pub fn write_context(dir: &Path, lines: &[(PhpLine, Flavour)]) -> anyhow::Result
 pub fn write_local_context(dir: &Path, base: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let files = real::php_fpm_context();
-    for name in ["php.ini", "zz-stack-fpm.conf", "php-fpm-healthcheck"] {
-        std::fs::copy(files.join(name), dir.join(name)).with_context(|| {
-            format!(
-                "copying {} to {}",
-                files.join(name).display(),
-                dir.display()
-            )
-        })?;
-    }
+    copy_stack_files(dir)?;
     let path = real::php_fpm_real_dockerfile();
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -146,6 +129,24 @@ pub fn write_local_context(dir: &Path, base: &str) -> anyhow::Result<()> {
     );
     let out = dir.join("Dockerfile");
     std::fs::write(&out, dockerfile).with_context(|| format!("writing {}", out.display()))
+}
+
+/// Every file of `images/php-fpm` but its Dockerfile (php.ini, the FPM pool, the health check, ...): what the
+/// stand-in Dockerfiles copy from their context, the same files the real image is built from.
+fn copy_stack_files(dir: &Path) -> anyhow::Result<()> {
+    let files = real::php_fpm_context();
+    for entry in
+        std::fs::read_dir(&files).with_context(|| format!("reading {}", files.display()))?
+    {
+        let entry = entry?;
+        if entry.file_name() == "Dockerfile" || !entry.file_type()?.is_file() {
+            continue;
+        }
+        let to = dir.join(entry.file_name());
+        std::fs::copy(entry.path(), &to)
+            .with_context(|| format!("copying {} to {}", entry.path().display(), to.display()))?;
+    }
+    Ok(())
 }
 
 /// The two stand-in Dockerfiles as stages `real` and `busybox`, one alias stage per line, and the line's last.
