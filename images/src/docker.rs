@@ -81,6 +81,20 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    /// Every kind, for tables that must say what happens to each.
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::Unreachable,
+        FailureKind::RateLimited,
+        FailureKind::Unauthorized,
+        FailureKind::NotFound,
+        FailureKind::DigestMismatch,
+        FailureKind::Stalled,
+        FailureKind::TimedOut,
+        FailureKind::Other,
+    ];
+}
+
 /// How one kind of failure shows in docker's, buildx's and containerd's output, lowercased.
 struct Signs {
     kind: FailureKind,
