@@ -17,6 +17,9 @@ use crate::{
     stack::{self, Compose, Health},
 };
 
+/// An `up --wait` that returns this close to its timeout may have given up on a service without saying so.
+const UP_TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
+
 pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
@@ -56,11 +59,13 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
         }
         return Err(unhealthy(config.redact(&error.to_string())).into());
     }
-    // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: the
-    // health of every container is checked here too, until the same deadline.
-    let deadline = up_started + Duration::from_secs(config.wait_timeout.get().into());
+    // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: then the
+    // health of every container is checked here too, until the same deadline. An `up` that returned well before
+    // its timeout saw every service healthy, and is taken at its word (one docker process fewer).
+    let wait = Duration::from_secs(config.wait_timeout.get().into());
+    let deadline = up_started + wait;
     let ps = compose.command(["ps", "--all", "--format", "json"]);
-    loop {
+    while up_started.elapsed() + UP_TIMEOUT_MARGIN >= wait {
         let listing = engine
             .output_with_env(&ps, &compose.env)
             .context("listing the stack's containers")?;

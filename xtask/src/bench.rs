@@ -50,6 +50,10 @@ pub struct BenchCmd {
     /// the bench out on a machine whose build cache others use
     #[arg(long)]
     keep_build_cache: bool,
+    /// The platforms the release comparisons build (default: both; `linux/amd64` alone leaves out the arm64
+    /// builds under QEMU, minutes per real-PHP line on a small machine)
+    #[arg(long, value_delimiter = ',', value_parser = ["linux/amd64", "linux/arm64"])]
+    platforms: Vec<String>,
     /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     lines: Option<u16>,
@@ -135,7 +139,7 @@ impl BenchCmd {
                 ),
                 ContextChoice::Busybox => "busybox stand-in (no PHP)".to_owned(),
                 ContextChoice::Dir(dir) => format!("build context {}", dir.display()),
-            },
+            } + &format!(" for {}", bench.platforms.join(" and ")),
             ..Raw::default()
         };
         for round in 0..self.rounds {
@@ -265,6 +269,8 @@ struct Bench {
     lines: Vec<(PhpLine, Flavour)>,
     /// One matrix and lock per entry of [`VERIFY_LINE_COUNTS`].
     verify_matrices: Vec<(usize, PathBuf, PathBuf)>,
+    /// What the release comparisons build for.
+    platforms: Vec<String>,
     revision: stack_images::CommitId,
     /// Whether cold builds empty the build cache first (not with `--keep-build-cache`).
     prune: bool,
@@ -318,6 +324,11 @@ impl Bench {
             real,
             verify_context: fixtures::php_fpm_standin(),
             prune: !cmd.keep_build_cache,
+            platforms: if cmd.platforms.is_empty() {
+                vec!["linux/amd64".to_owned(), "linux/arm64".to_owned()]
+            } else {
+                cmd.platforms.clone()
+            },
         };
         bench.bases.fresh(sh)?;
         let release_source: Repository =
@@ -343,10 +354,11 @@ impl Bench {
         standins::push_bases(&verify_source, &busybox, &client)?;
         let write = |name: String,
                      lines: &[PhpLine],
-                     source: &Repository|
+                     source: &Repository,
+                     platforms: &[String]|
          -> anyhow::Result<(PathBuf, PathBuf)> {
             let matrix_path = bench.scratch.join(format!("{name}.matrix.toml"));
-            std::fs::write(&matrix_path, matrix_text(lines))?;
+            std::fs::write(&matrix_path, matrix_text(lines, platforms))?;
             let matrix = Matrix::load(&matrix_path)?;
             let (lock, _) = crate::bases::refresh(&matrix, source, None)?;
             let lock_path = bench.scratch.join(format!("{name}.lock.toml"));
@@ -355,10 +367,21 @@ impl Bench {
             Ok((matrix_path, lock_path))
         };
         let release_lines: Vec<PhpLine> = lines.iter().map(|(php, _)| *php).collect();
-        let matrix = write("release".to_owned(), &release_lines, &release_source)?;
+        let matrix = write(
+            "release".to_owned(),
+            &release_lines,
+            &release_source,
+            &bench.platforms,
+        )?;
+        let both = ["linux/amd64".to_owned(), "linux/arm64".to_owned()];
         let mut verify_matrices = Vec::new();
         for n in VERIFY_LINE_COUNTS {
-            let (m, l) = write(format!("verify-{n}"), &verify_lines[..n], &verify_source)?;
+            let (m, l) = write(
+                format!("verify-{n}"),
+                &verify_lines[..n],
+                &verify_source,
+                &both,
+            )?;
             verify_matrices.push((n, m, l));
         }
         Ok(Bench {
@@ -400,7 +423,11 @@ impl Bench {
                 }
             }
             raw.release_bytes.push(grown(before, after));
-            raw.release_builds = format!("1 bake: {} lines x {} platforms", outcome.built.len(), 2);
+            raw.release_builds = format!(
+                "1 bake: {} lines x {} platforms",
+                outcome.built.len(),
+                self.platforms.len()
+            );
             let build = phase_seconds(&outcome, &["build"]);
             raw.outside_build_s.push(took - build);
             raw.outside_build_share.push((took - build) / took);
@@ -432,7 +459,11 @@ impl Bench {
             raw.naive_s.push(started.elapsed().as_secs_f64());
             raw.naive_bytes
                 .push(grown(before, stored(&self.naive_pair)));
-            raw.naive_builds = format!("{} buildx builds x {} platforms", commands.len(), 2);
+            raw.naive_builds = format!(
+                "{} buildx builds x {} platforms",
+                commands.len(),
+                self.platforms.len()
+            );
             Ok(())
         };
         // Alternate which side goes first, so a drift in the machine's load falls on both.
@@ -742,7 +773,7 @@ fn verify_lines() -> Vec<PhpLine> {
 }
 
 /// A matrix with these lines (the last is the default); registries, bases and context are replaced by flags.
-fn matrix_text(lines: &[PhpLine]) -> String {
+fn matrix_text(lines: &[PhpLine], platforms: &[String]) -> String {
     let mut text = String::from(
         "image = \"php-fpm\"\ntitle = \"bench\"\ndescription = \"bench\"\nsource = \"https://example.invalid\"\n\
          dockerfile = \"php-fpm/Dockerfile\"\nbases = \"bench.lock.toml\"\n",
@@ -750,8 +781,13 @@ fn matrix_text(lines: &[PhpLine]) -> String {
     let default = lines.last().expect("at least one line");
     let _ = write!(
         text,
-        "default_line = \"{default}\"\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\nattestations = \"provenance\"\n\
-         [registries]\ncanonical = \"127.0.0.1:1/unused\"\nmirrors = []\n"
+        "default_line = \"{default}\"\nplatforms = [{}]\nattestations = \"provenance\"\n\
+         [registries]\ncanonical = \"127.0.0.1:1/unused\"\nmirrors = []\n",
+        platforms
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for php in lines {
         let _ = write!(text, "[[lines]]\nphp = \"{php}\"\n");
@@ -1358,7 +1394,9 @@ mod tests {
     fn bench_matrices_parse_with_their_lines() {
         for n in VERIFY_LINE_COUNTS {
             let lines = &verify_lines()[..n];
-            let matrix = Matrix::parse(&matrix_text(lines)).unwrap();
+            let platforms = ["linux/amd64".to_owned()];
+            let matrix = Matrix::parse(&matrix_text(lines, &platforms)).unwrap();
+            assert_eq!(matrix.platforms, platforms);
             assert_eq!(matrix.php_lines(), lines);
             assert_eq!(matrix.default_line, *lines.last().unwrap());
         }
