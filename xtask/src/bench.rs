@@ -117,8 +117,7 @@ impl BenchCmd {
             self.rounds,
             match &choice {
                 ContextChoice::Real =>
-                    "real PHP (Debian's PHP-FPM 8.2 and 8.4, extensions installed in the build; \
-                                        arm64 under QEMU)"
+                    "real PHP (Debian's PHP-FPM for the lines it has, extensions installed in the build)"
                         .to_owned(),
                 ContextChoice::Busybox => "the busybox stand-in (no PHP)".to_owned(),
                 ContextChoice::Dir(dir) => format!("context {}", dir.display()),
