@@ -218,3 +218,39 @@ fn a_blob_cut_or_changed_on_the_way_is_refused_by_its_digest() {
         assert_eq!(absent.kind, FailureKind::NotFound, "{fault:?}: {absent}");
     }
 }
+
+#[test]
+fn a_copy_to_a_registry_that_wants_a_login_uses_dockers() {
+    let source = Registry::start().unwrap();
+    let tag = format!("{}/fixture:1", source.namespace("test"));
+    let digest = fixtures::push_busybox(&tag, "", false).unwrap();
+    let from: ImageRef = format!("{}/fixture@{digest}", source.namespace("test"))
+        .parse()
+        .unwrap();
+    let locked = Registry::start_with_auth("tester", "s3cret-pw").unwrap();
+    let to: ImageRef = format!("{}/fixture:1", locked.namespace("test"))
+        .parse()
+        .unwrap();
+    let login = tempfile::tempdir().unwrap();
+    // base64 of tester:s3cret-pw
+    std::fs::write(
+        login.path().join("config.json"),
+        format!(
+            r#"{{"auths": {{"{}": {{"auth": "dGVzdGVyOnMzY3JldC1wdw=="}}}}}}"#,
+            locked.host()
+        ),
+    )
+    .unwrap();
+    let client = RegistryClient::new(quick()).with_docker_config(login.path());
+    let copied = client.copy(&from, &to).unwrap();
+    assert_eq!(copied.digest.as_str(), digest);
+    assert!(copied.blobs_sent >= 4, "{copied:?}");
+    assert_eq!(client.get_manifest(&to).unwrap().digest.as_str(), digest);
+
+    let no_logins = tempfile::tempdir().unwrap();
+    let error = RegistryClient::new(quick())
+        .with_docker_config(no_logins.path())
+        .copy(&from, &to)
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Unauthorized, "{error}");
+}
