@@ -296,7 +296,15 @@ impl Failure {
             || text.contains("none of the expected identities matched")
         {
             Failure::NotVerified
-        } else if text.contains("reading key") || text.contains("getting signer") {
+        } else if [
+            "reading key",
+            "getting signer",
+            "decryption failed",
+            "inappropriate ioctl for device",
+        ]
+        .iter()
+        .any(|sign| text.contains(sign))
+        {
             Failure::Key
         } else {
             Failure::Registry(FailureKind::classify(stderr))
@@ -665,6 +673,10 @@ mod tests {
         );
         check_failure(
             "Error: signing [x]: getting signer: reading key: open nokey: no such file or directory",
+            Failure::Key,
+        );
+        check_failure(
+            "Error: decrypt: encrypted: decryption failed\nerror during command execution: decrypt: encrypted: decryption failed",
             Failure::Key,
         );
         check_failure(

@@ -11,6 +11,7 @@ mod plan;
 mod prune;
 mod release;
 mod setup;
+mod signing;
 mod tidy;
 mod workflows;
 
