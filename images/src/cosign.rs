@@ -207,7 +207,9 @@ impl CosignCommand {
     }
 
     /// `cosign copy --only=sig --force`: the image's signatures to the same image in `to`, replacing what is there
-    /// (a signature of the same digest, as a resumed release makes).
+    /// (a signature of the same digest, as a resumed release makes). cosign 2.5 copies the image itself too, under
+    /// a `sha256-<digest>` tag per manifest: the release copies the `.sig` tag in process instead
+    /// ([`signature_tag`], `RegistryClient::copy`).
     pub fn copy_signatures(image: Subject, to: &Repository) -> anyhow::Result<CosignCommand> {
         let (source, runnable) = image.argument()?;
         let mut args = vec![

@@ -1,6 +1,6 @@
 //! Executes a release plan step by step, phase by phase. [`actions`] turns a step into what it does at the two
-//! doors: docker commands (builds, cross-registry copies) and registry requests made in process (every manifest
-//! read, hashed here, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
+//! doors: docker commands (builds) and registry requests made in process (every manifest read, hashed here, every
+//! mirror copy, registry to registry, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
 //! run cannot drift from a run (a test holds the dry run to the journal of a real one). Each step kind has one
 //! handler. The registry-bound phases run their steps concurrently, a few at a time per registry.
 
@@ -174,6 +174,16 @@ pub enum Action {
     Cosign(CosignCommand),
     /// Read the manifest of an image's signature (cosign's `sha256-<digest>.sig` tag), hashed here.
     ReadSignature(Named),
+    /// Copy the signature of the image `from` (its `.sig` manifest and blobs) to the same tag in `to`.
+    CopySignature {
+        from: Named,
+        to: Repository,
+    },
+    /// Copy the image `from` to `to` registry to registry: every child manifest and blob, then the tag.
+    Copy {
+        from: Named,
+        to: ImageRef,
+    },
 }
 
 impl fmt::Display for Action {
@@ -188,6 +198,13 @@ impl fmt::Display for Action {
             Action::ReadSignature(image) => {
                 write!(f, "registry GET manifest of the signature of {image}")
             }
+            Action::CopySignature { from, to } => {
+                write!(f, "registry copy the signature of {from} -> {to}")
+            }
+            Action::Copy { from, to } => write!(
+                f,
+                "registry copy {from} -> {to} (child manifests and blobs the destination lacks, then the tag)"
+            ),
         }
     }
 }
@@ -212,19 +229,6 @@ fn bake_command(plan: &Plan, work_dir: &Path) -> DockerCommand {
         &metadata,
         "--progress=plain",
         plan.attestations.provenance_flag(),
-    ])
-}
-
-/// Copies an index to `to` without rebuilding, blobs and child manifests included: the digest stays the same.
-fn create(to: &ImageRef, source: &Named) -> DockerCommand {
-    DockerCommand::new([
-        "buildx".to_owned(),
-        "imagetools".into(),
-        "create".into(),
-        "--progress=plain".into(),
-        "--tag".into(),
-        to.to_string(),
-        source.to_string(),
     ])
 }
 
@@ -267,10 +271,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             };
             vec![Action::Read(read)]
         }
-        Step::Copy { php, from, to, .. } => vec![Action::Docker(create(
-            to,
-            &names.pin(from.repository(), *php),
-        ))],
+        Step::Copy { php, from, to, .. } => vec![Action::Copy {
+            from: names.pin(from.repository(), *php),
+            to: to.clone(),
+        }],
         Step::Tag { php, from, to, .. } => vec![Action::Put {
             to: to.clone(),
             from: names.pin(from.repository(), *php),
@@ -294,13 +298,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
                 CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
             )]
         }
-        Step::CopySignature { php, from, to, .. } => {
-            let from = names.pin(from.repository(), *php);
-            vec![Action::Cosign(
-                CosignCommand::copy_signatures(from.subject(), to.repository())
-                    .expect("a pin is named by digest"),
-            )]
-        }
+        Step::CopySignature { php, from, to, .. } => vec![Action::CopySignature {
+            from: names.pin(from.repository(), *php),
+            to: to.repository().clone(),
+        }],
         Step::VerifySignature { php, reference, .. } => {
             let verifier = plan
                 .signing
@@ -491,7 +492,7 @@ impl Ctx<'_> {
                 Ok(Done::Signed)
             }
             Step::CopySignature { from, to, .. } => {
-                self.cosign(docker, &actions[0]).with_context(|| {
+                self.copy_signature(docker, &actions[0]).with_context(|| {
                     format!("copying the signature of {from} to {}", to.repository())
                 })?;
                 eprintln!("    copied the signature of {from} to {to}");
@@ -549,6 +550,21 @@ impl Ctx<'_> {
     fn cosign(&self, docker: &Docker, action: &Action) -> Result<Vec<u8>, cosign::CosignError> {
         docker.record_line(&action.to_string());
         self.cosign.output(cosign_command(action))
+    }
+
+    /// Copies a pin's signature manifest, in process, to the same tag of the mirror's repository: `cosign copy
+    /// --only=sig` (2.5) would also copy the image under a `sha256-<digest>` tag per manifest, tags no one asked
+    /// for. The registry stores the very bytes, so the verify phase can hold every registry to one signature.
+    fn copy_signature(&self, docker: &Docker, action: &Action) -> anyhow::Result<()> {
+        let Action::CopySignature { from, to } = action else {
+            unreachable!("a signature copy's action is a signature copy, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let pin = from.known();
+        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        self.client
+            .copy(&pin.repository().tagged(&tag), &to.tagged(&tag))?;
+        Ok(())
     }
 
     /// Before anything is built: the private key reads (its password is right) and is the public key's pair, or
@@ -638,8 +654,26 @@ impl Ctx<'_> {
                 );
             }
         }
-        with_retries(|| docker.run(docker_command(action)))?;
-        eprintln!("    copied {to}");
+        let Action::Copy { from, .. } = action else {
+            unreachable!("a copy step's action is a registry copy, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let copied = self
+            .client
+            .copy(from.known(), to)
+            .with_context(|| format!("copying {from} to {to}"))?;
+        ensure!(
+            copied.digest == *digest,
+            "{to} was stored as {}, not the pin's {digest}",
+            copied.digest
+        );
+        eprintln!(
+            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted)",
+            copied.blobs_sent,
+            copied.bytes_sent as f64 / 1e6,
+            copied.blobs_present,
+            copied.blobs_mounted
+        );
         Ok(Done::Copied)
     }
 

@@ -142,6 +142,37 @@ fn a_signed_release_verifies_in_both_registries_and_an_unsigned_pin_does_not() -
         signatures[0], signatures[1],
         "one signature, copied byte for byte"
     );
+    // The signature is all that is copied: one `.sig` tag per registry, no other tag named after a digest.
+    let tags: Vec<String> = setup.all_tags().into_iter().map(|(r, _)| r).collect();
+    let by_digest: Vec<&String> = tags.iter().filter(|t| t.contains(":sha256-")).collect();
+    assert_eq!(by_digest.len(), 2, "{tags:#?}");
+    assert!(by_digest.iter().all(|t| t.ends_with(".sig")), "{tags:#?}");
+
+    // The dry run lists what the signed run did: the same cosign commands and signature reads, digests apart.
+    let dry = assert_ok(&release(&setup, &keys, KEY_PASSWORD, &["--dry-run"]));
+    let journal = std::fs::read_to_string(setup.work_dir(VERSION).join("commands.log"))?;
+    let normalise = |text: &str| -> Vec<String> {
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("cosign ") || l.contains("signature"))
+            .map(|line| {
+                let line = line.replace('\'', "");
+                match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
+                    Some(at) => format!("{}@<digest>", &line[..at]),
+                    None => line,
+                }
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    let signing = normalise(&journal);
+    assert_eq!(signing.len(), 1 + 1 + 1 + 2 * 2, "{signing:#?}");
+    assert_eq!(
+        normalise(&dry),
+        signing,
+        "--dry-run lists the signing the release did"
+    );
 
     // An image pushed under a pin tag by someone without the key: it does not verify.
     let forged = format!("{}/php-fpm:v3.0.1-php-8.5", setup.canonical_ns());
