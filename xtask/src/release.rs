@@ -295,6 +295,20 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
         ),
     ]);
     rows.push(vec![
+        "signed".to_owned(),
+        if plan.signing.signs() {
+            format!(
+                "{} pins, {}; {} signatures copied, {} verified",
+                outcome.signed,
+                plan.signing.describe(),
+                outcome.signatures_copied,
+                outcome.signatures.len()
+            )
+        } else {
+            plan.signing.describe()
+        },
+    ]);
+    rows.push(vec![
         "moved".to_owned(),
         format!("{} tags", outcome.moved.len()),
     ]);
