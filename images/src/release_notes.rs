@@ -503,6 +503,31 @@ mod tests {
             "\"skipped\": [], \"signed\": true,",
             Err("unknown field `signed`"),
         );
+        let signed = r#""platforms": [], "signature": {"digest": "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", "verify": "cosign verify --key=cosign.pub --insecure-ignore-tlog=true -- ghcr.io/20i-stack/php-fpm@sha256:aaaa"}}"#;
+        let keyless = r#""skipped": [], "signing": {"mode": "keyless", "identity": "https://github.com/20i/stack/.github/workflows/release.yml@refs/tags/v2.0.0", "issuer": "https://token.actions.githubusercontent.com"},"#;
+        check("\"skipped\": [],", keyless, Ok(()));
+        check(
+            "\"skipped\": [],",
+            r#""skipped": [], "signing": {"mode": "key", "public_key": "cosign.pub"},"#,
+            Ok(()),
+        );
+        check(
+            "\"skipped\": [],",
+            r#""skipped": [], "signing": {"mode": "sigstore"},"#,
+            Err("signing.mode: unknown variant `sigstore`"),
+        );
+        check(
+            "\"platforms\": []}",
+            signed,
+            Err("references[0].signature: the release says it was not signed (signing), yet records a signature"),
+        );
+        let both = NOTES.replacen("\"skipped\": [],", keyless, 1).replacen(
+            "\"platforms\": []}",
+            signed,
+            1,
+        );
+        let notes = ReleaseNotes::parse(&both).unwrap();
+        assert_eq!(ReleaseNotes::parse(&notes.to_json()).unwrap(), notes);
         check("\"image\": \"php-fpm\",", "", Err("missing field `image`"));
         check("\n}", "\n}\n{}", Err("trailing characters"));
     }
