@@ -423,6 +423,14 @@ impl Cosign {
         self
     }
 
+    /// Retries by `policy` (`STACK_REGISTRY_POLICY`, as the registry client's), each attempt bounded by its
+    /// operation timeout.
+    pub fn with_policy(mut self, policy: Policy) -> Cosign {
+        self.timeout = policy.operation_timeout;
+        self.policy = policy;
+        self
+    }
+
     /// Registry logins from `dir` (`DOCKER_CONFIG`), as the docker door uses them.
     pub fn with_docker_config(mut self, dir: &Path) -> Cosign {
         self.docker_config = Some(dir.to_path_buf());

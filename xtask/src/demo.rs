@@ -40,7 +40,9 @@ fn throwaway_keys(dir: &Path) -> anyhow::Result<Cosign> {
         .and_then(|mut f| f.read_exact(&mut random))
         .context("reading /dev/urandom for the demo key's password")?;
     let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
-    let cosign = Cosign::new().with_password(&password);
+    let cosign = Cosign::new()
+        .with_password(&password)
+        .with_policy(stack_images::registry::Policy::from_env()?);
     cosign
         .run(&CosignCommand::generate_key_pair(&dir.join("demo"))?)
         .context("making the demo's signing key pair (is cosign installed? `make setup`)")?;

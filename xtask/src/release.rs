@@ -167,7 +167,8 @@ fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
-    execute_with(plan, mode, work_dir, Cosign::new())
+    let cosign = Cosign::new().with_policy(stack_images::registry::Policy::from_env()?);
+    execute_with(plan, mode, work_dir, cosign)
 }
 
 /// The same, signing through `cosign` (`make demo` gives its throwaway key's password to it alone).
