@@ -580,7 +580,7 @@ impl Ctx<'_> {
             })?;
             ensure!(
                 String::from_utf8_lossy(&derived).trim() == String::from_utf8_lossy(&given).trim(),
-                "the signing key {key} is not the pair of --signing-public-key {}: give the .pub written with                  that key",
+                "the signing key {key} is not the pair of --signing-public-key {}: give the .pub written with that key",
                 public_key.display()
             );
         }
@@ -1083,7 +1083,7 @@ impl<'a> Executor<'a> {
             };
             ensure!(
                 digest == expected,
-                "the signature of {} is {digest} but the canonical one is {expected}: the copy to the mirror                  changed it",
+                "the signature of {} is {digest} but the canonical one is {expected}: the copy to the mirror changed it",
                 self.pin_in(namespace, *php)
             );
         }
