@@ -205,6 +205,35 @@ fn a_release_whose_signing_fails_moves_no_tag() -> anyhow::Result<()> {
     assert!(!stderr.contains("not the password"), "{stderr}");
     assert_eq!(pin_digest(&setup, &setup.canonical_ns()), None);
 
+    // A public key that is not the private key's pair, likewise.
+    let other = key_pair();
+    let mismatched = Keys {
+        _dir: tempfile::tempdir()?,
+        private: keys.private.clone(),
+        public: other.public.clone(),
+    };
+    let output = release(&setup, &mismatched, KEY_PASSWORD, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not the pair of --signing-public-key"),
+        "{stderr}"
+    );
+
+    // Keyless outside GitHub Actions: no OIDC token, so no signing; said before anything runs.
+    let args = setup.release_args(VERSION, "", &["--signing", "keyless"]);
+    let output = setup
+        .xtask_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("preflight failed: nothing was changed")
+            && stderr.contains("keyless signing needs GitHub Actions' OIDC token"),
+        "{stderr}"
+    );
+    assert_eq!(pin_digest(&setup, &setup.canonical_ns()), None);
+
     // The canonical registry refuses the signature: the pins stay, no tag moves.
     let (canonical, _) = setup.proxies();
     canonical.set(
