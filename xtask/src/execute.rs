@@ -67,6 +67,7 @@ pub struct Outcome {
     /// Every reference pushed or moved, with what it now points at.
     pub references: Vec<crate::notes::Reference>,
     pub signed: usize,
+    pub already_signed: usize,
     pub signatures_copied: usize,
     /// The digest of every pin's signature manifest, per registry and line, as verified there.
     pub signatures: BTreeMap<(Namespace, PhpLine), Digest>,
@@ -293,10 +294,21 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
                 .signing
                 .signer()
                 .expect("a plan signs only with a signer");
+            let verifier = plan
+                .signing
+                .verifier()
+                .expect("a plan verifies what it signs");
             let pin = names.pin(pin.repository(), *php);
-            vec![Action::Cosign(
-                CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
-            )]
+            // Verified first: a resumed release does not sign a pin its own signature already covers.
+            vec![
+                Action::Cosign(
+                    CosignCommand::verify(&verifier, pin.subject())
+                        .expect("a pin is named by digest"),
+                ),
+                Action::Cosign(
+                    CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
+                ),
+            ]
         }
         Step::CopySignature { php, from, to, .. } => vec![Action::CopySignature {
             from: names.pin(from.repository(), *php),
@@ -418,6 +430,7 @@ enum Done {
     Moved(ImageRef),
     LeftAlone(ImageRef),
     Signed,
+    AlreadySigned,
     SignatureCopied,
     SignatureVerified(Namespace, PhpLine, Digest),
 }
@@ -485,12 +498,7 @@ impl Ctx<'_> {
             Step::Size { php, .. } => self.size(docker, *php, actions),
             Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
             Step::SigningReady { .. } => self.signing_ready(docker, actions),
-            Step::Sign { pin, .. } => {
-                self.cosign(docker, &actions[0])
-                    .with_context(|| format!("signing {pin}"))?;
-                eprintln!("    signed {pin}");
-                Ok(Done::Signed)
-            }
+            Step::Sign { pin, .. } => self.sign(docker, pin, actions),
             Step::CopySignature { from, to, .. } => {
                 self.copy_signature(docker, &actions[0]).with_context(|| {
                     format!("copying the signature of {from} to {}", to.repository())
@@ -550,6 +558,33 @@ impl Ctx<'_> {
     fn cosign(&self, docker: &Docker, action: &Action) -> Result<Vec<u8>, cosign::CosignError> {
         docker.record_line(&action.to_string());
         self.cosign.output(cosign_command(action))
+    }
+
+    /// Signs the canonical pin, unless a signature of it already verifies (a resumed release): signing again would
+    /// add a second signature and change the signature's digest under the mirrors' copies.
+    fn sign(&self, docker: &Docker, pin: &ImageRef, actions: &[Action]) -> anyhow::Result<Done> {
+        let [verify, sign] = actions else {
+            unreachable!("a pin's signature is checked, then the pin signed")
+        };
+        match self.cosign(docker, verify) {
+            Ok(_) => {
+                eprintln!("    {pin} is signed already (its signature verifies)");
+                return Ok(Done::AlreadySigned);
+            }
+            Err(error)
+                if matches!(
+                    error.failure,
+                    cosign::Failure::NoSignature | cosign::Failure::NotVerified
+                ) => {}
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("checking whether {pin} is signed already")))
+            }
+        }
+        self.cosign(docker, sign)
+            .with_context(|| format!("signing {pin}"))?;
+        eprintln!("    signed {pin}");
+        Ok(Done::Signed)
     }
 
     /// Copies a pin's signature manifest, in process, to the same tag of the mirror's repository: `cosign copy
@@ -1014,6 +1049,7 @@ impl<'a> Executor<'a> {
             Done::Moved(reference) => self.outcome.moved.push(reference),
             Done::LeftAlone(reference) => self.outcome.left_alone.push(reference),
             Done::Signed => self.outcome.signed += 1,
+            Done::AlreadySigned => self.outcome.already_signed += 1,
             Done::SignatureCopied => self.outcome.signatures_copied += 1,
             Done::SignatureVerified(namespace, php, digest) => {
                 self.outcome.signatures.insert((namespace, php), digest);

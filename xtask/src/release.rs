@@ -299,8 +299,9 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
         "signed".to_owned(),
         if plan.signing.signs() {
             format!(
-                "{} pins, {}; {} signatures copied, {} verified",
+                "{} pins ({} signed already), {}; {} signatures copied, {} verified",
                 outcome.signed,
+                outcome.already_signed,
                 plan.signing.describe(),
                 outcome.signatures_copied,
                 outcome.signatures.len()
