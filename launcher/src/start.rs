@@ -226,9 +226,12 @@ fn render_explain(
             "  USE_PREBUILT=false: start builds {reference} from {context} ({why})"
         ),
     };
-    let _ = match selection::base_image(config.php) {
-        BaseImage::Pinned(base) => {
-            writeln!(out, "  a local build's base: {base} (pinned by digest)")
+    let _ = match selection::base_image(config) {
+        BaseImage::Pinned { base, from } => {
+            writeln!(
+                out,
+                "  a local build's base: {base} (pinned by digest, from {from})"
+            )
         }
         BaseImage::Unpinned { why } => writeln!(out, "  a local build's base is not pinned: {why}"),
     };
