@@ -50,11 +50,15 @@ impl Site {
     pub fn new(label: &str) -> Site {
         standins::service_standins().expect("building the service stand-ins");
         let site = Site::bare(label);
+        // The real Dockerfile's base cannot be pulled here: local builds use a stand-in context, chosen with
+        // the launcher's own PHP_FPM_CONTEXT setting.
+        standins::write_php_fpm_standin_context(&site.context).unwrap();
         site.run(&["init"], &[]).ok();
         site
     }
 
-    /// The site without `20i init`: a temporary HOME, project directory, ports and the busybox stand-ins.
+    /// The site without `20i init` and without building anything: a temporary HOME, project directory, ports,
+    /// the busybox stand-ins' names.
     fn bare(label: &str) -> Site {
         static COUNT: AtomicU32 = AtomicU32::new(0);
         let project = format!(
@@ -69,10 +73,7 @@ impl Site {
         let code = home.path().join(&project);
         std::fs::create_dir_all(&code).unwrap();
         std::fs::write(code.join("index.html"), "hello from the site\n").unwrap();
-        // The real Dockerfile's base cannot be pulled here: local builds use a stand-in context, chosen with
-        // the launcher's own PHP_FPM_CONTEXT setting.
         let context = home.path().join("php-fpm-standin");
-        standins::write_php_fpm_standin_context(&context).unwrap();
         let [web, database, admin] = standins::free_ports().unwrap().map(|p| p.to_string());
         let env = vec![
             ("IMAGE_MIRRORS".to_owned(), String::new()),
@@ -117,6 +118,11 @@ impl Site {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Leaves `name` to the launcher's own default.
+    pub fn unset(&mut self, name: &str) {
+        self.env.retain(|(n, _)| n != name);
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
@@ -286,9 +292,10 @@ pub fn times(stdout: &str) -> (f64, f64, f64) {
 /// Where a real stack's images come from: this machine's Debian stand-ins (`testkit::real`), or, where Docker
 /// Hub is reachable (the GitHub CI job), the images they stand in for. Read once from the environment:
 /// - `STACK_IT_PHP_LINE`: the PHP line (8.2 by default);
-/// - `STACK_IT_PHP_FPM_CONTEXT`: a build context with the real Dockerfile (`images/php-fpm`), built over the
+/// - `STACK_IT_PHP_FPM_CONTEXT`: a build context (relative to the workspace) with the real Dockerfile (`images/php-fpm`), built over the
 ///   shipped base lock's pin of the line, for the pulled image and for the launcher's local build alike;
-/// - `STACK_IT_NGINX_IMAGE`, `STACK_IT_MARIADB_IMAGE`, `STACK_IT_PMA_IMAGE`: the service images.
+/// - `STACK_IT_NGINX_IMAGE`, `STACK_IT_MARIADB_IMAGE`, `STACK_IT_PMA_IMAGE`: the service images, or `default`
+///   for the launcher's own default (what users run).
 ///
 /// Unset, each is its stand-in; phpMyAdmin's is the busybox one (nothing here reads its pages).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,9 +303,20 @@ pub struct RealImages {
     /// `STACK_IT_PHP_LINE`, 8.2 by default (a line Debian ships, for the stand-in).
     pub line: stack_images::PhpLine,
     pub php_fpm: PhpFpmSource,
-    pub nginx: Option<String>,
-    pub mariadb: Option<String>,
-    pub phpmyadmin: Option<String>,
+    pub nginx: ServiceImage,
+    pub mariadb: ServiceImage,
+    pub phpmyadmin: ServiceImage,
+}
+
+/// The image of one of the stack's services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServiceImage {
+    /// Unset: this machine's stand-in.
+    Standin,
+    /// `default`: what the launcher runs when nothing is set (the stack's own choice: `nginx:1.25-alpine`, ...).
+    StackDefault,
+    /// An image named in full.
+    Named(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -318,21 +336,25 @@ impl RealImages {
     /// would take it for an option), and a context must be a directory with a Dockerfile.
     pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<RealImages> {
         let value = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let image = |name: &str| -> anyhow::Result<Option<String>> {
+        let image = |name: &str| -> anyhow::Result<ServiceImage> {
             match value(name) {
+                None => Ok(ServiceImage::Standin),
+                Some(image) if image == "default" => Ok(ServiceImage::StackDefault),
                 Some(image) if image.starts_with('-') || image.chars().any(char::is_whitespace) => {
                     anyhow::bail!(
                         "{name}={image:?} is not an image reference: name an image such as nginx:1.25-alpine, \
-                         or unset {name} for the stand-in"
+                         `default` for the launcher's, or unset {name} for the stand-in"
                     )
                 }
-                other => Ok(other),
+                Some(image) => Ok(ServiceImage::Named(image)),
             }
         };
         let php_fpm = match value("STACK_IT_PHP_FPM_CONTEXT") {
             None => PhpFpmSource::DebianStandin,
             Some(dir) => {
-                let dir = std::path::absolute(&dir)?;
+                // Relative to the workspace, as the workflow names it (tests run in launcher/).
+                let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+                let dir = std::path::absolute(workspace.join(dir))?;
                 if !dir.join("Dockerfile").is_file() {
                     anyhow::bail!(
                         "STACK_IT_PHP_FPM_CONTEXT={} has no Dockerfile: set it to images/php-fpm, or unset it for \
@@ -376,7 +398,6 @@ impl RealSite {
     pub fn new(label: &str) -> RealSite {
         let images = RealImages::from_env().unwrap();
         let line = images.line;
-        standins::service_standins().expect("building the service stand-ins");
         let mut site = Site::bare(label);
         site.run(&["init"], &[]).ok();
         let registry = testkit::Registry::start().unwrap();
@@ -398,23 +419,30 @@ impl RealSite {
             started.elapsed().as_secs_f64()
         );
         forget_image(&published);
-        let nginx = images
-            .nginx
-            .unwrap_or_else(|| testkit::real::nginx().expect("the nginx stand-in"));
-        let mariadb = images
-            .mariadb
-            .unwrap_or_else(|| testkit::real::mariadb().expect("the MariaDB stand-in"));
-        // Nothing here reads phpMyAdmin's pages: the busybox stand-in is enough where the real one is not at hand.
-        let phpmyadmin = images
-            .phpmyadmin
-            .unwrap_or_else(|| standins::PHPMYADMIN_STANDIN.to_owned());
+        for (name, image, standin) in [
+            (
+                "NGINX_IMAGE",
+                &images.nginx,
+                testkit::real::nginx as fn() -> anyhow::Result<String>,
+            ),
+            ("MARIADB_IMAGE", &images.mariadb, testkit::real::mariadb),
+            // Nothing here reads phpMyAdmin's pages: the busybox stand-in is enough where the real one is not
+            // at hand.
+            ("PMA_IMAGE", &images.phpmyadmin, || {
+                standins::service_standins()?;
+                Ok(standins::PHPMYADMIN_STANDIN.to_owned())
+            }),
+        ] {
+            match image {
+                ServiceImage::Standin => site.set(name, &standin().unwrap()),
+                ServiceImage::StackDefault => site.unset(name),
+                ServiceImage::Named(image) => site.set(name, image),
+            }
+        }
         for (name, value) in [
             ("PHP_VERSION", line.to_string()),
             ("IMAGE_REGISTRY", namespace.clone()),
             ("PHP_FPM_CONTEXT", context.display().to_string()),
-            ("NGINX_IMAGE", nginx),
-            ("MARIADB_IMAGE", mariadb),
-            ("PMA_IMAGE", phpmyadmin),
             // MariaDB's first start initialises its data directory: tens of seconds on a busy machine.
             ("WAIT_TIMEOUT", "240".to_owned()),
             ("ALLOW_LOCAL_BUILD_FALLBACK", "false".to_owned()),

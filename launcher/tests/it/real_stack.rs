@@ -328,8 +328,23 @@ fn health_is_what_the_services_own_checks_say_and_a_broken_template_names_nginx(
     )
     .unwrap();
     let failed = real.site.run(&["start"], &[("WAIT_TIMEOUT", "60")]);
-    assert_ne!(failed.code, 0);
-    assert!(failed.stderr.contains("nginx"), "{}", failed.stderr);
+    assert_eq!(failed.code, 4, "{}", failed.stderr);
+    assert!(
+        failed
+            .stderr
+            .contains("error: the stack did not start, failing: nginx ("),
+        "{}",
+        failed.stderr
+    );
+    // The tail of nginx's own log says what is wrong, and where.
+    assert!(
+        failed.stderr.contains("fix what its log says")
+            && failed.stderr.contains("the last lines of nginx's log:\n")
+            && failed.stderr.contains("[emerg]")
+            && failed.stderr.contains("is outside location \"/unclosed\""),
+        "{}",
+        failed.stderr
+    );
     // Restored, the stack starts again.
     std::fs::write(&template, good).unwrap();
     real.site.run(&["start"], &[]).ok();
@@ -352,12 +367,18 @@ fn check_images(vars: &[(&str, &str)], expected: Result<&str, &str>) {
 
 #[test]
 fn the_real_images_come_from_the_environment_once_parsed() {
-    check_images(&[], Ok("RealImages { line: PhpLine { major: 8, minor: 2 }, php_fpm: DebianStandin, nginx: None, mariadb: None, phpmyadmin: None }"));
-    check_images(&[("STACK_IT_NGINX_IMAGE", "nginx:1.25-alpine"), ("STACK_IT_MARIADB_IMAGE", "")], Ok("RealImages { line: PhpLine { major: 8, minor: 2 }, php_fpm: DebianStandin, nginx: Some(\"nginx:1.25-alpine\"), mariadb: None, phpmyadmin: None }"));
-    check_images(&[("STACK_IT_PMA_IMAGE", "--privileged")], Err("STACK_IT_PMA_IMAGE=\"--privileged\" is not an image reference: name an image such as nginx:1.25-alpine, or unset STACK_IT_PMA_IMAGE for the stand-in"));
+    check_images(&[], Ok("RealImages { line: PhpLine { major: 8, minor: 2 }, php_fpm: DebianStandin, nginx: Standin, mariadb: Standin, phpmyadmin: Standin }"));
+    check_images(&[("STACK_IT_NGINX_IMAGE", "nginx:1.27-alpine"), ("STACK_IT_MARIADB_IMAGE", ""), ("STACK_IT_PMA_IMAGE", "default"), ("STACK_IT_PHP_LINE", "8.5")], Ok("RealImages { line: PhpLine { major: 8, minor: 5 }, php_fpm: DebianStandin, nginx: Named(\"nginx:1.27-alpine\"), mariadb: Standin, phpmyadmin: StackDefault }"));
+    check_images(&[("STACK_IT_PMA_IMAGE", "--privileged")], Err("STACK_IT_PMA_IMAGE=\"--privileged\" is not an image reference: name an image such as nginx:1.25-alpine, `default` for the launcher's, or unset STACK_IT_PMA_IMAGE for the stand-in"));
     check_images(
         &[("STACK_IT_PHP_LINE", "8.4.1")],
         Err("STACK_IT_PHP_LINE=\"8.4.1\": PHP version `8.4.1` is not a PHP line: use `8.4`"),
+    );
+    let context = format!("{}/../images/php-fpm", env!("CARGO_MANIFEST_DIR"));
+    let expected = format!("RealImages {{ line: PhpLine {{ major: 8, minor: 2 }}, php_fpm: Context({context:?}), nginx: Standin, mariadb: Standin, phpmyadmin: Standin }}");
+    check_images(
+        &[("STACK_IT_PHP_FPM_CONTEXT", "images/php-fpm")],
+        Ok(&expected),
     );
     check_images(&[("STACK_IT_PHP_FPM_CONTEXT", "/nonexistent/php-fpm")], Err("STACK_IT_PHP_FPM_CONTEXT=/nonexistent/php-fpm has no Dockerfile: set it to images/php-fpm, or unset it for the Debian stand-in"));
 }
