@@ -2,6 +2,7 @@
 //! notes JSON, the one door to docker, and the in-process registry client.
 
 pub mod bases;
+pub mod bytes;
 mod commit;
 pub mod digest;
 pub mod docker;
