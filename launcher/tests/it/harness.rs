@@ -482,7 +482,7 @@ impl RealSite {
 
 /// Publishes this machine's Debian PHP-FPM stand-in of `line` as `published`, over a base that the registry
 /// serves too (its digest is the local build's `PHP_BASE`); writes the stand-in's build context (its Dockerfile
-/// and `images/php-fpm`'s files, byte for byte) into the site. Returns the context and the base by digest.
+/// and the other files of `images/php-fpm`, byte for byte) into the site. Returns the context and the base by digest.
 fn publish_debian_php_fpm(
     site: &Site,
     registry: &testkit::Registry,
@@ -503,9 +503,12 @@ fn publish_debian_php_fpm(
         context.join("Dockerfile"),
     )
     .unwrap();
-    let files = testkit::real::php_fpm_context();
-    for file in ["php.ini", "zz-stack-fpm.conf", "php-fpm-healthcheck"] {
-        std::fs::copy(files.join(file), context.join(file)).unwrap();
+    // Every file of images/php-fpm but its Dockerfile: what the stand-in Dockerfile COPYs and mounts.
+    for entry in std::fs::read_dir(testkit::real::php_fpm_context()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "Dockerfile" && entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), context.join(entry.file_name())).unwrap();
+        }
     }
     (context, base)
 }
