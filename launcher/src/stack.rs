@@ -229,7 +229,7 @@ pub enum Health {
     Ready,
     /// Some are still starting.
     Starting(Vec<Unready>),
-    /// Some exited or are unhealthy: waiting longer will not help.
+    /// Some exited or are unhealthy (none listed: compose created no container): waiting longer will not help.
     Failed(Vec<Unready>),
 }
 
@@ -278,10 +278,7 @@ pub fn health(ps_json: &str) -> anyhow::Result<Health> {
     } else if !starting.is_empty() {
         Health::Starting(starting)
     } else if containers.is_empty() {
-        Health::Failed(vec![Unready {
-            service: "no container".to_owned(),
-            state: "none listed".to_owned(),
-        }])
+        Health::Failed(Vec::new())
     } else {
         Health::Ready
     })
@@ -340,6 +337,6 @@ mod tests {
             ]),
             Health::Failed(vec![u("nginx", "unhealthy"), u("apache", "exited")]),
         );
-        check("", Health::Failed(vec![u("no container", "none listed")]));
+        check("", Health::Failed(vec![]));
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     engine::{seconds, Engine},
     exit::Exit,
     selection::{self, BaseImage, Build, Decision},
-    stack::{self, Compose, Health},
+    stack::{self, Compose, Health, Unready},
 };
 
 pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
@@ -47,8 +47,8 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     };
     if let Err(error) = engine.output_with_env(&up, &compose.env) {
         // Compose's own message names a container, not what went wrong in it: the services' state and the end
-        // of their logs do.
-        // Compose gave up before WAIT_TIMEOUT: a service still starting now (a crash loop restarts) failed.
+        // of their logs do. Compose gave up before WAIT_TIMEOUT: a service still starting now (a crash loop
+        // restarts) failed.
         let timed_out =
             up_started.elapsed() >= Duration::from_secs(config.wait_timeout.get().into());
         let health = match health().unwrap_or(Health::Ready) {
@@ -93,36 +93,37 @@ fn not_started(
 ) -> Exit {
     use std::fmt::Write as _;
     let timeout = config.wait_timeout;
+    let list = |services: &[Unready]| {
+        services
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let waiting = "see `20i status` and `20i logs`, or raise WAIT_TIMEOUT".to_owned();
     let (headline, services, fix) = match health {
-        Health::Failed(services) => (
-            format!(
-                "the stack did not start, failing: {}",
-                services
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        Health::Failed(services) if services.is_empty() => (
+            "the stack did not start: compose created no container".to_owned(),
             services.as_slice(),
-            "fix what its log says (`20i logs SERVICE` shows it all), then run `20i start` again".to_owned(),
+            "see `20i status` and `20i logs`".to_owned(),
+        ),
+        Health::Failed(services) => (
+            format!("the stack did not start, failing: {}", list(services)),
+            services.as_slice(),
+            format!(
+                "fix what its log says (`20i logs {}` shows all of it), then run `20i start` again",
+                services[0].service
+            ),
         ),
         Health::Starting(services) => (
             format!(
                 "the stack did not start healthy within WAIT_TIMEOUT={timeout} s, still starting: {}",
-                services
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                list(services)
             ),
             services.as_slice(),
-            "see `20i status` and `20i logs`, or raise WAIT_TIMEOUT".to_owned(),
+            waiting,
         ),
-        Health::Ready => (
-            "the stack did not start".to_owned(),
-            &[][..],
-            "see `20i status` and `20i logs`, or raise WAIT_TIMEOUT".to_owned(),
-        ),
+        Health::Ready => ("the stack did not start".to_owned(), &[][..], waiting),
     };
     let mut text = format!("{headline}: {fix}");
     for unready in services {

@@ -338,8 +338,9 @@ fn health_is_what_the_services_own_checks_say_and_a_broken_template_names_nginx(
     );
     // The tail of nginx's own log says what is wrong, and where.
     assert!(
-        failed.stderr.contains("fix what its log says")
-            && failed.stderr.contains("the last lines of nginx's log:\n")
+        failed.stderr.contains(
+            "fix what its log says (`20i logs nginx` shows all of it), then run `20i start` again"
+        ) && failed.stderr.contains("the last lines of nginx's log:\n")
             && failed.stderr.contains("[emerg]")
             && failed.stderr.contains("is outside location \"/unclosed\""),
         "{}",
