@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use stack_images::{docker::FailureKind, BaseLock, Digest, Matrix, PhpLine};
+use stack_images::{docker::FailureKind, BaseLock, Digest, ImageRef, Matrix, PhpLine};
 
 use crate::config::{Config, Namespace};
 
@@ -187,25 +187,33 @@ pub fn decide(config: &Config, facts: &Facts) -> Decision {
 }
 
 /// Whether the local build can be reused: only when its labels name the current build context's digest and the
-/// current `PHP_BASE`.
+/// current `PHP_BASE`'s digest (the same base served by another registry is the same base).
 pub fn build_decision(config: &Config, facts: &Facts) -> Build {
     let reference = config.local_reference();
-    let wanted_base = config.base.as_ref().map(ToString::to_string);
     let built_base = facts
         .local_build
         .as_ref()
-        .and_then(|image| image.labels.get(LABEL_BASE).cloned());
-    if facts.local_build.is_some() && facts.context.is_some() && built_base != wanted_base {
-        let name = |base: &Option<String>| {
-            base.clone()
-                .unwrap_or_else(|| BASE_FROM_LOCK.to_owned() + "'s")
-        };
+        .and_then(|image| image.labels.get(LABEL_BASE));
+    let same_base = match (&config.base, built_base) {
+        (None, None) => true,
+        (Some(wanted), Some(label)) => {
+            // A label is outside input: one that is no reference with a digest is simply another base.
+            let built: Option<ImageRef> = label.parse().ok();
+            match (built.as_ref().and_then(ImageRef::digest), wanted.digest()) {
+                (Some(built), Some(wanted)) => built == wanted,
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    if facts.local_build.is_some() && facts.context.is_some() && !same_base {
+        let lock = || BASE_FROM_LOCK.to_owned() + "'s";
         return Build::Build {
             reference,
             why: format!(
                 "the base changed (PHP_BASE: {} now, the image was built from {})",
-                name(&wanted_base),
-                name(&built_base)
+                config.base.as_ref().map_or_else(lock, ToString::to_string),
+                built_base.cloned().unwrap_or_else(lock)
             ),
         };
     }
@@ -481,6 +489,8 @@ mod tests {
             Facts { local_build: built, context: Some(digest('c')), prebuilt: None }
         };
         check(&format!("USE_PREBUILT=false {base}"), from_base('e'), "reuse 20i-local/php-fpm:v{V}-php-8.5");
+        // The same digest from another registry (a test's registry on another port) is the same base.
+        check(&format!("USE_PREBUILT=false PHP_BASE=127.0.0.1:6000/n/php:8.5@sha256:{}", "e".repeat(64)), from_base('e'), "reuse 20i-local/php-fpm:v{V}-php-8.5");
         check(&format!("USE_PREBUILT=false {base}"), from_base('f'), &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: 127.0.0.1:5000/m/php:8.5@sha256:{} now, the image was built from 127.0.0.1:5000/m/php:8.5@sha256:{})", "e".repeat(64), "f".repeat(64)));
         check(&format!("USE_PREBUILT=false {base}"), Facts { local_build: image(&[], Some('c')), context: Some(digest('c')), ..none.clone() }, &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: 127.0.0.1:5000/m/php:8.5@sha256:{} now, the image was built from the shipped base lock's)", "e".repeat(64)));
         check("USE_PREBUILT=false", from_base('e'), &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: the shipped base lock's now, the image was built from 127.0.0.1:5000/m/php:8.5@sha256:{})", "e".repeat(64)));
