@@ -60,11 +60,20 @@ pub const ACTIONS: &[Action] = &[
         version: "v3.11.1",
     },
     Action {
+        name: "sigstore/cosign-installer",
+        sha: "d58896d6a1865668819e1d91763c7751a165e159",
+        version: "v3.9.2",
+    },
+    Action {
         name: "docker/login-action",
         sha: "74a5d142397b4f367a81961eba4e8cd7edddf772",
         version: "v3.4.0",
     },
 ];
+
+/// The cosign the signing jobs install: the 2.5 line, which the tests run (Debian trixie's 2.5.0); cosign 3
+/// changes where signatures are stored.
+pub const COSIGN_RELEASE: &str = "v2.5.3";
 
 // Registries the release workflow can log in to, and with what: the matrix's registries must be among them.
 const CANONICAL_LOGIN: &str = "ghcr.io"; // GITHUB_TOKEN with packages: write
@@ -242,6 +251,7 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
         ("digests_files".to_owned(), digests_files.join("\n")),
         ("canonical_host".to_owned(), canonical.to_owned()),
         ("mirror_host".to_owned(), MIRROR_LOGIN.to_owned()),
+        ("cosign_release".to_owned(), COSIGN_RELEASE.to_owned()),
     ];
     for action in ACTIONS {
         values.push((
