@@ -26,6 +26,7 @@ use crate::{
     inputs::{Published, ReleaseArgs},
     plan::{self, Plan, Step},
     project_root, release,
+    signing::SigningFlag,
     standins::{self, Flavour},
     table,
 };
@@ -540,6 +541,9 @@ impl Bench {
             attestations: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
+            // What is measured is the build and the copies; signing is cosign's time, not ours.
+            signing: SigningFlag::None,
+            signing_public_key: None,
         };
         plan::compute(&args.gather(sh)?)
     }

@@ -1,15 +1,23 @@
 //! `cargo xtask demo`: a complete local release on this machine. Two `distribution` registries on loopback
 //! stand in for GHCR and Docker Hub, and the images are built from stand-ins, because Docker Hub's `php` images
 //! cannot be pulled here: real Debian PHP-FPM for the lines Debian has (8.2, 8.4; `standins.rs`) and busybox for
-//! the others, said line by line. Every other step is the real release. It ends with the one-line `20i start`
-//! that runs the stack from what it published, with the real nginx and MariaDB stand-ins.
+//! the others, said line by line. Every other step is the real release. The pins are signed with a throwaway
+//! cosign key pair made for the run (its password random, given to cosign's environment alone), whose public key
+//! the demo names with a `cosign verify` line to run by hand. It ends with the one-line `20i start` that runs the
+//! stack from what it published, with the real nginx and MariaDB stand-ins.
 
-use std::path::{Path, PathBuf};
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context};
 use clap::Args;
 use stack_images::{
-    matrix::MATRIX_PATH, registry::RegistryClient, Matrix, PhpLine, ReleaseVersion, Repository,
+    cosign::{Cosign, CosignCommand, Subject, Verifier},
+    matrix::MATRIX_PATH,
+    registry::RegistryClient,
+    Matrix, PhpLine, ReleaseVersion, Repository,
 };
 use testkit::{real, stack as services};
 use xshell::{cmd, Shell};
@@ -22,8 +30,31 @@ use crate::{
     plan::{self, Plan},
     project_root,
     release::{self, Dirs},
+    signing::SigningFlag,
     standins::{self, Flavour},
 };
+
+/// A fresh key pair in `dir` (`demo.key`, `demo.pub`) under a random password, which only the returned door
+/// (and so only cosign's environment) ever holds.
+fn throwaway_keys(dir: &Path) -> anyhow::Result<Cosign> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for file in ["demo.key", "demo.pub"] {
+        // cosign asks before overwriting, and nobody is there to answer.
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("reading /dev/urandom for the demo key's password")?;
+    let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let cosign = Cosign::new()
+        .with_password(&password)
+        .with_policy(stack_images::registry::Policy::from_env()?);
+    cosign
+        .run(&CosignCommand::generate_key_pair(&dir.join("demo"))?)
+        .context("making the demo's signing key pair (is cosign installed? `make setup`)")?;
+    Ok(cosign)
+}
 
 #[derive(Args, Debug)]
 pub struct DemoCmd {
@@ -60,8 +91,23 @@ impl DemoCmd {
         let context = scratch.join("context");
         standins::write_context(&context, &lines)?;
 
-        let (plan, outcome, page) =
-            release(sh, canonical_port, mirror_port, lock, context, &scratch)?;
+        let keys = scratch.join("cosign");
+        eprintln!(
+            "==> signing key: a throwaway cosign key pair in {}",
+            display_path(&keys)
+        );
+        let cosign = throwaway_keys(&keys)?;
+
+        let (plan, outcome, page) = release(
+            sh,
+            canonical_port,
+            mirror_port,
+            lock,
+            context,
+            (&keys, cosign),
+            &scratch,
+        )?;
+        print_signature(&plan, &outcome, &keys.join("demo.pub"))?;
         print_next_steps(&plan, &page);
         print_start_command(&plan, &outcome, &lines)?;
         Ok(())
@@ -116,6 +162,7 @@ fn release(
     mirror_port: u16,
     lock: PathBuf,
     context: PathBuf,
+    (keys, cosign): (&Path, Cosign),
     scratch: &Path,
 ) -> anyhow::Result<(Plan, Outcome, PathBuf)> {
     // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
@@ -136,6 +183,8 @@ fn release(
         attestations: None,
         allow_version_mismatch: false,
         no_build_cache: false,
+        signing: SigningFlag::Key(stack_images::cosign::KeyRef::File(keys.join("demo.key"))),
+        signing_public_key: Some(keys.join("demo.pub")),
     };
     let inputs = args.gather(sh)?;
     inputs.require_launcher_version()?;
@@ -144,10 +193,11 @@ fn release(
         notes_dir: scratch.join("release-notes"),
         work_dir: Some(scratch.join("work")),
     };
-    let outcome = release::execute(
+    let outcome = release::execute_with(
         &plan,
         Mode::Release { resume: false },
         &dirs.work_dir(&plan),
+        cosign,
     )?;
     let notes = release::release_notes(&plan, &outcome);
     let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
@@ -156,6 +206,23 @@ fn release(
         release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
     );
     Ok((plan, outcome, page))
+}
+
+/// The public key, and the `cosign verify` line that checks one pin with it.
+fn print_signature(plan: &Plan, outcome: &Outcome, public_key: &Path) -> anyhow::Result<()> {
+    let pin = plan.build(START_LINE).pin.in_namespace(&plan.mirrors[0]);
+    let signed = pin.repository().at(&outcome.pins[&START_LINE].digest);
+    let verify = CosignCommand::verify(
+        &Verifier::Key(public_key.to_path_buf()),
+        Subject::Image(&signed),
+    )?;
+    println!(
+        "\nEvery pin is signed, in both registries, with the key pair made for this demo; its public key:\n  \
+         {}\n\
+         Check one (exits 0 only if the signature verifies):\n  {verify}",
+        public_key.display()
+    );
+    Ok(())
 }
 
 fn print_next_steps(plan: &Plan, page: &Path) {

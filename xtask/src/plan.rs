@@ -17,6 +17,7 @@ use xshell::Shell;
 
 use crate::{
     inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
+    signing::Signing,
     table,
 };
 
@@ -36,6 +37,8 @@ pub struct Plan {
     pub mirrors: Vec<Namespace>,
     pub platforms: Vec<String>,
     pub attestations: Attestations,
+    /// How every pin is signed before a moving tag may point at it.
+    pub signing: Signing,
     /// The releases the tag rules were applied against, oldest first.
     pub published: Vec<ReleaseVersion>,
     pub bases: BasesUsed,
@@ -90,6 +93,12 @@ pub enum Phase {
     Mirror,
     /// Check every pin in every registry: digest equal to the canonical one, every platform listed.
     VerifyPins,
+    /// Sign every canonical pin's index digest with cosign.
+    Sign,
+    /// Copy every pin's signature to every mirror.
+    MirrorSignatures,
+    /// Verify every pin's signature in every registry.
+    VerifySignatures,
     /// Read the compressed size of every platform image.
     Sizes,
     /// Point the moving tags at verified pins, registry by registry.
@@ -99,11 +108,14 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Preflight,
         Phase::Build,
         Phase::Mirror,
         Phase::VerifyPins,
+        Phase::Sign,
+        Phase::MirrorSignatures,
+        Phase::VerifySignatures,
         Phase::Sizes,
         Phase::MoveTags,
         Phase::VerifyTags,
@@ -116,6 +128,9 @@ impl Phase {
             Phase::Build => "build",
             Phase::Mirror => "mirror",
             Phase::VerifyPins => "verify pins",
+            Phase::Sign => "sign",
+            Phase::MirrorSignatures => "mirror signatures",
+            Phase::VerifySignatures => "verify signatures",
             Phase::Sizes => "sizes",
             Phase::MoveTags => "move tags",
             Phase::VerifyTags => "verify tags",
@@ -202,6 +217,28 @@ pub enum Step {
         php: PhpLine,
         pin: ImageRef,
     },
+    /// The release can sign: the private key reads with its password and is the public key's pair, or the
+    /// workflow's OIDC token is there.
+    SigningReady { phase: Phase },
+    /// Sign the canonical pin's index digest.
+    Sign {
+        phase: Phase,
+        php: PhpLine,
+        pin: ImageRef,
+    },
+    /// Copy the signature of the pin `from` to the same digest in `to`'s repository.
+    CopySignature {
+        phase: Phase,
+        php: PhpLine,
+        from: ImageRef,
+        to: ImageRef,
+    },
+    /// The signature of `reference`'s pin digest verifies in its registry, and is the canonical one.
+    VerifySignature {
+        phase: Phase,
+        php: PhpLine,
+        reference: ImageRef,
+    },
     /// Point the moving tag `to` at the pin `from` (same registry).
     Tag {
         phase: Phase,
@@ -224,6 +261,10 @@ impl Step {
             | Step::Copy { phase, .. }
             | Step::Verify { phase, .. }
             | Step::Size { phase, .. }
+            | Step::SigningReady { phase }
+            | Step::Sign { phase, .. }
+            | Step::CopySignature { phase, .. }
+            | Step::VerifySignature { phase, .. }
             | Step::Tag { phase, .. } => *phase,
         }
     }
@@ -235,6 +276,43 @@ fn cache_ref(canonical: &Namespace, image: &RepoName, php: PhpLine) -> ImageRef 
         .parse()
         .expect("a repository name with `-cache` appended is one");
     canonical.repository(&name).tagged(&tags::line_tag(php))
+}
+
+/// The signing phases: every canonical pin signed, its signature copied to every mirror, then verified in every
+/// registry, all before the tags move.
+fn signing_steps(
+    steps: &mut Vec<Step>,
+    builds: &[Build],
+    canonical: &Namespace,
+    mirrors: &[Namespace],
+    pin_in: impl Fn(&Namespace, PhpLine) -> ImageRef,
+) {
+    for build in builds {
+        steps.push(Step::Sign {
+            phase: Phase::Sign,
+            php: build.php,
+            pin: build.pin.clone(),
+        });
+    }
+    for mirror in mirrors {
+        for build in builds {
+            steps.push(Step::CopySignature {
+                phase: Phase::MirrorSignatures,
+                php: build.php,
+                from: build.pin.clone(),
+                to: pin_in(mirror, build.php),
+            });
+        }
+    }
+    for namespace in std::iter::once(canonical).chain(mirrors) {
+        for build in builds {
+            steps.push(Step::VerifySignature {
+                phase: Phase::VerifySignatures,
+                php: build.php,
+                reference: pin_in(namespace, build.php),
+            });
+        }
+    }
 }
 
 /// Computes the plan: no docker, no network, no clock, no file system.
@@ -307,6 +385,11 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         phase: Phase::Preflight,
         platforms: matrix.platforms.clone(),
     }];
+    if inputs.signing.signs() {
+        steps.push(Step::SigningReady {
+            phase: Phase::Preflight,
+        });
+    }
     for namespace in matrix.namespaces() {
         steps.push(Step::Login {
             phase: Phase::Preflight,
@@ -350,6 +433,15 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
                 reference: pin_in(namespace, &tag.tag),
             });
         }
+    }
+    if inputs.signing.signs() {
+        signing_steps(
+            &mut steps,
+            &builds,
+            canonical,
+            &matrix.registries.mirrors,
+            |namespace, php| pin_in(namespace, &tags::pin_tag(version, php)),
+        );
     }
     for build in &builds {
         steps.push(Step::Size {
@@ -398,6 +490,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         mirrors: matrix.registries.mirrors.clone(),
         platforms: matrix.platforms.clone(),
         attestations: matrix.attestations,
+        signing: inputs.signing.clone(),
         published,
         bases: BasesUsed {
             lock: inputs.bases_path.clone(),
@@ -516,7 +609,9 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|step| match step {
-                Step::Engine { .. } | Step::Login { .. } => Some(step.clone()),
+                Step::Engine { .. } | Step::Login { .. } | Step::SigningReady { .. } => {
+                    Some(step.clone())
+                }
                 Step::Bake {
                     phase,
                     output,
@@ -532,6 +627,9 @@ impl Plan {
                 | Step::Copy { php, .. }
                 | Step::Verify { php, .. }
                 | Step::Size { php, .. }
+                | Step::Sign { php, .. }
+                | Step::CopySignature { php, .. }
+                | Step::VerifySignature { php, .. }
                 | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
             })
             .collect();
@@ -612,6 +710,7 @@ impl Plan {
                 format!("{published} (from {published_from})"),
             ],
             vec!["registries".to_owned(), registries.join(", ")],
+            vec!["signing".to_owned(), self.signing.describe()],
             vec![
                 "bases".to_owned(),
                 format!(
@@ -684,6 +783,14 @@ impl Plan {
                 Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
                 Step::Verify { reference, .. } => ("verify", reference.to_string()),
                 Step::Size { pin, .. } => ("size", pin.to_string()),
+                Step::SigningReady { .. } => ("signing", self.signing.describe()),
+                Step::Sign { pin, .. } => ("sign", pin.to_string()),
+                Step::CopySignature { from, to, .. } => {
+                    ("copy signature", format!("{from} -> {to}"))
+                }
+                Step::VerifySignature { reference, .. } => {
+                    ("verify signature", reference.to_string())
+                }
                 Step::Tag { from, to, .. } => (
                     "tag",
                     format!(

@@ -8,5 +8,6 @@ mod harness;
 mod pin;
 mod prune;
 mod pull;
+mod real_stack;
 mod republished;
 mod start;
