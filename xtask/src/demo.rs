@@ -146,7 +146,7 @@ fn publish_bases(
     lines: &[(PhpLine, Flavour)],
     scratch: &Path,
 ) -> anyhow::Result<PathBuf> {
-    eprintln!("==> bases: {source}:<M.m>-fpm-alpine (real: Debian's PHP laid out like the php image, both platforms)");
+    eprintln!("==> bases: {source}:<M.m>-fpm-alpine (both platforms; a real one is Debian's PHP laid out like the php image)");
     standins::push_bases(source, lines, &RegistryClient::from_env()?)?;
     let (lock, _) = bases::refresh(matrix, source, None)?;
     let lock_path = scratch.join("standin.lock.toml");
