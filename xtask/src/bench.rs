@@ -404,6 +404,8 @@ impl Bench {
             matrix: Some(matrix.to_path_buf()),
             context: Some(self.context.clone()),
             attestations: None,
+            no_sbom: false,
+            sbom_scanner: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
         };

@@ -57,6 +57,11 @@ impl DemoCmd {
             )
             .with_context(|| format!("building the stand-in base {reference}"))?;
         }
+        let scanner_namespace = format!("127.0.0.1:{canonical_port}/fixtures");
+        eprintln!("==> SBOM scanner stand-in: {scanner_namespace}/{} (testkit/standins/sbom-scanner; docker/buildkit-syft-scanner needs Docker Hub)", testkit::sbom_scanner::NAME);
+        let scanner: stack_images::ImageRef = testkit::sbom_scanner::push(&scanner_namespace)
+            .context("building the SBOM scanner stand-in")?
+            .parse()?;
         let (lock, _) = bases::refresh(&matrix, &source, None)?;
         let lock_path = scratch.join("standin.lock.toml");
         std::fs::write(&lock_path, lock.render())
@@ -78,6 +83,8 @@ impl DemoCmd {
             matrix: None,
             context: Some(fixtures::php_fpm_standin()),
             attestations: None,
+            no_sbom: false,
+            sbom_scanner: Some(scanner),
             allow_version_mismatch: false,
             no_build_cache: false,
         };

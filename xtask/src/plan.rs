@@ -36,6 +36,9 @@ pub struct Plan {
     pub mirrors: Vec<Namespace>,
     pub platforms: Vec<String>,
     pub attestations: Attestations,
+    /// The BuildKit scanner that makes each platform image's SBOM; `None`: no SBOM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom_scanner: Option<ImageRef>,
     /// The releases the tag rules were applied against, oldest first.
     pub published: Vec<ReleaseVersion>,
     pub bases: BasesUsed,
@@ -190,8 +193,18 @@ pub enum Step {
         from: ImageRef,
         to: ImageRef,
     },
+    /// The SBOM scanner can be read from its registry, where BuildKit pulls it: else the release would lose
+    /// its SBOMs, so it stops before building.
+    Scanner { phase: Phase, image: ImageRef },
     /// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
     Verify {
+        phase: Phase,
+        php: PhpLine,
+        reference: ImageRef,
+    },
+    /// Check that, in `reference`'s registry, every platform image of the pin has its attestation manifest and
+    /// that it holds what the plan attests (SBOM, provenance).
+    VerifyAttestations {
         phase: Phase,
         php: PhpLine,
         reference: ImageRef,
@@ -222,7 +235,9 @@ impl Step {
             | Step::Assemble { phase, .. }
             | Step::ReadBack { phase, .. }
             | Step::Copy { phase, .. }
+            | Step::Scanner { phase, .. }
             | Step::Verify { phase, .. }
+            | Step::VerifyAttestations { phase, .. }
             | Step::Size { phase, .. }
             | Step::Tag { phase, .. } => *phase,
         }
@@ -320,6 +335,13 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             });
         }
     }
+    let sbom_scanner = matrix.sbom_scanner().cloned();
+    if let Some(scanner) = &sbom_scanner {
+        steps.push(Step::Scanner {
+            phase: Phase::Preflight,
+            image: scanner.clone(),
+        });
+    }
     steps.push(Step::Bake {
         phase: Phase::Build,
         lines: builds.iter().map(|b| b.php).collect(),
@@ -349,6 +371,17 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
                 php: tag.php,
                 reference: pin_in(namespace, &tag.tag),
             });
+        }
+    }
+    if matrix.attestations != Attestations::None || sbom_scanner.is_some() {
+        for namespace in matrix.namespaces() {
+            for tag in tag_set.pins() {
+                steps.push(Step::VerifyAttestations {
+                    phase: Phase::VerifyPins,
+                    php: tag.php,
+                    reference: pin_in(namespace, &tag.tag),
+                });
+            }
         }
     }
     for build in &builds {
@@ -398,6 +431,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         mirrors: matrix.registries.mirrors.clone(),
         platforms: matrix.platforms.clone(),
         attestations: matrix.attestations,
+        sbom_scanner,
         published,
         bases: BasesUsed {
             lock: inputs.bases_path.clone(),
@@ -411,6 +445,18 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
 }
 
 impl Plan {
+    /// What every platform image's attestation manifest holds, as the notes and the plan name it.
+    pub fn attested(&self) -> Vec<&'static str> {
+        let mut attested = Vec::new();
+        if self.sbom_scanner.is_some() {
+            attested.push("sbom");
+        }
+        if self.attestations == Attestations::Provenance {
+            attested.push("provenance");
+        }
+        attested
+    }
+
     /// The steps of one phase, in order.
     pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(move |s| s.phase() == phase)
@@ -516,7 +562,9 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|step| match step {
-                Step::Engine { .. } | Step::Login { .. } => Some(step.clone()),
+                Step::Engine { .. } | Step::Login { .. } | Step::Scanner { .. } => {
+                    Some(step.clone())
+                }
                 Step::Bake {
                     phase,
                     output,
@@ -531,6 +579,7 @@ impl Plan {
                 | Step::ReadBack { php, .. }
                 | Step::Copy { php, .. }
                 | Step::Verify { php, .. }
+                | Step::VerifyAttestations { php, .. }
                 | Step::Size { php, .. }
                 | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
             })
@@ -682,7 +731,12 @@ impl Plan {
                 }
                 Step::ReadBack { pin, .. } => ("read back", pin.to_string()),
                 Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
+                Step::Scanner { image, .. } => ("scanner", format!("{image} (SBOM generator)")),
                 Step::Verify { reference, .. } => ("verify", reference.to_string()),
+                Step::VerifyAttestations { reference, .. } => (
+                    "attests",
+                    format!("{reference}: {}", self.attested().join(" + ")),
+                ),
                 Step::Size { pin, .. } => ("size", pin.to_string()),
                 Step::Tag { from, to, .. } => (
                     "tag",

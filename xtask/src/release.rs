@@ -193,6 +193,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
                     .map(|p| PlatformRecord {
                         platform: p.platform.clone(),
                         digest: p.digest.clone(),
+                        attestation: p.attestation.clone(),
                         size: outcome
                             .sizes
                             .get(&(build.php, p.platform.clone()))
@@ -214,6 +215,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         canonical: plan.canonical.clone(),
         mirrors: plan.mirrors.clone(),
         attestations: plan.attestations,
+        sbom_scanner: plan.sbom_scanner.clone(),
         bases: plan
             .builds
             .iter()
