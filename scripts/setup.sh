@@ -3,7 +3,8 @@
 #   Docker Engine with buildx + compose v2 and multi-platform builds (containerd image store),
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
 #   file, hadolint; mmdebstrap and its foreign-architecture check arch-test for the Debian
-#   stand-ins of testkit/src/real.rs), the workflow linters (zizmor, check-jsonschema) and
+#   stand-ins of testkit/src/real.rs), cosign (from trixie: signing and verifying pins), the
+#   workflow linters (zizmor, check-jsonschema) and
 #   static busybox fixtures for linux/amd64 and linux/arm64.
 #
 # Usage: scripts/setup.sh           install/start what is missing (idempotent; a re-run takes seconds)
@@ -33,6 +34,8 @@ DOCKERD_TIMEOUT=60
 FIXTURE_ARCHES=(amd64 arm64)
 # Docker Engine 26 + containerd + buildx + compose v2: bookworm has only docker.io 20.10 and no buildx.
 TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
+# cosign signs and verifies the pins (images/src/cosign.rs); bookworm has none, trixie has 2.5.
+COSIGN_PKG=cosign
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file
   mmdebstrap:mmdebstrap arch-test:arch-test)
@@ -269,6 +272,8 @@ run_check() {
     pkg_installed busybox-static && rc=0 || rc=1
     report $rc "busybox-static"
   fi
+  cosign_ok && rc=0 || rc=1
+  report $rc "cosign (Debian trixie)"
   for t in "${PYPI_TOOLS[@]}"; do
     cmd=${t%%:*} pkg=${t#*:}
     pypi_tool_ok "$cmd" && rc=0 || rc=1
@@ -390,6 +395,25 @@ ensure_binfmt() {
   fi
   binfmt_ok || die "could not register $name with binfmt_misc"
   note "binfmt_misc: registered $name from $conf"
+}
+
+cosign_ok() { cosign version >/dev/null 2>&1; }
+
+ensure_cosign() {
+  say "cosign"
+  local COSIGN_DEB_VERSION
+  COSIGN_DEB_VERSION=$(pkg_version cosign || true)
+  if cosign_ok; then
+    note "cosign present${COSIGN_DEB_VERSION:+ ($COSIGN_DEB_VERSION)}"
+    return 0
+  fi
+  is_debian || die "cosign is missing: install it (https://docs.sigstore.dev/cosign/system_config/installation/)"
+  apt_update_once
+  fetch_debs trixie trixie "$DEB_DIR/trixie" -- "$COSIGN_PKG"
+  apt_install "$(deb_for "$DEB_DIR/trixie" "$COSIGN_PKG")"
+  hash -r
+  cosign_ok || die "cosign did not install; see $LOG"
+  note "cosign $(pkg_version cosign) installed"
 }
 
 install_engine() {
@@ -593,6 +617,7 @@ main() {
   : >>"$LOG"
   ensure_peer_tools
   ensure_pypi_tools
+  ensure_cosign
   ensure_engine
   ensure_fixtures
   summary

@@ -1,8 +1,9 @@
 //! What the xtask and the 20i launcher share: the image matrix, the tag scheme, base locks, digests, the release
-//! notes JSON, the one door to docker, and the in-process registry client.
+//! notes JSON, the doors to docker and to cosign, and the in-process registry client.
 
 pub mod bases;
 mod commit;
+pub mod cosign;
 pub mod digest;
 pub mod docker;
 pub mod matrix;
