@@ -9,4 +9,5 @@ mod pin;
 mod prune;
 mod pull;
 mod republished;
+mod signature;
 mod start;
