@@ -504,12 +504,18 @@ impl Plan {
                 phase: Phase::Preflight,
                 registry: self.canonical.clone(),
             },
-            Step::Bake {
-                phase: Phase::Build,
-                lines: self.builds.iter().map(|b| b.php).collect(),
-                output,
-            },
         ];
+        // Each platform's runner runs the scanner: each checks it can before building.
+        steps.extend(
+            self.steps_in(Phase::Preflight)
+                .filter(|s| matches!(s, Step::Scanner { .. }))
+                .cloned(),
+        );
+        steps.push(Step::Bake {
+            phase: Phase::Build,
+            lines: self.builds.iter().map(|b| b.php).collect(),
+            output,
+        });
         steps.extend(
             self.steps_in(Phase::Build)
                 .filter(|s| matches!(s, Step::ReadBack { .. }))
@@ -610,6 +616,9 @@ impl Plan {
                         });
                     }
                 }
+                // Nothing is scanned here: the per-platform builds made the SBOMs, and verify-attestations checks
+                // the assembled pins hold them.
+                Step::Scanner { .. } => {}
                 step => steps.push(step.clone()),
             }
         }
