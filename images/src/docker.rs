@@ -81,6 +81,20 @@ pub enum FailureKind {
     Other,
 }
 
+impl FailureKind {
+    /// Every kind, for tables that must say what happens to each.
+    pub const ALL: [FailureKind; 8] = [
+        FailureKind::Unreachable,
+        FailureKind::RateLimited,
+        FailureKind::Unauthorized,
+        FailureKind::NotFound,
+        FailureKind::DigestMismatch,
+        FailureKind::Stalled,
+        FailureKind::TimedOut,
+        FailureKind::Other,
+    ];
+}
+
 /// How one kind of failure shows in docker's, buildx's and containerd's output, lowercased.
 struct Signs {
     kind: FailureKind,
@@ -217,6 +231,41 @@ impl FailureKind {
             FailureKind::Stalled => "stalled",
             FailureKind::TimedOut => "timed out",
             FailureKind::Other => "failed",
+        }
+    }
+}
+
+/// Runs a docker command (through `run`) until it succeeds, fails for good, or `policy`'s attempts are spent:
+/// only what is transient (unreachable, rate limited) is tried again, after the policy's backoff, saying so on
+/// stderr. The one retry loop for docker commands that talk to a registry (a push that meets distribution 2.8's
+/// 500 on a HEAD racing a tag write, a registry restarting): the release's, the bench's and the fixtures'.
+pub fn with_retries<T>(
+    policy: &crate::registry::Policy,
+    mut run: impl FnMut() -> Result<T, DockerError>,
+) -> Result<T, DockerError> {
+    let mut failed = 0;
+    loop {
+        match run() {
+            Ok(value) => return Ok(value),
+            Err(error)
+                if failed + 1 < policy.attempts
+                    && matches!(
+                        error.kind,
+                        FailureKind::Unreachable | FailureKind::RateLimited
+                    ) =>
+            {
+                failed += 1;
+                let wait =
+                    policy.wait_before_retry(failed, None, crate::registry::policy::jitter());
+                eprintln!(
+                    "    {} ({}); retrying in {:.1} s",
+                    error.command,
+                    error.kind.describe(),
+                    wait.as_secs_f64()
+                );
+                std::thread::sleep(wait);
+            }
+            Err(error) => return Err(error),
         }
     }
 }

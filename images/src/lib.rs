@@ -2,6 +2,7 @@
 //! notes JSON, the doors to docker and to cosign, and the in-process registry client.
 
 pub mod bases;
+pub mod bytes;
 mod commit;
 pub mod cosign;
 pub mod digest;

@@ -9,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use stack_images::{docker::DockerCommand, Digest, Matrix, PhpLine, ReleaseVersion};
+use stack_images::{
+    bytes::human_size, docker::DockerCommand, Digest, Matrix, PhpLine, ReleaseVersion,
+};
 
 use crate::{
     config::{Config, LOCAL_NAMESPACE},
@@ -339,16 +341,6 @@ fn parse_containers(text: &str) -> anyhow::Result<Vec<Container>> {
             })
         })
         .collect()
-}
-
-/// `1.2 MB`, decimal, as docker shows sizes.
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
 }
 
 #[cfg(test)]

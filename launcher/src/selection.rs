@@ -606,33 +606,15 @@ mod tests {
     #[test]
     fn what_is_retried_where() {
         use FailureKind::*;
-        let here: Vec<FailureKind> = [
-            Unreachable,
-            RateLimited,
-            Unauthorized,
-            NotFound,
-            DigestMismatch,
-            Stalled,
-            TimedOut,
-            Other,
-        ]
-        .into_iter()
-        .filter(|&k| retry_same_registry(k))
-        .collect();
+        let here: Vec<FailureKind> = FailureKind::ALL
+            .into_iter()
+            .filter(|&k| retry_same_registry(k))
+            .collect();
         assert_eq!(here, [Unreachable, RateLimited]);
-        let mirror: Vec<FailureKind> = [
-            Unreachable,
-            RateLimited,
-            Unauthorized,
-            NotFound,
-            DigestMismatch,
-            Stalled,
-            TimedOut,
-            Other,
-        ]
-        .into_iter()
-        .filter(|&k| is_transient(&Fault::Docker(k)))
-        .collect();
+        let mirror: Vec<FailureKind> = FailureKind::ALL
+            .into_iter()
+            .filter(|&k| is_transient(&Fault::Docker(k)))
+            .collect();
         assert_eq!(
             mirror,
             [Unreachable, RateLimited, DigestMismatch, Stalled, TimedOut]

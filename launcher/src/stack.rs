@@ -39,6 +39,10 @@ pub const FILES: &[(&str, &str)] = &[
         "images/php-fpm/php-fpm-healthcheck",
         include_str!("../../images/php-fpm/php-fpm-healthcheck"),
     ),
+    (
+        "images/php-fpm/build-checks.sh",
+        include_str!("../../images/php-fpm/build-checks.sh"),
+    ),
 ];
 
 /// Writes the shipped stack into `dir`, keeping files that exist unless `force`; returns what was written.

@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use stack_images::docker::{Docker, DockerCommand, FailureKind};
+use stack_images::{
+    docker::{Docker, DockerCommand},
+    registry::Policy,
+};
 
 /// Where `scripts/setup.sh` leaves `busybox-amd64` and `busybox-arm64` (`$STACK_FIXTURES_DIR` overrides).
 pub fn busybox_dir() -> anyhow::Result<PathBuf> {
@@ -62,20 +65,10 @@ pub fn push_busybox(
     let metadata_arg = metadata.display().to_string();
     let context_arg = context.path().display().to_string();
     args.extend(["--metadata-file", &metadata_arg, &context_arg]);
-    // distribution 2.8 sometimes answers 500 to a HEAD that races a tag write: a fixture push is retried, a few
-    // times, on what is transient, as the release retries its own pushes.
+    // distribution 2.8 sometimes answers 500 to a HEAD that races a tag write: a fixture push is retried on what
+    // is transient, by the same loop and policy as the release's own pushes.
     let command = DockerCommand::new(args);
-    let mut attempt = 1;
-    loop {
-        match docker.run(&command) {
-            Ok(()) => break,
-            Err(error) if attempt < 4 && error.kind == FailureKind::Unreachable => {
-                std::thread::sleep(std::time::Duration::from_millis(500 * attempt));
-                attempt += 1;
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+    stack_images::docker::with_retries(&Policy::default(), || docker.run(&command))?;
     let metadata: serde_json::Value = serde_json::from_slice(&std::fs::read(&metadata)?)?;
     let digest = metadata["containerimage.digest"]
         .as_str()

@@ -386,6 +386,7 @@ pub fn php_fpm(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
         context.join("php.ini"),
         context.join("zz-stack-fpm.conf"),
         context.join("php-fpm-healthcheck"),
+        context.join("build-checks.sh"),
     ] {
         let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
         let name = file.file_name().unwrap_or_default().to_string_lossy();

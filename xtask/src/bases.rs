@@ -369,13 +369,39 @@ fn rows(reports: &[LineReport], source: &Repository) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The lines of a refresh as both renderings group them: moved (or new), unchanged, and end of life left alone.
+struct Partition<'a> {
+    changed: Vec<&'a LineReport>,
+    unchanged: Vec<String>,
+    kept: Vec<&'a LineReport>,
+}
+
+impl<'a> Partition<'a> {
+    fn of(reports: &'a [LineReport]) -> Partition<'a> {
+        let mut partition = Partition {
+            changed: Vec::new(),
+            unchanged: Vec::new(),
+            kept: Vec::new(),
+        };
+        for report in reports {
+            match report.change() {
+                Change::Changed | Change::New => partition.changed.push(report),
+                Change::Unchanged => partition.unchanged.push(report.php.to_string()),
+                Change::Kept => partition.kept.push(report),
+            }
+        }
+        partition
+    }
+}
+
 /// What `--check` prints: the lines whose base moved, old and new, then the others in a word.
 pub fn check_report(reports: &[LineReport], source: &Repository) -> Result<String, fmt::Error> {
     let mut out = String::new();
-    let changed: Vec<&LineReport> = reports
-        .iter()
-        .filter(|r| matches!(r.change(), Change::Changed | Change::New))
-        .collect();
+    let Partition {
+        changed,
+        unchanged,
+        kept,
+    } = Partition::of(reports);
     if changed.is_empty() {
         writeln!(out, "every base is as {source} pins it")?;
     } else {
@@ -390,18 +416,9 @@ pub fn check_report(reports: &[LineReport], source: &Repository) -> Result<Strin
         }
         writeln!(out, "    + {}  {}", read.digest, report.version_now())?;
     }
-    let unchanged: Vec<String> = reports
-        .iter()
-        .filter(|r| r.change() == Change::Unchanged)
-        .map(|r| r.php.to_string())
-        .collect();
     if !unchanged.is_empty() && !changed.is_empty() {
         writeln!(out, "unchanged: {}", unchanged.join(", "))?;
     }
-    let kept: Vec<&LineReport> = reports
-        .iter()
-        .filter(|r| r.change() == Change::Kept)
-        .collect();
     if !kept.is_empty() {
         writeln!(
             out,
@@ -419,10 +436,11 @@ pub fn check_report(reports: &[LineReport], source: &Repository) -> Result<Strin
 /// The pull request's body: a table of the lines whose base moved, then the end-of-life lines left alone.
 pub fn markdown(reports: &[LineReport], source: &Repository) -> Result<String, fmt::Error> {
     let mut out = String::new();
-    let changed: Vec<&LineReport> = reports
-        .iter()
-        .filter(|r| matches!(r.change(), Change::Changed | Change::New))
-        .collect();
+    let Partition {
+        changed,
+        unchanged,
+        kept,
+    } = Partition::of(reports);
     writeln!(out, "## Base image updates from `{source}`\n")?;
     if changed.is_empty() {
         writeln!(out, "Every base is as the lock pins it.")?;
@@ -449,18 +467,9 @@ pub fn markdown(reports: &[LineReport], source: &Repository) -> Result<String, f
             )?;
         }
     }
-    let unchanged: Vec<String> = reports
-        .iter()
-        .filter(|r| r.change() == Change::Unchanged)
-        .map(|r| r.php.to_string())
-        .collect();
     if !unchanged.is_empty() {
         writeln!(out, "\nUnchanged: {}.", unchanged.join(", "))?;
     }
-    let kept: Vec<&LineReport> = reports
-        .iter()
-        .filter(|r| r.change() == Change::Kept)
-        .collect();
     if !kept.is_empty() {
         writeln!(
             out,

@@ -370,39 +370,14 @@ fn check_login(registry: &Namespace) -> anyhow::Result<bool> {
     Ok(logged_in)
 }
 
-/// Runs a docker command, retrying transient failures (unreachable, rate limited, a registry's 5xx) with the
-/// shared registry policy's waits. Callers retry only what is safe to repeat: nothing has been verified or moved
-/// on the strength of it.
-pub fn with_retries<T>(run: impl Fn() -> Result<T, DockerError>) -> anyhow::Result<T> {
-    let policy = stack_images::registry::Policy::default();
-    let mut failed = 0;
-    loop {
-        match run() {
-            Ok(value) => return Ok(value),
-            Err(error)
-                if failed + 1 < policy.attempts
-                    && matches!(
-                        error.kind,
-                        FailureKind::Unreachable | FailureKind::RateLimited
-                    ) =>
-            {
-                failed += 1;
-                let wait = policy.wait_before_retry(
-                    failed,
-                    None,
-                    stack_images::registry::policy::jitter(),
-                );
-                eprintln!(
-                    "    {} ({}); retrying in {:.1} s",
-                    error.command,
-                    error.kind.describe(),
-                    wait.as_secs_f64()
-                );
-                std::thread::sleep(wait);
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
+/// Runs a docker command, retrying transient failures with the shared registry policy's waits
+/// ([`stack_images::docker::with_retries`]). Callers retry only what is safe to repeat: nothing has been verified
+/// or moved on the strength of it.
+pub fn with_retries<T>(run: impl FnMut() -> Result<T, DockerError>) -> anyhow::Result<T> {
+    Ok(stack_images::docker::with_retries(
+        &stack_images::registry::Policy::default(),
+        run,
+    )?)
 }
 
 /// What a pin's reference holds before the release touches it.

@@ -17,6 +17,7 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use stack_images::{
+    bytes::human_size,
     docker::FailureKind,
     matrix::MATRIX_PATH,
     registry::{Deletion, RegistryClient},
@@ -480,16 +481,6 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// `1.2 MB`, decimal, as registries show sizes.
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1_000_000_000 => format!("{:.1} GB", b as f64 / 1e9),
-        b if b >= 1_000_000 => format!("{:.1} MB", b as f64 / 1e6),
-        b if b >= 1_000 => format!("{:.1} kB", b as f64 / 1e3),
-        b => format!("{b} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,20 +507,6 @@ mod tests {
         check_pin("v2.0.0-php-8.4-linux-arm64", None);
         check_pin("v2.0.0-php-8.4", None);
         check_pin("latest", None);
-    }
-
-    #[track_caller]
-    fn check_size(bytes: u64, expected: &str) {
-        assert_eq!(human_size(bytes), expected);
-    }
-
-    #[test]
-    fn sizes() {
-        check_size(0, "0 B");
-        check_size(999, "999 B");
-        check_size(1_500, "1.5 kB");
-        check_size(2_345_678, "2.3 MB");
-        check_size(3_000_000_000, "3.0 GB");
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub struct RepublishCmd {
     #[command(flatten)]
     release: ReleaseArgs,
     /// Why the images are rebuilt; recorded, dated, in the release notes and on the new indexes
-    #[arg(long)]
-    reason: String,
+    #[arg(long, value_parser = parse_reason)]
+    reason: Reason,
     /// The PHP lines to rebuild, comma-separated (default: every line of the release)
     #[arg(long, value_name = "LIST", value_parser = parse_lines)]
     lines: Option<Lines>,
@@ -33,15 +33,7 @@ pub struct RepublishCmd {
 
 impl RepublishCmd {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        let reason = self.reason.trim();
-        anyhow::ensure!(
-            !reason.is_empty(),
-            "--reason is empty: say why the release is rebuilt (it goes in the notes)"
-        );
-        anyhow::ensure!(
-            !reason.chars().any(char::is_control) && reason.chars().count() <= 300,
-            "--reason must be one line of at most 300 characters: it is recorded in the notes and on the images"
-        );
+        let reason = self.reason.0.as_str();
         let mut inputs = self.release.gather(sh)?;
         // The release is published by definition: the tag rules apply as if it were being cut now.
         let version = inputs.version.clone();
@@ -143,4 +135,60 @@ fn parse_lines(text: &str) -> anyhow::Result<Lines> {
     }
     lines.sort();
     Ok(Lines(lines))
+}
+
+/// Why a release is rebuilt: one line, recorded in the notes and as an annotation on the new indexes.
+#[derive(Debug, Clone)]
+struct Reason(String);
+
+/// The longest reason: it is read in a table of the notes and in `imagetools inspect`.
+const REASON_MAX_CHARS: usize = 300;
+
+fn parse_reason(text: &str) -> anyhow::Result<Reason> {
+    let reason = text.trim();
+    anyhow::ensure!(
+        !reason.is_empty(),
+        "the reason is empty: say why the release is rebuilt (it goes in the notes)"
+    );
+    anyhow::ensure!(
+        !reason.chars().any(char::is_control),
+        "the reason has a line break or another control character: write it on one line"
+    );
+    let chars = reason.chars().count();
+    anyhow::ensure!(
+        chars <= REASON_MAX_CHARS,
+        "the reason is {chars} characters long: say it in at most {REASON_MAX_CHARS} (it is recorded in the notes \
+         and on the images)"
+    );
+    Ok(Reason(reason.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(text: &str, expected: Result<&str, &str>) {
+        match (parse_reason(text), expected) {
+            (Ok(reason), Ok(want)) => assert_eq!(reason.0, want),
+            (Err(error), Err(want)) => assert!(error.to_string().contains(want), "{error:#}"),
+            (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn reasons() {
+        check("CVE-2026-1234 in libxml2", Ok("CVE-2026-1234 in libxml2"));
+        check("  padded  ", Ok("padded"));
+        check("", Err("the reason is empty"));
+        check("   ", Err("the reason is empty"));
+        check("one\ntwo", Err("write it on one line"));
+        check("tab\there", Err("write it on one line"));
+        check(&"x".repeat(300), Ok(&"x".repeat(300)));
+        check(
+            &"x".repeat(301),
+            Err("301 characters long: say it in at most 300"),
+        );
+        check(&"é".repeat(300), Ok(&"é".repeat(300)));
+    }
 }

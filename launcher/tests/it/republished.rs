@@ -134,3 +134,56 @@ fn a_republish_reaches_daily_users_and_leaves_pins_and_the_default_alone() {
         "a check within the day sent a request"
     );
 }
+
+#[test]
+fn a_stalled_registry_delays_the_daily_check_by_its_bound_and_starts_the_cached_image() {
+    use testkit::faults::{Fault, FaultProxy, RequestKind};
+    let registry = testkit::Registry::start().unwrap();
+    let proxy = FaultProxy::in_front_of(&registry).unwrap();
+    let namespace = proxy.namespace("stack");
+    let (image, digest) = publish_php_fpm_standin(&namespace, "8.5");
+    let mut site = Site::new("stalled-check");
+    site.set("IMAGE_REGISTRY", &namespace);
+    // Short bounds, so that the test waits seconds: a read timeout ends each silent attempt.
+    site.set(
+        "STACK_REGISTRY_POLICY",
+        "connect=1s,read=1s,operation=5s,attempts=2,backoff=100ms",
+    );
+    site.cleanup_images.push(image.clone());
+    site.run(&["pull"], &[]).ok();
+
+    // The registry accepts connections and never answers: the check gives up within its policy, says so, and
+    // the cached image is used; nothing is recorded as checked, so tomorrow's start asks again.
+    for kind in [RequestKind::ManifestGet, RequestKind::ManifestHead] {
+        proxy.set(kind, Fault::Stall);
+    }
+    checked_ago(&site, &image, &digest, Duration::from_secs(2 * 86_400));
+    let run = site.run(&["pull"], &[("PULL_POLICY", "daily")]).ok();
+    assert!(
+        run.stderr.contains(&format!(
+            "could not check {image} for a republish (PULL_POLICY=daily)"
+        )) && run.stderr.contains("starting the cached image"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.took < Duration::from_secs(60),
+        "a stalled registry held `20i pull` for {:?}",
+        run.took
+    );
+    assert!(local_digests(&image).contains(&digest));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(site.home.path().join(".20i/state/checks.json")).unwrap(),
+    )
+    .unwrap();
+    let checked = state[&image]["checked"].as_u64().unwrap();
+    let day_ago = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 86_400;
+    assert!(
+        checked < day_ago && state[&image]["digest"] == digest.as_str(),
+        "the stalled check was recorded as a check: {state}"
+    );
+}

@@ -239,3 +239,36 @@ fn check_reports_exactly_the_line_whose_base_moved() -> anyhow::Result<()> {
     assert!(stderr.contains("reading the base of PHP 8.2"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn check_of_a_stalled_registry_ends_within_the_policy_and_says_so() -> anyhow::Result<()> {
+    use testkit::faults::{Fault, FaultProxy, RequestKind};
+    let registry = Registry::start()?;
+    let proxy = FaultProxy::in_front_of(&registry)?;
+    let source = proxy.namespace("fixtures/php-standin");
+    push_bases(&format!("{}/fixtures/php-standin", registry.host()), "1")?;
+    let dir = tempfile::tempdir()?;
+    let lock_arg = dir.path().join("standin.lock.toml").display().to_string();
+    let output = xtask(&["bases", "refresh", "--source", &source, "--lock", &lock_arg]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A registry that accepts the connection and never answers: the read timeout ends each attempt, the policy
+    // bounds the whole, and the check says it could not read rather than "nothing moved".
+    for kind in [RequestKind::ManifestGet, RequestKind::ManifestHead] {
+        proxy.set(kind, Fault::Stall);
+    }
+    let started = std::time::Instant::now();
+    let (code, stdout, stderr) = check(&lock_arg, &[]);
+    let took = started.elapsed();
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stderr.contains("reading the base of PHP 8.2"), "{stderr}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "a stalled registry held the check for {took:?}"
+    );
+    Ok(())
+}

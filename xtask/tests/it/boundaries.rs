@@ -757,3 +757,24 @@ fn the_workspace_version_or_the_flag_lets_a_release_through() {
         "{output}"
     );
 }
+
+#[test]
+fn republish_reason_flag() {
+    let s = Scratch::new();
+    let republish = |reason: &str| -> Vec<String> {
+        ["republish", "v2.0.0", "--reason", reason, "--dry-run"]
+            .map(str::to_owned)
+            .to_vec()
+    };
+    let long = "x".repeat(301);
+    for (reason, expected) in [
+        ("", "the reason is empty: say why the release is rebuilt"),
+        ("  ", "the reason is empty"),
+        ("fix\nCVE", "write it on one line"),
+        (long.as_str(), "301 characters long: say it in at most 300"),
+    ] {
+        let args = republish(reason);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        s.check(&args, 2, &["for '--reason <REASON>'", expected]);
+    }
+}
