@@ -79,6 +79,33 @@ pub const SPDX_PREDICATE: &str = "https://spdx.dev/Document";
 /// The prefix of every SLSA provenance predicate type (`…/v0.2`, `…/v1`).
 pub const SLSA_PROVENANCE_PREFIX: &str = "https://slsa.dev/provenance/";
 
+/// What an attestation manifest may hold that a release promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicate {
+    /// An SPDX SBOM (`https://spdx.dev/Document`).
+    Sbom,
+    /// SLSA provenance, any version (`https://slsa.dev/provenance/v0.2`, `…/v1`).
+    Provenance,
+}
+
+impl Predicate {
+    /// Whether a layer's predicate type is this one.
+    pub fn is(self, predicate_type: &str) -> bool {
+        match self {
+            Predicate::Sbom => predicate_type == SPDX_PREDICATE,
+            Predicate::Provenance => predicate_type.starts_with(SLSA_PROVENANCE_PREFIX),
+        }
+    }
+
+    /// `sbom`, `provenance`: as plans, notes and errors name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Predicate::Sbom => "sbom",
+            Predicate::Provenance => "provenance",
+        }
+    }
+}
+
 /// The predicate types an attestation manifest holds, one per in-toto layer, from its raw bytes.
 pub fn predicate_types(manifest: &[u8]) -> anyhow::Result<Vec<String>> {
     let manifest: ImageManifest = serde_json::from_slice(manifest)
@@ -301,6 +328,32 @@ mod tests {
             [SPDX_PREDICATE, "https://slsa.dev/provenance/v0.2"]
         );
         assert!(predicate_types(INDEX_WITH_ATTESTATIONS.as_bytes()).is_err());
+        for (predicate, predicate_type, expected) in [
+            (Predicate::Sbom, SPDX_PREDICATE, true),
+            (Predicate::Sbom, "https://cyclonedx.org/bom", false),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/provenance/v0.2",
+                true,
+            ),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/provenance/v1",
+                true,
+            ),
+            (Predicate::Provenance, SPDX_PREDICATE, false),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/verification_summary/v1",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                predicate.is(predicate_type),
+                expected,
+                "{predicate:?} {predicate_type}"
+            );
+        }
         assert!(predicate_types(b"{").is_err());
     }
 

@@ -621,17 +621,14 @@ impl Ctx<'_> {
             let found = stack_images::digest::predicate_types(&bytes)
                 .with_context(|| format!("reading {manifest}"))?;
             for wanted in self.plan.attested() {
-                let present = found.iter().any(|t| match wanted {
-                    "sbom" => t == stack_images::digest::SPDX_PREDICATE,
-                    _ => t.starts_with(stack_images::digest::SLSA_PROVENANCE_PREFIX),
-                });
                 ensure!(
-                    present,
-                    "{reference} {}: its attestation manifest {manifest} holds no {wanted} (it holds {}): \
+                    found.iter().any(|t| wanted.is(t)),
+                    "{reference} {}: its attestation manifest {manifest} holds no {} (it holds {}): \
                      the release attests {} for every image",
                     platform.platform,
+                    wanted.name(),
                     if found.is_empty() { "nothing".to_owned() } else { found.join(", ") },
-                    self.plan.attested().join(" and ")
+                    self.plan.attested_names(" and ")
                 );
             }
         }
@@ -837,7 +834,7 @@ impl<'a> Executor<'a> {
                     eprintln!(
                         "    {} attestation manifests verified ({} each)",
                         self.outcome.attestations_verified,
-                        self.plan.attested().join(" + ")
+                        self.plan.attested_names(" + ")
                     );
                 }
             }

@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use stack_images::{
+    digest::Predicate,
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
     Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
@@ -446,15 +447,21 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
 
 impl Plan {
     /// What every platform image's attestation manifest holds, as the notes and the plan name it.
-    pub fn attested(&self) -> Vec<&'static str> {
+    pub fn attested(&self) -> Vec<Predicate> {
         let mut attested = Vec::new();
         if self.sbom_scanner.is_some() {
-            attested.push("sbom");
+            attested.push(Predicate::Sbom);
         }
         if self.attestations == Attestations::Provenance {
-            attested.push("provenance");
+            attested.push(Predicate::Provenance);
         }
         attested
+    }
+
+    /// [`Plan::attested`] by name, joined with `separator`.
+    pub fn attested_names(&self, separator: &str) -> String {
+        let names: Vec<&str> = self.attested().into_iter().map(Predicate::name).collect();
+        names.join(separator)
     }
 
     /// The steps of one phase, in order.
@@ -744,7 +751,7 @@ impl Plan {
                 Step::Verify { reference, .. } => ("verify", reference.to_string()),
                 Step::VerifyAttestations { reference, .. } => (
                     "attests",
-                    format!("{reference}: {}", self.attested().join(" + ")),
+                    format!("{reference}: {}", self.attested_names(" + ")),
                 ),
                 Step::Size { pin, .. } => ("size", pin.to_string()),
                 Step::Tag { from, to, .. } => (
