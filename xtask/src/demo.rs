@@ -118,6 +118,7 @@ impl DemoCmd {
         println!(
             "\nThe registries are still running, so you can pull and inspect what was published:\n  \
              docker buildx imagetools inspect {latest}\n  \
+             docker buildx imagetools inspect {latest} --format '{{{{ json .SBOM }}}}'   # made by the scanner stand-in\n  \
              docker run --rm {pin} cat /etc/php-fpm-standin\n  \
              skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
              The 20i launcher built from this checkout pulls these very tags (the release is its version):\n  \
