@@ -624,7 +624,8 @@ impl Ctx<'_> {
                 ensure!(
                     found.iter().any(|t| wanted.is(t)),
                     "{reference} {}: its attestation manifest {manifest} holds no {} (it holds {}): \
-                     the release attests {} for every image",
+                     the release attests {} for every image; a pin built without it is republished \
+                     (`cargo xtask republish`), never tagged as it is",
                     platform.platform,
                     wanted.name(),
                     if found.is_empty() { "nothing".to_owned() } else { found.join(", ") },
