@@ -176,3 +176,37 @@ fn an_unusable_scanner_stops_the_release_before_it_builds() -> anyhow::Result<()
     );
     Ok(())
 }
+
+#[test]
+fn a_pin_built_without_sbom_is_never_tagged_by_a_release_that_promises_one() -> anyhow::Result<()> {
+    let setup = Setup::behind_proxies(&["8.5"])?;
+    let scanner = scanner(&setup);
+    let (_, mirror) = setup.proxies();
+    // Built and pushed without an SBOM, then stopped by the mirror before any tag moved.
+    mirror.set(RequestKind::ManifestPut, Fault::Status(500));
+    let first = release(&setup, &[]);
+    assert_eq!(
+        first.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    mirror.clear();
+
+    // Resumed with SBOMs on: the kept pin has provenance only, so nothing moves.
+    let resumed = release(&setup, &["--sbom-scanner", &scanner, "--resume"]);
+    let stderr = String::from_utf8_lossy(&resumed.stderr).into_owned();
+    assert_eq!(resumed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds no sbom (it holds https://slsa.dev/provenance/v0.2)")
+            && stderr.contains("verify pins failed: no moving tag was touched"),
+        "{stderr}"
+    );
+    let tags = setup.all_tags();
+    assert!(
+        tags.iter()
+            .all(|(reference, _)| reference.ends_with(&format!(":{VERSION}-php-8.5"))),
+        "tags moved: {tags:?}"
+    );
+    Ok(())
+}
