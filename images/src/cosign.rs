@@ -207,7 +207,9 @@ impl CosignCommand {
     }
 
     /// `cosign copy --only=sig --force`: the image's signatures to the same image in `to`, replacing what is there
-    /// (a signature of the same digest, as a resumed release makes).
+    /// (a signature of the same digest, as a resumed release makes). cosign 2.5 copies the image itself too, under
+    /// a `sha256-<digest>` tag per manifest: the release copies the `.sig` tag in process instead
+    /// ([`signature_tag`], `RegistryClient::copy`).
     pub fn copy_signatures(image: Subject, to: &Repository) -> anyhow::Result<CosignCommand> {
         let (source, runnable) = image.argument()?;
         let mut args = vec![
@@ -296,7 +298,15 @@ impl Failure {
             || text.contains("none of the expected identities matched")
         {
             Failure::NotVerified
-        } else if text.contains("reading key") || text.contains("getting signer") {
+        } else if [
+            "reading key",
+            "getting signer",
+            "decryption failed",
+            "inappropriate ioctl for device",
+        ]
+        .iter()
+        .any(|sign| text.contains(sign))
+        {
             Failure::Key
         } else {
             Failure::Registry(FailureKind::classify(stderr))
@@ -410,6 +420,14 @@ impl Cosign {
     /// the variable from this process, if set.
     pub fn with_password(mut self, password: &str) -> Cosign {
         self.password = Some(password.to_owned());
+        self
+    }
+
+    /// Retries by `policy` (`STACK_REGISTRY_POLICY`, as the registry client's), each attempt bounded by its
+    /// operation timeout.
+    pub fn with_policy(mut self, policy: Policy) -> Cosign {
+        self.timeout = policy.operation_timeout;
+        self.policy = policy;
         self
     }
 
@@ -665,6 +683,10 @@ mod tests {
         );
         check_failure(
             "Error: signing [x]: getting signer: reading key: open nokey: no such file or directory",
+            Failure::Key,
+        );
+        check_failure(
+            "Error: decrypt: encrypted: decryption failed\nerror during command execution: decrypt: encrypted: decryption failed",
             Failure::Key,
         );
         check_failure(

@@ -15,12 +15,9 @@ pub struct Digest(String);
 impl Digest {
     /// The digest of exactly these bytes: what a registry calls a manifest's digest.
     pub fn of(bytes: &[u8]) -> Digest {
-        let mut hex = String::with_capacity(7 + 64);
-        hex.push_str("sha256:");
-        for byte in Sha256::digest(bytes) {
-            write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
-        }
-        Digest(hex)
+        let mut hasher = Hasher::default();
+        hasher.update(bytes);
+        hasher.finish()
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Digest> {
@@ -42,6 +39,25 @@ impl Digest {
     /// `sha256:0123456789ab`, for tables where the full digest would not fit.
     pub fn short(&self) -> &str {
         &self.0[..7 + 12]
+    }
+}
+
+/// The digest of bytes that come in pieces (a blob streamed from one registry to another), never all held.
+#[derive(Default)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        let mut hex = String::with_capacity(7 + 64);
+        hex.push_str("sha256:");
+        for byte in self.0.finalize() {
+            write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
+        }
+        Digest(hex)
     }
 }
 

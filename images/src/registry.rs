@@ -6,6 +6,7 @@
 //! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime.
 
 pub mod auth;
+mod copy;
 pub mod policy;
 
 use std::{
@@ -19,6 +20,7 @@ use std::{
 use crate::{docker::FailureKind, Digest, ImageRef, Repository, Tag};
 
 pub use auth::{Challenge, Credential};
+pub use copy::Copied;
 pub use policy::Policy;
 
 /// The manifest types this project reads: OCI and Docker, indexes and single-platform manifests.
@@ -57,6 +59,10 @@ pub enum Operation {
     HeadManifest,
     PutManifest,
     GetBlob,
+    /// `HEAD` of a blob in the repository a copy writes to.
+    CheckBlob,
+    /// A blob uploaded (or mounted) by a copy.
+    PutBlob,
     DeleteManifest,
     ListTags,
 }
@@ -68,6 +74,8 @@ impl Operation {
             Operation::HeadManifest => "checking the manifest of",
             Operation::PutManifest => "pushing the manifest to",
             Operation::GetBlob => "reading the blob",
+            Operation::CheckBlob => "checking for the blob",
+            Operation::PutBlob => "copying the blob",
             Operation::DeleteManifest => "deleting the manifest",
             Operation::ListTags => "listing the tags of",
         }
@@ -916,6 +924,11 @@ fn status_failure(
         404 => Failure::fatal(FailureKind::NotFound, cause),
         429 => Failure::transient(FailureKind::RateLimited, cause),
         408 | 500..=599 => Failure::transient(FailureKind::Unreachable, cause),
+        // The registry hashed what arrived (a manifest or blob pushed by digest) and found other bytes than the
+        // ones sent: they changed on the way, and sending them again is the fix.
+        400 if cause.contains("DIGEST_INVALID") => {
+            Failure::transient(FailureKind::DigestMismatch, cause)
+        }
         _ => Failure::fatal(FailureKind::Other, cause),
     };
     failure.retry_after = retry_after;

@@ -52,6 +52,31 @@ pub struct ReleaseNotes {
     pub skipped: Vec<Skipped>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub republished: Vec<Republish>,
+    /// How the pins were signed; absent in notes from before releases were signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningRecord>,
+}
+
+/// How every pin of a release was signed, and so how to verify it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SigningRecord {
+    /// With a private key; `public_key` is the file name of its public half, published with the release.
+    Key { public_key: String },
+    /// Keyless, by the release workflow: the certificate's identity and its OIDC issuer.
+    Keyless { identity: String, issuer: String },
+    /// Not signed (`--signing none`).
+    None,
+}
+
+/// A pin's signature in one registry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureRecord {
+    /// The digest of the signature manifest (cosign's `sha256-<pin digest>.sig` tag), the same in every registry.
+    pub digest: Digest,
+    /// The exact command that verifies it.
+    pub verify: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +123,9 @@ pub struct Reference {
     /// The index digest.
     pub digest: Digest,
     pub platforms: Vec<PlatformRecord>,
+    /// Pins of a signed release: the signature, verified in this registry before any tag moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureRecord>,
 }
 
 /// An out-of-band rebuild of a published release.
@@ -249,6 +277,16 @@ impl ReleaseNotes {
             } else {
                 seen.insert(&entry.reference, n);
             }
+        }
+        let signed = !matches!(self.signing, None | Some(SigningRecord::None));
+        if let Some(n) = self
+            .references
+            .iter()
+            .position(|r| r.signature.is_some() && !signed)
+        {
+            return Err(format!(
+                "references[{n}].signature: the release says it was not signed (signing), yet records a signature"
+            ));
         }
         for (n, republish) in self.republished.iter().enumerate() {
             if !is_date(&republish.date) {
@@ -471,6 +509,31 @@ mod tests {
             "\"skipped\": [], \"signed\": true,",
             Err("unknown field `signed`"),
         );
+        let signed = r#""platforms": [], "signature": {"digest": "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc", "verify": "cosign verify --key=cosign.pub --insecure-ignore-tlog=true -- ghcr.io/20i-stack/php-fpm@sha256:aaaa"}}"#;
+        let keyless = r#""skipped": [], "signing": {"mode": "keyless", "identity": "https://github.com/20i/stack/.github/workflows/release.yml@refs/tags/v2.0.0", "issuer": "https://token.actions.githubusercontent.com"},"#;
+        check("\"skipped\": [],", keyless, Ok(()));
+        check(
+            "\"skipped\": [],",
+            r#""skipped": [], "signing": {"mode": "key", "public_key": "cosign.pub"},"#,
+            Ok(()),
+        );
+        check(
+            "\"skipped\": [],",
+            r#""skipped": [], "signing": {"mode": "sigstore"},"#,
+            Err("signing.mode: unknown variant `sigstore`"),
+        );
+        check(
+            "\"platforms\": []}",
+            signed,
+            Err("references[0].signature: the release says it was not signed (signing), yet records a signature"),
+        );
+        let both = NOTES.replacen("\"skipped\": [],", keyless, 1).replacen(
+            "\"platforms\": []}",
+            signed,
+            1,
+        );
+        let notes = ReleaseNotes::parse(&both).unwrap();
+        assert_eq!(ReleaseNotes::parse(&notes.to_json()).unwrap(), notes);
         check("\"image\": \"php-fpm\",", "", Err("missing field `image`"));
         check("\n}", "\n}\n{}", Err("trailing characters"));
     }

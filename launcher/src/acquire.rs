@@ -599,9 +599,15 @@ fn build(
         "--build-arg".into(),
         format!("PHP_VERSION={line}"),
     ];
-    match selection::base_image(config.php) {
-        BaseImage::Pinned(base) => {
+    match selection::base_image(config) {
+        BaseImage::Pinned { base, from } => {
             args.extend(["--build-arg".into(), format!("PHP_BASE={base}")]);
+            if from == selection::BASE_FROM_SETTING {
+                args.extend([
+                    "--label".into(),
+                    format!("{}={base}", selection::LABEL_BASE),
+                ]);
+            }
         }
         BaseImage::Unpinned { why } => writeln!(log, "the base image is not pinned: {why}")?,
     }

@@ -136,6 +136,8 @@ pub enum Kind {
     Namespaces,
     /// `<image>@sha256:…` (or a bare digest), or empty for none.
     Pin,
+    /// An image reference pinned by digest (`<image>:<tag>@sha256:…`), or empty for none.
+    PinnedImage,
     /// A directory or file path; a relative one is relative to the file that set it.
     Path,
     /// A file path as [`Kind::Path`], or empty for none.
@@ -182,6 +184,7 @@ impl Kind {
                 Value::Namespaces(list)
             }
             Kind::Pin => Value::Pin(parse_pin(text)?),
+            Kind::PinnedImage => Value::PinnedImage(parse_pinned_image(text)?),
             Kind::Path | Kind::MountDir => {
                 if text.is_empty() {
                     bail!("use a path (a relative one is relative to the file that sets it), or remove the setting");
@@ -242,6 +245,19 @@ fn parse_pin(text: &str) -> anyhow::Result<Option<Pin>> {
     Ok(Some(Pin::Digest(digest)))
 }
 
+/// `PHP_BASE`: a base image a build never resolves by tag, so a digest is required; empty is none.
+fn parse_pinned_image(text: &str) -> anyhow::Result<Option<ImageRef>> {
+    let hint = "use <registry>/<repository>:<tag>@sha256:<64 hex digits>, as images/bases/*.lock.toml pins bases";
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let reference: ImageRef = text.parse().with_context(|| hint.to_owned())?;
+    if reference.digest().is_none() {
+        bail!("`{reference}` has no digest, so a build would take whatever the tag points at today: {hint}");
+    }
+    Ok(Some(reference))
+}
+
 /// A pinned digest: with the image it was pinned for, as `20i pin` writes it, or bare.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Pin {
@@ -276,6 +292,7 @@ pub enum Value {
     Namespace(Namespace),
     Namespaces(Vec<Namespace>),
     Pin(Option<Pin>),
+    PinnedImage(Option<ImageRef>),
     Path(PathBuf),
     OptionalPath(Option<PathBuf>),
     Seconds(Seconds),
@@ -318,6 +335,9 @@ impl Value {
                 .collect::<Vec<_>>()
                 .join(","),
             Value::Pin(pin) => pin.as_ref().map(ToString::to_string).unwrap_or_default(),
+            Value::PinnedImage(image) => {
+                image.as_ref().map(ToString::to_string).unwrap_or_default()
+            }
             Value::Path(path) => path.display().to_string(),
             Value::OptionalPath(path) => path
                 .as_ref()
@@ -512,6 +532,12 @@ pub const VARS: &[Var] = &[
         "the PHP-FPM build context (its Dockerfile) for local builds",
     ),
     var(
+        "PHP_BASE",
+        Kind::PinnedImage,
+        Fallback::Fixed(""),
+        "a local build's base image, pinned by digest (a mirror of Docker Hub's php); empty: the shipped base lock's",
+    ),
+    var(
         "WAIT_TIMEOUT",
         Kind::Seconds,
         Fallback::Fixed("120"),
@@ -672,6 +698,8 @@ pub struct Config {
     pub stack_dir: PathBuf,
     pub stack_file: PathBuf,
     pub build_context: PathBuf,
+    /// `PHP_BASE`: a local build's base instead of the shipped lock's.
+    pub base: Option<ImageRef>,
     pub wait_timeout: Seconds,
     pub pull_stall_timeout: Seconds,
     pub pull_policy: PullPolicy,
@@ -968,6 +996,7 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
         stack_dir: typed!(entries, "STACK_DIR", Path),
         stack_file: typed!(entries, "STACK_FILE", Path),
         build_context: typed!(entries, "PHP_FPM_CONTEXT", Path),
+        base: typed!(entries, "PHP_BASE", PinnedImage),
         wait_timeout: typed!(entries, "WAIT_TIMEOUT", Seconds),
         pull_stall_timeout: typed!(entries, "PULL_STALL_TIMEOUT", Seconds),
         pull_policy: typed!(entries, "PULL_POLICY", PullPolicy),
@@ -1631,6 +1660,9 @@ mod tests {
         check(&[(Source::Environment, "MYSQL_VERSION=10.6;rm")], &[], "error: MYSQL_VERSION=\"10.6;rm\" (from environment) is not valid: use an image tag (letters, digits, `.`, `-`, `_`), for example 10.6 or 11.4");
         check(&[(Source::Environment, "CODE_DIR=/srv/a:b")], &[], "error: CODE_DIR=\"/srv/a:b\" (from environment) is not valid: a `:` in this path breaks compose's HOST:CONTAINER volume syntax: use a directory whose path has no `:` (move or link the site)");
         check(&[(Source::Environment, "STACK_DIR=")], &[], "error: STACK_DIR=\"\" (from environment) is not valid: use a path (a relative one is relative to the file that sets it), or remove the setting");
+        check(&[(Source::Environment, "PHP_BASE=php:8.4-fpm-alpine")], &[], "error: PHP_BASE=\"php:8.4-fpm-alpine\" (from environment) is not valid: use <registry>/<repository>:<tag>@sha256:<64 hex digits>, as images/bases/*.lock.toml pins bases: `php:8.4-fpm-alpine` is not an image reference: it names no registry host; for example ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5");
+        check(&[(Source::Environment, "PHP_BASE=docker.io/library/php:8.4-fpm-alpine")], &[], "error: PHP_BASE=\"docker.io/library/php:8.4-fpm-alpine\" (from environment) is not valid: `docker.io/library/php:8.4-fpm-alpine` has no digest, so a build would take whatever the tag points at today: use <registry>/<repository>:<tag>@sha256:<64 hex digits>, as images/bases/*.lock.toml pins bases");
+        check(&[(Source::Environment, "PHP_BASE=-x")], &[], "error: PHP_BASE=\"-x\" (from environment) is not valid: use <registry>/<repository>:<tag>@sha256:<64 hex digits>, as images/bases/*.lock.toml pins bases: `-x` is not an image reference: it names no registry host; for example ghcr.io/20i-stack/php-fpm:v2.0.0-php-8.5");
         check(&[(Source::Environment, "PHP_FPM_PIN=sha256:abc")], &[], "error: PHP_FPM_PIN=\"sha256:abc\" (from environment) is not valid: use <image>@sha256:<64 hex digits>, as `20i pin` writes it: `sha256:abc` is not a sha256 digest (sha256: and 64 lowercase hex digits)");
         check(&[(project(), &format!("PHP_FPM_PIN=ghcr.io/20i-stack/php-fpm:v1.0.0-php-8.5@sha256:{}", "b".repeat(64)))], &[], "error: PHP_FPM_PIN from project /work/my-site/.20i-local:1 pins ghcr.io/20i-stack/php-fpm:v1.0.0-php-8.5, but this configuration selects ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: run `20i pin` again, or remove PHP_FPM_PIN");
         check(&[(stack(), "STACK_DIR=/elsewhere")], &[], "error: STACK_DIR cannot be set in /stack/config/stack-vars.yml (stack vars /stack/config/stack-vars.yml:1): it decides where the stack is; set it in ~/.20i/config, the environment or with a flag");

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use stack_images::{cosign, docker::FailureKind, BaseLock, Digest, Matrix, PhpLine};
+use stack_images::{cosign, docker::FailureKind, BaseLock, Digest, ImageRef, Matrix, PhpLine};
 
 use crate::config::{Config, Namespace};
 
@@ -12,6 +12,8 @@ use crate::config::{Config, Namespace};
 pub const LABEL_LOCAL: &str = "io.20i-stack.local-build";
 pub const LABEL_CONTEXT: &str = "io.20i-stack.context-digest";
 pub const LABEL_DOCKERFILE: &str = "io.20i-stack.dockerfile-digest";
+/// The base a local build was built from (`PHP_BASE`); absent on builds from the shipped lock's base.
+pub const LABEL_BASE: &str = "io.20i-stack.base";
 
 /// Whether another attempt at the same registry may succeed: it may answer a moment later. A stall or a pull that
 /// ran out of time already cost its bound, so the mirror is next; a digest mismatch gets one more attempt
@@ -213,9 +215,37 @@ pub fn decide(config: &Config, facts: &Facts) -> Decision {
     }
 }
 
-/// Whether the local build can be reused: only when its label names the current build context's digest.
+/// Whether the local build can be reused: only when its labels name the current build context's digest and the
+/// current `PHP_BASE`'s digest (the same base served by another registry is the same base).
 pub fn build_decision(config: &Config, facts: &Facts) -> Build {
     let reference = config.local_reference();
+    let built_base = facts
+        .local_build
+        .as_ref()
+        .and_then(|image| image.labels.get(LABEL_BASE));
+    let same_base = match (&config.base, built_base) {
+        (None, None) => true,
+        (Some(wanted), Some(label)) => {
+            // A label is outside input: one that is no reference with a digest is simply another base.
+            let built: Option<ImageRef> = label.parse().ok();
+            match (built.as_ref().and_then(ImageRef::digest), wanted.digest()) {
+                (Some(built), Some(wanted)) => built == wanted,
+                _ => false,
+            }
+        }
+        _ => false,
+    };
+    if facts.local_build.is_some() && facts.context.is_some() && !same_base {
+        let lock = || BASE_FROM_LOCK.to_owned() + "'s";
+        return Build::Build {
+            reference,
+            why: format!(
+                "the base changed (PHP_BASE: {} now, the image was built from {})",
+                config.base.as_ref().map_or_else(lock, ToString::to_string),
+                built_base.cloned().unwrap_or_else(lock)
+            ),
+        };
+    }
     let built_from = facts
         .local_build
         .as_ref()
@@ -238,25 +268,46 @@ pub fn build_decision(config: &Config, facts: &Facts) -> Build {
 /// The base image a local build starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BaseImage {
-    /// `PHP_BASE`, pinned by digest in the shipped base lock, as a release builds it.
-    Pinned(String),
+    /// `PHP_BASE`, pinned by digest: set by the user (a mirror of the base), or from the shipped base lock, as a
+    /// release builds it.
+    Pinned { base: String, from: &'static str },
     /// The lock has no base for the line: the Dockerfile's own default (a tag) is built from.
     Unpinned { why: String },
 }
 
-/// The base of a local build of `php`: from the shipped base lock, or why there is none.
-pub fn base_image(php: PhpLine) -> BaseImage {
+/// Where a base set by `PHP_BASE` comes from, as `--explain` says it.
+pub const BASE_FROM_SETTING: &str = "PHP_BASE";
+/// Where a base from the shipped lock comes from.
+pub const BASE_FROM_LOCK: &str = "the shipped base lock";
+
+/// The base of a local build: `PHP_BASE` when set, else the shipped base lock's pin of the line, or why there is
+/// none.
+pub fn base_image(config: &Config) -> BaseImage {
+    match &config.base {
+        Some(base) => BaseImage::Pinned {
+            base: base.to_string(),
+            from: BASE_FROM_SETTING,
+        },
+        None => locked_base(config.php),
+    }
+}
+
+/// The shipped base lock's base of `php`, or why there is none.
+fn locked_base(php: PhpLine) -> BaseImage {
     let lock = BaseLock::parse(stack_images::bases::SHIPPED_LOCK_TOML)
         .expect("the shipped base lock is checked by stack-images' tests");
     match lock.lines.get(&php) {
-        Some(base) => BaseImage::Pinned(format!("{}:{}@{}", lock.source, base.tag, base.digest)),
+        Some(base) => BaseImage::Pinned {
+            base: format!("{}:{}@{}", lock.source, base.tag, base.digest),
+            from: BASE_FROM_LOCK,
+        },
         None => {
             let lines: Vec<String> = lock.lines.keys().map(ToString::to_string).collect();
             BaseImage::Unpinned {
                 why: format!(
                     "PHP {php} is not a line of this release (its base lock pins {}), so the Dockerfile's \
                      default base {}:{} is built by tag, whatever it points at today; use one of those lines \
-                     with PHP_VERSION for a pinned base",
+                     with PHP_VERSION for a pinned base, or set PHP_BASE",
                     lines.join(", "),
                     lock.source,
                     stack_images::bases::base_tag(php)
@@ -491,7 +542,22 @@ mod tests {
         check("USE_PREBUILT=false", none.clone(), "build 20i-local/php-fpm:v{V}-php-8.5: no build context yet");
         check("USE_PREBUILT=false", Facts { prebuilt: image(&['a'], None), local_build: image(&[], Some('c')), context: Some(digest('c')) }, "reuse 20i-local/php-fpm:v{V}-php-8.5");
         check("USE_PREBUILT=false", Facts { local_build: image(&[], Some('c')), context: Some(digest('d')), ..none.clone() }, "build 20i-local/php-fpm:v{V}-php-8.5: the build context changed (sha256:dddddddddddd now, the image was built from sha256:cccccccccccc)");
-        check("USE_PREBUILT=false", Facts { local_build: image(&[], None), context: Some(digest('d')), ..none }, "build 20i-local/php-fpm:v{V}-php-8.5: no local build yet");
+        check("USE_PREBUILT=false", Facts { local_build: image(&[], None), context: Some(digest('d')), ..none.clone() }, "build 20i-local/php-fpm:v{V}-php-8.5: no local build yet");
+        // PHP_BASE is recorded by a build: another base, or none, is a rebuild even from the same context.
+        let base = format!("PHP_BASE=127.0.0.1:5000/m/php:8.5@sha256:{}", "e".repeat(64));
+        let from_base = |b: char| {
+            let mut built = image(&[], Some('c'));
+            if let Some(image) = &mut built {
+                image.labels.insert(LABEL_BASE.to_owned(), format!("127.0.0.1:5000/m/php:8.5@sha256:{}", b.to_string().repeat(64)));
+            }
+            Facts { local_build: built, context: Some(digest('c')), prebuilt: None }
+        };
+        check(&format!("USE_PREBUILT=false {base}"), from_base('e'), "reuse 20i-local/php-fpm:v{V}-php-8.5");
+        // The same digest from another registry (a test's registry on another port) is the same base.
+        check(&format!("USE_PREBUILT=false PHP_BASE=127.0.0.1:6000/n/php:8.5@sha256:{}", "e".repeat(64)), from_base('e'), "reuse 20i-local/php-fpm:v{V}-php-8.5");
+        check(&format!("USE_PREBUILT=false {base}"), from_base('f'), &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: 127.0.0.1:5000/m/php:8.5@sha256:{} now, the image was built from 127.0.0.1:5000/m/php:8.5@sha256:{})", "e".repeat(64), "f".repeat(64)));
+        check(&format!("USE_PREBUILT=false {base}"), Facts { local_build: image(&[], Some('c')), context: Some(digest('c')), ..none.clone() }, &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: 127.0.0.1:5000/m/php:8.5@sha256:{} now, the image was built from the shipped base lock's)", "e".repeat(64)));
+        check("USE_PREBUILT=false", from_base('e'), &format!("build 20i-local/php-fpm:v{{V}}-php-8.5: the base changed (PHP_BASE: the shipped base lock's now, the image was built from 127.0.0.1:5000/m/php:8.5@sha256:{})", "e".repeat(64)));
     }
 
     /// A failure at `reference` (`c` for the canonical registry, `m` for the mirror) after `attempts`, with
@@ -622,16 +688,44 @@ mod tests {
         assert!(!is_transient(&Fault::NotThePin { got: vec![] }));
     }
 
-    #[test]
-    fn a_line_without_a_locked_base_says_so() {
-        let pinned = base_image(PhpLine::new(8, 4));
-        assert!(
-            matches!(&pinned, BaseImage::Pinned(base) if base.contains(":8.4-fpm-alpine@sha256:")),
-            "{pinned:?}"
-        );
-        let BaseImage::Unpinned { why } = base_image(PhpLine::new(8, 0)) else {
-            panic!("8.0 has a base");
+    #[track_caller]
+    fn check_base(settings: &str, expected: &str) {
+        let got = match base_image(&config(settings)) {
+            BaseImage::Pinned { base, from } => format!("{base} ({from})"),
+            BaseImage::Unpinned { why } => format!("unpinned: {why}"),
         };
-        assert!(why.starts_with("PHP 8.0 is not a line of this release (its base lock pins 8.1, 8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by tag"), "{why}");
+        let got = regex_digest(&got);
+        assert!(got.starts_with(expected), "{got}");
+    }
+
+    /// Lock digests change with every `cargo xtask bases refresh`.
+    fn regex_digest(text: &str) -> String {
+        match text.find("sha256:") {
+            Some(at) => format!("{}sha256:D{}", &text[..at], &text[at + 71..]),
+            None => text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_local_build_s_base_is_php_base_or_the_lock_s_pin() {
+        check_base(
+            "PHP_VERSION=8.4",
+            "docker.io/library/php:8.4-fpm-alpine@sha256:D (the shipped base lock)",
+        );
+        check_base(
+            &format!(
+                "PHP_VERSION=8.2 PHP_BASE=127.0.0.1:5000/mirror/php:8.2@sha256:{}",
+                "a".repeat(64)
+            ),
+            "127.0.0.1:5000/mirror/php:8.2@sha256:D (PHP_BASE)",
+        );
+        check_base(
+            &format!(
+                "PHP_VERSION=8.0 PHP_BASE=mirror.test/php:8.0@sha256:{}",
+                "b".repeat(64)
+            ),
+            "mirror.test/php:8.0@sha256:D (PHP_BASE)",
+        );
+        check_base("PHP_VERSION=8.0", "unpinned: PHP 8.0 is not a line of this release (its base lock pins 8.1, 8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by tag");
     }
 }

@@ -2,7 +2,10 @@
 //! `docker compose` invocations every command shares: one project, the stack's compose file plus each user
 //! module's, and the resolved variables in the environment.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{anyhow, Context};
 use stack_images::docker::{DockerCommand, DockerError, FailureKind};
@@ -224,10 +227,23 @@ impl Compose {
 pub enum Health {
     /// Every container runs, and every one with a health check is healthy.
     Ready,
-    /// Some are still starting: `service (state)` for each.
-    Starting(Vec<String>),
-    /// Some exited or are unhealthy: waiting longer will not help.
-    Failed(Vec<String>),
+    /// Some are still starting.
+    Starting(Vec<Unready>),
+    /// Some exited or are unhealthy (none listed: compose created no container): waiting longer will not help.
+    Failed(Vec<Unready>),
+}
+
+/// A service that is not ready, and its state or health as compose reports it (`starting`, `exited`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unready {
+    pub service: String,
+    pub state: String,
+}
+
+impl fmt::Display for Unready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.service, self.state)
+    }
 }
 
 /// Reads `docker compose ps --format json` (one object per line, or one array) into a [`Health`].
@@ -244,19 +260,17 @@ pub fn health(ps_json: &str) -> anyhow::Result<Health> {
     let mut starting = Vec::new();
     let mut failed = Vec::new();
     for container in &containers {
-        let service = container["Service"].as_str().unwrap_or("?");
+        let service = container["Service"].as_str().unwrap_or("?").to_owned();
         let state = container["State"].as_str().unwrap_or_default();
         let health = container["Health"].as_str().unwrap_or_default();
+        let unready = Unready {
+            service,
+            state: if health.is_empty() { state } else { health }.to_owned(),
+        };
         match (state, health) {
             ("running", "" | "healthy") => {}
-            ("running", "starting") | ("created" | "restarting", _) => starting.push(format!(
-                "{service} ({})",
-                if health.is_empty() { state } else { health }
-            )),
-            _ => failed.push(format!(
-                "{service} ({})",
-                if health.is_empty() { state } else { health }
-            )),
+            ("running", "starting") | ("created" | "restarting", _) => starting.push(unready),
+            _ => failed.push(unready),
         }
     }
     Ok(if !failed.is_empty() {
@@ -264,7 +278,7 @@ pub fn health(ps_json: &str) -> anyhow::Result<Health> {
     } else if !starting.is_empty() {
         Health::Starting(starting)
     } else if containers.is_empty() {
-        Health::Failed(vec!["no container".to_owned()])
+        Health::Failed(Vec::new())
     } else {
         Health::Ready
     })
@@ -285,6 +299,10 @@ mod tests {
             format!(r#"{{"Service":"{service}","State":"{state}","Health":"{health}"}}"#)
         };
         let lines = |cs: &[String]| cs.join("\n");
+        let u = |service: &str, state: &str| Unready {
+            service: service.into(),
+            state: state.into(),
+        };
         check(
             &lines(&[
                 c("nginx", "running", "healthy"),
@@ -305,11 +323,11 @@ mod tests {
                 c("nginx", "running", "starting"),
                 c("apache", "running", "healthy"),
             ]),
-            Health::Starting(vec!["nginx (starting)".into()]),
+            Health::Starting(vec![u("nginx", "starting")]),
         );
         check(
             &lines(&[c("mariadb", "created", ""), c("x", "restarting", "")]),
-            Health::Starting(vec!["mariadb (created)".into(), "x (restarting)".into()]),
+            Health::Starting(vec![u("mariadb", "created"), u("x", "restarting")]),
         );
         check(
             &lines(&[
@@ -317,8 +335,8 @@ mod tests {
                 c("apache", "exited", ""),
                 c("w", "running", "starting"),
             ]),
-            Health::Failed(vec!["nginx (unhealthy)".into(), "apache (exited)".into()]),
+            Health::Failed(vec![u("nginx", "unhealthy"), u("apache", "exited")]),
         );
-        check("", Health::Failed(vec!["no container".into()]));
+        check("", Health::Failed(vec![]));
     }
 }

@@ -14,7 +14,7 @@ use crate::{
     engine::{seconds, Engine},
     exit::Exit,
     selection::{self, BaseImage, Build, Decision},
-    stack::{self, Compose, Health},
+    stack::{self, Compose, Health, Unready},
 };
 
 pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
@@ -38,30 +38,37 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
         "--remove-orphans",
     ]);
     let up_started = Instant::now();
-    let unhealthy = |what: String| {
-        Exit::stack(format!(
-            "the stack did not start healthy within WAIT_TIMEOUT={timeout} s: see `20i status` and `20i logs`, \
-             or raise WAIT_TIMEOUT\n{what}"
-        ))
-    };
-    engine
-        .output_with_env(&up, &compose.env)
-        .map_err(|error| unhealthy(config.redact(&error.to_string())))?;
-    // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: the
-    // health of every container is checked here too, until the same deadline.
-    let deadline = up_started + Duration::from_secs(config.wait_timeout.get().into());
     let ps = compose.command(["ps", "--all", "--format", "json"]);
-    loop {
+    let health = || -> anyhow::Result<Health> {
         let listing = engine
             .output_with_env(&ps, &compose.env)
             .context("listing the stack's containers")?;
-        match stack::health(&String::from_utf8_lossy(&listing))? {
+        stack::health(&String::from_utf8_lossy(&listing))
+    };
+    if let Err(error) = engine.output_with_env(&up, &compose.env) {
+        // Compose's own message names a container, not what went wrong in it: the services' state and the end
+        // of their logs do. Compose gave up before WAIT_TIMEOUT: a service still starting now (a crash loop
+        // restarts) failed.
+        let timed_out =
+            up_started.elapsed() >= Duration::from_secs(config.wait_timeout.get().into());
+        let health = match health().unwrap_or(Health::Ready) {
+            Health::Starting(services) if !timed_out => Health::Failed(services),
+            other => other,
+        };
+        let what = config.redact(&error.to_string());
+        return Err(not_started(config, &engine, &compose, &health, &what).into());
+    }
+    // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: the
+    // health of every container is checked here too, until the same deadline.
+    let deadline = up_started + Duration::from_secs(config.wait_timeout.get().into());
+    loop {
+        match health()? {
             Health::Ready => break,
             Health::Starting(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(500))
             }
-            Health::Starting(list) | Health::Failed(list) => {
-                return Err(unhealthy(format!("not healthy: {}", list.join(", "))).into())
+            health => {
+                return Err(not_started(config, &engine, &compose, &health, "").into());
             }
         }
     }
@@ -70,6 +77,100 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
         &mut out, config, &acquired, &compose, up_took, &engine, started,
     )?;
     Ok(())
+}
+
+/// Lines of a failing service's log shown by `20i start`.
+const LOG_TAIL_LINES: &str = "15";
+
+/// Why the stack did not start: each service that is not ready, with the end of its log, and what to do. A
+/// service that failed is named first; waiting longer helps only when every one was still starting.
+fn not_started(
+    config: &Config,
+    engine: &Engine,
+    compose: &Compose,
+    health: &Health,
+    compose_error: &str,
+) -> Exit {
+    use std::fmt::Write as _;
+    let timeout = config.wait_timeout;
+    let list = |services: &[Unready]| {
+        services
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let waiting = "see `20i status` and `20i logs`, or raise WAIT_TIMEOUT".to_owned();
+    let (headline, services, fix) = match health {
+        Health::Failed(services) if services.is_empty() => (
+            "the stack did not start: compose created no container".to_owned(),
+            services.as_slice(),
+            "see `20i status` and `20i logs`".to_owned(),
+        ),
+        Health::Failed(services) => (
+            format!("the stack did not start, failing: {}", list(services)),
+            services.as_slice(),
+            format!(
+                "fix what its log says (`20i logs {}` shows all of it), then run `20i start` again",
+                services[0].service
+            ),
+        ),
+        Health::Starting(services) => (
+            format!(
+                "the stack did not start healthy within WAIT_TIMEOUT={timeout} s, still starting: {}",
+                list(services)
+            ),
+            services.as_slice(),
+            waiting,
+        ),
+        Health::Ready => ("the stack did not start".to_owned(), &[][..], waiting),
+    };
+    let mut text = format!("{headline}: {fix}");
+    for unready in services {
+        let tail = compose.command([
+            "logs",
+            "--no-color",
+            "--no-log-prefix",
+            "--tail",
+            LOG_TAIL_LINES,
+            "--",
+            unready.service.as_str(),
+        ]);
+        let logs = engine
+            .output_with_env(&tail, &compose.env)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_else(|error| format!("(its log could not be read: {error})"));
+        let _ = write!(text, "\nthe last lines of {}'s log:", unready.service);
+        for line in logs.lines().map(without_escapes) {
+            if !line.trim().is_empty() {
+                let _ = write!(text, "\n  {line}");
+            }
+        }
+    }
+    if !compose_error.is_empty() {
+        let _ = write!(text, "\n{compose_error}");
+    }
+    Exit::stack(config.redact(&text))
+}
+
+/// `line` without terminal escape sequences (`ESC [ ... letter`): compose writes some even with `--no-color`.
+fn without_escapes(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            out.push(c);
+            continue;
+        }
+        if chars.next() == Some('[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// With the default STACK_DIR absent, the shipped stack is written there first (what `20i init` does).
@@ -226,9 +327,12 @@ fn render_explain(
             "  USE_PREBUILT=false: start builds {reference} from {context} ({why})"
         ),
     };
-    let _ = match selection::base_image(config.php) {
-        BaseImage::Pinned(base) => {
-            writeln!(out, "  a local build's base: {base} (pinned by digest)")
+    let _ = match selection::base_image(config) {
+        BaseImage::Pinned { base, from } => {
+            writeln!(
+                out,
+                "  a local build's base: {base} (pinned by digest, from {from})"
+            )
         }
         BaseImage::Unpinned { why } => writeln!(out, "  a local build's base is not pinned: {why}"),
     };
@@ -251,6 +355,23 @@ mod tests {
 
     use super::*;
     use crate::config::{parse_env_file, resolve, Inputs, Layer};
+
+    #[track_caller]
+    fn check_escapes(line: &str, expected: &str) {
+        assert_eq!(without_escapes(line), expected);
+    }
+
+    #[test]
+    fn log_lines_lose_terminal_escapes_only() {
+        check_escapes("\x1b[2Knginx-1  | ok", "nginx-1  | ok");
+        check_escapes("\x1b[1;31merror\x1b[0m: x", "error: x");
+        check_escapes(
+            "[emerg] 1#1: in default.conf:11",
+            "[emerg] 1#1: in default.conf:11",
+        );
+        check_escapes("a\x1bb", "a");
+        check_escapes("", "");
+    }
 
     #[test]
     fn explain_text() {

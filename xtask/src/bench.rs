@@ -27,7 +27,9 @@ use crate::{
     git::Revision,
     inputs::{Published, ReleaseArgs},
     plan::{self, Plan, Step},
-    project_root, release, table,
+    project_root, release,
+    signing::SigningFlag,
+    table,
 };
 
 #[derive(Args, Debug)]
@@ -408,6 +410,9 @@ impl Bench {
             sbom_scanner: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
+            // What is measured is the build and the copies; signing is cosign's time, not ours.
+            signing: SigningFlag::None,
+            signing_public_key: None,
         };
         plan::compute(&args.gather(sh)?)
     }

@@ -1,10 +1,19 @@
 //! `cargo xtask demo`: a complete local release on this machine. Two `distribution` registries on loopback
 //! stand in for GHCR and Docker Hub, and the images are built from stand-in bases, because Docker Hub's `php`
-//! images cannot be pulled here; every other step is the real release.
+//! images cannot be pulled here; every other step is the real release. The pins are signed with a throwaway cosign
+//! key pair made for the run (its password random, given to cosign's environment alone), whose public key the
+//! demo names with a `cosign verify` line to run by hand.
 
 use anyhow::Context;
 use clap::Args;
-use stack_images::{bases::base_tag, matrix::MATRIX_PATH, Matrix, ReleaseVersion, Repository};
+use std::{io::Read, path::Path};
+
+use stack_images::{
+    bases::base_tag,
+    cosign::{Cosign, CosignCommand, Subject, Verifier},
+    matrix::MATRIX_PATH,
+    Matrix, ReleaseVersion, Repository,
+};
 use testkit::fixtures;
 use xshell::{cmd, Shell};
 
@@ -15,7 +24,30 @@ use crate::{
     inputs::{Published, ReleaseArgs},
     plan, project_root,
     release::{self, Dirs},
+    signing::SigningFlag,
 };
+
+/// A fresh key pair in `dir` (`demo.key`, `demo.pub`) under a random password, which only the returned door
+/// (and so only cosign's environment) ever holds.
+fn throwaway_keys(dir: &Path) -> anyhow::Result<Cosign> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for file in ["demo.key", "demo.pub"] {
+        // cosign asks before overwriting, and nobody is there to answer.
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let mut random = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut random))
+        .context("reading /dev/urandom for the demo key's password")?;
+    let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    let cosign = Cosign::new()
+        .with_password(&password)
+        .with_policy(stack_images::registry::Policy::from_env()?);
+    cosign
+        .run(&CosignCommand::generate_key_pair(&dir.join("demo"))?)
+        .context("making the demo's signing key pair (is cosign installed? `make setup`)")?;
+    Ok(cosign)
+}
 
 #[derive(Args, Debug)]
 pub struct DemoCmd {
@@ -62,6 +94,14 @@ impl DemoCmd {
         let scanner: stack_images::ImageRef = testkit::sbom_scanner::push(&scanner_namespace)
             .context("building the SBOM scanner stand-in")?
             .parse()?;
+        let keys = scratch.join("cosign");
+        eprintln!(
+            "==> signing key: a throwaway cosign key pair in {}",
+            display_path(&keys)
+        );
+        let cosign = throwaway_keys(&keys)?;
+        let public_key = keys.join("demo.pub");
+
         let (lock, _) = bases::refresh(&matrix, &source, None)?;
         let lock_path = scratch.join("standin.lock.toml");
         std::fs::write(&lock_path, lock.render())
@@ -87,6 +127,8 @@ impl DemoCmd {
             sbom_scanner: Some(scanner),
             allow_version_mismatch: false,
             no_build_cache: false,
+            signing: SigningFlag::Key(stack_images::cosign::KeyRef::File(keys.join("demo.key"))),
+            signing_public_key: Some(public_key.clone()),
         };
         let inputs = args.gather(sh)?;
         inputs.require_launcher_version()?;
@@ -95,10 +137,11 @@ impl DemoCmd {
             notes_dir: scratch.join("release-notes"),
             work_dir: Some(scratch.join("work")),
         };
-        let outcome = release::execute(
+        let outcome = release::execute_with(
             &plan,
             Mode::Release { resume: false },
             &dirs.work_dir(&plan),
+            cosign,
         )?;
         let notes = release::release_notes(&plan, &outcome);
         let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
@@ -115,6 +158,17 @@ impl DemoCmd {
             .build(stack_images::PhpLine::new(8, 4))
             .pin
             .in_namespace(&plan.mirrors[0]);
+        let signed = pin
+            .repository()
+            .at(&outcome.pins[&stack_images::PhpLine::new(8, 4)].digest);
+        let verify =
+            CosignCommand::verify(&Verifier::Key(public_key.clone()), Subject::Image(&signed))?;
+        println!(
+            "\nEvery pin is signed, in both registries, with the key pair made for this demo; its public key:\n  \
+             {}\n\
+             Check one (exits 0 only if the signature verifies):\n  {verify}",
+            public_key.display()
+        );
         println!(
             "\nThe registries are still running, so you can pull and inspect what was published:\n  \
              docker buildx imagetools inspect {latest}\n  \

@@ -1,6 +1,6 @@
 //! Executes a release plan step by step, phase by phase. [`actions`] turns a step into what it does at the two
-//! doors: docker commands (builds, cross-registry copies) and registry requests made in process (every manifest
-//! read, hashed here, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
+//! doors: docker commands (builds) and registry requests made in process (every manifest read, hashed here, every
+//! mirror copy, registry to registry, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
 //! run cannot drift from a run (a test holds the dry run to the journal of a real one). Each step kind has one
 //! handler. The registry-bound phases run their steps concurrently, a few at a time per registry.
 
@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context};
 use stack_images::{
+    cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Docker, DockerCommand, DockerError, FailureKind},
     registry::{Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
@@ -27,6 +28,7 @@ use crate::{
     bake, credentials,
     notes::{PlatformRecord, Reference},
     plan::{BakeOutput, Phase, Plan, Step},
+    signing::Signing,
 };
 
 /// How the executor treats pins that already exist.
@@ -66,6 +68,11 @@ pub struct Outcome {
     pub old_pins: BTreeMap<(Namespace, PhpLine), Digest>,
     /// Every reference pushed or moved, with what it now points at.
     pub references: Vec<crate::notes::Reference>,
+    pub signed: usize,
+    pub already_signed: usize,
+    pub signatures_copied: usize,
+    /// The digest of every pin's signature manifest, per registry and line, as verified there.
+    pub signatures: BTreeMap<(Namespace, PhpLine), Digest>,
 }
 
 /// An image named by digest: known in a run, a placeholder in a dry run (nothing is built yet).
@@ -84,6 +91,14 @@ impl Named {
         match self {
             Named::Known(reference) => reference,
             Named::Pending { .. } => unreachable!("a run names only digests it knows"),
+        }
+    }
+
+    /// What a cosign command names: the image by digest, or the dry run's placeholder.
+    fn subject(&self) -> Subject<'_> {
+        match self {
+            Named::Known(reference) => Subject::Image(reference),
+            Named::Pending { repository, digest } => Subject::Pending { repository, digest },
         }
     }
 }
@@ -177,6 +192,19 @@ pub enum Action {
         to: ImageRef,
         from: Named,
     },
+    Cosign(CosignCommand),
+    /// Read the manifest of an image's signature (cosign's `sha256-<digest>.sig` tag), hashed here.
+    ReadSignature(Named),
+    /// Copy the signature of the image `from` (its `.sig` manifest and blobs) to the same tag in `to`.
+    CopySignature {
+        from: Named,
+        to: Repository,
+    },
+    /// Copy the image `from` to `to` registry to registry: every child manifest and blob, then the tag.
+    Copy {
+        from: Named,
+        to: ImageRef,
+    },
 }
 
 impl fmt::Display for Action {
@@ -187,6 +215,17 @@ impl fmt::Display for Action {
             Action::Put { to, from } => {
                 write!(f, "registry PUT manifest {to} (the bytes of {from})")
             }
+            Action::Cosign(command) => write!(f, "{command}"),
+            Action::ReadSignature(image) => {
+                write!(f, "registry GET manifest of the signature of {image}")
+            }
+            Action::CopySignature { from, to } => {
+                write!(f, "registry copy the signature of {from} -> {to}")
+            }
+            Action::Copy { from, to } => write!(
+                f,
+                "registry copy {from} -> {to} (child manifests and blobs the destination lacks, then the tag)"
+            ),
         }
     }
 }
@@ -210,19 +249,6 @@ fn bake_command(work_dir: &Path) -> DockerCommand {
         "--metadata-file",
         &metadata,
         "--progress=plain",
-    ])
-}
-
-/// Copies an index to `to` without rebuilding, blobs and child manifests included: the digest stays the same.
-fn create(to: &ImageRef, source: &Named) -> DockerCommand {
-    DockerCommand::new([
-        "buildx".to_owned(),
-        "imagetools".into(),
-        "create".into(),
-        "--progress=plain".into(),
-        "--tag".into(),
-        to.to_string(),
-        source.to_string(),
     ])
 }
 
@@ -272,10 +298,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             };
             vec![Action::Read(read)]
         }
-        Step::Copy { php, from, to, .. } => vec![Action::Docker(create(
-            to,
-            &names.pin(from.repository(), *php),
-        ))],
+        Step::Copy { php, from, to, .. } => vec![Action::Copy {
+            from: names.pin(from.repository(), *php),
+            to: to.clone(),
+        }],
         Step::Tag { php, from, to, .. } => vec![Action::Put {
             to: to.clone(),
             from: names.pin(from.repository(), *php),
@@ -285,6 +311,56 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             .into_iter()
             .map(Action::Read)
             .collect(),
+        Step::SigningReady { .. } => match &plan.signing {
+            Signing::Key { key, .. } => vec![Action::Cosign(CosignCommand::public_key(key))],
+            Signing::Keyless { .. } | Signing::None => Vec::new(),
+        },
+        Step::Sign { php, pin, .. } => {
+            let signer = plan
+                .signing
+                .signer()
+                .expect("a plan signs only with a signer");
+            let verifier = plan
+                .signing
+                .verifier()
+                .expect("a plan verifies what it signs");
+            let pin = names.pin(pin.repository(), *php);
+            // Verified first: a resumed release does not sign a pin its own signature already covers.
+            vec![
+                Action::Cosign(
+                    CosignCommand::verify(&verifier, pin.subject())
+                        .expect("a pin is named by digest"),
+                ),
+                Action::Cosign(
+                    CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
+                ),
+            ]
+        }
+        Step::CopySignature { php, from, to, .. } => vec![Action::CopySignature {
+            from: names.pin(from.repository(), *php),
+            to: to.repository().clone(),
+        }],
+        Step::VerifySignature { php, reference, .. } => {
+            let verifier = plan
+                .signing
+                .verifier()
+                .expect("a plan verifies only what it signs");
+            let pin = names.pin(reference.repository(), *php);
+            vec![
+                Action::Cosign(
+                    CosignCommand::verify(&verifier, pin.subject())
+                        .expect("a pin is named by digest"),
+                ),
+                Action::ReadSignature(pin),
+            ]
+        }
+    }
+}
+
+fn cosign_command(action: &Action) -> &CosignCommand {
+    match action {
+        Action::Cosign(command) => command,
+        other => unreachable!("a signing step's action is a cosign command, not {other}"),
     }
 }
 
@@ -401,6 +477,10 @@ enum Done {
     Sized(PhpLine, Vec<(String, u64)>),
     Moved(ImageRef),
     LeftAlone(ImageRef),
+    Signed,
+    AlreadySigned,
+    SignatureCopied,
+    SignatureVerified(Namespace, PhpLine, Digest),
 }
 
 /// How many requests run at once against one registry: enough to hide latency, few enough to stay polite.
@@ -410,6 +490,7 @@ const PER_REGISTRY: usize = 4;
 struct Ctx<'a> {
     plan: &'a Plan,
     client: &'a RegistryClient,
+    cosign: &'a Cosign,
     mode: Mode,
     outcome: &'a Outcome,
     existing: &'a BTreeMap<(Namespace, PhpLine), (IndexSummary, Manifest)>,
@@ -471,6 +552,18 @@ impl Ctx<'_> {
             }
             Step::Size { php, .. } => self.size(docker, *php, actions),
             Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
+            Step::SigningReady { .. } => self.signing_ready(docker, actions),
+            Step::Sign { pin, .. } => self.sign(docker, pin, actions),
+            Step::CopySignature { from, to, .. } => {
+                self.copy_signature(docker, &actions[0]).with_context(|| {
+                    format!("copying the signature of {from} to {}", to.repository())
+                })?;
+                eprintln!("    copied the signature of {from} to {to}");
+                Ok(Done::SignatureCopied)
+            }
+            Step::VerifySignature { php, reference, .. } => {
+                self.verify_signature(docker, *php, reference, actions)
+            }
             Step::Bake { .. } | Step::Assemble { .. } | Step::ReadBack { .. } => {
                 unreachable!("build steps run one after the other")
             }
@@ -516,6 +609,115 @@ impl Ctx<'_> {
         ))
     }
 
+    /// Runs a cosign command through its door, recorded in the journal first.
+    fn cosign(&self, docker: &Docker, action: &Action) -> Result<Vec<u8>, cosign::CosignError> {
+        docker.record_line(&action.to_string());
+        self.cosign.output(cosign_command(action))
+    }
+
+    /// Signs the canonical pin, unless a signature of it already verifies (a resumed release): signing again would
+    /// add a second signature and change the signature's digest under the mirrors' copies.
+    fn sign(&self, docker: &Docker, pin: &ImageRef, actions: &[Action]) -> anyhow::Result<Done> {
+        let [verify, sign] = actions else {
+            unreachable!("a pin's signature is checked, then the pin signed")
+        };
+        match self.cosign(docker, verify) {
+            Ok(_) => {
+                eprintln!("    {pin} is signed already (its signature verifies)");
+                return Ok(Done::AlreadySigned);
+            }
+            Err(error)
+                if matches!(
+                    error.failure,
+                    cosign::Failure::NoSignature | cosign::Failure::NotVerified
+                ) => {}
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context(format!("checking whether {pin} is signed already")))
+            }
+        }
+        self.cosign(docker, sign)
+            .with_context(|| format!("signing {pin}"))?;
+        eprintln!("    signed {pin}");
+        Ok(Done::Signed)
+    }
+
+    /// Copies a pin's signature manifest, in process, to the same tag of the mirror's repository: `cosign copy
+    /// --only=sig` (2.5) would also copy the image under a `sha256-<digest>` tag per manifest, tags no one asked
+    /// for. The registry stores the very bytes, so the verify phase can hold every registry to one signature.
+    fn copy_signature(&self, docker: &Docker, action: &Action) -> anyhow::Result<()> {
+        let Action::CopySignature { from, to } = action else {
+            unreachable!("a signature copy's action is a signature copy, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let pin = from.known();
+        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        self.client
+            .copy(&pin.repository().tagged(&tag), &to.tagged(&tag))?;
+        Ok(())
+    }
+
+    /// Before anything is built: the private key reads (its password is right) and is the public key's pair, or
+    /// the workflow's OIDC token is there.
+    fn signing_ready(&self, docker: &Docker, actions: &[Action]) -> anyhow::Result<Done> {
+        self.plan.signing.ready()?;
+        if let Signing::Key { key, public_key } = &self.plan.signing {
+            let derived = self
+                .cosign(docker, &actions[0])
+                .with_context(|| format!("reading the signing key {key}"))?;
+            let given = std::fs::read(public_key).with_context(|| {
+                format!("reading --signing-public-key {}", public_key.display())
+            })?;
+            ensure!(
+                String::from_utf8_lossy(&derived).trim() == String::from_utf8_lossy(&given).trim(),
+                "the signing key {key} is not the pair of --signing-public-key {}: give the .pub written with that key",
+                public_key.display()
+            );
+        }
+        Ok(Done::Nothing)
+    }
+
+    /// The pin's signature verifies in this registry; its manifest's digest is recorded (and compared across
+    /// registries once the phase is done).
+    fn verify_signature(
+        &self,
+        docker: &Docker,
+        php: PhpLine,
+        reference: &ImageRef,
+        actions: &[Action],
+    ) -> anyhow::Result<Done> {
+        let [verify, read_signature] = actions else {
+            unreachable!("a signature is verified, then its manifest read")
+        };
+        let digest = self.pin_digest(php);
+        self.cosign(docker, verify).map_err(|error| {
+            let why = match error.failure {
+                cosign::Failure::NoSignature => "has no signature there",
+                cosign::Failure::NotVerified => "has no signature there that verifies",
+                _ => "could not be checked",
+            };
+            anyhow::Error::new(error).context(format!(
+                "{reference} ({}) {why}: a moving tag never points at a pin whose signature does not verify",
+                digest.short()
+            ))
+        })?;
+        let Action::ReadSignature(image) = read_signature else {
+            unreachable!("the second action reads the signature")
+        };
+        docker.record_line(&read_signature.to_string());
+        let pin = image.known();
+        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        let signature = self
+            .client
+            .get_manifest(&pin.repository().tagged(&tag))
+            .with_context(|| format!("reading the signature of {reference}"))?;
+        Ok(Done::SignatureVerified(
+            reference.namespace().clone(),
+            php,
+            signature.digest,
+        ))
+    }
+
     fn pin_digest(&self, php: PhpLine) -> &Digest {
         &self.outcome.pins[&php].digest
     }
@@ -542,8 +744,26 @@ impl Ctx<'_> {
                 );
             }
         }
-        with_retries(|| docker.run(docker_command(action)))?;
-        eprintln!("    copied {to}");
+        let Action::Copy { from, .. } = action else {
+            unreachable!("a copy step's action is a registry copy, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let copied = self
+            .client
+            .copy(from.known(), to)
+            .with_context(|| format!("copying {from} to {to}"))?;
+        ensure!(
+            copied.digest == *digest,
+            "{to} was stored as {}, not the pin's {digest}",
+            copied.digest
+        );
+        eprintln!(
+            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted)",
+            copied.blobs_sent,
+            copied.bytes_sent as f64 / 1e6,
+            copied.blobs_present,
+            copied.blobs_mounted
+        );
         Ok(Done::Copied)
     }
 
@@ -721,6 +941,7 @@ pub struct Executor<'a> {
     plan: &'a Plan,
     docker: &'a Docker,
     client: RegistryClient,
+    cosign: Cosign,
     mode: Mode,
     work_dir: PathBuf,
     outcome: Outcome,
@@ -742,12 +963,19 @@ impl<'a> Executor<'a> {
             plan,
             docker,
             client,
+            cosign: Cosign::new(),
             mode,
             work_dir,
             outcome: Outcome::default(),
             existing: BTreeMap::new(),
             incomplete: Vec::new(),
         }
+    }
+
+    /// Signs through `cosign` (by default, `cosign` from PATH with this process's environment).
+    pub fn with_cosign(mut self, cosign: Cosign) -> Executor<'a> {
+        self.cosign = cosign;
+        self
     }
 
     /// Runs every phase that has steps; stops at the first failure, saying what was done and what to do.
@@ -784,7 +1012,13 @@ impl<'a> Executor<'a> {
         };
         match phase {
             Phase::Preflight => format!("{name} failed: nothing was changed"),
-            Phase::Build | Phase::Mirror | Phase::VerifyPins | Phase::Sizes => format!(
+            Phase::Build
+            | Phase::Mirror
+            | Phase::VerifyPins
+            | Phase::Sign
+            | Phase::MirrorSignatures
+            | Phase::VerifySignatures
+            | Phase::Sizes => format!(
                 "{name} failed: no moving tag was touched; pins pushed so far stay and are verified, never \
                  overwritten, on the next run: {resume}"
             ),
@@ -839,6 +1073,7 @@ impl<'a> Executor<'a> {
                     );
                 }
             }
+            Phase::VerifySignatures => self.same_signatures()?,
             _ => {}
         }
         Ok(())
@@ -860,6 +1095,7 @@ impl<'a> Executor<'a> {
         let ctx = Ctx {
             plan: self.plan,
             client: &self.client,
+            cosign: &self.cosign,
             mode: self.mode,
             outcome: &self.outcome,
             existing: &self.existing,
@@ -940,6 +1176,12 @@ impl<'a> Executor<'a> {
             }
             Done::Moved(reference) => self.outcome.moved.push(reference),
             Done::LeftAlone(reference) => self.outcome.left_alone.push(reference),
+            Done::Signed => self.outcome.signed += 1,
+            Done::AlreadySigned => self.outcome.already_signed += 1,
+            Done::SignatureCopied => self.outcome.signatures_copied += 1,
+            Done::SignatureVerified(namespace, php, digest) => {
+                self.outcome.signatures.insert((namespace, php), digest);
+            }
         }
     }
 
@@ -991,6 +1233,27 @@ impl<'a> Executor<'a> {
         eprintln!(
             "    builder can build {}; registries answer",
             self.plan.platforms.join(", ")
+        );
+        Ok(())
+    }
+
+    /// Every registry serves the canonical signature of each pin, byte for byte: a mirror's copy that verifies
+    /// but differs (another signature added or one lost) is not the release's.
+    fn same_signatures(&self) -> anyhow::Result<()> {
+        let canonical = &self.plan.canonical;
+        for ((namespace, php), digest) in &self.outcome.signatures {
+            let Some(expected) = self.outcome.signatures.get(&(canonical.clone(), *php)) else {
+                continue;
+            };
+            ensure!(
+                digest == expected,
+                "the signature of {} is {digest} but the canonical one is {expected}: the copy to the mirror changed it",
+                self.pin_in(namespace, *php)
+            );
+        }
+        eprintln!(
+            "    {} signatures verified, the same in every registry",
+            self.outcome.signatures.len()
         );
         Ok(())
     }
@@ -1163,6 +1426,21 @@ impl<'a> Executor<'a> {
                         .unwrap_or_default(),
                 })
                 .collect();
+            let signature = (kind == TagKind::Pin)
+                .then(|| {
+                    let digest = self
+                        .outcome
+                        .signatures
+                        .get(&(reference.namespace().clone(), php))?;
+                    Some(crate::notes::SignatureRecord {
+                        digest: digest.clone(),
+                        verify: self
+                            .plan
+                            .signing
+                            .notes_command(&reference.repository().at(&index.digest))?,
+                    })
+                })
+                .flatten();
             references.push(Reference {
                 reference: reference.repository().tagged(&tag),
                 registry: reference.namespace().clone(),
@@ -1171,6 +1449,7 @@ impl<'a> Executor<'a> {
                 php,
                 digest: index.digest.clone(),
                 platforms,
+                signature,
             });
         }
         self.outcome.references = references;
@@ -1185,11 +1464,14 @@ fn registry_of(step: &Step) -> String {
         | Step::ReadBack { pin, .. }
         | Step::Size { pin, .. }
         | Step::Assemble { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Copy { to, .. } | Step::Tag { to, .. } => to.namespace().host().to_owned(),
-        Step::Verify { reference, .. } | Step::VerifyAttestations { reference, .. } => {
-            reference.namespace().host().to_owned()
+        Step::Copy { to, .. } | Step::Tag { to, .. } | Step::CopySignature { to, .. } => {
+            to.namespace().host().to_owned()
         }
+        Step::Sign { pin, .. } => pin.namespace().host().to_owned(),
+        Step::Verify { reference, .. }
+        | Step::VerifyAttestations { reference, .. }
+        | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
         Step::Scanner { image, .. } => image.namespace().host().to_owned(),
-        Step::Engine { .. } | Step::Bake { .. } => String::new(),
+        Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
     }
 }

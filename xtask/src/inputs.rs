@@ -21,6 +21,7 @@ use crate::{
     display_path,
     git::{self, Revision},
     project_root,
+    signing::{Signing, SigningFlag},
 };
 
 /// Flags shared by every command that plans a release.
@@ -68,6 +69,13 @@ pub struct ReleaseArgs {
     /// Neither read nor write the registry build cache (`<image>-cache` next to the images): a cold build
     #[arg(long)]
     pub no_build_cache: bool,
+    /// How the pins are signed with cosign: key:PATH (or key:env://COSIGN_KEY; the password in COSIGN_PASSWORD),
+    /// keyless (GitHub Actions' OIDC identity: the release workflow) or none (unsigned, said in the notes)
+    #[arg(long, value_name = "MODE", default_value = "keyless")]
+    pub signing: SigningFlag,
+    /// With --signing key:PATH: its public key, which verifies every pin and is named in the notes
+    #[arg(long, value_name = "FILE")]
+    pub signing_public_key: Option<PathBuf>,
     /// Release a version other than Cargo.toml's [workspace.package] version (what this checkout's launcher pulls): for tests
     #[arg(long)]
     pub allow_version_mismatch: bool,
@@ -89,6 +97,7 @@ pub struct PlanInputs {
     pub launcher: LauncherVersion,
     /// Whether builds read and write the registry build cache.
     pub build_cache: bool,
+    pub signing: Signing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +225,7 @@ impl ReleaseArgs {
             commit_time,
             launcher,
             build_cache: !self.no_build_cache,
+            signing: Signing::from_flags(Some(&self.signing), self.signing_public_key.as_ref())?,
         })
     }
 }

@@ -14,6 +14,7 @@ mod plan;
 mod prune;
 mod release;
 mod republish;
+mod signing;
 mod sizes;
 mod split;
 mod table;

@@ -14,6 +14,7 @@ use xshell::Shell;
 
 pub use stack_images::release_notes::{
     BaseRecord, DigestChange, ImageRecord, PlatformRecord, Reference, ReleaseNotes, Republish,
+    SignatureRecord, SigningRecord,
 };
 
 use crate::{display_path, project_root};
@@ -94,6 +95,7 @@ fn page(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -
     header(w, notes, &platforms)?;
     registries(w, notes, &platforms)?;
     pull_and_verify(w, notes)?;
+    signatures(w, notes)?;
     attestations(w, notes)?;
     sizes(w, notes, previous)?;
     end_of_life_and_skipped(w, notes)?;
@@ -267,6 +269,47 @@ fn pull_and_verify(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
         w,
         "Both print the digest listed for that tag, without the `sha256:` prefix.\n"
     )
+}
+
+/// How the pins were signed and the command that checks each, in the registry it names.
+fn signatures(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    let Some(signing) = &notes.signing else {
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "## Signatures
+"
+    )?;
+    match signing {
+        SigningRecord::None => {
+            return writeln!(
+                w,
+                "**This release is not signed** (it was published with `--signing none`).\n"
+            )
+        }
+        SigningRecord::Key { public_key } => writeln!(
+            w,
+            "Every pin is signed with cosign and a key; `{public_key}`, its public key, is attached to the \
+             release. Each command below exits 0 only if the pin's signature verifies:\n"
+        )?,
+        SigningRecord::Keyless { identity, issuer } => writeln!(
+            w,
+            "Every pin is signed with cosign, keyless, by `{identity}` (issuer `{issuer}`), logged in Rekor. \
+             Each command below exits 0 only if the pin's signature verifies:\n"
+        )?,
+    }
+    writeln!(w, "```sh")?;
+    for reference in &notes.references {
+        if let Some(signature) = &reference.signature {
+            writeln!(
+                w,
+                "{}   # {} (signature {})",
+                signature.verify, reference.reference, signature.digest
+            )?;
+        }
+    }
+    writeln!(w, "```\n")
 }
 
 fn sizes(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -> fmt::Result {
@@ -575,6 +618,9 @@ pub mod tests {
         Digest::of(seed.as_bytes())
     }
 
+    const IDENTITY: &str =
+        "https://github.com/20i/stack/.github/workflows/release.yml@refs/tags/v2.0.0";
+
     /// Notes of a small release (two lines, two platforms, one mirror) with sizes chosen per test.
     pub fn sample(version: &str, sizes: [u64; 4]) -> ReleaseNotes {
         let version: ReleaseVersion = version.parse().unwrap();
@@ -608,6 +654,7 @@ pub mod tests {
         for registry in [&canonical, &mirror] {
             for image in &images {
                 let tag: Tag = format!("{version}-php-{}", image.php).parse().unwrap();
+                let pin = registry.repository(&name).at(&image.digest);
                 references.push(Reference {
                     reference: registry.repository(&name).tagged(&tag),
                     registry: registry.clone(),
@@ -616,6 +663,14 @@ pub mod tests {
                     php: image.php,
                     digest: image.digest.clone(),
                     platforms: image.platforms.clone(),
+                    signature: Some(SignatureRecord {
+                        digest: digest(&format!("signature of {}", image.digest)),
+                        verify: format!(
+                            "cosign verify --certificate-identity={IDENTITY} \
+                             --certificate-oidc-issuer={} -- {pin}",
+                            stack_images::cosign::GITHUB_ISSUER
+                        ),
+                    }),
                 });
             }
             let latest = &images[1];
@@ -628,6 +683,7 @@ pub mod tests {
                 php: latest.php,
                 digest: latest.digest.clone(),
                 platforms: latest.platforms.clone(),
+                signature: None,
             });
         }
         ReleaseNotes {
@@ -662,6 +718,10 @@ pub mod tests {
             references,
             skipped: Vec::new(),
             republished: Vec::new(),
+            signing: Some(SigningRecord::Keyless {
+                identity: IDENTITY.to_owned(),
+                issuer: stack_images::cosign::GITHUB_ISSUER.to_owned(),
+            }),
         }
     }
 

@@ -18,6 +18,7 @@ use xshell::Shell;
 
 use crate::{
     inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
+    signing::Signing,
     table,
 };
 
@@ -40,6 +41,8 @@ pub struct Plan {
     /// The BuildKit scanner that makes each platform image's SBOM; `None`: no SBOM.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sbom_scanner: Option<ImageRef>,
+    /// How every pin is signed before a moving tag may point at it.
+    pub signing: Signing,
     /// The releases the tag rules were applied against, oldest first.
     pub published: Vec<ReleaseVersion>,
     pub bases: BasesUsed,
@@ -94,6 +97,12 @@ pub enum Phase {
     Mirror,
     /// Check every pin in every registry: digest equal to the canonical one, every platform listed.
     VerifyPins,
+    /// Sign every canonical pin's index digest with cosign.
+    Sign,
+    /// Copy every pin's signature to every mirror.
+    MirrorSignatures,
+    /// Verify every pin's signature in every registry.
+    VerifySignatures,
     /// Read the compressed size of every platform image.
     Sizes,
     /// Point the moving tags at verified pins, registry by registry.
@@ -103,11 +112,14 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Preflight,
         Phase::Build,
         Phase::Mirror,
         Phase::VerifyPins,
+        Phase::Sign,
+        Phase::MirrorSignatures,
+        Phase::VerifySignatures,
         Phase::Sizes,
         Phase::MoveTags,
         Phase::VerifyTags,
@@ -120,6 +132,9 @@ impl Phase {
             Phase::Build => "build",
             Phase::Mirror => "mirror",
             Phase::VerifyPins => "verify pins",
+            Phase::Sign => "sign",
+            Phase::MirrorSignatures => "mirror signatures",
+            Phase::VerifySignatures => "verify signatures",
             Phase::Sizes => "sizes",
             Phase::MoveTags => "move tags",
             Phase::VerifyTags => "verify tags",
@@ -216,6 +231,28 @@ pub enum Step {
         php: PhpLine,
         pin: ImageRef,
     },
+    /// The release can sign: the private key reads with its password and is the public key's pair, or the
+    /// workflow's OIDC token is there.
+    SigningReady { phase: Phase },
+    /// Sign the canonical pin's index digest.
+    Sign {
+        phase: Phase,
+        php: PhpLine,
+        pin: ImageRef,
+    },
+    /// Copy the signature of the pin `from` to the same digest in `to`'s repository.
+    CopySignature {
+        phase: Phase,
+        php: PhpLine,
+        from: ImageRef,
+        to: ImageRef,
+    },
+    /// The signature of `reference`'s pin digest verifies in its registry, and is the canonical one.
+    VerifySignature {
+        phase: Phase,
+        php: PhpLine,
+        reference: ImageRef,
+    },
     /// Point the moving tag `to` at the pin `from` (same registry).
     Tag {
         phase: Phase,
@@ -240,6 +277,10 @@ impl Step {
             | Step::Verify { phase, .. }
             | Step::VerifyAttestations { phase, .. }
             | Step::Size { phase, .. }
+            | Step::SigningReady { phase }
+            | Step::Sign { phase, .. }
+            | Step::CopySignature { phase, .. }
+            | Step::VerifySignature { phase, .. }
             | Step::Tag { phase, .. } => *phase,
         }
     }
@@ -251,6 +292,43 @@ fn cache_ref(canonical: &Namespace, image: &RepoName, php: PhpLine) -> ImageRef 
         .parse()
         .expect("a repository name with `-cache` appended is one");
     canonical.repository(&name).tagged(&tags::line_tag(php))
+}
+
+/// The signing phases: every canonical pin signed, its signature copied to every mirror, then verified in every
+/// registry, all before the tags move.
+fn signing_steps(
+    steps: &mut Vec<Step>,
+    builds: &[Build],
+    canonical: &Namespace,
+    mirrors: &[Namespace],
+    pin_in: impl Fn(&Namespace, PhpLine) -> ImageRef,
+) {
+    for build in builds {
+        steps.push(Step::Sign {
+            phase: Phase::Sign,
+            php: build.php,
+            pin: build.pin.clone(),
+        });
+    }
+    for mirror in mirrors {
+        for build in builds {
+            steps.push(Step::CopySignature {
+                phase: Phase::MirrorSignatures,
+                php: build.php,
+                from: build.pin.clone(),
+                to: pin_in(mirror, build.php),
+            });
+        }
+    }
+    for namespace in std::iter::once(canonical).chain(mirrors) {
+        for build in builds {
+            steps.push(Step::VerifySignature {
+                phase: Phase::VerifySignatures,
+                php: build.php,
+                reference: pin_in(namespace, build.php),
+            });
+        }
+    }
 }
 
 /// Computes the plan: no docker, no network, no clock, no file system.
@@ -323,6 +401,11 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         phase: Phase::Preflight,
         platforms: matrix.platforms.clone(),
     }];
+    if inputs.signing.signs() {
+        steps.push(Step::SigningReady {
+            phase: Phase::Preflight,
+        });
+    }
     for namespace in matrix.namespaces() {
         steps.push(Step::Login {
             phase: Phase::Preflight,
@@ -385,6 +468,15 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             }
         }
     }
+    if inputs.signing.signs() {
+        signing_steps(
+            &mut steps,
+            &builds,
+            canonical,
+            &matrix.registries.mirrors,
+            |namespace, php| pin_in(namespace, &tags::pin_tag(version, php)),
+        );
+    }
     for build in &builds {
         steps.push(Step::Size {
             phase: Phase::Sizes,
@@ -433,6 +525,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         platforms: matrix.platforms.clone(),
         attestations: matrix.attestations,
         sbom_scanner,
+        signing: inputs.signing.clone(),
         published,
         bases: BasesUsed {
             lock: inputs.bases_path.clone(),
@@ -575,9 +668,10 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|step| match step {
-                Step::Engine { .. } | Step::Login { .. } | Step::Scanner { .. } => {
-                    Some(step.clone())
-                }
+                Step::Engine { .. }
+                | Step::Login { .. }
+                | Step::Scanner { .. }
+                | Step::SigningReady { .. } => Some(step.clone()),
                 Step::Bake {
                     phase,
                     output,
@@ -594,6 +688,9 @@ impl Plan {
                 | Step::Verify { php, .. }
                 | Step::VerifyAttestations { php, .. }
                 | Step::Size { php, .. }
+                | Step::Sign { php, .. }
+                | Step::CopySignature { php, .. }
+                | Step::VerifySignature { php, .. }
                 | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
             })
             .collect();
@@ -677,6 +774,7 @@ impl Plan {
                 format!("{published} (from {published_from})"),
             ],
             vec!["registries".to_owned(), registries.join(", ")],
+            vec!["signing".to_owned(), self.signing.describe()],
             vec![
                 "bases".to_owned(),
                 format!(
@@ -754,6 +852,14 @@ impl Plan {
                     format!("{reference}: {}", self.attested_names(" + ")),
                 ),
                 Step::Size { pin, .. } => ("size", pin.to_string()),
+                Step::SigningReady { .. } => ("signing", self.signing.describe()),
+                Step::Sign { pin, .. } => ("sign", pin.to_string()),
+                Step::CopySignature { from, to, .. } => {
+                    ("copy signature", format!("{from} -> {to}"))
+                }
+                Step::VerifySignature { reference, .. } => {
+                    ("verify signature", reference.to_string())
+                }
                 Step::Tag { from, to, .. } => (
                     "tag",
                     format!(

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use stack_images::{docker::Docker, registry::RegistryClient};
+use stack_images::{cosign::Cosign, docker::Docker, registry::RegistryClient};
 use xshell::Shell;
 
 use crate::{
@@ -167,6 +167,17 @@ fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
 
 /// Runs the plan with a fresh command journal in the work directory.
 pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::Result<Outcome> {
+    let cosign = Cosign::new().with_policy(stack_images::registry::Policy::from_env()?);
+    execute_with(plan, mode, work_dir, cosign)
+}
+
+/// The same, signing through `cosign` (`make demo` gives its throwaway key's password to it alone).
+pub fn execute_with(
+    plan: &Plan,
+    mode: Mode,
+    work_dir: &std::path::Path,
+    cosign: Cosign,
+) -> anyhow::Result<Outcome> {
     let _lock = ReleaseLock::acquire(plan)?;
     std::fs::create_dir_all(work_dir)
         .with_context(|| format!("creating {}", work_dir.display()))?;
@@ -174,7 +185,9 @@ pub fn execute(plan: &Plan, mode: Mode, work_dir: &std::path::Path) -> anyhow::R
     let _ = std::fs::remove_file(&journal);
     let docker = Docker::new()?.with_journal(&journal);
     let client = RegistryClient::from_env()?;
-    Executor::new(plan, &docker, client, mode, work_dir.to_path_buf()).run()
+    Executor::new(plan, &docker, client, mode, work_dir.to_path_buf())
+        .with_cosign(cosign)
+        .run()
 }
 
 /// The notes of a release, from its plan and what the run found.
@@ -229,6 +242,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         references: outcome.references.clone(),
         skipped: plan.skipped.clone(),
         republished: Vec::new(),
+        signing: Some(plan.signing.record()),
     }
 }
 
@@ -282,6 +296,21 @@ pub fn summary(plan: &Plan, outcome: &Outcome, written: &[String]) -> String {
                 .join(", "),
             outcome.already_copied
         ),
+    ]);
+    rows.push(vec![
+        "signed".to_owned(),
+        if plan.signing.signs() {
+            format!(
+                "{} pins ({} signed already), {}; {} signatures copied, {} verified",
+                outcome.signed,
+                outcome.already_signed,
+                plan.signing.describe(),
+                outcome.signatures_copied,
+                outcome.signatures.len()
+            )
+        } else {
+            plan.signing.describe()
+        },
     ]);
     rows.push(vec![
         "moved".to_owned(),

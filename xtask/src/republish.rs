@@ -57,9 +57,26 @@ impl RepublishCmd {
                 display_path(&notes_dir)
             ))
         })?;
+        // A signed release stays signed: an unsigned rebuild would leave pins whose signature no longer covers them.
+        if let Some(signing) = notes
+            .signing
+            .as_ref()
+            .filter(|s| !matches!(s, stack_images::release_notes::SigningRecord::None))
+        {
+            anyhow::ensure!(
+                plan.signing.signs(),
+                "{version} was signed ({}): its rebuilt pins must be signed too; drop --signing none \
+                 (sign keyless in the release workflow, or with --signing key:PATH)",
+                serde_json::to_value(signing)?["mode"].as_str().unwrap_or("signed")
+            );
+        }
 
         let outcome = release::execute(&plan, Mode::Republish, &self.dirs.work_dir(&plan))?;
         let rebuilt = release::release_notes(&plan, &outcome);
+        // The rebuilt pins carry this run's signatures (each reference names its own verify command).
+        if plan.signing.signs() {
+            notes.signing = rebuilt.signing.clone();
+        }
 
         let mut changes = Vec::new();
         for reference in &outcome.references {

@@ -21,6 +21,14 @@ pub const RUNNERS: &[(&str, &str)] = &[
     ("linux/arm64", "ubuntu-24.04-arm"),
 ];
 
+/// What the real stack's CI job runs for (`ci.yml`, job `real-stack`): a change to any of these paths.
+pub const REAL_STACK_PATHS: &[&str] = &[
+    "images/",
+    "launcher/stack/",
+    "launcher/tests/it/real_stack.rs",
+    "launcher/tests/it/harness.rs",
+];
+
 /// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
 pub const HOST_PLATFORM: &str = "linux/amd64";
 
@@ -52,11 +60,20 @@ pub const ACTIONS: &[Action] = &[
         version: "v3.11.1",
     },
     Action {
+        name: "sigstore/cosign-installer",
+        sha: "d58896d6a1865668819e1d91763c7751a165e159",
+        version: "v3.9.2",
+    },
+    Action {
         name: "docker/login-action",
         sha: "74a5d142397b4f367a81961eba4e8cd7edddf772",
         version: "v3.4.0",
     },
 ];
+
+/// The cosign the signing jobs install: the 2.5 line, which the tests run (Debian trixie's 2.5.0); cosign 3
+/// changes where signatures are stored.
+pub const COSIGN_RELEASE: &str = "v2.5.3";
 
 // Registries the release workflow can log in to, and with what: the matrix's registries must be among them.
 const CANONICAL_LOGIN: &str = "ghcr.io"; // GITHUB_TOKEN with packages: write
@@ -213,14 +230,28 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
         emulated.join(",")
     };
 
+    // Every PHP line on every platform, each on its platform's own runner: the real image is built natively.
+    let mut real_stack_matrix = String::new();
+    for php in matrix.php_lines() {
+        for platform in &matrix.platforms {
+            real_stack_matrix.push_str(&format!(
+                "- php: \"{php}\"\n  platform: {platform}\n  runner: {}\n",
+                runner(platform)?
+            ));
+        }
+    }
+
     let mut values = vec![
         ("host_runner".to_owned(), host_runner.to_owned()),
+        ("real_stack_matrix".to_owned(), real_stack_matrix),
+        ("real_stack_paths".to_owned(), REAL_STACK_PATHS.join(" ")),
         ("platforms".to_owned(), matrix.platforms.join(", ")),
         ("qemu_platforms".to_owned(), qemu_platforms),
         ("build_matrix".to_owned(), build_matrix),
         ("digests_files".to_owned(), digests_files.join("\n")),
         ("canonical_host".to_owned(), canonical.to_owned()),
         ("mirror_host".to_owned(), MIRROR_LOGIN.to_owned()),
+        ("cosign_release".to_owned(), COSIGN_RELEASE.to_owned()),
     ];
     for action in ACTIONS {
         values.push((
@@ -337,6 +368,31 @@ mod tests {
         matrix.platforms.push("linux/riscv64".into());
         let error = generate(&matrix).unwrap_err().to_string();
         assert!(error.contains("add one to RUNNERS"), "{error}");
+    }
+
+    #[test]
+    fn the_real_stack_runs_every_line_on_every_platform_natively_when_its_inputs_change() {
+        let matrix = Matrix::embedded();
+        let workflows = generate(&matrix).unwrap();
+        let ci = &workflows.iter().find(|(f, _)| *f == "ci.yml").unwrap().1;
+        for php in matrix.php_lines() {
+            for platform in &matrix.platforms {
+                let entry = format!(
+                    "- php: \"{php}\"\n            platform: {platform}\n            runner: {}\n",
+                    runner(platform).unwrap()
+                );
+                assert!(ci.contains(&entry), "{entry}");
+            }
+        }
+        assert!(ci.contains("git diff --quiet HEAD^1 HEAD -- images/ launcher/stack/ "));
+        assert!(ci.contains("if: needs.changes.outputs.real-stack == 'true'"));
+        assert!(ci.contains("run: |\n          cargo test -p launcher --test it real_stack::\n"));
+        assert_eq!(
+            job_permissions(ci),
+            ["ci", "changes", "real-stack"]
+                .map(|job| (job.to_owned(), vec!["contents: read".to_owned()]))
+                .to_vec()
+        );
     }
 
     /// Each job's `permissions:` block, by job name, as `key: value` lines.

@@ -8,6 +8,7 @@ mod harness;
 mod pin;
 mod prune;
 mod pull;
+mod real_stack;
 mod republished;
 mod signature;
 mod start;

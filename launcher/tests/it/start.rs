@@ -349,7 +349,7 @@ fn a_stack_that_never_gets_healthy_exits_4_with_what_to_do() {
     let run = site.run(&["start"], &[]);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
-        run.stderr.contains("the stack did not start healthy within WAIT_TIMEOUT=5 s: see `20i status` and `20i logs`, or raise WAIT_TIMEOUT"),
+        run.stderr.contains("the stack did not start healthy within WAIT_TIMEOUT=5 s, still starting: nginx (starting): see `20i status` and `20i logs`, or raise WAIT_TIMEOUT\nthe last lines of nginx's log:"),
         "{}",
         run.stderr
     );

@@ -211,6 +211,48 @@ fn time_flag() {
 }
 
 #[test]
+fn signing_flags() {
+    let flag = "for '--signing <MODE>'";
+    let modes = "use key:PATH (or key:env://COSIGN_KEY), keyless or none";
+    plan_error(
+        &["--signing", "cosign"],
+        2,
+        &[flag, "`cosign` is not a signing mode", modes],
+    );
+    plan_error(
+        &["--signing="],
+        2,
+        &[flag, "`` is not a signing mode", modes],
+    );
+    plan_error(
+        &["--signing", "key:"],
+        2,
+        &[
+            flag,
+            "`` is not a key: give the path of a cosign private key file or env://COSIGN_KEY",
+        ],
+    );
+    plan_error(
+        &["--signing", "key:env://GITHUB_TOKEN"],
+        2,
+        &[
+            flag,
+            "read from env://COSIGN_KEY, not env://GITHUB_TOKEN: set COSIGN_KEY",
+        ],
+    );
+    plan_error(
+        &["--signing", "key:cosign.key"],
+        1,
+        &["--signing key:PATH needs --signing-public-key PATH"],
+    );
+    plan_error(
+        &["--signing-public-key", "cosign.pub"],
+        1,
+        &["--signing-public-key goes with --signing key:PATH only"],
+    );
+}
+
+#[test]
 fn revision_flag_never_reaches_git_as_an_option() {
     let scratch = Scratch::new();
     let file = scratch.file("written-by-git");

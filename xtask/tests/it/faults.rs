@@ -252,11 +252,26 @@ fn move_tags_bytes_changed_on_the_way_are_sent_again() -> anyhow::Result<()> {
     )
 }
 
-/// `imagetools create` does not retry a manifest the registry refused (400), so the copy stops; nothing moved.
+/// The flipped byte breaks the manifest's JSON: the registry refuses it (400 `MANIFEST_INVALID`), which is not
+/// retried (only `DIGEST_INVALID` says the bytes changed on the way), so the copy stops; nothing moved.
 #[test]
 fn copy_bytes_changed_on_the_way_stop_it_and_resume_finishes() -> anyhow::Result<()> {
     cell(
         |_, mirror| mirror.set(RequestKind::ManifestPut, Fault::FlipRequestByte.times(1)),
+        Expect::Stops("mirror failed: no moving tag was touched"),
+    )
+}
+
+/// A blob changed on its way to the mirror every time: the copy gives up naming the digest; nothing moved.
+#[test]
+fn copy_blobs_changed_on_the_way_every_time_stop_it_and_resume_finishes() -> anyhow::Result<()> {
+    cell(
+        |_, mirror| {
+            mirror.set(
+                RequestKind::BlobUpload,
+                Fault::FlipRequestByte.matching("digest="),
+            )
+        },
         Expect::Stops("mirror failed: no moving tag was touched"),
     )
 }

@@ -123,6 +123,27 @@ fn registries_are_overridden_per_command() {
         .all(|s| s["action"] != "copy"));
 }
 
+/// `--signing none` is the only way to a plan without signatures, and the plan says so.
+#[test]
+fn an_unsigned_release_is_asked_for_by_name() {
+    let empty = tempfile::tempdir().unwrap();
+    let args = plan_args("v2.0.0", "", &["--signing", "none", "--json"]);
+    let plan: serde_json::Value =
+        serde_json::from_str(&stdout(&xtask(empty.path(), &args))).unwrap();
+    assert_eq!(plan["signing"], serde_json::json!({"mode": "none"}));
+    assert!(plan["steps"].as_array().unwrap().iter().all(|s| {
+        ![
+            "signing-ready",
+            "sign",
+            "copy-signature",
+            "verify-signature",
+        ]
+        .contains(&s["action"].as_str().unwrap())
+    }));
+    let args = plan_args("v2.0.0", "", &["--signing", "none"]);
+    assert!(stdout(&xtask(empty.path(), &args)).contains("signing     NOT SIGNED (--signing none)"));
+}
+
 /// Every moving tag comes after every pin has been built, copied and verified, in every registry.
 #[test]
 fn moving_tags_only_after_all_pins_are_verified() {
@@ -158,6 +179,24 @@ fn moving_tags_only_after_all_pins_are_verified() {
     assert!(
         scanner < bake,
         "the SBOM scanner is checked before anything is built"
+    );
+    // Signed (keyless by default) after the pins are verified, each signature checked in every registry first.
+    let signed = steps.iter().position(|s| s["action"] == "sign").unwrap();
+    assert!(last_pin_check < signed);
+    let last_signature_check = steps
+        .iter()
+        .rposition(|s| s["phase"] == "verify-signatures")
+        .unwrap();
+    assert!(last_signature_check < first_tag);
+    let count = |action: &str| steps.iter().filter(|s| s["action"] == action).count();
+    assert_eq!(
+        (
+            count("sign"),
+            count("copy-signature"),
+            count("verify-signature")
+        ),
+        (5, 5, 5 * 2),
+        "5 pins signed, their signatures copied to the mirror and verified in 2 registries"
     );
     let moved: Vec<&str> = steps
         .iter()

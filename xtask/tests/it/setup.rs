@@ -173,9 +173,13 @@ impl Setup {
             args.extend(["--matrix".to_owned(), matrix.display().to_string()]);
         }
         // The matrix's scanner is on Docker Hub, which these machines cannot reach: a release test makes SBOMs
-        // only when it names the stand-in (`Setup::sbom_scanner`).
+        // only when it names the stand-in (xtask/tests/it/sbom.rs pushes it).
         if !extra.contains(&"--sbom-scanner") {
             args.push("--no-sbom".to_owned());
+        }
+        // Keyless signing needs GitHub's OIDC token: releases here are unsigned unless a test signs with a key.
+        if !extra.iter().any(|a| a.starts_with("--signing")) {
+            args.extend(["--signing".to_owned(), "none".to_owned()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         args

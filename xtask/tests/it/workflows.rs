@@ -132,6 +132,56 @@ fn the_release_build_jobs_follow_the_matrix_platforms() {
     assert!(!release.contains("digests/linux-amd64.json"));
 }
 
+/// The jobs of a workflow, by name, each with its text: the lines under `jobs:` indented by two spaces.
+fn jobs(workflow: &str) -> Vec<(String, String)> {
+    let body = &workflow[workflow.find("\njobs:\n").expect("a workflow has jobs")..];
+    let mut jobs: Vec<(String, String)> = Vec::new();
+    for line in body.lines().skip(2) {
+        match line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+            Some(name) if !name.starts_with(' ') => jobs.push((name.to_owned(), String::new())),
+            _ => {
+                if let Some((_, text)) = jobs.last_mut() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    jobs
+}
+
+#[test]
+fn only_the_jobs_that_sign_may_ask_for_an_oidc_token() {
+    let mut signing_jobs = 0;
+    for workflow in workflows() {
+        let text = std::fs::read_to_string(&workflow).unwrap();
+        let name = workflow.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            text.contains("\npermissions: {}\n"),
+            "{name}: no permission by default"
+        );
+        for (job, body) in jobs(&text) {
+            let signs = name == "release.yml" && (job == "merge" || job == "republish");
+            signing_jobs += usize::from(signs);
+            assert_eq!(
+                body.contains("id-token: write"),
+                signs,
+                "{name}: job {job} {} ask for an OIDC token",
+                if signs { "must" } else { "must not" }
+            );
+            assert_eq!(
+                body.contains("uses: sigstore/cosign-installer@d58896d6a1865668819e1d91763c7751a165e159 # v3.9.2"),
+                signs,
+                "{name}: job {job} and cosign"
+            );
+        }
+    }
+    assert_eq!(
+        signing_jobs, 2,
+        "release.yml's merge and republish jobs sign"
+    );
+}
+
 #[test]
 fn zizmor_finds_nothing_in_the_workflows() {
     let Some(output) = lint("zizmor", &["--no-progress", ".github/workflows/"]) else {

@@ -1,0 +1,220 @@
+//! `RegistryClient::copy` between two real registries, straight and through the fault proxy: the copy has the
+//! source's digest with every child (attestation manifests too), skips what the destination holds, mounts on the
+//! same host, recovers from transient faults and never stores bytes that do not hash to their digest.
+
+use std::time::Duration;
+
+use stack_images::{
+    docker::FailureKind,
+    registry::{Policy, RegistryClient},
+    Digest, ImageRef, IndexSummary,
+};
+use testkit::{fixtures, Fault, FaultProxy, Registry, RequestKind};
+
+fn quick() -> Policy {
+    Policy {
+        connect_timeout: Duration::from_secs(1),
+        read_timeout: Duration::from_millis(500),
+        operation_timeout: Duration::from_secs(20),
+        attempts: 4,
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_millis(200),
+        retry_after_cap: Duration::from_secs(2),
+    }
+}
+
+/// The busybox fixture with attestations in `source`, and a fault proxy in front of an empty `destination`.
+struct Setup {
+    source: Registry,
+    _destination: Registry,
+    proxy: FaultProxy,
+    client: RegistryClient,
+    pushed: ImageRef,
+    _no_logins: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let source = Registry::start().unwrap();
+        let tag = format!("{}/fixture:1", source.namespace("test"));
+        let digest = fixtures::push_busybox(&tag, "", true).unwrap();
+        let destination = Registry::start().unwrap();
+        let proxy = FaultProxy::in_front_of(&destination).unwrap();
+        let no_logins = tempfile::tempdir().unwrap();
+        let client = RegistryClient::new(quick()).with_docker_config(no_logins.path());
+        let tag: ImageRef = tag.parse().unwrap();
+        let pushed = tag.repository().at(&Digest::parse(&digest).unwrap());
+        Setup {
+            source,
+            _destination: destination,
+            proxy,
+            client,
+            pushed,
+            _no_logins: no_logins,
+        }
+    }
+
+    fn to(&self, tag: &str) -> ImageRef {
+        format!("{}/mirror:{tag}", self.proxy.namespace("test"))
+            .parse()
+            .unwrap()
+    }
+
+    /// Every manifest and blob of the copy is served by `to`'s registry, under the source's digests.
+    #[track_caller]
+    fn assert_complete(&self, to: &ImageRef) {
+        let index = self.client.get_manifest(to).unwrap();
+        assert_eq!(index.digest, *self.pushed.digest().unwrap());
+        let summary = IndexSummary::parse(&index.bytes).unwrap();
+        assert_eq!(summary.platforms.len(), 2, "{summary:?}");
+        let children: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
+        let children = children["manifests"].as_array().unwrap();
+        assert!(
+            children
+                .iter()
+                .any(|c| c["platform"]["architecture"] == "unknown"),
+            "the attestation manifests are part of the copy: {children:?}"
+        );
+        for child in children {
+            let digest = Digest::parse(child["digest"].as_str().unwrap()).unwrap();
+            let manifest = self
+                .client
+                .get_manifest(&to.repository().at(&digest))
+                .unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(&manifest.bytes).unwrap();
+            let blobs =
+                std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
+            for blob in blobs {
+                let digest = Digest::parse(blob["digest"].as_str().unwrap()).unwrap();
+                self.client.get_blob(to.repository(), &digest).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_copy_has_the_same_digest_every_child_and_skips_what_is_there() {
+    let setup = Setup::new();
+    let to = setup.to("1");
+    let copied = setup.client.copy(&setup.pushed, &to).unwrap();
+    assert_eq!(copied.digest, *setup.pushed.digest().unwrap());
+    // An index, two platform images, two attestation manifests.
+    assert_eq!(copied.manifests, 5);
+    assert!(copied.blobs_sent >= 4, "{copied:?}");
+    assert_eq!((copied.blobs_present, copied.blobs_mounted), (0, 0));
+    setup.assert_complete(&to);
+
+    let again = setup.client.copy(&setup.pushed, &setup.to("2")).unwrap();
+    assert_eq!(
+        (again.blobs_sent, again.blobs_present),
+        (0, copied.blobs_sent),
+        "{again:?}"
+    );
+
+    // By digest: no tag, and the digest named must be the source's.
+    let by_digest = setup
+        .to("x")
+        .repository()
+        .at(setup.pushed.digest().unwrap());
+    setup.client.copy(&setup.pushed, &by_digest).unwrap();
+    let wrong = setup.to("x").repository().at(&Digest::of(b"other"));
+    let error = setup.client.copy(&setup.pushed, &wrong).unwrap_err();
+    assert_eq!(error.kind, FailureKind::DigestMismatch, "{error}");
+}
+
+#[test]
+fn on_one_host_blobs_are_mounted() {
+    let setup = Setup::new();
+    let to: ImageRef = format!("{}/elsewhere:1", setup.source.namespace("other"))
+        .parse()
+        .unwrap();
+    let copied = setup.client.copy(&setup.pushed, &to).unwrap();
+    assert_eq!(copied.blobs_sent, 0, "{copied:?}");
+    assert!(copied.blobs_mounted >= 4, "{copied:?}");
+    assert_eq!(
+        setup.client.get_manifest(&to).unwrap().digest,
+        *setup.pushed.digest().unwrap()
+    );
+}
+
+#[test]
+fn a_copy_recovers_from_transient_faults() {
+    use RequestKind::*;
+    let setup = Setup::new();
+    for (n, (kind, fault)) in [
+        (BlobUpload, Fault::Status(500).times(1)),
+        (BlobHead, Fault::Status(503).times(1)),
+        (BlobUpload, Fault::Reset.times(1)),
+        (ManifestPut, Fault::Status(500).times(1)),
+        // The blob's PUT, not the POST that opens the upload: the registry finds another digest, and refuses it.
+        (
+            BlobUpload,
+            Fault::FlipRequestByte.matching("digest=").times(1),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        setup.proxy.clear();
+        let before = setup.proxy.faulted(kind);
+        setup.proxy.set(kind, fault.clone());
+        // A new repository each time, so every blob moves again.
+        let to: ImageRef = format!("{}/case{n}:1", setup.proxy.namespace("test"))
+            .parse()
+            .unwrap();
+        let copied = setup
+            .client
+            .copy(&setup.pushed, &to)
+            .unwrap_or_else(|e| panic!("{kind:?} under {fault:?}: {e}"));
+        assert_eq!(
+            setup.proxy.faulted(kind) - before,
+            1,
+            "{kind:?} under {fault:?}"
+        );
+        assert_eq!(copied.digest, *setup.pushed.digest().unwrap());
+        setup.proxy.clear();
+        setup.assert_complete(&to);
+    }
+}
+
+#[test]
+fn a_blob_cut_or_changed_on_the_way_is_refused_by_its_digest() {
+    use RequestKind::*;
+    let source = Registry::start().unwrap();
+    let source_proxy = FaultProxy::in_front_of(&source).unwrap();
+    let tag = format!("{}/fixture:1", source.namespace("test"));
+    let digest = fixtures::push_busybox(&tag, "", false).unwrap();
+    let from: ImageRef = format!("{}/fixture@{digest}", source_proxy.namespace("test"))
+        .parse()
+        .unwrap();
+    let destination = Registry::start().unwrap();
+    let no_logins = tempfile::tempdir().unwrap();
+    let client = RegistryClient::new(quick()).with_docker_config(no_logins.path());
+
+    // Once: the next attempt reads the whole blob.
+    source_proxy.set(BlobGet, Fault::CutBody.times(1));
+    let to: ImageRef = format!("{}/cut:1", destination.namespace("test"))
+        .parse()
+        .unwrap();
+    client.copy(&from, &to).unwrap();
+    assert_eq!(source_proxy.faulted(BlobGet), 1);
+
+    // Always: the copy gives up naming the mismatch, and stores no manifest.
+    for fault in [Fault::FlipByte, Fault::CutBody] {
+        source_proxy.clear();
+        source_proxy.set(BlobGet, fault.clone());
+        let to: ImageRef = format!("{}/flipped:1", destination.namespace("test"))
+            .parse()
+            .unwrap();
+        let error = client.copy(&from, &to).unwrap_err();
+        assert_eq!(
+            error.kind,
+            FailureKind::DigestMismatch,
+            "{fault:?}: {error}"
+        );
+        assert_eq!(error.attempts, quick().attempts, "{fault:?}: {error}");
+        source_proxy.clear();
+        let absent = client.get_manifest(&to).unwrap_err();
+        assert_eq!(absent.kind, FailureKind::NotFound, "{fault:?}: {absent}");
+    }
+}
