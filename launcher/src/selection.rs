@@ -470,10 +470,18 @@ fn remedy(config: &Config, fault: &Fault) -> String {
             cosign::Failure::Key => "SIGNATURE_KEY must be the path of a readable cosign public key \
                                      (cosign.pub, as the release publishes it)"
                 .to_owned(),
-            cosign::Failure::TimedOut | cosign::Failure::Registry(_) => format!(
-                "the signature is read from {host}: connect and run the command again, or set \
-                 VERIFY_SIGNATURE=false to run images unverified, {build}"
-            ),
+            cosign::Failure::TimedOut | cosign::Failure::Registry(_) => {
+                let keyless = match config.signature {
+                    Some(cosign::Verifier::Identity { .. }) => {
+                        " (and, for a keyless signature, Sigstore's public trust root)"
+                    }
+                    _ => "",
+                };
+                format!(
+                    "the signature is read from {host}{keyless}: connect and run the command again, or set \
+                     VERIFY_SIGNATURE=false to run images unverified, {build}"
+                )
+            }
         },
         Fault::Docker(FailureKind::Other) => format!("see docker's message above, {build}"),
     }
