@@ -256,7 +256,10 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
     };
     writeln!(log, "pulling {reference} ({why})")?;
     let started = Instant::now();
-    let failure = match pull(engine, config, &policy, &reference, log) {
+    // The wrong digest of the last damaged download: a mirror's pull that meets the very same one is meeting the
+    // engine's stale copy of it, not the mirror's bytes.
+    let mut damaged: Option<String> = None;
+    let failure = match pull(engine, config, &policy, &reference, &mut damaged, log) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -287,7 +290,7 @@ pub fn acquire(engine: &Engine, config: &Config, log: &mut dyn Write) -> anyhow:
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
-            match pull(engine, config, &policy, &mirrored, log) {
+            match pull(engine, config, &policy, &mirrored, &mut damaged, log) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -399,13 +402,18 @@ fn freshen(
 /// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
 /// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
 /// a pulled image of another digest is untagged again and refused.
+/// `damaged` is the wrong digest of the damaged download an earlier registry's pull left (if any), and on a
+/// digest mismatch here becomes this one's.
 fn pull(
     engine: &Engine,
     config: &Config,
     policy: &Policy,
     reference: &str,
+    damaged: &mut Option<String>,
     log: &mut dyn Write,
 ) -> Result<(), PullFailure> {
+    let inherited = damaged.take();
+    let mut stale_waits = 0;
     let command = DockerCommand::new(["pull", reference]);
     let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
     let budget = Duration::from_secs(config.pull_timeout.get().into());
@@ -430,8 +438,28 @@ fn pull(
             Err(error) => error,
         };
         let kind = error.kind;
+        let wrong = (kind == FailureKind::DigestMismatch)
+            .then(|| selection::damaged_digest(&error.stderr))
+            .flatten();
+        if let Some(wrong) = wrong.filter(|w| inherited.as_deref() == Some(w.as_str())) {
+            // The same wrong bytes as the registry before: the engine still holds that damaged download (its
+            // garbage collection runs less often on a busy machine) and this registry was not asked for them.
+            let wait = selection::DAMAGED_DOWNLOAD_WAIT;
+            if stale_waits < selection::STALE_DOWNLOAD_WAITS && started.elapsed() + wait < budget {
+                stale_waits += 1;
+                let _ = writeln!(
+                    log,
+                    "the engine still holds the damaged download ({wrong}) of the registry before; waiting {}",
+                    seconds(wait)
+                );
+                std::thread::sleep(wait);
+                waited += wait;
+                continue;
+            }
+        }
         if kind == FailureKind::DigestMismatch {
             mismatches += 1;
+            *damaged = selection::damaged_digest(&error.stderr);
         }
         let allowed = match kind {
             FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,

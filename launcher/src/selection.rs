@@ -31,6 +31,23 @@ pub const DIGEST_MISMATCH_ATTEMPTS: u32 = 2;
 /// same digest before then fails on those bytes without asking any registry (measured here: 2 to 4 s).
 pub const DAMAGED_DOWNLOAD_WAIT: Duration = Duration::from_secs(5);
 
+/// More waits of [`DAMAGED_DOWNLOAD_WAIT`] when the next registry's pull still meets the damaged download: on a
+/// busy machine the engine collects it later than the first wait (seen: more than 15 s at a load of 10 on two
+/// cores). Bounded, and within PULL_TIMEOUT.
+pub const STALE_DOWNLOAD_WAITS: u32 = 4;
+
+/// The digest the bytes of a damaged download really had, from containerd's "unexpected commit digest
+/// sha256:…, expected sha256:…".
+pub fn damaged_digest(stderr: &str) -> Option<String> {
+    let at = stderr.find("unexpected commit digest ")? + "unexpected commit digest ".len();
+    let digest: String = stderr[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == ':' || c.is_ascii_lowercase())
+        .collect();
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
+}
+
 /// Failures worth a mirror: the same image may be served whole from elsewhere.
 pub fn is_transient(fault: &Fault) -> bool {
     matches!(
@@ -666,6 +683,25 @@ mod tests {
             expected.map(Duration::from_secs),
             "{message}"
         );
+    }
+
+    #[track_caller]
+    fn check_damaged(stderr: &str, expected: Option<&str>) {
+        assert_eq!(damaged_digest(stderr).as_deref(), expected, "{stderr}");
+    }
+
+    #[test]
+    fn the_wrong_digest_of_a_damaged_download() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let line = format!("failed commit on ref \"config-sha256:{b}\": commit failed: unexpected commit digest sha256:{a}, expected sha256:{b}: failed precondition");
+        check_damaged(&line, Some(&format!("sha256:{a}")));
+        check_damaged(
+            &format!("unexpected commit digest sha256:{}", &a[..10]),
+            None,
+        );
+        check_damaged("unexpected commit digest md5:abc, expected", None);
+        check_damaged("manifest unknown", None);
+        check_damaged("", None);
     }
 
     #[test]
