@@ -35,7 +35,7 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --workspace -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
-	hadolint images/php-fpm/Dockerfile testkit/standins/php-fpm/Dockerfile testkit/standins/php-fpm-real/Dockerfile
+	hadolint images/php-fpm/Dockerfile testkit/standins/php-fpm/Dockerfile testkit/standins/php-fpm-real/Dockerfile testkit/standins/sbom-scanner/Dockerfile
 	cargo xtask workflows --check
 	zizmor .github/workflows/
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

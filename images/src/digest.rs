@@ -82,6 +82,55 @@ pub struct PlatformManifest {
     pub digest: Digest,
     /// Size of the platform's manifest document, as the index records it.
     pub manifest_size: u64,
+    /// The attestation manifest the index lists for this image (`unknown/unknown`, annotated
+    /// `vnd.docker.reference.type=attestation-manifest` and `vnd.docker.reference.digest=<this digest>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Digest>,
+}
+
+/// The annotation of an attestation manifest's layer that names what it attests, as BuildKit writes it.
+pub const PREDICATE_TYPE: &str = "in-toto.io/predicate-type";
+/// The predicate type of an SPDX SBOM.
+pub const SPDX_PREDICATE: &str = "https://spdx.dev/Document";
+/// The prefix of every SLSA provenance predicate type (`…/v0.2`, `…/v1`).
+pub const SLSA_PROVENANCE_PREFIX: &str = "https://slsa.dev/provenance/";
+
+/// What an attestation manifest may hold that a release promises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Predicate {
+    /// An SPDX SBOM (`https://spdx.dev/Document`).
+    Sbom,
+    /// SLSA provenance, any version (`https://slsa.dev/provenance/v0.2`, `…/v1`).
+    Provenance,
+}
+
+impl Predicate {
+    /// Whether a layer's predicate type is this one.
+    pub fn is(self, predicate_type: &str) -> bool {
+        match self {
+            Predicate::Sbom => predicate_type == SPDX_PREDICATE,
+            Predicate::Provenance => predicate_type.starts_with(SLSA_PROVENANCE_PREFIX),
+        }
+    }
+
+    /// `sbom`, `provenance`: as plans, notes and errors name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Predicate::Sbom => "sbom",
+            Predicate::Provenance => "provenance",
+        }
+    }
+}
+
+/// The predicate types an attestation manifest holds, one per in-toto layer, from its raw bytes.
+pub fn predicate_types(manifest: &[u8]) -> anyhow::Result<Vec<String>> {
+    let manifest: ImageManifest = serde_json::from_slice(manifest)
+        .context("not an attestation manifest (an image manifest)")?;
+    Ok(manifest
+        .layers()
+        .iter()
+        .filter_map(|layer| layer.annotations().as_ref()?.get(PREDICATE_TYPE).cloned())
+        .collect())
 }
 
 /// What an image index says, with attestations told apart from platforms.
@@ -106,14 +155,26 @@ impl IndexSummary {
             .unwrap_or_default();
         let mut platforms = Vec::new();
         let mut attestations = 0;
+        let mut attesting = Vec::new();
         for manifest in index.manifests() {
             match platform_of(manifest) {
                 Some(platform) => platforms.push(PlatformManifest {
                     platform,
                     digest: Digest::parse(manifest.digest().as_ref())?,
                     manifest_size: manifest.size(),
+                    attestation: None,
                 }),
-                None => attestations += 1,
+                None => {
+                    attestations += 1;
+                    if let Some(subject) = attestation_subject(manifest) {
+                        attesting.push((subject, Digest::parse(manifest.digest().as_ref())?));
+                    }
+                }
+            }
+        }
+        for (subject, attestation) in attesting {
+            if let Some(platform) = platforms.iter_mut().find(|p| p.digest.as_str() == subject) {
+                platform.attestation = Some(attestation);
             }
         }
         Ok(IndexSummary {
@@ -153,6 +214,13 @@ pub fn compressed_size(manifest: &[u8]) -> anyhow::Result<u64> {
     let manifest: ImageManifest =
         serde_json::from_slice(manifest).context("not an image manifest")?;
     Ok(manifest.config().size() + manifest.layers().iter().map(Descriptor::size).sum::<u64>())
+}
+
+/// The image an attestation manifest entry attests (`vnd.docker.reference.digest`), if it is one.
+fn attestation_subject(manifest: &Descriptor) -> Option<String> {
+    let annotations = manifest.annotations().as_ref()?;
+    (annotations.get("vnd.docker.reference.type")? == "attestation-manifest")
+        .then(|| annotations.get("vnd.docker.reference.digest").cloned())?
 }
 
 /// `os/arch[/variant]` of a runnable manifest; `None` for attestations and entries without a platform.
@@ -231,6 +299,18 @@ mod tests {
         let index = IndexSummary::parse(INDEX_WITH_ATTESTATIONS.as_bytes()).unwrap();
         assert_eq!(index.platform_names(), ["linux/amd64", "linux/arm64"]);
         assert_eq!(index.attestations, 2);
+        let attestations: Vec<&str> = index
+            .platforms
+            .iter()
+            .map(|p| p.attestation.as_ref().map_or("none", Digest::short))
+            .collect();
+        assert_eq!(attestations, ["sha256:333333333333", "sha256:444444444444"]);
+        let one_lost = INDEX_WITH_ATTESTATIONS.replace(
+            "\"vnd.docker.reference.digest\": \"sha256:2222",
+            "\"vnd.docker.reference.digest\": \"sha256:5555",
+        );
+        let index_one_lost = IndexSummary::parse(one_lost.as_bytes()).unwrap();
+        assert_eq!(index_one_lost.platforms[1].attestation, None);
         assert_eq!(index.digest, Digest::of(INDEX_WITH_ATTESTATIONS.as_bytes()));
         index
             .require_platforms(&["linux/amd64".into(), "linux/arm64".into()])
@@ -244,6 +324,53 @@ mod tests {
                 .ends_with("lacks linux/riscv64 (it lists linux/amd64, linux/arm64)"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn predicate_types_of_an_attestation_manifest() {
+        // As BuildKit 0.13 pushes one with an SBOM and provenance (mode=min).
+        let manifest = r#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+          "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "size": 241,
+                     "digest": "sha256:1111111111111111111111111111111111111111111111111111111111111111"},
+          "layers": [
+            {"mediaType": "application/vnd.in-toto+json", "size": 1007,
+             "digest": "sha256:2222222222222222222222222222222222222222222222222222222222222222",
+             "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}},
+            {"mediaType": "application/vnd.in-toto+json", "size": 1092,
+             "digest": "sha256:3333333333333333333333333333333333333333333333333333333333333333",
+             "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}]}"#;
+        assert_eq!(
+            predicate_types(manifest.as_bytes()).unwrap(),
+            [SPDX_PREDICATE, "https://slsa.dev/provenance/v0.2"]
+        );
+        assert!(predicate_types(INDEX_WITH_ATTESTATIONS.as_bytes()).is_err());
+        for (predicate, predicate_type, expected) in [
+            (Predicate::Sbom, SPDX_PREDICATE, true),
+            (Predicate::Sbom, "https://cyclonedx.org/bom", false),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/provenance/v0.2",
+                true,
+            ),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/provenance/v1",
+                true,
+            ),
+            (Predicate::Provenance, SPDX_PREDICATE, false),
+            (
+                Predicate::Provenance,
+                "https://slsa.dev/verification_summary/v1",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                predicate.is(predicate_type),
+                expected,
+                "{predicate:?} {predicate_type}"
+            );
+        }
+        assert!(predicate_types(b"{").is_err());
     }
 
     #[test]

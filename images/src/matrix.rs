@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::{Namespace, PhpLine, RepoName};
+use crate::{ImageRef, Namespace, PhpLine, RepoName};
 
 /// The matrix file as shipped, compiled in so the launcher knows the lines and registries without a checkout.
 pub const MATRIX_TOML: &str = include_str!("../matrix.toml");
@@ -29,6 +29,9 @@ pub struct Matrix {
     pub platforms: Vec<String>,
     #[serde(default)]
     pub attestations: Attestations,
+    /// An SPDX SBOM per platform image, made at build time by a BuildKit scanner image; absent: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom: Option<Sbom>,
     pub registries: Registries,
     pub lines: Vec<Line>,
 }
@@ -45,12 +48,32 @@ pub enum Attestations {
 }
 
 impl Attestations {
-    /// The value of buildx's `--provenance` flag.
-    pub fn provenance_flag(self) -> &'static str {
+    /// The provenance entry of a bake target's `attest`.
+    pub fn attest_entry(self) -> &'static str {
         match self {
-            Attestations::None => "--provenance=false",
-            Attestations::Provenance => "--provenance=mode=min",
+            Attestations::None => "type=provenance,disabled=true",
+            Attestations::Provenance => "type=provenance,mode=min",
         }
+    }
+}
+
+/// The `[sbom]` table: whether each platform image gets an SBOM attestation, and which scanner makes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sbom {
+    pub enabled: bool,
+    /// The BuildKit SBOM generator image (`attest type=sbom,generator=…`), pinned by digest so every release runs
+    /// the same scanner. BuildKit pulls it during the build, so it must be pullable from the builder.
+    pub scanner: ImageRef,
+}
+
+impl Matrix {
+    /// The scanner the release runs when SBOMs are on.
+    pub fn sbom_scanner(&self) -> Option<&ImageRef> {
+        self.sbom
+            .as_ref()
+            .filter(|sbom| sbom.enabled)
+            .map(|sbom| &sbom.scanner)
     }
 }
 
@@ -117,6 +140,15 @@ impl Matrix {
             ensure!(
                 !self.platforms[..n].contains(platform),
                 "platform `{platform}` is listed twice in platforms: list each platform once"
+            );
+        }
+        if let Some(sbom) = &self.sbom {
+            ensure!(
+                sbom.scanner.digest().is_some(),
+                "sbom.scanner `{}` is not pinned by digest: add `@sha256:…` (`docker buildx imagetools inspect {}` \
+                 prints it) so that every release runs the same scanner",
+                sbom.scanner,
+                sbom.scanner
             );
         }
         for (n, mirror) in self.registries.mirrors.iter().enumerate() {
@@ -187,6 +219,32 @@ pub fn check_namespace(namespace: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// The pinned scanner's digest in the shipped matrix, with its `@`.
+    const SCANNER_DIGEST: &str =
+        "@sha256:ae4f3b554449e7e25548e7d8ccc029d17357348e30c6e3df01b92bc93654d6a9";
+
+    #[test]
+    fn the_shipped_matrix_makes_sboms_with_a_pinned_scanner() {
+        let matrix = Matrix::embedded();
+        let scanner = matrix
+            .sbom_scanner()
+            .expect("SBOMs are on in the shipped matrix");
+        assert_eq!(
+            scanner.to_string(),
+            format!("docker.io/docker/buildkit-syft-scanner:1.12.0{SCANNER_DIGEST}")
+        );
+        let off = Matrix::parse(&MATRIX_TOML.replace("enabled = true", "enabled = false")).unwrap();
+        assert_eq!(off.sbom_scanner(), None);
+        let absent = MATRIX_TOML
+            .lines()
+            .filter(|l| {
+                !l.starts_with("[sbom]") && !l.starts_with("enabled") && !l.starts_with("scanner")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(Matrix::parse(&absent).unwrap().sbom_scanner(), None);
+    }
+
     #[test]
     fn the_shipped_matrix_is_valid() {
         let matrix = Matrix::embedded();
@@ -243,6 +301,22 @@ mod tests {
         check_invalid(
             |t| t.replace("image = \"php-fpm\"", "image = \"PHP FPM\""),
             "image name `PHP FPM` is not a valid repository name",
+        );
+        check_invalid(
+            |t| t.replace("enabled = true", "enabled = \"yes\""),
+            "invalid type: string \"yes\", expected a boolean",
+        );
+        check_invalid(
+            |t| t.replace("enabled = true", "enable = true"),
+            "unknown field `enable`",
+        );
+        check_invalid(
+            |t| t.replace(SCANNER_DIGEST, ""),
+            "sbom.scanner `docker.io/docker/buildkit-syft-scanner:1.12.0` is not pinned by digest: add `@sha256:…`",
+        );
+        check_invalid(
+            |t| t.replace("scanner = \"docker.io/", "scanner = \"-docker.io/"),
+            "is not an image reference",
         );
         check_invalid(
             |t| t.replace("platforms =", "platform ="),

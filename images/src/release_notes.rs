@@ -41,6 +41,9 @@ pub struct ReleaseNotes {
     pub canonical: Namespace,
     pub mirrors: Vec<Namespace>,
     pub attestations: Attestations,
+    /// The BuildKit scanner that made the SPDX SBOM attached to every platform image; absent: no SBOM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_scanner: Option<ImageRef>,
     pub bases: Vec<BaseRecord>,
     /// One entry per PHP line: the canonical index and its platform images.
     pub images: Vec<ImageRecord>,
@@ -102,6 +105,9 @@ pub struct PlatformRecord {
     pub digest: Digest,
     /// Compressed size in bytes: config and layers, as pulled.
     pub size: u64,
+    /// The image's attestation manifest (SBOM, provenance), verified in every registry before a tag moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

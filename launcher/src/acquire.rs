@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context;
 use stack_images::{
+    cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Bounds, DockerCommand, FailureKind},
     registry::{
         policy::{jitter, Policy},
@@ -31,9 +32,19 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
     Cache,
-    Pulled { from: Namespace },
-    Mirror { from: Namespace },
-    Built { why: String },
+    /// Cached, and its signature read from the registry and verified (VERIFY_SIGNATURE=true).
+    CacheVerified {
+        signatures_from: Namespace,
+    },
+    Pulled {
+        from: Namespace,
+    },
+    Mirror {
+        from: Namespace,
+    },
+    Built {
+        why: String,
+    },
     LocalBuild,
 }
 
@@ -41,6 +52,9 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Cache => f.write_str("cache (no registry request)"),
+            Origin::CacheVerified { signatures_from } => {
+                write!(f, "cache (its signature read from {signatures_from})")
+            }
             Origin::Pulled { from } => write!(f, "pulled from {from}"),
             Origin::Mirror { from } => write!(f, "pulled from the mirror {from}"),
             Origin::Built { why } => write!(f, "built locally ({why})"),
@@ -202,11 +216,44 @@ pub fn acquire(
     let (reference, why) = match selection::decide(config, &facts) {
         Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
             None => {
+                let started = Instant::now();
+                if let Err(failure) = verify_signature(engine, config, &reference, log) {
+                    steps.push((
+                        format!("signature of {reference} refused"),
+                        started.elapsed(),
+                    ));
+                    writeln!(log, "{}", failure.describe(config))?;
+                    return match selection::after_pull_failure(config, &failure, &[]) {
+                        Next::Fallback { why } => {
+                            writeln!(
+                                log,
+                                "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
+                            )?;
+                            build(engine, config, &why, steps, log)
+                        }
+                        Next::Stop { message } => Err(Exit::image(message).into()),
+                        Next::TryMirrors(_) => {
+                            unreachable!("a signature is not retried elsewhere")
+                        }
+                    };
+                }
+                let origin = match config.signature {
+                    Some(_) => {
+                        steps.push((
+                            format!("verified the signature of {reference}"),
+                            started.elapsed(),
+                        ));
+                        Origin::CacheVerified {
+                            signatures_from: config.registry.clone(),
+                        }
+                    }
+                    None => Origin::Cache,
+                };
                 return Ok(Acquired {
                     reference,
-                    origin: Origin::Cache,
+                    origin,
                     steps,
-                })
+                });
             }
             Some(why) => (reference, why),
         },
@@ -219,7 +266,10 @@ pub fn acquire(
     before_work()?;
     writeln!(log, "pulling {reference} ({why})")?;
     let started = Instant::now();
-    let failure = match pull(engine, config, &policy, &reference, log) {
+    // The wrong digest of the last damaged download: a mirror's pull that meets the very same one is meeting the
+    // engine's stale copy of it, not the mirror's bytes.
+    let mut damaged: Option<String> = None;
+    let failure = match pull(engine, config, &policy, &reference, &mut damaged, log) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -250,7 +300,7 @@ pub fn acquire(
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
             let started = Instant::now();
-            match pull(engine, config, &policy, &mirrored, log) {
+            match pull(engine, config, &policy, &mirrored, &mut damaged, log) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -362,13 +412,18 @@ fn freshen(
 /// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
 /// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
 /// a pulled image of another digest is untagged again and refused.
+/// `damaged` is the wrong digest of the damaged download an earlier registry's pull left (if any), and on a
+/// digest mismatch here becomes this one's.
 fn pull(
     engine: &Engine,
     config: &Config,
     policy: &Policy,
     reference: &str,
+    damaged: &mut Option<String>,
     log: &mut dyn Write,
 ) -> Result<(), PullFailure> {
+    let inherited = damaged.take();
+    let mut stale_waits = 0;
     let command = DockerCommand::new(["pull", reference]);
     let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
     let budget = Duration::from_secs(config.pull_timeout.get().into());
@@ -393,8 +448,28 @@ fn pull(
             Err(error) => error,
         };
         let kind = error.kind;
+        let wrong = (kind == FailureKind::DigestMismatch)
+            .then(|| selection::damaged_digest(&error.stderr))
+            .flatten();
+        if let Some(wrong) = wrong.filter(|w| inherited.as_deref() == Some(w.as_str())) {
+            // The same wrong bytes as the registry before: the engine still holds that damaged download (its
+            // garbage collection runs less often on a busy machine) and this registry was not asked for them.
+            let wait = selection::DAMAGED_DOWNLOAD_WAIT;
+            if stale_waits < selection::STALE_DOWNLOAD_WAITS && started.elapsed() + wait < budget {
+                stale_waits += 1;
+                let _ = writeln!(
+                    log,
+                    "the engine still holds the damaged download ({wrong}) of the registry before; waiting {}",
+                    seconds(wait)
+                );
+                std::thread::sleep(wait);
+                waited += wait;
+                continue;
+            }
+        }
         if kind == FailureKind::DigestMismatch {
             mismatches += 1;
+            *damaged = selection::damaged_digest(&error.stderr);
         }
         let allowed = match kind {
             FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
@@ -430,25 +505,87 @@ fn pull(
         waited += wait;
         attempt += 1;
     }
-    let Some(pin) = config.pinned_digest() else {
-        return Ok(());
-    };
-    let pulled = inspect_local(engine, reference)
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    if pulled.digests.contains(pin) {
-        return Ok(());
+    if let Some(pin) = config.pinned_digest() {
+        let pulled = inspect_local(engine, reference)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !pulled.digests.contains(pin) {
+            let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
+            return Err(PullFailure {
+                reference: reference.to_owned(),
+                fault: Fault::NotThePin {
+                    got: pulled.digests,
+                },
+                attempts: attempt,
+                waited,
+            });
+        }
     }
-    let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
-    Err(PullFailure {
-        reference: reference.to_owned(),
-        fault: Fault::NotThePin {
-            got: pulled.digests,
-        },
+    verify_signature(engine, config, reference, log).map_err(|failure| PullFailure {
         attempts: attempt,
         waited,
+        ..failure
     })
+}
+
+/// With VERIFY_SIGNATURE=true: the image `reference` names in the local store (by `PHP_FPM_PIN`'s digest, else
+/// by every digest docker recorded for it) has a cosign signature in `reference`'s registry that verifies with
+/// the configured key or keyless identity. An image whose signature does not verify is untagged, so that no
+/// later start finds it cached; one whose signature could not be read (offline) is kept, and not run either.
+fn verify_signature(
+    engine: &Engine,
+    config: &Config,
+    reference: &str,
+    log: &mut dyn Write,
+) -> Result<(), PullFailure> {
+    let Some(verifier) = &config.signature else {
+        return Ok(());
+    };
+    let image: ImageRef = reference
+        .parse()
+        .expect("the selected reference is built from typed parts");
+    let digests = match config.pinned_digest() {
+        Some(pin) => vec![pin.clone()],
+        None => inspect_local(engine, reference)
+            .ok()
+            .flatten()
+            .map(|local| local.digests)
+            .unwrap_or_default(),
+    };
+    let refused = |failure| PullFailure {
+        reference: reference.to_owned(),
+        fault: Fault::Signature {
+            failure,
+            digests: digests.clone(),
+        },
+        attempts: 1,
+        waited: Duration::ZERO,
+    };
+    let cosign = Cosign::new();
+    let mut last = cosign::Failure::NoSignature;
+    for digest in &digests {
+        let signed = image.with_digest(digest);
+        let command = CosignCommand::verify(verifier, Subject::Image(&signed))
+            .expect("the image is named by digest");
+        match cosign.output(&command) {
+            Ok(_) => {
+                let _ = writeln!(log, "verified the signature of {signed}");
+                return Ok(());
+            }
+            Err(error) => {
+                let _ = writeln!(log, "{error}");
+                last = error.failure;
+            }
+        }
+    }
+    if matches!(
+        last,
+        cosign::Failure::NoSignature | cosign::Failure::NotVerified
+    ) {
+        let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
+    }
+    Err(refused(last))
 }
 
 /// Builds from the build context with the release's build arguments, unless the local build is already from

@@ -18,7 +18,10 @@ use std::{
 use crate::freshness::PullPolicy;
 use anyhow::{anyhow, bail, Context};
 pub use stack_images::Namespace;
-use stack_images::{tags, Digest, ImageRef, Matrix, PhpLine, ReleaseVersion};
+use stack_images::{
+    cosign::{self, Verifier},
+    tags, Digest, ImageRef, Matrix, PhpLine, ReleaseVersion,
+};
 
 use crate::values::{
     is_variable_name, looks_secret, parse_address, parse_bool, quoted, ImageName, Port,
@@ -137,6 +140,8 @@ pub enum Kind {
     PinnedImage,
     /// A directory or file path; a relative one is relative to the file that set it.
     Path,
+    /// A file path as [`Kind::Path`], or empty for none.
+    OptionalPath,
     /// A directory compose mounts into a container (`HOST:CONTAINER`), so it cannot contain `:`.
     MountDir,
     /// A number of seconds.
@@ -192,6 +197,8 @@ impl Kind {
                 }
                 Value::Path(absolute(base, Path::new(text)))
             }
+            Kind::OptionalPath if text.is_empty() => Value::OptionalPath(None),
+            Kind::OptionalPath => Value::OptionalPath(Some(absolute(base, Path::new(text)))),
             Kind::Seconds => Value::Seconds(text.parse()?),
             Kind::PullPolicy => Value::PullPolicy(text.parse()?),
             Kind::Port => Value::Port(text.parse()?),
@@ -287,6 +294,7 @@ pub enum Value {
     Pin(Option<Pin>),
     PinnedImage(Option<ImageRef>),
     Path(PathBuf),
+    OptionalPath(Option<PathBuf>),
     Seconds(Seconds),
     PullPolicy(PullPolicy),
     Port(Port),
@@ -331,6 +339,10 @@ impl Value {
                 image.as_ref().map(ToString::to_string).unwrap_or_default()
             }
             Value::Path(path) => path.display().to_string(),
+            Value::OptionalPath(path) => path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             Value::Seconds(v) => v.to_string(),
             Value::PullPolicy(v) => v.to_string(),
             Value::Port(v) => v.to_string(),
@@ -397,6 +409,16 @@ fn path_of(value: &Value) -> &Path {
     }
 }
 
+/// The certificate identity of the release workflow's run for `version`'s tag, as Fulcio writes it for GitHub
+/// Actions: `<source>/.github/workflows/release.yml@refs/tags/vX.Y.Z`.
+pub fn release_workflow_identity(version: &ReleaseVersion) -> String {
+    format!(
+        "{}/.github/workflows/release.yml@refs/tags/{}",
+        Matrix::embedded().source.trim_end_matches('/'),
+        tags::release_tag(version)
+    )
+}
+
 /// Every variable, in resolution order (a derived default only uses variables above it).
 pub const VARS: &[Var] = &[
     locating(
@@ -455,6 +477,34 @@ pub const VARS: &[Var] = &[
         Kind::Pin,
         Fallback::Fixed(""),
         "the pinned image digest (`20i pin` writes it): a pull with another digest is refused",
+    ),
+    var(
+        "VERIFY_SIGNATURE",
+        Kind::Bool,
+        Fallback::Fixed("false"),
+        "verify the pre-built image's cosign signature before running it (needs cosign): with SIGNATURE_KEY, \
+         or keyless with SIGNATURE_IDENTITY and SIGNATURE_ISSUER",
+    ),
+    var(
+        "SIGNATURE_KEY",
+        Kind::OptionalPath,
+        Fallback::Fixed(""),
+        "the cosign public key the release signs with (its notes say where it is); empty: keyless",
+    ),
+    var(
+        "SIGNATURE_IDENTITY",
+        Kind::Text,
+        Fallback::Derived("STACK_RELEASE", |release| match release {
+            Value::Release(version) => release_workflow_identity(version),
+            other => unreachable!("STACK_RELEASE holds {other:?}"),
+        }),
+        "the keyless signer: the release workflow run of this release (its certificate identity)",
+    ),
+    var(
+        "SIGNATURE_ISSUER",
+        Kind::Text,
+        Fallback::Fixed(cosign::GITHUB_ISSUER),
+        "who vouched for the keyless signer: GitHub Actions' OIDC issuer",
     ),
     locating(
         "STACK_DIR",
@@ -643,6 +693,8 @@ pub struct Config {
     pub mirrors: Vec<Namespace>,
     /// The selected pre-built image with the pinned digest.
     pub pin: Option<ImageRef>,
+    /// With VERIFY_SIGNATURE=true: what the pre-built image's signature must verify against.
+    pub signature: Option<Verifier>,
     pub stack_dir: PathBuf,
     pub stack_file: PathBuf,
     pub build_context: PathBuf,
@@ -940,6 +992,7 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
         registry,
         mirrors,
         pin: None,
+        signature: signature(&entries)?,
         stack_dir: typed!(entries, "STACK_DIR", Path),
         stack_file: typed!(entries, "STACK_FILE", Path),
         build_context: typed!(entries, "PHP_FPM_CONTEXT", Path),
@@ -984,6 +1037,35 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
     entries.extend(extras(inputs));
     config.entries = entries;
     Ok(config)
+}
+
+/// VERIFY_SIGNATURE's verifier: the key when SIGNATURE_KEY is set, else the keyless identity and issuer, which
+/// must both be named.
+fn signature(entries: &[Entry]) -> anyhow::Result<Option<Verifier>> {
+    if !typed!(entries, "VERIFY_SIGNATURE", Bool) {
+        return Ok(None);
+    }
+    if let Some(key) = typed!(entries, "SIGNATURE_KEY", OptionalPath) {
+        return Ok(Some(Verifier::Key(key)));
+    }
+    let identity = typed!(entries, "SIGNATURE_IDENTITY", Text);
+    let issuer = typed!(entries, "SIGNATURE_ISSUER", Text);
+    for (name, text) in [
+        ("SIGNATURE_IDENTITY", &identity),
+        ("SIGNATURE_ISSUER", &issuer),
+    ] {
+        let entry = entries.iter().find(|e| e.name == name).expect("in VARS");
+        if text.trim().is_empty() || text.chars().any(char::is_control) {
+            bail!(
+                "{name}={} (from {}) is not valid with VERIFY_SIGNATURE=true and no SIGNATURE_KEY: name the \
+                 keyless signer (remove the setting for the release workflow's own), or set SIGNATURE_KEY to the \
+                 release's public key",
+                quoted(&entry.shown()),
+                entry.origin()
+            );
+        }
+    }
+    Ok(Some(Verifier::Identity { identity, issuer }))
 }
 
 /// The published ports are one per service: two services on one host port would fail only when compose starts them.
@@ -1283,6 +1365,26 @@ fn stack_dir_of(inputs: &Inputs) -> anyhow::Result<PathBuf> {
 }
 
 /// What resolution cannot see: that CODE_DIR is a directory that exists.
+/// SIGNATURE_KEY, when VERIFY_SIGNATURE=true uses it, is a file: checked before docker or cosign is asked anything.
+fn check_signature_key(config: &Config) -> anyhow::Result<()> {
+    let Some(Verifier::Key(path)) = &config.signature else {
+        return Ok(());
+    };
+    let entry = config.entry("SIGNATURE_KEY").expect("in VARS");
+    let problem = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(_) => "is not a file",
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        Err(_) => "cannot be read",
+    };
+    bail!(
+        "SIGNATURE_KEY={} (from {}) {problem}: set it to the cosign public key the release publishes (cosign.pub), \
+         or remove it to verify keyless signatures",
+        quoted(&path.display().to_string()),
+        entry.origin()
+    )
+}
+
 fn check_paths(config: &Config) -> anyhow::Result<()> {
     let entry = config.entry("CODE_DIR").expect("in VARS");
     let path = &config.code_dir;
@@ -1337,6 +1439,7 @@ pub fn load(flags: Vec<Setting>) -> anyhow::Result<Loaded> {
     }
     let config = resolve(&inputs)?;
     check_paths(&config)?;
+    check_signature_key(&config)?;
     Ok(Loaded { config, files })
 }
 
@@ -1424,6 +1527,51 @@ mod tests {
         check(&[], &["MYSQL_VERSION", "MARIADB_IMAGE", "MYSQL_PORT"], "MYSQL_VERSION=10.6 (default), MARIADB_IMAGE=mariadb:10.6 (default, from MYSQL_VERSION), MYSQL_PORT=3306 (default)");
         check(&[], &["MYSQL_DATABASE", "MYSQL_USER"], "MYSQL_DATABASE=site (default), MYSQL_USER=site (default)");
         check(&[], &["MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"], "MYSQL_PASSWORD=(set, not shown) (default), MYSQL_ROOT_PASSWORD=(set, not shown) (default)");
+        check(&[], &["VERIFY_SIGNATURE", "SIGNATURE_KEY", "SIGNATURE_ISSUER"], "VERIFY_SIGNATURE=false (default), SIGNATURE_KEY= (default), SIGNATURE_ISSUER=https://token.actions.githubusercontent.com (default)");
+        check(&[], &["SIGNATURE_IDENTITY"], "SIGNATURE_IDENTITY=https://github.com/20i-stack/20i-stack/.github/workflows/release.yml@refs/tags/v{V} (default, from STACK_RELEASE)");
+    }
+
+    #[track_caller]
+    fn check_signature(settings: &str, expected: Result<Option<Verifier>, &str>) {
+        let layers = [(Source::Environment, settings)];
+        let inputs = Inputs {
+            home: PathBuf::from("/home/u"),
+            cwd: PathBuf::from("/work/my-site"),
+            layers: layers
+                .iter()
+                .map(|(source, text)| Layer {
+                    source: source.clone(),
+                    values: parse_env_file(&text.replace(' ', "\n")).unwrap(),
+                })
+                .collect(),
+        };
+        match (resolve(&inputs), expected) {
+            (Ok(config), Ok(expected)) => assert_eq!(config.signature, expected, "{settings}"),
+            (Err(error), Err(expected)) => {
+                let error = format!("{error:#}");
+                assert!(error.contains(expected), "`{error}` lacks `{expected}`");
+            }
+            (actual, expected) => panic!(
+                "{settings}: {:?} is not {expected:?}",
+                actual.map(|c| c.signature)
+            ),
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn signature_verification_settings() {
+        let keyless = |identity: &str| Ok(Some(Verifier::Identity { identity: identity.to_owned(), issuer: cosign::GITHUB_ISSUER.to_owned() }));
+        check_signature("", Ok(None));
+        check_signature("SIGNATURE_KEY=/keys/cosign.pub", Ok(None));
+        check_signature("VERIFY_SIGNATURE=true", keyless(&format!("https://github.com/20i-stack/20i-stack/.github/workflows/release.yml@refs/tags/v{VERSION}")));
+        check_signature("VERIFY_SIGNATURE=1 STACK_RELEASE=v2.0.0", keyless("https://github.com/20i-stack/20i-stack/.github/workflows/release.yml@refs/tags/v2.0.0"));
+        check_signature("VERIFY_SIGNATURE=true SIGNATURE_IDENTITY=https://github.com/me/fork/.github/workflows/release.yml@refs/heads/main", keyless("https://github.com/me/fork/.github/workflows/release.yml@refs/heads/main"));
+        check_signature("VERIFY_SIGNATURE=true SIGNATURE_KEY=/keys/cosign.pub", Ok(Some(Verifier::Key(PathBuf::from("/keys/cosign.pub")))));
+        check_signature("VERIFY_SIGNATURE=true SIGNATURE_KEY=keys/cosign.pub", Ok(Some(Verifier::Key(PathBuf::from("/work/my-site/keys/cosign.pub")))));
+        check_signature("VERIFY_SIGNATURE=yes", Err("VERIFY_SIGNATURE=\"yes\" (from environment:1) is not valid: use true or false"));
+        check_signature("VERIFY_SIGNATURE=true SIGNATURE_IDENTITY=", Err("SIGNATURE_IDENTITY=\"\" (from environment:2) is not valid with VERIFY_SIGNATURE=true and no SIGNATURE_KEY: name the keyless signer"));
+        check_signature("VERIFY_SIGNATURE=true SIGNATURE_ISSUER=", Err("SIGNATURE_ISSUER=\"\" (from environment:2) is not valid"));
     }
 
     #[test]

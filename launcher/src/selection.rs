@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use stack_images::{docker::FailureKind, BaseLock, Digest, ImageRef, Matrix, PhpLine};
+use stack_images::{cosign, docker::FailureKind, BaseLock, Digest, ImageRef, Matrix, PhpLine};
 
 use crate::config::{Config, Namespace};
 
@@ -30,6 +30,23 @@ pub const DIGEST_MISMATCH_ATTEMPTS: u32 = 2;
 /// content store) keeps the damaged download until its next garbage collection, seconds later, and a pull of the
 /// same digest before then fails on those bytes without asking any registry (measured here: 2 to 4 s).
 pub const DAMAGED_DOWNLOAD_WAIT: Duration = Duration::from_secs(5);
+
+/// More waits of [`DAMAGED_DOWNLOAD_WAIT`] when the next registry's pull still meets the damaged download: on a
+/// busy machine the engine collects it later than the first wait (seen: more than 15 s at a load of 10 on two
+/// cores). Bounded, and within PULL_TIMEOUT.
+pub const STALE_DOWNLOAD_WAITS: u32 = 4;
+
+/// The digest the bytes of a damaged download really had, from containerd's "unexpected commit digest
+/// sha256:…, expected sha256:…".
+pub fn damaged_digest(stderr: &str) -> Option<String> {
+    let at = stderr.find("unexpected commit digest ")? + "unexpected commit digest ".len();
+    let digest: String = stderr[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == ':' || c.is_ascii_lowercase())
+        .collect();
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(digest)
+}
 
 /// Failures worth a mirror: the same image may be served whole from elsewhere.
 pub fn is_transient(fault: &Fault) -> bool {
@@ -67,6 +84,13 @@ pub enum Fault {
     Docker(FailureKind),
     /// The registry served an image whose digest is not `PHP_FPM_PIN`'s.
     NotThePin { got: Vec<Digest> },
+    /// VERIFY_SIGNATURE=true and no signature of the image's digest verifies, or none could be checked. Classified
+    /// like a digest mismatch (`cosign::Failure::kind`): the bytes are not the publisher's; never retried
+    /// elsewhere, and a bad or missing cosign stops before anything is built.
+    Signature {
+        failure: cosign::Failure,
+        digests: Vec<Digest>,
+    },
 }
 
 /// A pull from one registry that ended without the image: where, why, and what was tried.
@@ -115,6 +139,28 @@ impl PullFailure {
                 format!("unreachable at {reference}, tried {attempts}{waited}")
             }
             Fault::Docker(kind) => format!("{} at {reference}", kind.describe()),
+            Fault::Signature { failure, digests } => {
+                let digests: Vec<String> = digests.iter().map(ToString::to_string).collect();
+                let digests = if digests.is_empty() { "no digest".to_owned() } else { digests.join(", ") };
+                let verifier = match &config.signature {
+                    Some(cosign::Verifier::Key(key)) => format!("the key {} (SIGNATURE_KEY)", key.display()),
+                    Some(cosign::Verifier::Identity { identity, issuer }) => {
+                        format!("the identity {identity} from {issuer} (SIGNATURE_IDENTITY, SIGNATURE_ISSUER)")
+                    }
+                    None => "nothing (VERIFY_SIGNATURE=false)".to_owned(),
+                };
+                match failure {
+                    cosign::Failure::NoSignature | cosign::Failure::NotVerified => format!(
+                        "{reference} ({digests}) has no signature that verifies with {verifier} ({}): refused and \
+                         removed, not run",
+                        failure.describe()
+                    ),
+                    _ => format!(
+                        "the signature of {reference} ({digests}) could not be checked with {verifier}: {}",
+                        failure.describe()
+                    ),
+                }
+            }
             Fault::NotThePin { got } => {
                 let got: Vec<String> = got.iter().map(ToString::to_string).collect();
                 format!(
@@ -301,11 +347,31 @@ pub enum Next {
 
 /// The next step after the pull from the canonical registry failed (`canonical`) and, once they were tried, every
 /// mirror's failure (`mirrors`, empty before).
+/// What to do when VERIFY_SIGNATURE=true and cosign cannot be run.
+pub const SIGNATURE_NEEDS_COSIGN: &str = "VERIFY_SIGNATURE=true needs cosign: install it (Debian and Ubuntu: \
+     `apt-get install cosign`; elsewhere https://docs.sigstore.dev/cosign/system_config/installation/), or set \
+     VERIFY_SIGNATURE=false";
+
 pub fn after_pull_failure(
     config: &Config,
     canonical: &PullFailure,
     mirrors: &[PullFailure],
 ) -> Next {
+    // cosign missing or a key that cannot be read is this machine's setup, not the image's: a local build would
+    // hide it, so it stops whatever ALLOW_LOCAL_BUILD_FALLBACK says.
+    if let Fault::Signature {
+        failure: cosign::Failure::NotStarted | cosign::Failure::Key,
+        ..
+    } = &canonical.fault
+    {
+        return Next::Stop {
+            message: format!(
+                "{}: {}",
+                cause(config, canonical),
+                remedy(config, &canonical.fault)
+            ),
+        };
+    }
     let mirrors_tried = !mirrors.is_empty();
     if is_transient(&canonical.fault) && !mirrors_tried && !config.mirrors.is_empty() {
         return Next::TryMirrors(config.mirrors.clone());
@@ -368,6 +434,7 @@ fn cause(config: &Config, failure: &PullFailure) -> String {
         ) => {
             format!("the pull from {host} failed: {}", failure.describe(config))
         }
+        Fault::Signature { .. } => failure.describe(config),
         Fault::NotThePin { .. } => match config.pinned_digest() {
             Some(pin) => format!("{reference} does not have the pinned digest {pin}"),
             None => format!("{reference} does not have the pinned digest"),
@@ -411,6 +478,28 @@ fn remedy(config: &Config, fault: &Fault) -> String {
         Fault::NotThePin { .. } => format!(
             "run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, {build}"
         ),
+        Fault::Signature { failure, .. } => match failure {
+            cosign::Failure::NoSignature | cosign::Failure::NotVerified => format!(
+                "check that SIGNATURE_KEY (or SIGNATURE_IDENTITY) is the release's own (its notes print the `cosign \
+                 verify` command); if it is, {host} serves an image its publisher did not sign: report it, {build}"
+            ),
+            cosign::Failure::NotStarted => SIGNATURE_NEEDS_COSIGN.to_owned(),
+            cosign::Failure::Key => "SIGNATURE_KEY must be the path of a readable cosign public key \
+                                     (cosign.pub, as the release publishes it)"
+                .to_owned(),
+            cosign::Failure::TimedOut | cosign::Failure::Registry(_) => {
+                let keyless = match config.signature {
+                    Some(cosign::Verifier::Identity { .. }) => {
+                        " (and, for a keyless signature, Sigstore's public trust root)"
+                    }
+                    _ => "",
+                };
+                format!(
+                    "the signature is read from {host}{keyless}: connect and run the command again, or set \
+                     VERIFY_SIGNATURE=false to run images unverified, {build}"
+                )
+            }
+        },
         Fault::Docker(FailureKind::Other) => format!("see docker's message above, {build}"),
     }
 }
@@ -566,6 +655,27 @@ mod tests {
         check_failure(refuse, failure('c', d(Other), 1, 0), &[], "stop: pulling ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 failed, and ALLOW_LOCAL_BUILD_FALLBACK=false: see docker's message above, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
     }
 
+    #[test]
+    #[rustfmt::skip]
+    fn signature_failures() {
+        use cosign::Failure::*;
+        let signature = |failure| Fault::Signature { failure, digests: vec![digest('b')] };
+        let b = "b".repeat(64);
+        let key = "VERIFY_SIGNATURE=true SIGNATURE_KEY=/keys/cosign.pub";
+        let refuse = "ALLOW_LOCAL_BUILD_FALLBACK=false";
+        // Like a digest mismatch: the bytes are not the publisher's; never a mirror (it copies the same signature).
+        assert_eq!(NotVerified.kind(), FailureKind::DigestMismatch);
+        assert_eq!(NoSignature.kind(), FailureKind::DigestMismatch);
+        check_failure(&format!("{key} {refuse}"), failure('c', signature(NotVerified), 1, 0), &[], &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) has no signature that verifies with the key /keys/cosign.pub (SIGNATURE_KEY) (signature not verified): refused and removed, not run, and ALLOW_LOCAL_BUILD_FALLBACK=false: check that SIGNATURE_KEY (or SIGNATURE_IDENTITY) is the release's own (its notes print the `cosign verify` command); if it is, ghcr.io serves an image its publisher did not sign: report it, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally"));
+        check_failure(&format!("VERIFY_SIGNATURE=true {refuse}"), failure('c', signature(NoSignature), 1, 0), &[], &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) has no signature that verifies with the identity https://github.com/20i-stack/20i-stack/.github/workflows/release.yml@refs/tags/v{{V}} from https://token.actions.githubusercontent.com (SIGNATURE_IDENTITY, SIGNATURE_ISSUER) (no signature): refused and removed, not run, and ALLOW_LOCAL_BUILD_FALLBACK=false: check that SIGNATURE_KEY (or SIGNATURE_IDENTITY) is the release's own (its notes print the `cosign verify` command); if it is, ghcr.io serves an image its publisher did not sign: report it, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally"));
+        // With the fallback, the unsigned image is not run: the stack's own build context is built instead, saying why.
+        check_failure(key, failure('c', signature(NotVerified), 1, 0), &[], &format!("build: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) has no signature that verifies with the key /keys/cosign.pub (SIGNATURE_KEY) (signature not verified): refused and removed, not run"));
+        // This machine's setup stops, whatever the fallback: a local build would hide it.
+        check_failure(key, failure('c', signature(NotStarted), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): not started: {SIGNATURE_NEEDS_COSIGN}"));
+        check_failure(key, failure('c', signature(Key), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): key unreadable: SIGNATURE_KEY must be the path of a readable cosign public key (cosign.pub, as the release publishes it)"));
+        check_failure(&format!("{key} {refuse}"), failure('c', signature(Registry(FailureKind::Unreachable)), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): unreachable, and ALLOW_LOCAL_BUILD_FALLBACK=false: the signature is read from ghcr.io: connect and run the command again, or set VERIFY_SIGNATURE=false to run images unverified, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally"));
+    }
+
     #[track_caller]
     fn check_retry_after(message: &str, expected: Option<u64>) {
         assert_eq!(
@@ -573,6 +683,25 @@ mod tests {
             expected.map(Duration::from_secs),
             "{message}"
         );
+    }
+
+    #[track_caller]
+    fn check_damaged(stderr: &str, expected: Option<&str>) {
+        assert_eq!(damaged_digest(stderr).as_deref(), expected, "{stderr}");
+    }
+
+    #[test]
+    fn the_wrong_digest_of_a_damaged_download() {
+        let (a, b) = ("a".repeat(64), "b".repeat(64));
+        let line = format!("failed commit on ref \"config-sha256:{b}\": commit failed: unexpected commit digest sha256:{a}, expected sha256:{b}: failed precondition");
+        check_damaged(&line, Some(&format!("sha256:{a}")));
+        check_damaged(
+            &format!("unexpected commit digest sha256:{}", &a[..10]),
+            None,
+        );
+        check_damaged("unexpected commit digest md5:abc, expected", None);
+        check_damaged("manifest unknown", None);
+        check_damaged("", None);
     }
 
     #[test]

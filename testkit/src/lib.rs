@@ -7,6 +7,7 @@ pub mod faults;
 pub mod fixtures;
 pub mod real;
 pub mod registry;
+pub mod sbom_scanner;
 pub mod stack;
 
 pub use faults::{Fault, FaultProxy, RequestKind};

@@ -40,6 +40,16 @@ pub fn index_annotations(build: &Build) -> Vec<String> {
     annotations(build, &["index"])
 }
 
+/// What BuildKit attests for every platform image: provenance as the plan says (off explicitly, or buildx adds
+/// its default), and an SBOM made by the plan's scanner.
+pub fn attest(plan: &Plan) -> Vec<String> {
+    let mut attest = vec![plan.attestations.attest_entry().to_owned()];
+    if let Some(scanner) = &plan.sbom_scanner {
+        attest.push(format!("type=sbom,generator={scanner}"));
+    }
+    attest
+}
+
 /// The bake definition for `lines` (a resumed release builds only what is missing).
 pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: &BakeOutput) -> anyhow::Result<Value> {
     let mut targets = Map::new();
@@ -102,6 +112,7 @@ pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: &BakeOutput) -> anyhow:
                 "args": build.build_args,
                 "labels": build.labels,
                 "annotations": annotations(build, &levels),
+                "attest": attest(plan),
                 "tags": tags,
                 "output": [output],
                 "cache-from": cache_from,

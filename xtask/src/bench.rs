@@ -544,6 +544,8 @@ impl Bench {
             matrix: Some(matrix.to_path_buf()),
             context: Some(self.context_for(matrix).to_path_buf()),
             attestations: None,
+            no_sbom: false,
+            sbom_scanner: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
             // What is measured is the build and the copies; signing is cosign's time, not ours.

@@ -90,6 +90,11 @@ impl DemoCmd {
         let lock = publish_bases(&matrix, &source, &lines, &scratch)?;
         let context = scratch.join("context");
         standins::write_context(&context, &lines)?;
+        let scanner_namespace = format!("127.0.0.1:{canonical_port}/fixtures");
+        eprintln!("==> SBOM scanner stand-in: {scanner_namespace}/{} (testkit/standins/sbom-scanner; docker/buildkit-syft-scanner needs Docker Hub)", testkit::sbom_scanner::NAME);
+        let scanner: stack_images::ImageRef = testkit::sbom_scanner::push(&scanner_namespace)
+            .context("building the SBOM scanner stand-in")?
+            .parse()?;
 
         let keys = scratch.join("cosign");
         eprintln!(
@@ -103,7 +108,7 @@ impl DemoCmd {
             canonical_port,
             mirror_port,
             lock,
-            context,
+            (context, scanner),
             (&keys, cosign),
             &scratch,
         )?;
@@ -161,7 +166,7 @@ fn release(
     canonical_port: u16,
     mirror_port: u16,
     lock: PathBuf,
-    context: PathBuf,
+    (context, scanner): (PathBuf, stack_images::ImageRef),
     (keys, cosign): (&Path, Cosign),
     scratch: &Path,
 ) -> anyhow::Result<(Plan, Outcome, PathBuf)> {
@@ -181,6 +186,8 @@ fn release(
         matrix: None,
         context: Some(context),
         attestations: None,
+        no_sbom: false,
+        sbom_scanner: Some(scanner),
         allow_version_mismatch: false,
         no_build_cache: false,
         signing: SigningFlag::Key(stack_images::cosign::KeyRef::File(keys.join("demo.key"))),
@@ -234,6 +241,7 @@ fn print_next_steps(plan: &Plan, page: &Path) {
     println!(
         "\nThe registries are still running, so you can pull and inspect what was published:\n  \
          docker buildx imagetools inspect {latest}\n  \
+         docker buildx imagetools inspect {latest} --format '{{{{ json .SBOM }}}}'   # made by the scanner stand-in\n  \
          docker run --rm {pin} php -v\n  \
          skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
          Release notes: {}\n\

@@ -50,6 +50,8 @@ pub struct Outcome {
     pub copied: usize,
     pub already_copied: usize,
     pub verified: usize,
+    /// Attestation manifests read and checked, in every registry.
+    pub attestations_verified: usize,
     pub moved: Vec<ImageRef>,
     pub left_alone: Vec<ImageRef>,
     /// What buildx reported for every line it built (the index, or one platform's image in a split build).
@@ -144,6 +146,24 @@ impl Names<'_> {
         self.at(repository, digest, format!("PHP {php} {platform}"))
     }
 
+    /// The attestation manifest of every platform image of a line's pin that has one: the index's own entries in
+    /// a run (a platform without one is the handler's error), one per planned platform in a dry run.
+    fn attestations(&self, plan: &Plan, repository: &Repository, php: PhpLine) -> Vec<Named> {
+        match self {
+            Names::Run(outcome) => outcome.pins[&php]
+                .platforms
+                .iter()
+                .filter_map(|p| p.attestation.as_ref())
+                .map(|digest| Named::Known(repository.at(digest)))
+                .collect(),
+            Names::Dry => plan
+                .platforms
+                .iter()
+                .map(|p| self.at(repository, None, format!("PHP {php} {p} attestations")))
+                .collect(),
+        }
+    }
+
     /// Every platform image of a line's pin: the index's own list in a run, the plan's platforms in a dry run.
     fn platforms(&self, plan: &Plan, repository: &Repository, php: PhpLine) -> Vec<Named> {
         match self {
@@ -218,7 +238,7 @@ fn builder() -> DockerCommand {
     DockerCommand::new(["buildx", "inspect", "--bootstrap"])
 }
 
-fn bake_command(plan: &Plan, work_dir: &Path) -> DockerCommand {
+fn bake_command(work_dir: &Path) -> DockerCommand {
     let file = work_dir.join("bake.json").display().to_string();
     let metadata = work_dir.join("bake-metadata.json").display().to_string();
     DockerCommand::new([
@@ -229,7 +249,6 @@ fn bake_command(plan: &Plan, work_dir: &Path) -> DockerCommand {
         "--metadata-file",
         &metadata,
         "--progress=plain",
-        plan.attestations.provenance_flag(),
     ])
 }
 
@@ -238,10 +257,17 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
     match step {
         Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
         Step::Login { .. } => Vec::new(),
-        Step::Find { pin, .. } | Step::Verify { reference: pin, .. } => {
+        Step::Find { pin, .. }
+        | Step::Verify { reference: pin, .. }
+        | Step::Scanner { image: pin, .. } => {
             vec![Action::Read(Named::Known(pin.clone()))]
         }
-        Step::Bake { .. } => vec![Action::Docker(bake_command(plan, work_dir))],
+        Step::VerifyAttestations { php, reference, .. } => names
+            .attestations(plan, reference.repository(), *php)
+            .into_iter()
+            .map(Action::Read)
+            .collect(),
+        Step::Bake { .. } => vec![Action::Docker(bake_command(work_dir))],
         Step::Assemble {
             php, pin, sources, ..
         } => {
@@ -389,6 +415,27 @@ fn check_engine(docker: &Docker, actions: &[Action], wanted: &[String]) -> anyho
     Ok(())
 }
 
+/// The SBOM scanner is in its registry as named (its bytes match its digest): BuildKit pulls it there during the
+/// build, so a release that cannot read it would build images without SBOMs, and stops here instead.
+fn check_scanner(
+    docker: &Docker,
+    client: &RegistryClient,
+    scanner: &ImageRef,
+    action: &Action,
+) -> anyhow::Result<()> {
+    read(docker, client, action).map_err(|error| {
+        let why = error.kind.describe();
+        anyhow::Error::new(error).context(format!(
+            "the SBOM scanner {scanner} cannot be used ({why}): the images would have no SBOM, so nothing is \
+             built; make it pullable here (`docker login {}`, network), name another with --sbom-scanner \
+             IMAGE:TAG@DIGEST, or release without SBOMs with --no-sbom",
+            scanner.namespace().host()
+        ))
+    })?;
+    eprintln!("    SBOM scanner {scanner} is readable");
+    Ok(())
+}
+
 /// Whether docker holds a login for the registry; an error with the command to run when it must and does not.
 fn check_login(registry: &Namespace) -> anyhow::Result<bool> {
     let host = registry.host();
@@ -424,6 +471,7 @@ enum Done {
     Nothing,
     Found(Namespace, PhpLine, ImageRef, FoundPin),
     Verified,
+    AttestationsVerified(usize),
     Copied,
     AlreadyCopied,
     Sized(PhpLine, Vec<(String, u64)>),
@@ -495,6 +543,13 @@ impl Ctx<'_> {
                 php,
                 reference,
             } => self.verify(docker, *phase, *php, reference, &actions[0]),
+            Step::Scanner { image, .. } => {
+                check_scanner(docker, self.client, image, &actions[0])?;
+                Ok(Done::Nothing)
+            }
+            Step::VerifyAttestations { php, reference, .. } => {
+                self.verify_attestations(docker, *php, reference, actions)
+            }
             Step::Size { php, .. } => self.size(docker, *php, actions),
             Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
             Step::SigningReady { .. } => self.signing_ready(docker, actions),
@@ -738,6 +793,69 @@ impl Ctx<'_> {
         Ok(Done::Verified)
     }
 
+    /// Every platform image of the pin has its attestation manifest in `reference`'s registry, and each holds a
+    /// layer for every predicate the plan attests. The index bytes are the canonical pin's: the verify step of the
+    /// same phase holds `reference` to that digest, so the attestation digests are the same in every registry.
+    fn verify_attestations(
+        &self,
+        docker: &Docker,
+        php: PhpLine,
+        reference: &ImageRef,
+        actions: &[Action],
+    ) -> anyhow::Result<Done> {
+        let index = &self.outcome.pins[&php];
+        let unattested: Vec<&str> = index
+            .platforms
+            .iter()
+            .filter(|p| p.attestation.is_none())
+            .map(|p| p.platform.as_str())
+            .collect();
+        ensure!(
+            unattested.is_empty(),
+            "{reference} ({}) has no attestation manifest for {}: the index lists none whose \
+             vnd.docker.reference.digest is that image; the build did not attest it: republish the release",
+            index.digest.short(),
+            unattested.join(", ")
+        );
+        let attested = index.platforms.iter().filter(|p| p.attestation.is_some());
+        for (platform, action) in attested.zip(actions) {
+            let Action::Read(manifest) = action else {
+                unreachable!("an attestation check reads")
+            };
+            let bytes = read(docker, self.client, action)
+                .map_err(|error| {
+                    let lost = error.kind == FailureKind::NotFound;
+                    anyhow::Error::new(error).context(if lost {
+                        format!(
+                            "{reference}: the attestation manifest of {} ({manifest}) is missing from {}, though the \
+                             index lists it: the copy to this registry lost it; copy the pin again (--resume) \
+                             before any tag moves",
+                            platform.platform,
+                            reference.namespace().host()
+                        )
+                    } else {
+                        format!("reading the attestations of {reference} {}", platform.platform)
+                    })
+                })?
+                .bytes;
+            let found = stack_images::digest::predicate_types(&bytes)
+                .with_context(|| format!("reading {manifest}"))?;
+            for wanted in self.plan.attested() {
+                ensure!(
+                    found.iter().any(|t| wanted.is(t)),
+                    "{reference} {}: its attestation manifest {manifest} holds no {} (it holds {}): \
+                     the release attests {} for every image; a pin built without it is republished \
+                     (`cargo xtask republish`), never tagged as it is",
+                    platform.platform,
+                    wanted.name(),
+                    if found.is_empty() { "nothing".to_owned() } else { found.join(", ") },
+                    self.plan.attested_names(" and ")
+                );
+            }
+        }
+        Ok(Done::AttestationsVerified(actions.len()))
+    }
+
     /// Compressed size of every platform image, read once from the canonical registry (mirrors hold the same).
     fn size(&self, docker: &Docker, php: PhpLine, actions: &[Action]) -> anyhow::Result<Done> {
         let platforms = &self.outcome.pins[&php].platforms;
@@ -942,10 +1060,19 @@ impl<'a> Executor<'a> {
         }
         match phase {
             Phase::Preflight => self.after_preflight()?,
-            Phase::VerifyPins | Phase::VerifyTags => eprintln!(
-                "    {} references verified",
-                self.outcome.verified - verified_before
-            ),
+            Phase::VerifyPins | Phase::VerifyTags => {
+                eprintln!(
+                    "    {} references verified",
+                    self.outcome.verified - verified_before
+                );
+                if phase == Phase::VerifyPins && self.outcome.attestations_verified > 0 {
+                    eprintln!(
+                        "    {} attestation manifests verified ({} each)",
+                        self.outcome.attestations_verified,
+                        self.plan.attested_names(" + ")
+                    );
+                }
+            }
             Phase::VerifySignatures => self.same_signatures()?,
             _ => {}
         }
@@ -1039,6 +1166,7 @@ impl<'a> Executor<'a> {
                 }
             },
             Done::Verified => self.outcome.verified += 1,
+            Done::AttestationsVerified(count) => self.outcome.attestations_verified += count,
             Done::Copied => self.outcome.copied += 1,
             Done::AlreadyCopied => self.outcome.already_copied += 1,
             Done::Sized(php, sizes) => {
@@ -1289,6 +1417,7 @@ impl<'a> Executor<'a> {
                 .map(|p| PlatformRecord {
                     platform: p.platform.clone(),
                     digest: p.digest.clone(),
+                    attestation: p.attestation.clone(),
                     size: self
                         .outcome
                         .sizes
@@ -1339,9 +1468,10 @@ fn registry_of(step: &Step) -> String {
             to.namespace().host().to_owned()
         }
         Step::Sign { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Verify { reference, .. } | Step::VerifySignature { reference, .. } => {
-            reference.namespace().host().to_owned()
-        }
+        Step::Verify { reference, .. }
+        | Step::VerifyAttestations { reference, .. }
+        | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
+        Step::Scanner { image, .. } => image.namespace().host().to_owned(),
         Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
     }
 }

@@ -12,8 +12,8 @@ use chrono::DateTime;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use stack_images::{
-    matrix::{Attestations, MATRIX_PATH},
-    tags, BaseLock, CommitId, Matrix, Namespace, ReleaseVersion,
+    matrix::{Attestations, Sbom, MATRIX_PATH},
+    tags, BaseLock, CommitId, ImageRef, Matrix, Namespace, ReleaseVersion,
 };
 use xshell::Shell;
 
@@ -59,6 +59,13 @@ pub struct ReleaseArgs {
     /// Attestations pushed with the images, replacing the matrix's setting
     #[arg(long, value_enum)]
     pub attestations: Option<Attestations>,
+    /// Release without SBOMs, whatever the matrix's `[sbom]` says
+    #[arg(long, conflicts_with = "sbom_scanner")]
+    pub no_sbom: bool,
+    /// The BuildKit SBOM scanner image, pinned by digest, replacing the matrix's (SBOMs on): the tests and the demo
+    /// run the stand-in in testkit/standins/sbom-scanner
+    #[arg(long, value_name = "IMAGE:TAG@DIGEST")]
+    pub sbom_scanner: Option<ImageRef>,
     /// Neither read nor write the registry build cache (`<image>-cache` next to the images): a cold build
     #[arg(long)]
     pub no_build_cache: bool,
@@ -120,6 +127,22 @@ impl ReleaseArgs {
             .unwrap_or_default();
         if let Some(attestations) = self.attestations {
             matrix.attestations = attestations;
+        }
+        if self.no_sbom {
+            if let Some(sbom) = &mut matrix.sbom {
+                sbom.enabled = false;
+            }
+        }
+        if let Some(scanner) = &self.sbom_scanner {
+            anyhow::ensure!(
+                scanner.digest().is_some(),
+                "--sbom-scanner {scanner} is not pinned by digest: add `@sha256:…` (`docker buildx imagetools \
+                 inspect {scanner}` prints it), so that the release runs the scanner it names"
+            );
+            matrix.sbom = Some(Sbom {
+                enabled: true,
+                scanner: scanner.clone(),
+            });
         }
         let dockerfile_name = matrix.dockerfile.file_name().unwrap_or_default().to_owned();
         let context = match &self.context {

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
-use stack_images::{PhpLine, ReleaseVersion};
+use stack_images::{matrix::Attestations, PhpLine, ReleaseVersion};
 use xshell::Shell;
 
 pub use stack_images::release_notes::{
@@ -96,6 +96,7 @@ fn page(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -
     registries(w, notes, &platforms)?;
     pull_and_verify(w, notes)?;
     signatures(w, notes)?;
+    attestations(w, notes)?;
     sizes(w, notes, previous)?;
     end_of_life_and_skipped(w, notes)?;
     bases(w, notes)?;
@@ -128,12 +129,76 @@ fn header(w: &mut String, notes: &ReleaseNotes, platforms: &[&str]) -> fmt::Resu
     )
 }
 
-/// `provenance` or `none`, as the matrix spells it.
+/// `provenance` or `none`, as the matrix spells it, and the SBOM when there is one.
 fn attestations_name(notes: &ReleaseNotes) -> String {
-    serde_json::to_value(notes.attestations)
+    let provenance = serde_json::to_value(notes.attestations)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    match (&notes.sbom_scanner, notes.attestations) {
+        (None, _) => provenance,
+        (Some(_), Attestations::None) => "SBOM (SPDX)".to_owned(),
+        (Some(_), Attestations::Provenance) => format!("{provenance} and SBOM (SPDX)"),
+    }
+}
+
+/// Where each platform image's SBOM and provenance are, and how to read them.
+fn attestations(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    let attested: Vec<(&PhpLine, &PlatformRecord)> = notes
+        .images
+        .iter()
+        .flat_map(|i| i.platforms.iter().map(move |p| (&i.php, p)))
+        .filter(|(_, p)| p.attestation.is_some())
+        .collect();
+    if attested.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "## SBOM and provenance
+"
+    )?;
+    let mut holds = Vec::new();
+    if let Some(scanner) = &notes.sbom_scanner {
+        holds.push(format!("an SPDX SBOM made by `{scanner}`"));
+    }
+    if notes.attestations == Attestations::Provenance {
+        holds.push("SLSA provenance (mode=min)".to_owned());
+    }
+    writeln!(
+        w,
+        "Every platform image has an attestation manifest (an `unknown/unknown` entry of the index) holding {}; \
+         the release checked it in every registry before any tag moved. Read them with:\n",
+        holds.join(" and ")
+    )?;
+    let example = notes
+        .references
+        .first()
+        .map(|r| r.reference.to_string())
+        .unwrap_or_default();
+    writeln!(w, "```sh")?;
+    if notes.sbom_scanner.is_some() {
+        writeln!(
+            w,
+            "docker buildx imagetools inspect {example} --format '{{{{ json .SBOM }}}}'"
+        )?;
+    }
+    if notes.attestations == Attestations::Provenance {
+        writeln!(
+            w,
+            "docker buildx imagetools inspect {example} --format '{{{{ json .Provenance }}}}'"
+        )?;
+    }
+    writeln!(w, "```\n")?;
+    writeln!(
+        w,
+        "| PHP | Platform | Attestation manifest |\n|---|---|---|"
+    )?;
+    for (php, platform) in attested {
+        let digest = platform.attestation.as_ref().expect("filtered on it");
+        writeln!(w, "| {php} | {} | `{digest}` |", platform.platform)?;
+    }
+    writeln!(w)
 }
 
 fn registries(w: &mut String, notes: &ReleaseNotes, platforms: &[&str]) -> fmt::Result {
@@ -574,6 +639,9 @@ pub mod tests {
                         platform: platform.to_string(),
                         digest: digest(&format!("{version} {php} {platform}")),
                         size: sizes[n * 2 + m],
+                        attestation: Some(digest(&format!(
+                            "{version} {php} {platform} attestations"
+                        ))),
                     })
                     .collect(),
                 end_of_life: (php.minor == 1).then(|| "PHP 8.1 is end of life".to_owned()),
@@ -628,6 +696,11 @@ pub mod tests {
             canonical,
             mirrors: vec![mirror],
             attestations: stack_images::matrix::Attestations::Provenance,
+            sbom_scanner: Some(
+                "docker.io/docker/buildkit-syft-scanner:1.12.0@sha256:ae4f3b554449e7e25548e7d8ccc029d17357348e30c6e3df01b92bc93654d6a9"
+                    .parse()
+                    .unwrap(),
+            ),
             bases: lines
                 .iter()
                 .map(|php| BaseRecord {

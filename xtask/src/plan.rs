@@ -9,6 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use stack_images::release_notes::{REPUBLISH_DATE, REPUBLISH_REASON};
 use stack_images::{
+    digest::Predicate,
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
     Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
@@ -37,6 +38,9 @@ pub struct Plan {
     pub mirrors: Vec<Namespace>,
     pub platforms: Vec<String>,
     pub attestations: Attestations,
+    /// The BuildKit scanner that makes each platform image's SBOM; `None`: no SBOM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sbom_scanner: Option<ImageRef>,
     /// How every pin is signed before a moving tag may point at it.
     pub signing: Signing,
     /// The releases the tag rules were applied against, oldest first.
@@ -205,8 +209,18 @@ pub enum Step {
         from: ImageRef,
         to: ImageRef,
     },
+    /// The SBOM scanner can be read from its registry, where BuildKit pulls it: else the release would lose
+    /// its SBOMs, so it stops before building.
+    Scanner { phase: Phase, image: ImageRef },
     /// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
     Verify {
+        phase: Phase,
+        php: PhpLine,
+        reference: ImageRef,
+    },
+    /// Check that, in `reference`'s registry, every platform image of the pin has its attestation manifest and
+    /// that it holds what the plan attests (SBOM, provenance).
+    VerifyAttestations {
         phase: Phase,
         php: PhpLine,
         reference: ImageRef,
@@ -259,7 +273,9 @@ impl Step {
             | Step::Assemble { phase, .. }
             | Step::ReadBack { phase, .. }
             | Step::Copy { phase, .. }
+            | Step::Scanner { phase, .. }
             | Step::Verify { phase, .. }
+            | Step::VerifyAttestations { phase, .. }
             | Step::Size { phase, .. }
             | Step::SigningReady { phase }
             | Step::Sign { phase, .. }
@@ -403,6 +419,13 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             });
         }
     }
+    let sbom_scanner = matrix.sbom_scanner().cloned();
+    if let Some(scanner) = &sbom_scanner {
+        steps.push(Step::Scanner {
+            phase: Phase::Preflight,
+            image: scanner.clone(),
+        });
+    }
     steps.push(Step::Bake {
         phase: Phase::Build,
         lines: builds.iter().map(|b| b.php).collect(),
@@ -432,6 +455,17 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
                 php: tag.php,
                 reference: pin_in(namespace, &tag.tag),
             });
+        }
+    }
+    if matrix.attestations != Attestations::None || sbom_scanner.is_some() {
+        for namespace in matrix.namespaces() {
+            for tag in tag_set.pins() {
+                steps.push(Step::VerifyAttestations {
+                    phase: Phase::VerifyPins,
+                    php: tag.php,
+                    reference: pin_in(namespace, &tag.tag),
+                });
+            }
         }
     }
     if inputs.signing.signs() {
@@ -490,6 +524,7 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         mirrors: matrix.registries.mirrors.clone(),
         platforms: matrix.platforms.clone(),
         attestations: matrix.attestations,
+        sbom_scanner,
         signing: inputs.signing.clone(),
         published,
         bases: BasesUsed {
@@ -504,6 +539,24 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
 }
 
 impl Plan {
+    /// What every platform image's attestation manifest holds, as the notes and the plan name it.
+    pub fn attested(&self) -> Vec<Predicate> {
+        let mut attested = Vec::new();
+        if self.sbom_scanner.is_some() {
+            attested.push(Predicate::Sbom);
+        }
+        if self.attestations == Attestations::Provenance {
+            attested.push(Predicate::Provenance);
+        }
+        attested
+    }
+
+    /// [`Plan::attested`] by name, joined with `separator`.
+    pub fn attested_names(&self, separator: &str) -> String {
+        let names: Vec<&str> = self.attested().into_iter().map(Predicate::name).collect();
+        names.join(separator)
+    }
+
     /// The steps of one phase, in order.
     pub fn steps_in(&self, phase: Phase) -> impl Iterator<Item = &Step> {
         self.steps.iter().filter(move |s| s.phase() == phase)
@@ -551,12 +604,18 @@ impl Plan {
                 phase: Phase::Preflight,
                 registry: self.canonical.clone(),
             },
-            Step::Bake {
-                phase: Phase::Build,
-                lines: self.builds.iter().map(|b| b.php).collect(),
-                output,
-            },
         ];
+        // Each platform's runner runs the scanner: each checks it can before building.
+        steps.extend(
+            self.steps_in(Phase::Preflight)
+                .filter(|s| matches!(s, Step::Scanner { .. }))
+                .cloned(),
+        );
+        steps.push(Step::Bake {
+            phase: Phase::Build,
+            lines: self.builds.iter().map(|b| b.php).collect(),
+            output,
+        });
         steps.extend(
             self.steps_in(Phase::Build)
                 .filter(|s| matches!(s, Step::ReadBack { .. }))
@@ -609,9 +668,10 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|step| match step {
-                Step::Engine { .. } | Step::Login { .. } | Step::SigningReady { .. } => {
-                    Some(step.clone())
-                }
+                Step::Engine { .. }
+                | Step::Login { .. }
+                | Step::Scanner { .. }
+                | Step::SigningReady { .. } => Some(step.clone()),
                 Step::Bake {
                     phase,
                     output,
@@ -626,6 +686,7 @@ impl Plan {
                 | Step::ReadBack { php, .. }
                 | Step::Copy { php, .. }
                 | Step::Verify { php, .. }
+                | Step::VerifyAttestations { php, .. }
                 | Step::Size { php, .. }
                 | Step::Sign { php, .. }
                 | Step::CopySignature { php, .. }
@@ -659,6 +720,9 @@ impl Plan {
                         });
                     }
                 }
+                // Nothing is scanned here: the per-platform builds made the SBOMs, and verify-attestations checks
+                // the assembled pins hold them.
+                Step::Scanner { .. } => {}
                 step => steps.push(step.clone()),
             }
         }
@@ -781,7 +845,12 @@ impl Plan {
                 }
                 Step::ReadBack { pin, .. } => ("read back", pin.to_string()),
                 Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
+                Step::Scanner { image, .. } => ("scanner", format!("{image} (SBOM generator)")),
                 Step::Verify { reference, .. } => ("verify", reference.to_string()),
+                Step::VerifyAttestations { reference, .. } => (
+                    "attests",
+                    format!("{reference}: {}", self.attested_names(" + ")),
+                ),
                 Step::Size { pin, .. } => ("size", pin.to_string()),
                 Step::SigningReady { .. } => ("signing", self.signing.describe()),
                 Step::Sign { pin, .. } => ("sign", pin.to_string()),

@@ -206,6 +206,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
                     .map(|p| PlatformRecord {
                         platform: p.platform.clone(),
                         digest: p.digest.clone(),
+                        attestation: p.attestation.clone(),
                         size: outcome
                             .sizes
                             .get(&(build.php, p.platform.clone()))
@@ -227,6 +228,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         canonical: plan.canonical.clone(),
         mirrors: plan.mirrors.clone(),
         attestations: plan.attestations,
+        sbom_scanner: plan.sbom_scanner.clone(),
         bases: plan
             .builds
             .iter()

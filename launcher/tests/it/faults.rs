@@ -17,8 +17,9 @@ use crate::{
     harness::{docker, image_exists, reference, Site},
 };
 
-/// Short bounds, so that a stall costs seconds: the launcher's and the shared policy's.
-const STALL_SECONDS: u64 = 3;
+/// Short bounds, so that a stall costs seconds (the launcher's and the shared policy's), long enough that a pull on a
+/// loaded two-core machine is not taken for a stall: docker printed nothing for 3 s there in a healthy pull.
+const STALL_SECONDS: u64 = 6;
 const POLICY: &str = "attempts=3,backoff=200ms,backoff-cap=400ms,retry-after-cap=2s";
 /// How long a cell may take: three stall timeouts and room for a loaded two-core machine (a pull, a mirror's
 /// pull, a local build).

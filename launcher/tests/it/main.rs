@@ -10,4 +10,5 @@ mod prune;
 mod pull;
 mod real_stack;
 mod republished;
+mod signature;
 mod start;

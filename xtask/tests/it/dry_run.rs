@@ -93,6 +93,13 @@ fn dry_runs_run_no_docker_and_write_nothing() {
                 || l.starts_with("cosign ")),
             "{mode}:\n{stdout}"
         );
+        // The matrix makes SBOMs: whatever builds reads the scanner first; a merge builds nothing.
+        let scanner = "registry GET manifest docker.io/docker/buildkit-syft-scanner:";
+        assert_eq!(
+            stdout.contains(scanner),
+            mode != "merge",
+            "{mode} and the SBOM scanner:\n{stdout}"
+        );
         assert!(!marker.exists(), "{mode} ran docker");
         for written in [&work, &notes, &digests] {
             assert!(!written.exists(), "{mode} wrote {}", written.display());

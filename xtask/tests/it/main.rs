@@ -10,6 +10,7 @@ mod notes;
 mod plan;
 mod prune;
 mod release;
+mod sbom;
 mod setup;
 mod signing;
 mod tidy;

@@ -160,8 +160,26 @@ fn moving_tags_only_after_all_pins_are_verified() {
         .rposition(|s| s["phase"] == "verify-pins")
         .unwrap();
     assert!(last_pin_check < first_tag);
-    let pins_verified = steps.iter().filter(|s| s["phase"] == "verify-pins").count();
+    let pins_verified = steps
+        .iter()
+        .filter(|s| s["phase"] == "verify-pins" && s["action"] == "verify")
+        .count();
     assert_eq!(pins_verified, 5 * 2, "5 lines in 2 registries");
+    let attestations_verified = steps
+        .iter()
+        .filter(|s| s["phase"] == "verify-pins" && s["action"] == "verify-attestations")
+        .count();
+    assert_eq!(
+        attestations_verified,
+        5 * 2,
+        "SBOM and provenance of 5 lines in 2 registries"
+    );
+    let scanner = steps.iter().position(|s| s["action"] == "scanner").unwrap();
+    let bake = steps.iter().position(|s| s["action"] == "bake").unwrap();
+    assert!(
+        scanner < bake,
+        "the SBOM scanner is checked before anything is built"
+    );
     // Signed (keyless by default) after the pins are verified, each signature checked in every registry first.
     let signed = steps.iter().position(|s| s["action"] == "sign").unwrap();
     assert!(last_pin_check < signed);
