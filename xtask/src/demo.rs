@@ -113,7 +113,7 @@ impl DemoCmd {
             &scratch,
         )?;
         print_signature(&plan, &outcome, &keys.join("demo.pub"))?;
-        print_next_steps(&plan, &page);
+        print_next_steps(&plan, &page, self.busybox);
         print_start_command(&plan, &outcome, &lines)?;
         Ok(())
     }
@@ -232,7 +232,19 @@ fn print_signature(plan: &Plan, outcome: &Outcome, public_key: &Path) -> anyhow:
     Ok(())
 }
 
-fn print_next_steps(plan: &Plan, page: &Path) {
+fn print_next_steps(plan: &Plan, page: &Path, busybox: bool) {
+    let (run, built) = if busybox {
+        (
+            "cat /standin/php-version",
+            "every line is a busybox stand-in (testkit/standins/php-fpm), as --busybox asked",
+        )
+    } else {
+        (
+            "php -v",
+            "PHP 8.2 and 8.4 are Debian's PHP-FPM built with testkit/standins/php-fpm-real/Dockerfile over \
+             images/php-fpm's own files, and the other lines busybox stand-ins (testkit/standins/php-fpm)",
+        )
+    };
     let latest = plan
         .canonical
         .repository(&plan.image)
@@ -242,12 +254,11 @@ fn print_next_steps(plan: &Plan, page: &Path) {
         "\nThe registries are still running, so you can pull and inspect what was published:\n  \
          docker buildx imagetools inspect {latest}\n  \
          docker buildx imagetools inspect {latest} --format '{{{{ json .SBOM }}}}'   # made by the scanner stand-in\n  \
-         docker run --rm {pin} php -v\n  \
+         docker run --rm {pin} {run}\n  \
          skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
          Release notes: {}\n\
-         Docker Hub's php bases cannot be pulled here, so PHP 8.2 and 8.4 are Debian's PHP-FPM built with \
-         testkit/standins/php-fpm-real/Dockerfile over images/php-fpm's own files, and the other lines busybox \
-         stand-ins (testkit/standins/php-fpm); images/php-fpm/Dockerfile is what a real release builds.\n\
+         Docker Hub's php bases cannot be pulled here, so {built}; images/php-fpm/Dockerfile is what a real \
+         release builds.\n\
          Stop the registries with: make demo-down",
         display_path(page)
     );
