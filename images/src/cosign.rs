@@ -56,7 +56,11 @@ impl FromStr for KeyRef {
             }
             return Ok(KeyRef::Env);
         }
-        if text.is_empty() || text.contains("://") || text.chars().any(char::is_control) {
+        if text.chars().any(char::is_control) || text.contains("PRIVATE KEY") {
+            // Most likely a key's PEM given where its path belongs: never echoed, it is a secret.
+            bail!("the key given is not a path (it has line breaks or a PEM header; it is not shown): give the path of a cosign private key file, or the key itself in ${KEY_VARIABLE} with env://{KEY_VARIABLE}");
+        }
+        if text.is_empty() || text.contains("://") {
             bail!("`{}` is not a key: give the path of a cosign private key file or env://{KEY_VARIABLE}", text.escape_debug());
         }
         Ok(KeyRef::File(PathBuf::from(text)))
@@ -659,6 +663,14 @@ mod tests {
         check_key(
             "",
             "error: `` is not a key: give the path of a cosign private key file or env://COSIGN_KEY",
+        );
+        // A key's PEM where its path belongs is refused without a byte of it in the message.
+        let pem = "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\nc2VjcmV0\n-----END ENCRYPTED SIGSTORE PRIVATE KEY-----";
+        let refused = "error: the key given is not a path (it has line breaks or a PEM header; it is not shown): give the path of a cosign private key file, or the key itself in $COSIGN_KEY with env://COSIGN_KEY";
+        check_key(pem, refused);
+        check_key(
+            "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY----- c2VjcmV0",
+            refused,
         );
     }
 
