@@ -259,19 +259,7 @@ impl CosignCommand {
 /// Shell-quoted, so a printed command can be pasted into a terminal.
 impl fmt::Display for CosignCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cosign")?;
-        for arg in &self.args {
-            let plain = !arg.is_empty()
-                && arg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
-            if plain {
-                write!(f, " {arg}")?;
-            } else {
-                write!(f, " '{}'", arg.replace('\'', r"'\''"))?;
-            }
-        }
-        Ok(())
+        crate::docker::write_shell_quoted(f, "cosign", &self.args)
     }
 }
 

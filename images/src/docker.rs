@@ -42,20 +42,30 @@ impl DockerCommand {
 /// Shell-quoted, so a printed command can be pasted into a terminal.
 impl fmt::Display for DockerCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("docker")?;
-        for arg in &self.args {
-            let plain = !arg.is_empty()
-                && arg
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
-            if plain {
-                write!(f, " {arg}")?;
-            } else {
-                write!(f, " '{}'", arg.replace('\'', r"'\''"))?;
-            }
-        }
-        Ok(())
+        write_shell_quoted(f, "docker", &self.args)
     }
+}
+
+/// `program` and its arguments as a shell reads them back: plain words as they are, anything else in single
+/// quotes. How every command this project prints (docker's, cosign's) is shown.
+pub(crate) fn write_shell_quoted(
+    f: &mut fmt::Formatter<'_>,
+    program: &str,
+    args: &[String],
+) -> fmt::Result {
+    f.write_str(program)?;
+    for arg in args {
+        let plain = !arg.is_empty()
+            && arg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./:=@,+%".contains(&b));
+        if plain {
+            write!(f, " {arg}")?;
+        } else {
+            write!(f, " '{}'", arg.replace('\'', r"'\''"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Why a docker command failed, as far as its output tells.

@@ -583,18 +583,7 @@ impl Bench {
     /// start by pull against by local build.
     fn launcher(&self, rounds: u32, raw: &mut Raw) -> anyhow::Result<()> {
         eprintln!("==> launcher: building target/debug/20i and the service stand-ins");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "launcher"])
-            .current_dir(project_root())
-            .status()
-            .context("running cargo build -p launcher")?;
-        if !status.success() {
-            bail!("cargo build -p launcher failed: fix the build, then run the bench again");
-        }
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| project_root().join("target"));
+        let launcher = crate::demo::build_launcher()?;
         let image = match self.lines.iter().rev().find(|(_, f)| *f == Flavour::Real) {
             Some((php, _)) if self.real => {
                 // The last cold release's pin of the line (its registries stay up until the bench ends).
@@ -623,7 +612,7 @@ impl Bench {
             _ => SiteImage::Busybox,
         };
         eprintln!("==> launcher: PHP-FPM image {}", image.describe());
-        let site = Site::new(&self.scratch, target.join("debug/20i"), &self.bases, &image)?;
+        let site = Site::new(&self.scratch, launcher, &self.bases, &image)?;
         let result = self.launcher_rounds(&site, rounds, raw);
         site.tear_down();
         result

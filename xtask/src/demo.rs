@@ -307,8 +307,8 @@ fn print_start_command(
     Ok(())
 }
 
-/// `target/debug/20i`, built from this checkout: the launcher whose version the demo released.
-fn build_launcher() -> anyhow::Result<PathBuf> {
+/// `target/debug/20i`, built from this checkout: the launcher whose version the demo (or the bench) released.
+pub fn build_launcher() -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
         .args(["build", "--quiet", "-p", "launcher"])
@@ -316,7 +316,7 @@ fn build_launcher() -> anyhow::Result<PathBuf> {
         .status()
         .context("running cargo build -p launcher")?;
     if !status.success() {
-        bail!("cargo build -p launcher failed: fix the build, then run `make demo` again");
+        bail!("cargo build -p launcher failed: fix the build, then run the command again");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
