@@ -254,3 +254,26 @@ fn a_copy_to_a_registry_that_wants_a_login_uses_dockers() {
         .unwrap_err();
     assert_eq!(error.kind, FailureKind::Unauthorized, "{error}");
 }
+
+#[test]
+fn a_destination_that_accepts_and_never_answers_ends_the_copy_within_the_policy() {
+    use RequestKind::*;
+    let setup = Setup::new();
+    // Blob checks, uploads and manifest writes all go silent: each attempt ends at the read timeout, the policy's
+    // attempts and operation bound end the whole, and nothing is tagged.
+    for kind in [BlobHead, BlobUpload, ManifestPut, ManifestHead] {
+        setup.proxy.set(kind, Fault::Stall);
+    }
+    let to = setup.to("stalled");
+    let started = std::time::Instant::now();
+    let error = setup.client.copy(&setup.pushed, &to).unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.kind, FailureKind::Unreachable, "{error}");
+    assert!(
+        took <= quick().operation_timeout + Duration::from_secs(10),
+        "a stalled destination held the copy for {took:?}: {error}"
+    );
+    setup.proxy.clear();
+    let absent = setup.client.get_manifest(&to).unwrap_err();
+    assert_eq!(absent.kind, FailureKind::NotFound, "{absent}");
+}
