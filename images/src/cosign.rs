@@ -347,12 +347,7 @@ pub struct CosignError {
 
 impl fmt::Display for CosignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        let tail = tail[tail.len().saturating_sub(4)..].join("\n  ");
+        let tail = crate::docker::stderr_tail(&self.stderr, 4);
         write!(
             f,
             "`{}` failed ({}):\n  {tail}",

@@ -280,6 +280,13 @@ pub fn with_retries<T>(
     }
 }
 
+/// The last `lines` non-blank lines of a command's stderr, indented under the line that names the command: how
+/// every failed command (docker's, cosign's) shows what it said.
+pub(crate) fn stderr_tail(stderr: &str, lines: usize) -> String {
+    let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    said[said.len().saturating_sub(lines)..].join("\n  ")
+}
+
 /// A failed docker command: what ran, why it failed, and the tail of what it said.
 #[derive(Debug)]
 pub struct DockerError {
@@ -290,12 +297,7 @@ pub struct DockerError {
 
 impl fmt::Display for DockerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail: Vec<&str> = self
-            .stderr
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .collect();
-        let tail = tail[tail.len().saturating_sub(6)..].join("\n  ");
+        let tail = stderr_tail(&self.stderr, 6);
         write!(
             f,
             "`{}` failed ({}):\n  {tail}",
