@@ -71,3 +71,56 @@ fn signed_by_digest_verified_with_the_public_key() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_registry_that_accepts_and_never_answers_ends_cosign_within_the_policy() -> anyhow::Result<()> {
+    use stack_images::registry::Policy;
+    use std::time::{Duration, Instant};
+    use testkit::{Fault, FaultProxy, RequestKind};
+
+    let registry = Registry::start()?;
+    let proxy = FaultProxy::in_front_of(&registry)?;
+    let tag = format!("{}/cosign/php-fpm:stalled", registry.namespace("it"));
+    let digest = fixtures::push_busybox(&tag, "LABEL stalled=1\n", false)?;
+    let image: ImageRef = format!(
+        "{}/cosign/php-fpm@{}",
+        proxy.namespace("it"),
+        Digest::parse(&digest)?
+    )
+    .parse()?;
+    for kind in [
+        RequestKind::Ping,
+        RequestKind::ManifestGet,
+        RequestKind::ManifestHead,
+        RequestKind::TagsList,
+    ] {
+        proxy.set(kind, Fault::Stall);
+    }
+    let policy = Policy {
+        operation_timeout: Duration::from_secs(5),
+        attempts: 2,
+        backoff_base: Duration::from_millis(100),
+        ..Policy::default()
+    };
+    let keys = tempfile::tempdir()?;
+    Cosign::new()
+        .with_password("pw")
+        .run(&CosignCommand::generate_key_pair(&keys.path().join("k"))?)?;
+    let public = Verifier::Key(keys.path().join("k.pub"));
+    let cosign = Cosign::new().with_policy(policy);
+    let started = Instant::now();
+    let error = cosign
+        .run(&CosignCommand::verify(&public, Subject::Image(&image))?)
+        .unwrap_err();
+    let took = started.elapsed();
+    // Two attempts of at most 5 s each, and the wait between them: never cosign's own minutes.
+    assert!(
+        took < Duration::from_secs(30),
+        "cosign ran for {took:?}: {error}"
+    );
+    assert!(
+        matches!(error.failure, Failure::TimedOut | Failure::Registry(_)),
+        "a stalled registry is not a verdict on the signature: {error}"
+    );
+    Ok(())
+}
