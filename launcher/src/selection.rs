@@ -33,8 +33,8 @@ pub const DAMAGED_DOWNLOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// More waits of [`DAMAGED_DOWNLOAD_WAIT`] when the next registry's pull still meets the damaged download: on a
 /// busy machine the engine collects it later than the first wait (seen: more than 15 s at a load of 10 on two
-/// cores). Bounded, and within PULL_TIMEOUT.
-pub const STALE_DOWNLOAD_WAITS: u32 = 4;
+/// cores; 25 s on an idle one). Bounded (a minute), and within PULL_TIMEOUT.
+pub const STALE_DOWNLOAD_WAITS: u32 = 12;
 
 /// The digest the bytes of a damaged download really had, from containerd's "unexpected commit digest
 /// sha256:…, expected sha256:…".

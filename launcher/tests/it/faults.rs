@@ -23,7 +23,7 @@ const STALL_SECONDS: u64 = 6;
 const POLICY: &str = "attempts=3,backoff=200ms,backoff-cap=400ms,retry-after-cap=2s";
 /// How long a cell may take: three stall timeouts and room for a loaded two-core machine (a pull, a mirror's
 /// pull, a local build).
-const BOUND: Duration = Duration::from_secs(3 * STALL_SECONDS + 60);
+const BOUND: Duration = Duration::from_secs(3 * STALL_SECONDS + 90);
 const LINE: &str = "8.4";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
