@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod fixtures;
+pub mod probe;
 pub mod real;
 pub mod registry;
 pub mod sbom_scanner;

@@ -11,7 +11,8 @@ use std::{
 };
 
 use stack_images::docker::{Docker, DockerCommand};
-use testkit::stack as standins;
+pub use testkit::probe::docker;
+use testkit::{probe::http_get, stack as standins};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -220,16 +221,6 @@ impl Drop for Site {
                 .map(|d| d.output(&DockerCommand::new(["image", "rm", "--force", image])));
         }
     }
-}
-
-/// Runs docker and returns its output, panicking with docker's message on failure.
-#[track_caller]
-pub fn docker(args: &[&str]) -> String {
-    let out = Docker::new()
-        .unwrap()
-        .output(&DockerCommand::new(args.iter().copied()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    String::from_utf8(out).unwrap()
 }
 
 pub fn image_exists(reference: &str) -> bool {
@@ -560,23 +551,4 @@ fn push_as(local: &str, remote: &str) -> String {
         .find_map(|d| d.strip_prefix(&format!("{repository}@")))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no digest of {remote} after the push: {pushed} {digests:?}"))
-}
-
-/// The body of a plain HTTP GET on loopback, or the whole response (or the error) when it is not a 200.
-pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => Err(response),
-    }
 }

@@ -9,20 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::harness::{docker, RealImages, RealSite};
+use testkit::probe::PROMISED_MODULES;
 
-/// What `images/matrix.toml`'s description promises, as `php -m` and `get_loaded_extensions()` name them.
-const PROMISED_MODULES: [&str; 9] = [
-    "bcmath",
-    "curl",
-    "exif",
-    "gd",
-    "mbstring",
-    "mysqli",
-    "pdo_mysql",
-    "zip",
-    "Zend OPcache",
-];
+use crate::harness::{docker, RealImages, RealSite};
 
 /// The page: PHP's version and extensions, then a row written over PDO with the stack's default credentials
 /// (host `mariadb`, MYSQL_* as the compose file defaults them) and read back, and the table's row count.

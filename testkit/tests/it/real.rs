@@ -3,8 +3,6 @@
 //! the three serve a page through `launcher/stack/docker-compose.yml` itself.
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::Path,
     time::{Duration, Instant},
 };
@@ -14,36 +12,13 @@ use stack_images::{
     PhpLine,
 };
 use testkit::{
+    probe::{docker, http_get, PROMISED_MODULES},
     real::{self, Arch},
     stack, Registry,
 };
 
 const PHP_8_2: PhpLine = PhpLine::new(8, 2);
 const PHP_8_4: PhpLine = PhpLine::new(8, 4);
-
-/// What `images/matrix.toml`'s description promises, as `php -m` names them.
-const PROMISED_MODULES: [&str; 9] = [
-    "bcmath",
-    "curl",
-    "exif",
-    "gd",
-    "mbstring",
-    "mysqli",
-    "pdo_mysql",
-    "zip",
-    "Zend OPcache",
-];
-
-fn docker() -> Docker {
-    Docker::new().unwrap()
-}
-
-fn output(args: &[&str]) -> String {
-    let bytes = docker()
-        .output(&DockerCommand::new(args.iter().copied()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    String::from_utf8(bytes).unwrap()
-}
 
 /// A container removed (with its anonymous volumes) when the test ends, however it ends.
 struct Container(String);
@@ -52,17 +27,17 @@ impl Container {
     fn run(args: &[&str]) -> Container {
         let mut all = vec!["run", "--detach"];
         all.extend(args);
-        Container(output(&all).trim().to_owned())
+        Container(docker(&all).trim().to_owned())
     }
 
     fn exec(&self, args: &[&str]) -> String {
         let mut all = vec!["exec", self.0.as_str()];
         all.extend(args);
-        output(&all)
+        docker(&all)
     }
 
     fn health(&self) -> String {
-        output(&["inspect", "--format", "{{.State.Health.Status}}", &self.0])
+        docker(&["inspect", "--format", "{{.State.Health.Status}}", &self.0])
             .trim()
             .to_owned()
     }
@@ -75,8 +50,9 @@ impl Container {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let log = output(&["inspect", "--format", "{{json .State.Health}}", &self.0]);
-        let logs = docker()
+        let log = docker(&["inspect", "--format", "{{json .State.Health}}", &self.0]);
+        let logs = Docker::new()
+            .unwrap()
             .output(&DockerCommand::new(["logs", self.0.as_str()]))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
@@ -86,7 +62,7 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker().run(&DockerCommand::new([
+        let _ = Docker::new().unwrap().run(&DockerCommand::new([
             "rm",
             "--force",
             "--volumes",
@@ -99,7 +75,7 @@ impl Drop for Container {
 fn php_fpm_is_healthy_through_the_stack_check_and_unhealthy_once_fpm_stops() {
     let image = real::php_fpm(PHP_8_2, Arch::host()).unwrap();
     assert_eq!(
-        output(&[
+        docker(&[
             "inspect",
             "--format",
             "{{json .Config.Healthcheck.Test}}",
@@ -122,7 +98,7 @@ fn php_fpm_is_healthy_through_the_stack_check_and_unhealthy_once_fpm_stops() {
     container.wait_health("healthy", Duration::from_secs(60));
     container.exec(&["sh", "-c", "kill -QUIT \"$(cat /run/php-fpm.pid)\""]);
     container.wait_health("unhealthy", Duration::from_secs(30));
-    let health = output(&[
+    let health = docker(&[
         "inspect",
         "--format",
         "{{json .State.Health.Log}}",
@@ -137,17 +113,17 @@ fn php_fpm_is_healthy_through_the_stack_check_and_unhealthy_once_fpm_stops() {
 #[track_caller]
 fn check_php(line: PhpLine) {
     let image = real::php_fpm(line, Arch::host()).unwrap();
-    let version = output(&["run", "--rm", &image, "php", "-r", "echo PHP_VERSION;"]);
+    let version = docker(&["run", "--rm", &image, "php", "-r", "echo PHP_VERSION;"]);
     assert!(version.starts_with(&format!("{line}.")), "{version}");
     for sapi in ["php", "php-fpm"] {
-        let modules = output(&["run", "--rm", &image, sapi, "-m"]);
+        let modules = docker(&["run", "--rm", &image, sapi, "-m"]);
         for module in PROMISED_MODULES {
             assert!(
                 modules.lines().any(|l| l == module),
                 "{sapi} {line} has no {module}: {modules}"
             );
         }
-        let info = output(&["run", "--rm", &image, sapi, "-i"]);
+        let info = docker(&["run", "--rm", &image, sapi, "-i"]);
         for setting in [
             "memory_limit => 256M => 256M",
             "upload_max_filesize => 64M => 64M",
@@ -187,7 +163,7 @@ fn nginx_renders_templates_with_only_the_variables_that_are_defined() {
     )
     .unwrap();
     let mount = format!("{}:/etc/nginx/templates:ro", templates.path().display());
-    let config = output(&[
+    let config = docker(&[
         "run",
         "--rm",
         "--env",
@@ -209,7 +185,8 @@ fn nginx_renders_templates_with_only_the_variables_that_are_defined() {
 #[test]
 fn mariadb_refuses_a_first_start_without_a_root_password() {
     let image = real::mariadb().unwrap();
-    let error = docker()
+    let error = Docker::new()
+        .unwrap()
         .output(&DockerCommand::new(["run", "--rm", image.as_str()]))
         .unwrap_err();
     assert!(
@@ -233,7 +210,8 @@ impl Project {
         let file = file.display().to_string();
         let mut all = vec!["compose", "--project-name", &self.name, "--file", &file];
         all.extend(args);
-        docker()
+        Docker::new()
+            .unwrap()
             .output_with_env(&DockerCommand::new(all), &self.env)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
     }
@@ -242,7 +220,7 @@ impl Project {
 impl Project {
     /// A page of the site through nginx; on failure, the response and every service's log.
     fn page(&self, port: u16, path: &str) -> String {
-        http_get(port, path).unwrap_or_else(|response| {
+        http_get(port, path, Duration::from_secs(30)).unwrap_or_else(|response| {
             let logs = self.compose(&["logs", "--no-color"]).unwrap_or_default();
             panic!("GET {path}: {response}\n{logs}")
         })
@@ -252,7 +230,7 @@ impl Project {
     fn restarts(&self) -> Vec<String> {
         let ids = self.compose(&["ps", "--all", "--quiet"]).unwrap();
         ids.split_whitespace()
-            .map(|id| output(&["inspect", "--format", "{{.Name}} {{.RestartCount}}", id]))
+            .map(|id| docker(&["inspect", "--format", "{{.Name}} {{.RestartCount}}", id]))
             .map(|line| line.trim().to_owned())
             .collect()
     }
@@ -267,23 +245,6 @@ impl Drop for Project {
 /// A string literal of PHP that holds exactly `text`.
 fn php_string(text: &str) -> String {
     format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
-}
-
-/// The body of a plain HTTP GET on loopback, or the whole response when it is not a 200.
-fn http_get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
-        _ => Err(response),
-    }
 }
 
 #[test]
@@ -414,18 +375,24 @@ fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_o
 {
     let registry = Registry::start().unwrap();
     let base = real::push_php_base(&registry, PHP_8_2).unwrap();
-    let index = docker().inspect_index(&base.to_string()).unwrap();
+    let index = Docker::new()
+        .unwrap()
+        .inspect_index(&base.to_string())
+        .unwrap();
     index
         .require_platforms(&["linux/amd64".to_owned(), "linux/arm64".to_owned()])
         .unwrap();
 
     let standin = real::push_php_fpm(&registry, &base, PHP_8_2).unwrap();
-    let index = docker().inspect_index(&standin.to_string()).unwrap();
+    let index = Docker::new()
+        .unwrap()
+        .inspect_index(&standin.to_string())
+        .unwrap();
     index
         .require_platforms(&["linux/amd64".to_owned(), "linux/arm64".to_owned()])
         .unwrap();
     let standin = standin.to_string();
-    let machine = output(&[
+    let machine = docker(&[
         "run",
         "--rm",
         "--platform",
@@ -436,7 +403,7 @@ fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_o
         "echo php_uname('m'), ' ', extension_loaded('gd') ? 'gd' : 'no-gd';",
     ]);
     // `docker run` pulled it into the local store; the registry goes away with the test, so does its image.
-    let _ = docker().run(&DockerCommand::new([
+    let _ = Docker::new().unwrap().run(&DockerCommand::new([
         "image",
         "rm",
         "--force",
