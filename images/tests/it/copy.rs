@@ -4,24 +4,10 @@
 
 use std::time::Duration;
 
-use stack_images::{
-    docker::FailureKind,
-    registry::{Policy, RegistryClient},
-    Digest, ImageRef, IndexSummary,
-};
-use testkit::{fixtures, Fault, FaultProxy, Registry, RequestKind};
+use stack_images::{docker::FailureKind, registry::RegistryClient, Digest, ImageRef, IndexSummary};
+use testkit::{Fault, FaultProxy, Registry, RequestKind};
 
-fn quick() -> Policy {
-    Policy {
-        connect_timeout: Duration::from_secs(1),
-        read_timeout: Duration::from_millis(500),
-        operation_timeout: Duration::from_secs(20),
-        attempts: 4,
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_millis(200),
-        retry_after_cap: Duration::from_secs(2),
-    }
-}
+use crate::common::{client_with_logins, docker_config, push_fixture, quick};
 
 /// The busybox fixture with attestations in `source`, and a fault proxy in front of an empty `destination`.
 struct Setup {
@@ -36,14 +22,14 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let source = Registry::start().unwrap();
-        let tag = format!("{}/fixture:1", source.namespace("test"));
-        let digest = fixtures::push_busybox(&tag, "", true).unwrap();
+        let digest = push_fixture(&source, true);
         let destination = Registry::start().unwrap();
         let proxy = FaultProxy::in_front_of(&destination).unwrap();
         let no_logins = tempfile::tempdir().unwrap();
-        let client = RegistryClient::new(quick()).with_docker_config(no_logins.path());
-        let tag: ImageRef = tag.parse().unwrap();
-        let pushed = tag.repository().at(&Digest::parse(&digest).unwrap());
+        let client = client_with_logins(no_logins.path());
+        let pushed: ImageRef = format!("{}/fixture@{digest}", source.namespace("test"))
+            .parse()
+            .unwrap();
         Setup {
             source,
             _destination: destination,
@@ -182,14 +168,13 @@ fn a_blob_cut_or_changed_on_the_way_is_refused_by_its_digest() {
     use RequestKind::*;
     let source = Registry::start().unwrap();
     let source_proxy = FaultProxy::in_front_of(&source).unwrap();
-    let tag = format!("{}/fixture:1", source.namespace("test"));
-    let digest = fixtures::push_busybox(&tag, "", false).unwrap();
+    let digest = push_fixture(&source, false);
     let from: ImageRef = format!("{}/fixture@{digest}", source_proxy.namespace("test"))
         .parse()
         .unwrap();
     let destination = Registry::start().unwrap();
     let no_logins = tempfile::tempdir().unwrap();
-    let client = RegistryClient::new(quick()).with_docker_config(no_logins.path());
+    let client = client_with_logins(no_logins.path());
 
     // Once: the next attempt reads the whole blob.
     source_proxy.set(BlobGet, Fault::CutBody.times(1));
@@ -222,8 +207,7 @@ fn a_blob_cut_or_changed_on_the_way_is_refused_by_its_digest() {
 #[test]
 fn a_copy_to_a_registry_that_wants_a_login_uses_dockers() {
     let source = Registry::start().unwrap();
-    let tag = format!("{}/fixture:1", source.namespace("test"));
-    let digest = fixtures::push_busybox(&tag, "", false).unwrap();
+    let digest = push_fixture(&source, false);
     let from: ImageRef = format!("{}/fixture@{digest}", source.namespace("test"))
         .parse()
         .unwrap();
@@ -231,25 +215,19 @@ fn a_copy_to_a_registry_that_wants_a_login_uses_dockers() {
     let to: ImageRef = format!("{}/fixture:1", locked.namespace("test"))
         .parse()
         .unwrap();
-    let login = tempfile::tempdir().unwrap();
     // base64 of tester:s3cret-pw
-    std::fs::write(
-        login.path().join("config.json"),
-        format!(
-            r#"{{"auths": {{"{}": {{"auth": "dGVzdGVyOnMzY3JldC1wdw=="}}}}}}"#,
-            locked.host()
-        ),
-    )
-    .unwrap();
-    let client = RegistryClient::new(quick()).with_docker_config(login.path());
+    let login = docker_config(&format!(
+        r#""{}": {{"auth": "dGVzdGVyOnMzY3JldC1wdw=="}}"#,
+        locked.host()
+    ));
+    let client = client_with_logins(login.path());
     let copied = client.copy(&from, &to).unwrap();
-    assert_eq!(copied.digest.as_str(), digest);
+    assert_eq!(copied.digest, digest);
     assert!(copied.blobs_sent >= 4, "{copied:?}");
-    assert_eq!(client.get_manifest(&to).unwrap().digest.as_str(), digest);
+    assert_eq!(client.get_manifest(&to).unwrap().digest, digest);
 
     let no_logins = tempfile::tempdir().unwrap();
-    let error = RegistryClient::new(quick())
-        .with_docker_config(no_logins.path())
+    let error = client_with_logins(no_logins.path())
         .copy(&from, &to)
         .unwrap_err();
     assert_eq!(error.kind, FailureKind::Unauthorized, "{error}");

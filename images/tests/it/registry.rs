@@ -9,20 +9,9 @@ use stack_images::{
     registry::{Policy, RegistryClient, RegistryError},
     Digest, ImageRef, Repository,
 };
-use testkit::{fixtures, Fault, FaultProxy, Registry, RequestKind};
+use testkit::{Fault, FaultProxy, Registry, RequestKind};
 
-/// Short numbers, so that a test of give-ups takes seconds.
-fn quick() -> Policy {
-    Policy {
-        connect_timeout: Duration::from_secs(1),
-        read_timeout: Duration::from_millis(500),
-        operation_timeout: Duration::from_secs(20),
-        attempts: 4,
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_millis(200),
-        retry_after_cap: Duration::from_secs(2),
-    }
-}
+use crate::common::{assert_failure, client_with_logins, docker_config, push_fixture, quick};
 
 /// The busybox fixture in a registry, a proxy in front of it, and a client with no login.
 struct Setup {
@@ -40,20 +29,15 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let registry = Registry::start().unwrap();
-        let pushed = fixtures::push_busybox(
-            &format!("{}/fixture:1", registry.namespace("test")),
-            "",
-            false,
-        )
-        .unwrap();
+        let pushed = push_fixture(&registry, false);
         let proxy = FaultProxy::in_front_of(&registry).unwrap();
         let no_logins = tempfile::tempdir().unwrap();
-        let client = RegistryClient::new(quick()).with_docker_config(no_logins.path());
+        let client = client_with_logins(no_logins.path());
         let tag: ImageRef = format!("{}/fixture:1", proxy.namespace("test"))
             .parse()
             .unwrap();
         let index = client.get_manifest(&tag).unwrap();
-        assert_eq!(index.digest.as_str(), pushed);
+        assert_eq!(index.digest, pushed);
         let platform = Digest::parse(
             json(&index.bytes)["manifests"][0]["digest"]
                 .as_str()
@@ -146,26 +130,14 @@ fn reads_checks_and_writes_manifests_and_blobs() {
     let error = client
         .put_manifest(&wrong, &annotated, OCI_INDEX)
         .unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::DigestMismatch, 0),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::DigestMismatch, 0);
     assert_eq!(setup.proxy.count(RequestKind::ManifestPut), puts);
 
     let missing = setup.repository().tagged(&"missing".parse().unwrap());
     let error = client.get_manifest(&missing).unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::NotFound, 1),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::NotFound, 1);
     let error = client.head_manifest(&missing).unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::NotFound, 1),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::NotFound, 1);
     assert!(setup.proxy.requests().iter().all(|r| r.fault.is_none()));
 }
 
@@ -445,11 +417,7 @@ fn a_closed_port_is_unreachable_after_every_attempt() {
     let client = RegistryClient::new(quick());
     let reference: ImageRef = format!("127.0.0.1:{port}/test/fixture:1").parse().unwrap();
     let error = client.get_manifest(&reference).unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::Unreachable, 4),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::Unreachable, 4);
     assert!(
         error
             .to_string()
@@ -461,8 +429,8 @@ fn a_closed_port_is_unreachable_after_every_attempt() {
 #[test]
 fn docker_logins_open_a_registry_that_wants_one() {
     let open = Registry::start().unwrap();
+    let index = push_fixture(&open, false);
     let source = format!("{}/fixture:1", open.namespace("test"));
-    let index = fixtures::push_busybox(&source, "", false).unwrap();
     let locked = Registry::start_with_auth("tester", "s3cret-pw").unwrap();
     let target = format!("{}/fixture:1", locked.namespace("test"));
     let copied = std::process::Command::new("skopeo")
@@ -486,15 +454,10 @@ fn docker_logins_open_a_registry_that_wants_one() {
     let reference: ImageRef = target.parse().unwrap();
 
     let no_logins = tempfile::tempdir().unwrap();
-    let error = RegistryClient::new(quick())
-        .with_docker_config(no_logins.path())
+    let error = client_with_logins(no_logins.path())
         .get_manifest(&reference)
         .unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::Unauthorized, 1),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::Unauthorized, 1);
     assert!(
         error.to_string().ends_with(&format!(
             "run `docker login {}` with an account that may do this",
@@ -509,11 +472,8 @@ fn docker_logins_open_a_registry_that_wants_one() {
         .with_config_dir(logins.path())
         .login(&locked.host(), "tester", "s3cret-pw")
         .unwrap();
-    let client = RegistryClient::new(quick()).with_docker_config(logins.path());
-    assert_eq!(
-        client.get_manifest(&reference).unwrap().digest.as_str(),
-        index
-    );
+    let client = client_with_logins(logins.path());
+    assert_eq!(client.get_manifest(&reference).unwrap().digest, index);
     let copy = reference.repository().tagged(&"copy".parse().unwrap());
     let manifest = client.get_manifest(&reference).unwrap();
     assert_eq!(
@@ -524,24 +484,14 @@ fn docker_logins_open_a_registry_that_wants_one() {
     );
 
     // A wrong password is refused for good, and never printed.
-    let wrong = tempfile::tempdir().unwrap();
-    std::fs::write(
-        wrong.path().join("config.json"),
-        format!(
-            r#"{{"auths": {{"{}": {{"auth": "dGVzdGVyOndyb25nLXB3"}}}}}}"#,
-            locked.host()
-        ),
-    )
-    .unwrap();
-    let error = RegistryClient::new(quick())
-        .with_docker_config(wrong.path())
+    let wrong = docker_config(&format!(
+        r#""{}": {{"auth": "dGVzdGVyOndyb25nLXB3"}}"#,
+        locked.host()
+    ));
+    let error = client_with_logins(wrong.path())
         .get_manifest(&reference)
         .unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::Unauthorized, 1),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::Unauthorized, 1);
     assert!(
         !error.to_string().contains("wrong-pw") && !error.to_string().contains("dGVzdGVy"),
         "{error}"
@@ -662,16 +612,6 @@ impl TokenRegistry {
     }
 }
 
-fn docker_config(auths: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("config.json"),
-        format!(r#"{{"auths": {{{auths}}}}}"#),
-    )
-    .unwrap();
-    dir
-}
-
 #[test]
 fn bearer_tokens_are_fetched_with_dockers_login_and_reused() {
     let registry = TokenRegistry::start(false);
@@ -679,7 +619,7 @@ fn bearer_tokens_are_fetched_with_dockers_login_and_reused() {
     let login = docker_config(&format!(
         r#""{host}": {{"auth": "dGVzdGVyOnMzY3JldC1wdw=="}}"#
     ));
-    let client = RegistryClient::new(quick()).with_docker_config(login.path());
+    let client = client_with_logins(login.path());
     for _ in 0..2 {
         let manifest = client.get_manifest(&registry.reference()).unwrap();
         assert_eq!(manifest.bytes, TOKEN_MANIFEST);
@@ -695,7 +635,7 @@ fn bearer_tokens_are_fetched_with_dockers_login_and_reused() {
     );
 
     let refresh = docker_config(&format!(r#""{host}": {{"identitytoken": "refresh-1"}}"#));
-    let client = RegistryClient::new(quick()).with_docker_config(refresh.path());
+    let client = client_with_logins(refresh.path());
     assert_eq!(
         client.get_manifest(&registry.reference()).unwrap().bytes,
         TOKEN_MANIFEST
@@ -711,7 +651,7 @@ fn bearer_tokens_are_fetched_with_dockers_login_and_reused() {
 fn an_anonymous_token_serves_public_images_and_a_refused_one_is_unauthorized() {
     let public = TokenRegistry::start(true);
     let nobody = tempfile::tempdir().unwrap();
-    let client = RegistryClient::new(quick()).with_docker_config(nobody.path());
+    let client = client_with_logins(nobody.path());
     assert_eq!(
         client.get_manifest(&public.reference()).unwrap().bytes,
         TOKEN_MANIFEST
@@ -719,11 +659,7 @@ fn an_anonymous_token_serves_public_images_and_a_refused_one_is_unauthorized() {
 
     let private = TokenRegistry::start(false);
     let error = client.get_manifest(&private.reference()).unwrap_err();
-    assert_eq!(
-        (error.kind, error.attempts),
-        (FailureKind::Unauthorized, 1),
-        "{error}"
-    );
+    assert_failure(&error, FailureKind::Unauthorized, 1);
     let message = error.to_string();
     let refused = format!(
         "the token service http://{}/token refused an anonymous token (401): docker holds no login",
