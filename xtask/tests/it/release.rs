@@ -10,7 +10,9 @@ use std::{
 use stack_images::Digest;
 use testkit::fixtures;
 
-use crate::setup::{assert_ok, manifest_puts, notes, recorded, with_flag, Setup, LINES, PASSWORD};
+use crate::setup::{
+    assert_ok, digest_apart, manifest_puts, notes, recorded, with_flag, Setup, LINES, PASSWORD,
+};
 
 #[test]
 fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::Result<()> {
@@ -117,16 +119,7 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
     // step's reads of several digests (each platform's attestation manifest) are one line once digests are
     // placeholders: the same set of commands, each counted once.
     let normalise = |text: &str| -> Vec<String> {
-        let mut lines: Vec<String> = text
-            .lines()
-            .map(|line| {
-                let line = line.replace('\'', "");
-                match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
-                    Some(at) => format!("{}@<digest>", &line[..at]),
-                    None => line,
-                }
-            })
-            .collect();
+        let mut lines: Vec<String> = text.lines().map(digest_apart).collect();
         lines.sort();
         lines.dedup();
         lines

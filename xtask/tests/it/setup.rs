@@ -285,3 +285,13 @@ pub fn with_flag(mut args: Vec<String>, flag: &str, value: &str) -> Vec<String> 
     args[at] = value.to_owned();
     args
 }
+
+/// A line of a run's journal or of a dry run without its quotes and with its digest set apart: `…@sha256:…` (a
+/// run) and `…@{digest of …}` (a dry run's placeholder) both end `@<digest>`, so the two compare.
+pub fn digest_apart(line: &str) -> String {
+    let line = line.replace('\'', "");
+    match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
+        Some(at) => format!("{}@<digest>", &line[..at]),
+        None => line,
+    }
+}

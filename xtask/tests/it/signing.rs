@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Command};
 
 use testkit::{fixtures, Fault, RequestKind};
 
-use crate::setup::{assert_ok, notes, Setup};
+use crate::setup::{assert_ok, digest_apart, notes, Setup};
 
 const VERSION: &str = "v3.0.0";
 const KEY_PASSWORD: &str = "a throwaway test password";
@@ -155,13 +155,7 @@ fn a_signed_release_verifies_in_both_registries_and_an_unsigned_pin_does_not() -
         let mut lines: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("cosign ") || l.contains("signature"))
-            .map(|line| {
-                let line = line.replace('\'', "");
-                match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
-                    Some(at) => format!("{}@<digest>", &line[..at]),
-                    None => line,
-                }
-            })
+            .map(digest_apart)
             .collect();
         lines.sort();
         lines
