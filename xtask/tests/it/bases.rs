@@ -1,14 +1,28 @@
 //! `cargo xtask bases refresh` against a real registry on loopback holding stand-ins for Docker Hub's `php`
 //! bases (which cannot be pulled here): the lock records exactly the digests the registry serves.
 
-use std::process::Output;
+use std::{path::PathBuf, process::Output};
 
-use crate::{xtask, xtask_command};
+use crate::{
+    setup::{assert_ok, LINES},
+    xtask, xtask_command,
+};
 
 use stack_images::{BaseLock, PhpLine};
 use testkit::{fixtures, Registry};
 
-const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
+/// `bases refresh --source SOURCE` into a new lock; returns the directory that holds it while the test runs, and
+/// the lock's path.
+#[track_caller]
+fn refresh_new_lock(source: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("standin.lock.toml");
+    let lock_arg = lock_path.display().to_string();
+    assert_ok(&xtask(&[
+        "bases", "refresh", "--source", source, "--lock", &lock_arg,
+    ]));
+    (dir, lock_path)
+}
 
 #[test]
 fn refresh_pins_what_the_registry_serves_and_fails_whole() -> anyhow::Result<()> {
@@ -25,15 +39,8 @@ fn refresh_pins_what_the_registry_serves_and_fails_whole() -> anyhow::Result<()>
         )?);
     }
 
-    let dir = tempfile::tempdir()?;
-    let lock_path = dir.path().join("standin.lock.toml");
+    let (_dir, lock_path) = refresh_new_lock(&source);
     let lock_arg = lock_path.display().to_string();
-    let output = xtask(&["bases", "refresh", "--source", &source, "--lock", &lock_arg]);
-    assert!(
-        output.status.success(),
-        "refresh failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let lock = BaseLock::load(&lock_path)?;
     assert_eq!(lock.source.to_string(), source);
     for (line, digest) in LINES.iter().zip(&pushed) {
@@ -118,15 +125,8 @@ fn check_reports_exactly_the_line_whose_base_moved() -> anyhow::Result<()> {
     let mut registry = Registry::start()?;
     let source = format!("{}/fixtures/php-standin", registry.host());
     let first = push_bases(&source, "1")?;
-    let dir = tempfile::tempdir()?;
-    let lock_path = dir.path().join("standin.lock.toml");
+    let (dir, lock_path) = refresh_new_lock(&source);
     let lock_arg = lock_path.display().to_string();
-    let output = xtask(&["bases", "refresh", "--source", &source, "--lock", &lock_arg]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let lock = BaseLock::load(&lock_path)?;
     assert_eq!(
         lock.lines[&PhpLine::new(8, 4)].php_version.as_deref(),
@@ -220,12 +220,7 @@ fn check_reports_exactly_the_line_whose_base_moved() -> anyhow::Result<()> {
     );
 
     // The refresh pins 8.4 and keeps 8.1's pin; then the check is quiet again.
-    let output = xtask(&["bases", "refresh", "--lock", &lock_arg]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_ok(&xtask(&["bases", "refresh", "--lock", &lock_arg]));
     let lock = BaseLock::load(&lock_path)?;
     assert_eq!(lock.lines[&PhpLine::new(8, 4)].digest.as_str(), moved);
     assert_eq!(lock.lines[&PhpLine::new(8, 1)].digest.as_str(), first[0]);
@@ -247,14 +242,8 @@ fn check_of_a_stalled_registry_ends_within_the_policy_and_says_so() -> anyhow::R
     let proxy = FaultProxy::in_front_of(&registry)?;
     let source = proxy.namespace("fixtures/php-standin");
     push_bases(&format!("{}/fixtures/php-standin", registry.host()), "1")?;
-    let dir = tempfile::tempdir()?;
-    let lock_arg = dir.path().join("standin.lock.toml").display().to_string();
-    let output = xtask(&["bases", "refresh", "--source", &source, "--lock", &lock_arg]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (_dir, lock_path) = refresh_new_lock(&source);
+    let lock_arg = lock_path.display().to_string();
 
     // A registry that accepts the connection and never answers: the read timeout ends each attempt, the policy
     // bounds the whole, and the check says it could not read rather than "nothing moved".
