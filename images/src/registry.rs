@@ -499,11 +499,7 @@ impl RegistryClient {
         } else {
             response
         };
-        let status = response.status().as_u16();
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(status_failure(status, response, &target.host))
+        successful(response, &target.host)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
@@ -550,6 +546,19 @@ impl RegistryClient {
         build: impl FnOnce(ureq::http::request::Builder) -> ureq::http::request::Builder,
         body: Option<&[u8]>,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        self.run_within(loopback, deadline, || {
+            build(ureq::http::Request::builder().uri(url)).body(body.unwrap_or_default().to_vec())
+        })
+    }
+
+    /// Sends the request `build` makes (once there is time left for it) on the agent for a loopback or a remote
+    /// host, bounded by what is left of the operation's time; whatever its status, the response.
+    fn run_within<B: ureq::AsSendBody>(
+        &self,
+        loopback: bool,
+        deadline: Instant,
+        build: impl FnOnce() -> Result<ureq::http::Request<B>, ureq::http::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         let agent = if loopback {
             &self.loopback
         } else {
@@ -559,11 +568,9 @@ impl RegistryClient {
         if left.is_zero() {
             return Err(Failure::fatal(FailureKind::Unreachable, "out of time"));
         }
-        let request = build(ureq::http::Request::builder().uri(url))
-            .body(body.unwrap_or_default().to_vec())
-            .map_err(|e| {
-                Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
-            })?;
+        let request = build().map_err(|e| {
+            Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
+        })?;
         let request = ureq::RequestExt::with_agent(request, agent)
             .configure()
             .timeout_global(Some(left))
@@ -907,6 +914,18 @@ fn check_bytes(
         }
     }
     Ok(digest)
+}
+
+/// The response when its status is a success, else the [`Failure`] that status is.
+fn successful(
+    response: ureq::http::Response<ureq::Body>,
+    host: &str,
+) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    Err(status_failure(status, response, host))
 }
 
 /// A failure from a status: 429 and 5xx are worth another attempt, after `Retry-After` when given.

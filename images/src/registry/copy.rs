@@ -322,41 +322,20 @@ impl RegistryClient {
         size: u64,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let agent = if target.loopback {
-            &self.loopback
-        } else {
-            &self.remote
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Failure::fatal(FailureKind::Unreachable, "out of time"));
-        }
-        let key = (target.host.clone(), target.scope.clone());
-        let authorization = self.lock().get(&key).cloned();
-        let mut builder = ureq::http::Request::builder()
-            .uri(url)
-            .method("PUT")
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Length", size.to_string());
-        if let Some(authorization) = authorization {
-            builder = builder.header("Authorization", authorization);
-        }
-        let request = builder
-            .body(ureq::SendBody::from_reader(body))
-            .map_err(|e| {
-                Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
-            })?;
-        let response = ureq::RequestExt::with_agent(request, agent)
-            .configure()
-            .timeout_global(Some(left))
-            .build()
-            .run()
-            .map_err(super::transport_failure)?;
-        let status = response.status().as_u16();
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(super::status_failure(status, response, &target.host))
+        let response = self.run_within(target.loopback, deadline, || {
+            let key = (target.host.clone(), target.scope.clone());
+            let authorization = self.lock().get(&key).cloned();
+            let mut builder = ureq::http::Request::builder()
+                .uri(url)
+                .method("PUT")
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", size.to_string());
+            if let Some(authorization) = authorization {
+                builder = builder.header("Authorization", authorization);
+            }
+            builder.body(ureq::SendBody::from_reader(body))
+        })?;
+        super::successful(response, &target.host)
     }
 }
 
