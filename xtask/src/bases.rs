@@ -178,6 +178,15 @@ impl LineReport {
     fn version_now(&self) -> &str {
         version_or_unknown(self.read.as_ref().and_then(|r| r.php_version.as_deref()))
     }
+
+    /// What an end-of-life line keeps, and why: the digest its lock pins (empty without one) and the matrix's
+    /// end-of-life sentence.
+    fn kept(&self) -> (&str, &str) {
+        (
+            self.before.as_ref().map_or("", |b| b.digest.as_str()),
+            self.eol.as_deref().unwrap_or_default(),
+        )
+    }
 }
 
 fn version_or_unknown(version: Option<&str>) -> &str {
@@ -425,8 +434,7 @@ pub fn check_report(reports: &[LineReport], source: &Repository) -> Result<Strin
             "end of life, not read (their pins stay; --include-eol reads them):"
         )?;
         for report in kept {
-            let pinned = report.before.as_ref().map_or("", |b| b.digest.as_str());
-            let why = report.eol.as_deref().unwrap_or_default();
+            let (pinned, why) = report.kept();
             writeln!(out, "  PHP {}  {pinned}  {why}", report.php)?;
         }
     }
@@ -476,8 +484,7 @@ pub fn markdown(reports: &[LineReport], source: &Repository) -> Result<String, f
             "\n### End of life, not refreshed\n\nThese keep their pin (`cargo xtask bases refresh --include-eol` reads them):\n"
         )?;
         for report in kept {
-            let pinned = report.before.as_ref().map_or("", |b| b.digest.as_str());
-            let why = report.eol.as_deref().unwrap_or_default();
+            let (pinned, why) = report.kept();
             writeln!(out, "- PHP {}: `{pinned}`. {why}", report.php)?;
         }
     }
