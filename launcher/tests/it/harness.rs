@@ -44,6 +44,28 @@ impl Run {
         );
         self
     }
+
+    /// Asserts that standard output holds `fragment`, showing all of it when not.
+    #[track_caller]
+    pub fn expect_stdout(&self, fragment: &str) -> &Run {
+        assert!(
+            self.stdout.contains(fragment),
+            "no {fragment:?} in stdout:\n{}",
+            self.stdout
+        );
+        self
+    }
+
+    /// Asserts that standard error holds `fragment`, showing all of it when not.
+    #[track_caller]
+    pub fn expect_stderr(&self, fragment: &str) -> &Run {
+        assert!(
+            self.stderr.contains(fragment),
+            "no {fragment:?} in stderr:\n{}",
+            self.stderr
+        );
+        self
+    }
 }
 
 impl Site {

@@ -76,15 +76,11 @@ impl RealSite {
 fn a_pulled_image_serves_php_and_keeps_its_rows_until_destroy() {
     let real = RealSite::with_page("page");
     let started = real.site.run(&["start"], &[]).ok();
-    assert!(
-        started.stdout.contains(&format!(
-            "php-fpm  {} (pulled from {})",
-            real.published,
-            real.site.var("IMAGE_REGISTRY").unwrap()
-        )),
-        "{}",
-        started.stdout
-    );
+    started.expect_stdout(&format!(
+        "php-fpm  {} (pulled from {})",
+        real.published,
+        real.site.var("IMAGE_REGISTRY").unwrap()
+    ));
     assert_eq!(real.visit("first"), "read back first, rows 1");
 
     real.site.run(&["stop"], &[]).ok();
@@ -323,23 +319,15 @@ fn health_is_what_the_services_own_checks_say_and_a_broken_template_names_nginx(
     .unwrap();
     let failed = real.site.run(&["start"], &[("WAIT_TIMEOUT", "60")]);
     assert_eq!(failed.code, 4, "{}", failed.stderr);
-    assert!(
-        failed
-            .stderr
-            .contains("error: the stack did not start, failing: nginx ("),
-        "{}",
-        failed.stderr
-    );
+    failed.expect_stderr("error: the stack did not start, failing: nginx (");
     // The tail of nginx's own log says what is wrong, and where.
-    assert!(
-        failed.stderr.contains(
-            "fix what its log says (`20i logs nginx` shows all of it), then run `20i start` again"
-        ) && failed.stderr.contains("the last lines of nginx's log:\n")
-            && failed.stderr.contains("[emerg]")
-            && failed.stderr.contains("is outside location \"/unclosed\""),
-        "{}",
-        failed.stderr
-    );
+    failed
+        .expect_stderr(
+            "fix what its log says (`20i logs nginx` shows all of it), then run `20i start` again",
+        )
+        .expect_stderr("the last lines of nginx's log:\n")
+        .expect_stderr("[emerg]")
+        .expect_stderr("is outside location \"/unclosed\"");
     // Restored, the stack starts again.
     std::fs::write(&template, good).unwrap();
     real.site.run(&["start"], &[]).ok();

@@ -78,70 +78,26 @@ fn a_signed_pin_runs_and_an_unsigned_or_resigned_one_is_refused() {
 
     // Signed with the release's key: pulled, verified, run; cached next time, and verified again.
     let pulled = site.run(&["pull"], &[]).ok();
-    assert!(
-        pulled
-            .stdout
-            .contains(&format!("php-fpm  {signed} (pulled from {namespace})")),
-        "{}",
-        pulled.stdout
-    );
-    assert!(
-        pulled.stderr.contains(&format!(
-            "verified the signature of {signed}@{signed_digest}"
-        )),
-        "{}",
-        pulled.stderr
-    );
+    pulled.expect_stdout(&format!("php-fpm  {signed} (pulled from {namespace})"));
+    pulled.expect_stderr(&format!(
+        "verified the signature of {signed}@{signed_digest}"
+    ));
     let cached = site.run(&["pull"], &[]).ok();
-    assert!(
-        cached
-            .stdout
-            .contains(&format!("(cache (its signature read from {namespace}))")),
-        "{}",
-        cached.stdout
-    );
-    assert!(
-        cached
-            .stdout
-            .contains(&format!("verified the signature of {signed}")),
-        "{}",
-        cached.stdout
-    );
+    cached.expect_stdout(&format!("(cache (its signature read from {namespace}))"));
+    cached.expect_stdout(&format!("verified the signature of {signed}"));
 
     // Not signed at all: refused, classified like a digest mismatch, and not left tagged.
     let refused = site.run(&["pull"], &[("PHP_VERSION", "8.4")]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains(&format!("{unsigned} (sha256:")),
-        "{}",
-        refused.stderr
-    );
-    assert!(
-        refused
-            .stderr
-            .contains("has no signature that verifies with the key"),
-        "{}",
-        refused.stderr
-    );
-    assert!(
-        refused
-            .stderr
-            .contains("(no signature): refused and removed, not run"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr(&format!("{unsigned} (sha256:"));
+    refused.expect_stderr("has no signature that verifies with the key");
+    refused.expect_stderr("(no signature): refused and removed, not run");
     assert!(!image_exists(&unsigned), "{unsigned} is still tagged");
 
     // Signed, but with another key: refused the same way; that key itself would accept it.
     let refused = site.run(&["pull"], &[("PHP_VERSION", "8.3")]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains("(signature not verified): refused and removed, not run"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("(signature not verified): refused and removed, not run");
     assert!(!image_exists(&resigned), "{resigned} is still tagged");
     site.run(
         &["pull"],
@@ -152,11 +108,7 @@ fn a_signed_pin_runs_and_an_unsigned_or_resigned_one_is_refused() {
     // A signed image already cached is refused too once the key no longer matches.
     let refused = site.run(&["pull"], &[("SIGNATURE_KEY", &other_pub)]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains("(signature not verified)"),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr("(signature not verified)");
 
     // No cosign: said at once, whatever the fallback.
     let missing = site.run(
@@ -168,22 +120,12 @@ fn a_signed_pin_runs_and_an_unsigned_or_resigned_one_is_refused() {
         ],
     );
     assert_eq!(missing.code, 3, "{}", missing.stderr);
-    assert!(
-        missing
-            .stderr
-            .contains("VERIFY_SIGNATURE=true needs cosign: install it"),
-        "{}",
-        missing.stderr
-    );
+    missing.expect_stderr("VERIFY_SIGNATURE=true needs cosign: install it");
 
     // A key that is not there is the configuration's error: nothing is asked of docker.
     let no_key = site.run(&["pull"], &[("SIGNATURE_KEY", "/nonexistent/cosign.pub")]);
     assert_eq!(no_key.code, 2, "{}", no_key.stderr);
-    assert!(
-        no_key.stderr.contains(
-            "SIGNATURE_KEY=\"/nonexistent/cosign.pub\" (from environment) does not exist"
-        ),
-        "{}",
-        no_key.stderr
+    no_key.expect_stderr(
+        "SIGNATURE_KEY=\"/nonexistent/cosign.pub\" (from environment) does not exist",
     );
 }
