@@ -1,5 +1,6 @@
 //! What tests ask of the running software, shared by the test crates: a docker command's output (a failure is a
-//! panic with docker's message), a page over plain HTTP on loopback, and the PHP modules the matrix promises.
+//! panic with docker's message), a page over plain HTTP on loopback, and the PHP modules the matrix promises (and
+//! the check that a page lists them).
 
 use std::{
     io::{Read, Write},
@@ -21,6 +22,21 @@ pub const PROMISED_MODULES: [&str; 9] = [
     "zip",
     "Zend OPcache",
 ];
+
+/// Asserts that the line of `page` after `label` (PHP's `implode(',', get_loaded_extensions())`) names every
+/// promised module; shows the whole page when one is missing.
+#[track_caller]
+pub fn assert_promised_modules(page: &str, label: &str) {
+    let loaded: Vec<&str> = page
+        .lines()
+        .find_map(|l| l.strip_prefix(label))
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    for module in PROMISED_MODULES {
+        assert!(loaded.contains(&module), "no {module}: {page}");
+    }
+}
 
 /// Runs docker and returns its output, panicking with docker's message on failure.
 #[track_caller]

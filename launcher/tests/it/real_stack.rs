@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testkit::probe::PROMISED_MODULES;
+use testkit::probe::assert_promised_modules;
 
 use crate::harness::{docker, RealImages, RealSite};
 
@@ -56,15 +56,7 @@ impl RealSite {
             .find_map(|l| l.strip_prefix("PHP_VERSION "))
             .unwrap_or_default();
         assert!(version.starts_with(&format!("{}.", self.line)), "{page}");
-        let extensions: Vec<&str> = page
-            .lines()
-            .find_map(|l| l.strip_prefix("extensions "))
-            .unwrap_or_default()
-            .split(',')
-            .collect();
-        for module in PROMISED_MODULES {
-            assert!(extensions.contains(&module), "no {module}: {page}");
-        }
+        assert_promised_modules(&page, "extensions ");
         page.lines()
             .filter(|l| l.starts_with("read back ") || l.starts_with("rows "))
             .collect::<Vec<_>>()

@@ -12,7 +12,7 @@ use stack_images::{
     PhpLine,
 };
 use testkit::{
-    probe::{docker, http_get, PROMISED_MODULES},
+    probe::{assert_promised_modules, docker, http_get, PROMISED_MODULES},
     real::{self, Arch},
     stack, Registry,
 };
@@ -322,15 +322,7 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
 
     let page = project.page(port, "/?token=first-visit");
     assert!(page.contains("PHP_VERSION 8.2."), "{page}");
-    let modules: Vec<&str> = page
-        .lines()
-        .find_map(|l| l.strip_prefix("modules "))
-        .unwrap_or_default()
-        .split(',')
-        .collect();
-    for module in PROMISED_MODULES {
-        assert!(modules.contains(&module), "no {module}: {page}");
-    }
+    assert_promised_modules(&page, "modules ");
     assert!(page.contains("memory_limit 256M\n"), "{page}");
     assert!(page.contains("read back first-visit\nrows 1\n"), "{page}");
     assert!(page.contains("MariaDB"), "{page}");
