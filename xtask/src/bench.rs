@@ -548,6 +548,7 @@ impl Bench {
             sbom_scanner: None,
             allow_version_mismatch: true,
             no_build_cache: !build_cache,
+            no_seed: false,
             // What is measured is the build and the copies; signing is cosign's time, not ours.
             signing: SigningFlag::None,
             signing_public_key: None,

@@ -190,6 +190,7 @@ fn release(
         sbom_scanner: Some(scanner),
         allow_version_mismatch: false,
         no_build_cache: false,
+        no_seed: false,
         signing: SigningFlag::Key(stack_images::cosign::KeyRef::File(keys.join("demo.key"))),
         signing_public_key: Some(keys.join("demo.pub")),
     };

@@ -205,6 +205,12 @@ pub enum Action {
         from: Named,
         to: ImageRef,
     },
+    /// Copy the config and layer blobs of `base`'s images for `platforms` into `to`, while the build runs.
+    Seed {
+        base: ImageRef,
+        platforms: Vec<String>,
+        to: Repository,
+    },
 }
 
 impl fmt::Display for Action {
@@ -225,6 +231,15 @@ impl fmt::Display for Action {
             Action::Copy { from, to } => write!(
                 f,
                 "registry copy {from} -> {to} (child manifests and blobs the destination lacks, then the tag)"
+            ),
+            Action::Seed {
+                base,
+                platforms,
+                to,
+            } => write!(
+                f,
+                "registry seed {to} with the blobs of {base} ({}) the destination lacks, while the build runs",
+                platforms.join(", ")
             ),
         }
     }
@@ -267,6 +282,16 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             .into_iter()
             .map(Action::Read)
             .collect(),
+        Step::Seed {
+            base,
+            platforms,
+            to,
+            ..
+        } => vec![Action::Seed {
+            base: base.clone(),
+            platforms: platforms.clone(),
+            to: to.repository().clone(),
+        }],
         Step::Bake { .. } => vec![Action::Docker(bake_command(work_dir))],
         Step::Assemble {
             php, pin, sources, ..
@@ -564,7 +589,10 @@ impl Ctx<'_> {
             Step::VerifySignature { php, reference, .. } => {
                 self.verify_signature(docker, *php, reference, actions)
             }
-            Step::Bake { .. } | Step::Assemble { .. } | Step::ReadBack { .. } => {
+            Step::Seed { .. }
+            | Step::Bake { .. }
+            | Step::Assemble { .. }
+            | Step::ReadBack { .. } => {
                 unreachable!("build steps run one after the other")
             }
         }
@@ -1038,11 +1066,26 @@ impl<'a> Executor<'a> {
 
     fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
         if phase == Phase::Build {
+            let names = Names::Run(&self.outcome);
+            let seeds: Vec<(PhpLine, String, Action)> = self
+                .plan
+                .steps_in(phase)
+                .filter_map(|step| match step {
+                    Step::Seed { php, .. } => Some((
+                        *php,
+                        registry_of(step),
+                        actions(self.plan, step, &self.work_dir, &names).remove(0),
+                    )),
+                    _ => None,
+                })
+                .collect();
             for step in self.plan.steps_in(phase) {
                 let actions = actions(self.plan, step, &self.work_dir, &Names::Run(&self.outcome));
                 match step {
+                    // Run alongside the bake, by `bake`.
+                    Step::Seed { .. } => {}
                     Step::Bake { lines, output, .. } => {
-                        self.bake(lines, output, docker_command(&actions[0]))?
+                        self.bake(lines, output, docker_command(&actions[0]), &seeds)?
                     }
                     Step::Assemble { php, pin, .. } => {
                         self.assemble(*php, pin, docker_command(&actions[0]))?
@@ -1281,12 +1324,14 @@ impl<'a> Executor<'a> {
         Ok(true)
     }
 
-    /// Builds and pushes the lines in one bake (on resume, only the lines not kept).
+    /// Builds and pushes the lines in one bake (on resume, only the lines not kept), seeding the registries with
+    /// the built lines' base blobs meanwhile.
     fn bake(
         &mut self,
         lines: &[PhpLine],
         output: &BakeOutput,
         command: &DockerCommand,
+        seeds: &[(PhpLine, String, Action)],
     ) -> anyhow::Result<()> {
         let mut to_build = Vec::new();
         for php in lines {
@@ -1314,7 +1359,18 @@ impl<'a> Executor<'a> {
             names.join(", "),
             log.display()
         );
-        with_retries(|| self.docker.run_logged(command, &log)).map_err(|e| match output {
+        let seeds: Vec<(&str, &Action)> = seeds
+            .iter()
+            .filter(|(php, ..)| to_build.contains(php))
+            .map(|(_, host, action)| (host.as_str(), action))
+            .collect();
+        for (_, action) in &seeds {
+            self.docker.record_line(&action.to_string());
+        }
+        let built = self.seeding(&seeds, || {
+            with_retries(|| self.docker.run_logged(command, &log))
+        });
+        built.map_err(|e| match output {
             BakeOutput::ByDigest { .. } => e.context(
                 "push-by-digest needs a builder that supports it (docker-container); the engine's own docker \
                  driver does not: drop --push-by-digest to push to staging tags",
@@ -1337,6 +1393,85 @@ impl<'a> Executor<'a> {
             self.outcome.reported.insert(php, reported);
         }
         Ok(())
+    }
+
+    /// Runs `build` while the seeds run, one registry host at a time each (its blobs a few at a time), and
+    /// reports them. A seed that fails is a warning: its blobs are sent by the push and the copy, as without it.
+    /// Seeds not started when the build fails are dropped.
+    fn seeding<T>(
+        &self,
+        seeds: &[(&str, &Action)],
+        build: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let mut by_host: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+        for (host, action) in seeds {
+            by_host.entry(host).or_default().push(action);
+        }
+        let built = AtomicBool::new(false);
+        let started = Instant::now();
+        let (result, seeded) = std::thread::scope(|scope| {
+            let workers: Vec<_> = by_host
+                .into_values()
+                .map(|actions| {
+                    let (client, built) = (&self.client, &built);
+                    scope.spawn(move || {
+                        let mut results = Vec::new();
+                        for action in actions {
+                            let Action::Seed {
+                                base,
+                                platforms,
+                                to,
+                            } = action
+                            else {
+                                unreachable!("a seed step's action is a seed, not {action}")
+                            };
+                            if built.load(Ordering::SeqCst) {
+                                break;
+                            }
+                            let result = client
+                                .seed(base, platforms, to)
+                                .with_context(|| format!("seeding {to} with the blobs of {base}"));
+                            results.push((started.elapsed(), result));
+                        }
+                        results
+                    })
+                })
+                .collect();
+            let result = build();
+            built.store(true, Ordering::SeqCst);
+            let seeded: Vec<_> = workers
+                .into_iter()
+                .flat_map(|worker| worker.join().expect("a seed worker panicked"))
+                .collect();
+            (result, seeded)
+        });
+        let (mut present, mut mounted, mut sent, mut bytes, mut last) =
+            (0, 0, 0, 0, Duration::ZERO);
+        for (at, result) in &seeded {
+            match result {
+                Ok(copied) => {
+                    present += copied.blobs_present;
+                    mounted += copied.blobs_mounted;
+                    sent += copied.blobs_sent;
+                    bytes += copied.bytes_sent;
+                    last = last.max(*at);
+                }
+                Err(error) => eprintln!(
+                    "    warning: {error:#}; the push and the mirror copy send those blobs instead"
+                ),
+            }
+        }
+        if seeded.iter().any(|(_, result)| result.is_ok()) {
+            eprintln!(
+                "    seeded {} of {} repositories with their base's blobs while building, done after {:.1} s: \
+                 {sent} blobs sent ({:.1} MB), {present} there already, {mounted} mounted",
+                seeded.iter().filter(|(_, result)| result.is_ok()).count(),
+                seeds.len(),
+                last.as_secs_f64(),
+                bytes as f64 / 1e6,
+            );
+        }
+        result
     }
 
     /// One index for the line from its per-platform images, pushed to the pin with the plan's annotations.
@@ -1464,9 +1599,10 @@ fn registry_of(step: &Step) -> String {
         | Step::ReadBack { pin, .. }
         | Step::Size { pin, .. }
         | Step::Assemble { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Copy { to, .. } | Step::Tag { to, .. } | Step::CopySignature { to, .. } => {
-            to.namespace().host().to_owned()
-        }
+        Step::Copy { to, .. }
+        | Step::Tag { to, .. }
+        | Step::CopySignature { to, .. }
+        | Step::Seed { to, .. } => to.namespace().host().to_owned(),
         Step::Sign { pin, .. } => pin.namespace().host().to_owned(),
         Step::Verify { reference, .. }
         | Step::VerifyAttestations { reference, .. }

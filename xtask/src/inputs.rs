@@ -69,6 +69,10 @@ pub struct ReleaseArgs {
     /// Neither read nor write the registry build cache (`<image>-cache` next to the images): a cold build
     #[arg(long)]
     pub no_build_cache: bool,
+    /// Do not copy each base image's blobs into the registries while building (the push and the mirror copy then
+    /// send them after the build): for registries that bill unreferenced blobs, and to measure what seeding saves
+    #[arg(long)]
+    pub no_seed: bool,
     /// How the pins are signed with cosign: key:PATH (or key:env://COSIGN_KEY; the password in COSIGN_PASSWORD),
     /// keyless (GitHub Actions' OIDC identity: the release workflow) or none (unsigned, said in the notes)
     #[arg(long, value_name = "MODE", default_value = "keyless")]
@@ -97,6 +101,8 @@ pub struct PlanInputs {
     pub launcher: LauncherVersion,
     /// Whether builds read and write the registry build cache.
     pub build_cache: bool,
+    /// Whether the registries are seeded with the bases' blobs while building.
+    pub seed: bool,
     pub signing: Signing,
 }
 
@@ -225,6 +231,7 @@ impl ReleaseArgs {
             commit_time,
             launcher,
             build_cache: !self.no_build_cache,
+            seed: !self.no_seed,
             signing: Signing::from_flags(Some(&self.signing), self.signing_public_key.as_ref())?,
         })
     }

@@ -183,6 +183,16 @@ pub enum Step {
         php: PhpLine,
         pin: ImageRef,
     },
+    /// While the bake runs, copy the blobs of the line's base image for `platforms` into `to`'s repository, so
+    /// that the push and the mirror copy after the build find them there. Best effort: a seed that fails costs
+    /// only the time it was meant to save, and the release goes on.
+    Seed {
+        phase: Phase,
+        php: PhpLine,
+        base: ImageRef,
+        platforms: Vec<String>,
+        to: ImageRef,
+    },
     /// Build `lines` in one bake and push them.
     Bake {
         phase: Phase,
@@ -269,6 +279,7 @@ impl Step {
             Step::Engine { phase, .. }
             | Step::Login { phase, .. }
             | Step::Find { phase, .. }
+            | Step::Seed { phase, .. }
             | Step::Bake { phase, .. }
             | Step::Assemble { phase, .. }
             | Step::ReadBack { phase, .. }
@@ -425,6 +436,17 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             phase: Phase::Preflight,
             image: scanner.clone(),
         });
+    }
+    for namespace in matrix.namespaces().filter(|_| inputs.seed) {
+        for build in &builds {
+            steps.push(Step::Seed {
+                phase: Phase::Build,
+                php: build.php,
+                base: build.base.reference.clone(),
+                platforms: build.platforms.clone(),
+                to: pin_in(namespace, &tags::pin_tag(version, build.php)),
+            });
+        }
     }
     steps.push(Step::Bake {
         phase: Phase::Build,
@@ -611,6 +633,25 @@ impl Plan {
                 .filter(|s| matches!(s, Step::Scanner { .. }))
                 .cloned(),
         );
+        // A runner pushes to the canonical registry only (the merge mirrors): it seeds the repository it pushes
+        // to with its one platform, unless the release does not seed.
+        let seeds = self
+            .steps
+            .iter()
+            .any(|step| matches!(step, Step::Seed { .. }));
+        for build in self.builds.iter().filter(|_| seeds) {
+            let to = match &output {
+                BakeOutput::Staging { platform } => crate::bake::staging(build, platform)?,
+                BakeOutput::Pins | BakeOutput::ByDigest { .. } => build.pin.clone(),
+            };
+            steps.push(Step::Seed {
+                phase: Phase::Build,
+                php: build.php,
+                base: build.base.reference.clone(),
+                platforms: vec![platform.to_owned()],
+                to,
+            });
+        }
         steps.push(Step::Bake {
             phase: Phase::Build,
             lines: self.builds.iter().map(|b| b.php).collect(),
@@ -682,6 +723,7 @@ impl Plan {
                     lines: baked.iter().copied().filter(kept).collect(),
                 }),
                 Step::Find { php, .. }
+                | Step::Seed { php, .. }
                 | Step::Assemble { php, .. }
                 | Step::ReadBack { php, .. }
                 | Step::Copy { php, .. }
@@ -720,9 +762,9 @@ impl Plan {
                         });
                     }
                 }
-                // Nothing is scanned here: the per-platform builds made the SBOMs, and verify-attestations checks
-                // the assembled pins hold them.
-                Step::Scanner { .. } => {}
+                // Nothing is scanned or built here: the per-platform builds made the SBOMs, and
+                // verify-attestations checks the assembled pins hold them; their runners seeded what they pushed.
+                Step::Scanner { .. } | Step::Seed { .. } => {}
                 step => steps.push(step.clone()),
             }
         }
@@ -832,6 +874,21 @@ impl Plan {
                     format!("docker holds a login for {}", registry.host()),
                 ),
                 Step::Find { pin, .. } => ("find", pin.to_string()),
+                Step::Seed {
+                    base,
+                    platforms,
+                    to,
+                    ..
+                } => (
+                    "seed",
+                    format!(
+                        "{} <- blobs of {}:{} ({}), while building",
+                        to.repository(),
+                        base.repository(),
+                        base.tag().map(|t| t.as_str()).unwrap_or_default(),
+                        platforms.join(", ")
+                    ),
+                ),
                 Step::Bake { lines, output, .. } => {
                     let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
                     let to = match output.platform() {

@@ -80,6 +80,27 @@ struct Descriptor {
     media_type: Option<String>,
     digest: String,
     size: u64,
+    platform: Option<Platform>,
+}
+
+/// Where an index's entry runs.
+#[derive(Deserialize)]
+struct Platform {
+    os: String,
+    architecture: String,
+    variant: Option<String>,
+}
+
+impl Platform {
+    /// Whether the entry is for `wanted` (`os/arch`, any variant, or `os/arch/variant`).
+    fn is(&self, wanted: &str) -> bool {
+        let mut parts = wanted.split('/');
+        parts.next() == Some(self.os.as_str())
+            && parts.next() == Some(self.architecture.as_str())
+            && parts
+                .next()
+                .is_none_or(|variant| self.variant.as_deref() == Some(variant))
+    }
 }
 
 /// Everything to copy: blobs with their sizes, and manifests in the order they may be stored (children first).
@@ -130,6 +151,72 @@ impl RegistryClient {
         Ok(Copied {
             digest,
             manifests: stored.len() + 1,
+            blobs_present: counts.present,
+            blobs_mounted: counts.mounted,
+            blobs_sent: counts.sent,
+            bytes_sent: counts.bytes,
+        })
+    }
+
+    /// Copies the config and layer blobs of `source`'s images for `platforms` (`os/arch`, any variant) into
+    /// `to`, and nothing else: no manifest, no tag (the returned [`Copied`] stores none). A release seeds its
+    /// repositories with the base image's blobs while the build runs, so that the build's push and the mirror
+    /// copy find them there instead of sending them after the build. Should the release stop before pushing, the
+    /// registry's garbage collection removes blobs that no manifest names.
+    pub fn seed(
+        &self,
+        source: &ImageRef,
+        platforms: &[String],
+        to: &Repository,
+    ) -> Result<Copied, RegistryError> {
+        let top = self.get_manifest(source)?;
+        let invalid = |cause: String| {
+            Target::manifest(source, Operation::GetManifest).error(
+                Failure::fatal(FailureKind::Other, cause),
+                1,
+                Duration::ZERO,
+            )
+        };
+        let document: Document = serde_json::from_slice(&top.bytes)
+            .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+        let mut images = Vec::new();
+        match &document.manifests {
+            Some(children) => {
+                for child in children.iter().filter(|child| {
+                    child
+                        .platform
+                        .as_ref()
+                        .is_some_and(|p| platforms.iter().any(|wanted| p.is(wanted)))
+                }) {
+                    let digest = Digest::parse(&child.digest)
+                        .map_err(|e| invalid(format!("a descriptor names {e:#}")))?;
+                    let at = source.repository().at(&digest);
+                    let image: Document = serde_json::from_slice(&self.get_manifest(&at)?.bytes)
+                        .map_err(|e| invalid(format!("the manifest of {at} is not valid: {e}")))?;
+                    images.push(image);
+                }
+                if images.is_empty() {
+                    return Err(invalid(format!(
+                        "the index lists none of {}",
+                        platforms.join(", ")
+                    )));
+                }
+            }
+            None => images.push(document),
+        }
+        let mut blobs = BTreeMap::new();
+        for blob in images
+            .iter()
+            .flat_map(|image| image.config.iter().chain(image.layers.iter().flatten()))
+        {
+            let digest = Digest::parse(&blob.digest)
+                .map_err(|e| invalid(format!("a descriptor names {e:#}")))?;
+            blobs.insert(digest, blob.size);
+        }
+        let counts = self.copy_blobs(source.repository(), to, &blobs)?;
+        Ok(Copied {
+            digest: top.digest,
+            manifests: 0,
             blobs_present: counts.present,
             blobs_mounted: counts.mounted,
             blobs_sent: counts.sent,

@@ -255,3 +255,47 @@ fn a_destination_that_accepts_and_never_answers_ends_the_copy_within_the_policy(
     let absent = setup.client.get_manifest(&to).unwrap_err();
     assert_eq!(absent.kind, FailureKind::NotFound, "{absent}");
 }
+
+#[test]
+fn a_seed_sends_one_platforms_blobs_and_no_manifest_and_the_copy_then_skips_them() {
+    let setup = Setup::new();
+    let to = setup.to("1");
+    let arm64 = ["linux/arm64".to_owned()];
+    let seeded = setup
+        .client
+        .seed(&setup.pushed, &arm64, to.repository())
+        .unwrap();
+    assert_eq!(seeded.manifests, 0, "{seeded:?}");
+    assert!(seeded.blobs_sent >= 2, "a config and a layer: {seeded:?}");
+    assert!(
+        setup.client.get_manifest(&to).is_err(),
+        "a seed stores no manifest and no tag"
+    );
+
+    // The blobs of linux/arm64 are there, those of linux/amd64 are not.
+    let index = setup.client.get_manifest(&setup.pushed).unwrap();
+    let summary = IndexSummary::parse(&index.bytes).unwrap();
+    for platform in &summary.platforms {
+        let image = setup
+            .client
+            .get_manifest(&setup.pushed.repository().at(&platform.digest))
+            .unwrap();
+        let image: serde_json::Value = serde_json::from_slice(&image.bytes).unwrap();
+        let config = Digest::parse(image["config"]["digest"].as_str().unwrap()).unwrap();
+        let there = setup.client.get_blob(to.repository(), &config).is_ok();
+        assert_eq!(there, platform.platform == "linux/arm64", "{platform:?}");
+    }
+
+    let copied = setup.client.copy(&setup.pushed, &to).unwrap();
+    assert_eq!(copied.blobs_present, seeded.blobs_sent, "{copied:?}");
+    setup.assert_complete(&to);
+
+    let error = setup
+        .client
+        .seed(&setup.pushed, &["linux/s390x".to_owned()], to.repository())
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("lists none of linux/s390x"),
+        "{error}"
+    );
+}

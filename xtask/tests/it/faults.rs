@@ -91,10 +91,19 @@ fn check_registries(setup: &Setup, complete: bool) {
 /// One cell: faults injected, a release, the outcome expected, the registries checked; then, for a release that
 /// stopped, the faults cleared and `--resume`, which must finish on the same pin.
 fn cell(inject: impl Fn(&FaultProxy, &FaultProxy), expect: Expect) -> anyhow::Result<()> {
+    cell_with(&[], inject, expect)
+}
+
+/// A cell whose release (and resume) takes `extra` flags.
+fn cell_with(
+    extra: &[&str],
+    inject: impl Fn(&FaultProxy, &FaultProxy),
+    expect: Expect,
+) -> anyhow::Result<()> {
     let setup = Setup::behind_proxies(&["8.5"])?;
     let (canonical, mirror) = setup.proxies();
     inject(canonical, mirror);
-    let (output, took) = release(&setup, &[]);
+    let (output, took) = release(&setup, extra);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(took < LIMIT, "the release hung:\n{stderr}");
     match expect {
@@ -112,7 +121,7 @@ fn cell(inject: impl Fn(&FaultProxy, &FaultProxy), expect: Expect) -> anyhow::Re
             let pushed = pin(&setup);
             canonical.clear();
             mirror.clear();
-            let (resumed, _) = release(&setup, &["--resume"]);
+            let (resumed, _) = release(&setup, &[extra, &["--resume"]].concat());
             assert_ok(&resumed);
             check_registries(&setup, true);
             if let Some(pushed) = pushed {
@@ -123,12 +132,36 @@ fn cell(inject: impl Fn(&FaultProxy, &FaultProxy), expect: Expect) -> anyhow::Re
     Ok(())
 }
 
+/// Without seeding, so that the first upload, which meets the 503, is the bake's push.
 #[test]
 fn build_a_503_on_a_blob_upload_is_retried() -> anyhow::Result<()> {
-    cell(
+    cell_with(
+        &["--no-seed"],
         |canonical, _| canonical.set(RequestKind::BlobUpload, Fault::Status(503).times(1)),
         Expect::Complete,
     )
+}
+
+/// The seed's first upload to the mirror is refused for good (403, not retried): a warning, and the mirror copy
+/// sends the base's blobs itself.
+#[test]
+fn build_a_seed_refused_is_a_warning_and_the_release_completes() -> anyhow::Result<()> {
+    let setup = Setup::behind_proxies(&["8.5"])?;
+    let (_, mirror) = setup.proxies();
+    mirror.set(RequestKind::BlobUpload, Fault::Status(403).times(1));
+    let (output, _) = release(&setup, &[]);
+    assert_ok(&output);
+    check_registries(&setup, true);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("warning: seeding") && stderr.contains("answered 403"),
+        "the refused seed is reported:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("seeded 1 of 2 repositories"),
+        "the canonical registry's seed went through:\n{stderr}"
+    );
+    Ok(())
 }
 
 #[test]
@@ -160,9 +193,11 @@ fn read_back_bytes_flipped_every_time_stop_it_and_resume_keeps_the_pin() -> anyh
     )
 }
 
+/// Without seeding, so that the first upload to the mirror, which meets the 503, is the copy's.
 #[test]
 fn copy_a_503_on_the_mirror_is_retried() -> anyhow::Result<()> {
-    cell(
+    cell_with(
+        &["--no-seed"],
         |_, mirror| mirror.set(RequestKind::BlobUpload, Fault::Status(503).times(1)),
         Expect::Complete,
     )
