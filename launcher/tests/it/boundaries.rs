@@ -348,14 +348,10 @@ fn a_fifo_in_the_build_context_is_refused() {
     for args in [&["start", "--explain"][..], &["pull"]] {
         let run = bare.run(args, &env);
         assert_eq!(run.code, 2, "{}", run.stderr);
-        assert!(
-            run.stderr.contains(&format!(
-                "reading the build context {context_text} (PHP_FPM_CONTEXT): {context_text}/pipe is not a regular \
-                 file (a FIFO, socket or device)"
-            )),
-            "{}",
-            run.stderr
-        );
+        run.expect_stderr(&format!(
+            "reading the build context {context_text} (PHP_FPM_CONTEXT): {context_text}/pipe is not a regular \
+             file (a FIFO, socket or device)"
+        ));
         assert!(!run.stderr.contains("local image store"), "{}", run.stderr);
     }
     // A Dockerfile linked to a FIFO is refused too, without reading it.
@@ -369,12 +365,7 @@ fn a_fifo_in_the_build_context_is_refused() {
     std::os::unix::fs::symlink(bare.root.path().join("fifo"), context.join("Dockerfile")).unwrap();
     let run = bare.run(&["start", "--explain"], &env);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains(&format!("{context_text}/Dockerfile is not a regular file")),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr(&format!("{context_text}/Dockerfile is not a regular file"));
     assert_eq!(bare.docker_calls(), "");
 }
 
@@ -392,11 +383,7 @@ fn docker_down_is_said_once() {
         "{}",
         run.stderr
     );
-    assert!(
-        run.stderr.contains("Cannot connect to the Docker daemon"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("Cannot connect to the Docker daemon");
 }
 
 /// A PHP line with no published image and no locked base: a local build says its base is not pinned, and why.
@@ -408,14 +395,10 @@ fn an_unlocked_line_says_its_base_is_not_pinned() {
         &[("PHP_VERSION", "8.0"), ("USE_PREBUILT", "false")],
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(
-        run.stdout.contains(
-            "a local build's base is not pinned: PHP 8.0 is not a line of this release (its base lock pins 8.1, \
-             8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by \
-             tag"
-        ),
-        "{}",
-        run.stdout
+    run.expect_stdout(
+        "a local build's base is not pinned: PHP 8.0 is not a line of this release (its base lock pins 8.1, \
+         8.2, 8.3, 8.4, 8.5), so the Dockerfile's default base docker.io/library/php:8.0-fpm-alpine is built by \
+         tag",
     );
 }
 

@@ -101,26 +101,14 @@ fn prune_lists_and_removes_other_releases_and_stale_builds_only() {
     with_local.push(selected_build.clone());
     with_local.sort();
     assert_eq!(listed(&dry.stdout), with_local, "{}", dry.stdout);
-    assert!(
-        dry.stdout.contains(&format!(
-            "keep    {in_use}  container {container} (running) uses it"
-        )),
-        "{}",
-        dry.stdout
-    );
-    assert!(
-        dry.stdout.contains(&format!(
-            "keep    {selected}  the current configuration selects it"
-        )),
-        "{}",
-        dry.stdout
-    );
-    assert!(
-        dry.stdout.contains("dry run: nothing removed"),
-        "{}",
-        dry.stdout
-    );
-    assert!(dry.stdout.contains(" freed\n"), "{}", dry.stdout);
+    dry.expect_stdout(&format!(
+        "keep    {in_use}  container {container} (running) uses it"
+    ));
+    dry.expect_stdout(&format!(
+        "keep    {selected}  the current configuration selects it"
+    ));
+    dry.expect_stdout("dry run: nothing removed");
+    dry.expect_stdout(" freed\n");
     assert!(
         cleanup.images.iter().all(|i| image_exists(i)),
         "a dry run removes nothing"
@@ -130,13 +118,9 @@ fn prune_lists_and_removes_other_releases_and_stale_builds_only() {
     site.set("USE_PREBUILT", "false");
     let local = site.run(&["prune"], &[]).ok();
     assert_eq!(listed(&local.stdout), expected, "{}", local.stdout);
-    assert!(
-        local.stdout.contains(&format!(
-            "keep    {selected_build}  the current configuration selects it"
-        )),
-        "{}",
-        local.stdout
-    );
+    local.expect_stdout(&format!(
+        "keep    {selected_build}  the current configuration selects it"
+    ));
 
     let applied = site.run(&["prune", "--apply"], &[]).ok();
     assert_eq!(listed(&applied.stdout), expected, "{}", applied.stdout);

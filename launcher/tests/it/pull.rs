@@ -24,13 +24,9 @@ fn the_mirror_serves_when_the_canonical_registry_is_down() {
     // Pinned to the digest the mirror serves: accepted, and known under the canonical reference afterwards.
     let pinned = format!("{image}@{digest}");
     let pulled = site.run(&["pull"], &[("PHP_FPM_PIN", &pinned)]).ok();
-    assert!(
-        pulled.stdout.contains(&format!(
-            "php-fpm  {image} (pulled from the mirror {mirror_ns})"
-        )),
-        "{}",
-        pulled.stdout
-    );
+    pulled.expect_stdout(&format!(
+        "php-fpm  {image} (pulled from the mirror {mirror_ns})"
+    ));
     let known = docker(&[
         "image",
         "inspect",
@@ -50,11 +46,7 @@ fn the_mirror_serves_when_the_canonical_registry_is_down() {
     // Next time it is in the cache: no registry at all.
     let before = requests(&mirror);
     let again = site.run(&["pull"], &[]).ok();
-    assert!(
-        again.stdout.contains("(cache (no registry request))"),
-        "{}",
-        again.stdout
-    );
+    again.expect_stdout("(cache (no registry request))");
     assert_eq!(requests(&mirror), before);
 }
 
@@ -71,14 +63,10 @@ fn a_pinned_digest_is_honoured_and_another_is_refused() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let refused = site.run(&["pull"], &[("PHP_FPM_PIN", &format!("{image}@{wrong}"))]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
-    assert!(
-        refused.stderr.contains(&format!(
-            "{image} was pulled with digest {digest}, not the pinned {wrong}: refused and removed"
-        )),
-        "{}",
-        refused.stderr
-    );
-    assert!(refused.stderr.contains(&format!("{image} does not have the pinned digest {wrong}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again")), "{}", refused.stderr);
+    refused.expect_stderr(&format!(
+        "{image} was pulled with digest {digest}, not the pinned {wrong}: refused and removed"
+    ));
+    refused.expect_stderr(&format!("{image} does not have the pinned digest {wrong}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again"));
     assert!(
         !image_exists(&image),
         "the refused image was left in the store"
@@ -92,13 +80,7 @@ fn a_pinned_digest_is_honoured_and_another_is_refused() {
     let local = std::fs::read_to_string(site.code_dir().join(".20i-local")).unwrap();
     assert_eq!(local, format!("PHP_FPM_PIN={image}@{digest}\n"));
     let pulled = site.run(&["pull"], &[]).ok();
-    assert!(
-        pulled
-            .stdout
-            .contains(&format!("php-fpm  {image} (pulled from {namespace})")),
-        "{}",
-        pulled.stdout
-    );
+    pulled.expect_stdout(&format!("php-fpm  {image} (pulled from {namespace})"));
 }
 
 #[test]
@@ -115,21 +97,11 @@ fn pull_failures_say_why_and_what_to_do() {
         &[("IMAGE_REGISTRY", &namespace), ("PHP_VERSION", "8.1")],
     );
     assert_eq!(missing.code, 3, "{}", missing.stderr);
-    assert!(
-        missing.stderr.contains(&format!(
-            "{} is not published",
-            reference(&namespace, "8.1")
-        )),
-        "{}",
-        missing.stderr
-    );
-    assert!(
-        missing
-            .stderr
-            .contains("pick a published PHP line with PHP_VERSION"),
-        "{}",
-        missing.stderr
-    );
+    missing.expect_stderr(&format!(
+        "{} is not published",
+        reference(&namespace, "8.1")
+    ));
+    missing.expect_stderr("pick a published PHP line with PHP_VERSION");
     assert!(
         !missing.stderr.contains("pull attempt"),
         "a missing image is not retried:\n{}",
@@ -140,13 +112,7 @@ fn pull_failures_say_why_and_what_to_do() {
     let private_ns = private.namespace("stack");
     let denied = site.run(&["pull"], &[("IMAGE_REGISTRY", &private_ns)]);
     assert_eq!(denied.code, 3, "{}", denied.stderr);
-    assert!(
-        denied
-            .stderr
-            .contains(&format!("run `docker login {}`", private.host())),
-        "{}",
-        denied.stderr
-    );
+    denied.expect_stderr(&format!("run `docker login {}`", private.host()));
     assert!(!denied.stderr.contains("not-a-real-secret"));
 
     // A bad value is a configuration error (exit 2), before any docker command.

@@ -78,11 +78,7 @@ fn a_republish_reaches_daily_users_and_leaves_pins_and_the_default_alone() {
     // The default policy never asks: a cached start sends no request at all.
     let before = requests(&registry);
     let cached = site.run(&["pull"], &[]).ok();
-    assert!(
-        cached.stdout.contains("cache (no registry request)"),
-        "{}",
-        cached.stdout
-    );
+    cached.expect_stdout("cache (no registry request)");
     assert_eq!(
         requests(&registry),
         before,
@@ -113,17 +109,11 @@ fn a_republish_reaches_daily_users_and_leaves_pins_and_the_default_alone() {
     // A daily user whose last check is two days old gets the republished image, and is told why.
     checked_ago(&site, &image, &old, Duration::from_secs(2 * 86_400));
     let daily = site.run(&["pull"], &[("PULL_POLICY", "daily")]).ok();
-    assert!(
-        daily
-            .stderr
-            .contains(&format!("republished on 2026-12-01: {REASON}")),
-        "{}",
-        daily.stderr
-    );
+    daily.expect_stderr(&format!("republished on 2026-12-01: {REASON}"));
     let now = local_digests(&image);
     assert!(!now.contains(&old), "still the old image: {now}");
     let status = site.run(&["status"], &[("PULL_POLICY", "daily")]).ok();
-    assert!(status.stdout.contains("last checked"), "{}", status.stdout);
+    status.expect_stdout("last checked");
 
     // Checked today: the next start asks nothing.
     let before = requests(&registry);

@@ -20,13 +20,7 @@ fn pulls_when_absent_then_starts_from_the_cache_with_no_registry_request() {
 
     assert_eq!(site.run(&["image"], &[]).ok().stdout.trim(), image);
     let first = site.run(&["start"], &[]).ok();
-    assert!(
-        first
-            .stdout
-            .contains(&format!("php-fpm  {image} (pulled from {namespace})")),
-        "{}",
-        first.stdout
-    );
+    first.expect_stdout(&format!("php-fpm  {image} (pulled from {namespace})"));
     assert!(first
         .stdout
         .contains("started the stack, every service healthy"));
@@ -47,7 +41,7 @@ fn pulls_when_absent_then_starts_from_the_cache_with_no_registry_request() {
     assert_eq!(running.trim(), image);
     // The site is served on the published loopback port.
     let status = site.run(&["status"], &[]).ok();
-    assert!(status.stdout.contains("healthy"), "{}", status.stdout);
+    status.expect_stdout("healthy");
 
     site.run(&["stop"], &[]).ok();
     let before = requests(&registry);
@@ -59,13 +53,7 @@ fn pulls_when_absent_then_starts_from_the_cache_with_no_registry_request() {
         "a cached start asked the registry:\n{}",
         registry.log()
     );
-    assert!(
-        cached
-            .stdout
-            .contains(&format!("php-fpm  {image} (cache (no registry request))")),
-        "{}",
-        cached.stdout
-    );
+    cached.expect_stdout(&format!("php-fpm  {image} (cache (no registry request))"));
 
     let (total, in_docker, own) = times(&cached.stdout);
     let outside = cached.took.as_secs_f64();
@@ -95,22 +83,12 @@ fn registry_down_builds_locally_or_stops_with_the_reason() {
     let refused = site.run(&["start"], &[("ALLOW_LOCAL_BUILD_FALLBACK", "false")]);
     assert_eq!(refused.code, 3, "{}", refused.stderr);
     let host = registry.host();
-    assert!(
-        refused.stderr.contains(&format!(
-            "could not reach {host} to pull {}",
-            reference(&namespace, "8.3")
-        )),
-        "{}",
-        refused.stderr
-    );
-    assert!(refused.stderr.contains("and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run the command again, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true"), "{}", refused.stderr);
-    assert!(
-        refused
-            .stderr
-            .contains("pull attempt 2 of 3 failed (unreachable) at "),
-        "{}",
-        refused.stderr
-    );
+    refused.expect_stderr(&format!(
+        "could not reach {host} to pull {}",
+        reference(&namespace, "8.3")
+    ));
+    refused.expect_stderr("and ALLOW_LOCAL_BUILD_FALLBACK=false: connect and run the command again, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true");
+    refused.expect_stderr("pull attempt 2 of 3 failed (unreachable) at ");
     assert_eq!(
         site.containers(),
         Vec::<String>::new(),
@@ -118,20 +96,10 @@ fn registry_down_builds_locally_or_stops_with_the_reason() {
     );
 
     let built = site.run(&["start"], &[]).ok();
-    assert!(
-        built
-            .stderr
-            .contains("building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"),
-        "{}",
-        built.stderr
-    );
-    assert!(
-        built.stdout.contains(&format!(
-            "php-fpm  {local} (built locally (could not reach {host}"
-        )),
-        "{}",
-        built.stdout
-    );
+    built.expect_stderr("building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)");
+    built.expect_stdout(&format!(
+        "php-fpm  {local} (built locally (could not reach {host}"
+    ));
     let running = docker(&[
         "inspect",
         "--format",
@@ -163,13 +131,9 @@ fn local_builds_follow_the_dockerfile() {
     assert_eq!(site.run(&["image"], &[]).ok().stdout.trim(), local);
 
     let first = site.run(&["start"], &[]).ok();
-    assert!(
-        first.stdout.contains(&format!(
-            "php-fpm  {local} (built locally (USE_PREBUILT=false))"
-        )),
-        "{}",
-        first.stdout
-    );
+    first.expect_stdout(&format!(
+        "php-fpm  {local} (built locally (USE_PREBUILT=false))"
+    ));
     let labels = docker(&[
         "image",
         "inspect",
@@ -188,30 +152,14 @@ fn local_builds_follow_the_dockerfile() {
 
     site.run(&["stop"], &[]).ok();
     let unchanged = site.run(&["start"], &[]).ok();
-    assert!(
-        unchanged
-            .stdout
-            .contains("(local build, reused (build context unchanged))"),
-        "{}",
-        unchanged.stdout
-    );
+    unchanged.expect_stdout("(local build, reused (build context unchanged))");
 
     let mut dockerfile = std::fs::read_to_string(site.dockerfile()).unwrap();
     dockerfile.push_str("RUN echo edited-locally > /standin/edited\n");
     std::fs::write(site.dockerfile(), dockerfile).unwrap();
     let changed = site.run(&["start"], &[]).ok();
-    assert!(
-        changed.stderr.contains("the build context changed"),
-        "{}",
-        changed.stderr
-    );
-    assert!(
-        changed
-            .stdout
-            .contains("(built locally (USE_PREBUILT=false))"),
-        "{}",
-        changed.stdout
-    );
+    changed.expect_stderr("the build context changed");
+    changed.expect_stdout("(built locally (USE_PREBUILT=false))");
     let edited = docker(&["exec", &site.container("apache"), "cat", "/standin/edited"]);
     assert_eq!(
         edited.trim(),
@@ -250,19 +198,9 @@ fn a_module_is_started_with_the_same_image_variables() {
     .unwrap();
 
     let explain = site.run(&["start", "--explain"], &[]).ok();
-    assert!(
-        explain.stdout.contains("(module queue-worker)"),
-        "{}",
-        explain.stdout
-    );
+    explain.expect_stdout("(module queue-worker)");
     let started = site.run(&["start"], &[]).ok();
-    assert!(
-        started
-            .stdout
-            .contains("started the stack and 1 module(s), every service healthy"),
-        "{}",
-        started.stdout
-    );
+    started.expect_stdout("started the stack and 1 module(s), every service healthy");
     let worker = site.container("worker");
     let image = docker(&["inspect", "--format", "{{.Config.Image}}", &worker]);
     assert_eq!(image.trim(), local);
@@ -348,9 +286,5 @@ fn a_stack_that_never_gets_healthy_exits_4_with_what_to_do() {
     site.set("WAIT_TIMEOUT", "5");
     let run = site.run(&["start"], &[]);
     assert_eq!(run.code, 4, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("the stack did not start healthy within WAIT_TIMEOUT=5 s, still starting: nginx (starting): see `20i status` and `20i logs`, or raise WAIT_TIMEOUT\nthe last lines of nginx's log:"),
-        "{}",
-        run.stderr
-    );
+    run.expect_stderr("the stack did not start healthy within WAIT_TIMEOUT=5 s, still starting: nginx (starting): see `20i status` and `20i logs`, or raise WAIT_TIMEOUT\nthe last lines of nginx's log:");
 }
