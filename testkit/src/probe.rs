@@ -1,6 +1,6 @@
 //! What tests ask of the running software, shared by the test crates: a docker command's output (a failure is a
-//! panic with docker's message), a page over plain HTTP on loopback, and the PHP modules the matrix promises (and
-//! the check that a page lists them).
+//! panic with docker's message), a page over plain HTTP on loopback, the PHP modules the matrix promises (and the
+//! check that a page lists them), and the PHP page that shows them and keeps rows in MariaDB.
 
 use std::{
     io::{Read, Write},
@@ -23,13 +23,44 @@ pub const PROMISED_MODULES: [&str; 9] = [
     "Zend OPcache",
 ];
 
-/// Asserts that the line of `page` after `label` (PHP's `implode(',', get_loaded_extensions())`) names every
-/// promised module; shows the whole page when one is missing.
+/// A PHP page that prints PHP's version (`PHP_VERSION 8.2.…`) and its loaded extensions (`extensions a,b,…`),
+/// writes the `token` query parameter as a row over PDO to MariaDB at `mariadb` with these credentials, reads it
+/// back (`read back TOKEN`) and counts the table's rows (`rows N`); then runs `more_php`, further statements.
+pub fn visits_page(database: &str, user: &str, password: &str, more_php: &str) -> String {
+    format!(
+        r#"<?php
+header('Content-Type: text/plain');
+echo 'PHP_VERSION ', PHP_VERSION, "\n";
+$extensions = get_loaded_extensions();
+sort($extensions);
+echo 'extensions ', implode(',', $extensions), "\n";
+$pdo = new PDO('mysql:host=mariadb;dbname=' . {database} . ';charset=utf8mb4', {user}, {password},
+    [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$pdo->exec('CREATE TABLE IF NOT EXISTS visits (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) NOT NULL)');
+$pdo->prepare('INSERT INTO visits (token) VALUES (?)')->execute([$_GET['token'] ?? '']);
+$select = $pdo->prepare('SELECT token FROM visits WHERE id = ?');
+$select->execute([$pdo->lastInsertId()]);
+echo 'read back ', $select->fetchColumn(), "\n";
+echo 'rows ', $pdo->query('SELECT COUNT(*) FROM visits')->fetchColumn(), "\n";
+{more_php}"#,
+        database = php_string(database),
+        user = php_string(user),
+        password = php_string(password),
+    )
+}
+
+/// A string literal of PHP that holds exactly `text`.
+fn php_string(text: &str) -> String {
+    format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
+}
+
+/// Asserts that the `extensions` line of a [`visits_page`] names every promised module; shows the whole page
+/// when one is missing.
 #[track_caller]
-pub fn assert_promised_modules(page: &str, label: &str) {
+pub fn assert_promised_modules(page: &str) {
     let loaded: Vec<&str> = page
         .lines()
-        .find_map(|l| l.strip_prefix(label))
+        .find_map(|l| l.strip_prefix("extensions "))
         .unwrap_or_default()
         .split(',')
         .collect();
@@ -62,5 +93,24 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Result<String, Stri
     match response.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_owned()),
         _ => Err(response),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(text: &str, literal: &str) {
+        assert_eq!(php_string(text), literal);
+    }
+
+    #[test]
+    fn a_php_string_literal_holds_exactly_the_text() {
+        check("site", "'site'");
+        check("it's", r"'it\'s'");
+        check(r"a\b", r"'a\\b'");
+        check(r#"pa$$ 'w"o\rd"#, r#"'pa$$ \'w"o\\rd'"#);
+        check(r"\'", r"'\\\''");
     }
 }

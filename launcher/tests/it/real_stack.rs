@@ -9,32 +9,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use testkit::probe::assert_promised_modules;
+use testkit::probe::{assert_promised_modules, visits_page};
 
 use crate::harness::{docker, RealImages, RealSite};
-
-/// The page: PHP's version and extensions, then a row written over PDO with the stack's default credentials
-/// (host `mariadb`, MYSQL_* as the compose file defaults them) and read back, and the table's row count.
-const INDEX_PHP: &str = r#"<?php
-header('Content-Type: text/plain');
-echo 'PHP_VERSION ', PHP_VERSION, "\n";
-$extensions = get_loaded_extensions();
-sort($extensions);
-echo 'extensions ', implode(',', $extensions), "\n";
-$pdo = new PDO('mysql:host=mariadb;dbname=site;charset=utf8mb4', 'site', 'site',
-    [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
-$pdo->exec('CREATE TABLE IF NOT EXISTS visits (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) NOT NULL)');
-$pdo->prepare('INSERT INTO visits (token) VALUES (?)')->execute([$_GET['token'] ?? '']);
-$select = $pdo->prepare('SELECT token FROM visits WHERE id = ?');
-$select->execute([$pdo->lastInsertId()]);
-echo 'read back ', $select->fetchColumn(), "\n";
-echo 'rows ', $pdo->query('SELECT COUNT(*) FROM visits')->fetchColumn(), "\n";
-"#;
 
 impl RealSite {
     fn with_page(label: &str) -> RealSite {
         let real = RealSite::new(label);
-        std::fs::write(real.site.code.join("index.php"), INDEX_PHP).unwrap();
+        // The stack's default credentials: MYSQL_* as the compose file defaults them.
+        let page = visits_page("site", "site", "site", "");
+        std::fs::write(real.site.code.join("index.php"), page).unwrap();
         real
     }
 
@@ -56,7 +40,7 @@ impl RealSite {
             .find_map(|l| l.strip_prefix("PHP_VERSION "))
             .unwrap_or_default();
         assert!(version.starts_with(&format!("{}.", self.line)), "{page}");
-        assert_promised_modules(&page, "extensions ");
+        assert_promised_modules(&page);
         page.lines()
             .filter(|l| l.starts_with("read back ") || l.starts_with("rows "))
             .collect::<Vec<_>>()

@@ -12,7 +12,7 @@ use stack_images::{
     PhpLine,
 };
 use testkit::{
-    probe::{assert_promised_modules, docker, http_get, PROMISED_MODULES},
+    probe::{assert_promised_modules, docker, http_get, visits_page, PROMISED_MODULES},
     real::{self, Arch},
     stack, Registry,
 };
@@ -242,11 +242,6 @@ impl Drop for Project {
     }
 }
 
-/// A string literal of PHP that holds exactly `text`.
-fn php_string(text: &str) -> String {
-    format!("'{}'", text.replace('\\', r"\\").replace('\'', r"\'"))
-}
-
 #[test]
 fn the_stack_serves_php_through_nginx_and_keeps_its_rows_in_the_mariadb_volume() {
     let php = real::php_fpm(PHP_8_2, Arch::host()).unwrap();
@@ -261,27 +256,13 @@ fn the_stack_serves_php_through_nginx_and_keeps_its_rows_in_the_mariadb_volume()
     let site = tempfile::tempdir().unwrap();
     std::fs::write(
         site.path().join("index.php"),
-        format!(
-            r#"<?php
-header('Content-Type: text/plain');
-echo 'PHP_VERSION ', PHP_VERSION, "\n";
-$modules = get_loaded_extensions();
-sort($modules);
-echo 'modules ', implode(',', $modules), "\n";
-echo 'memory_limit ', ini_get('memory_limit'), "\n";
-$pdo = new PDO('mysql:host=mariadb;dbname=' . {database} . ';charset=utf8mb4', {user}, {password},
-    [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
-$pdo->exec('CREATE TABLE IF NOT EXISTS visits (id INT AUTO_INCREMENT PRIMARY KEY, token VARCHAR(64) NOT NULL)');
-$pdo->prepare('INSERT INTO visits (token) VALUES (?)')->execute([$_GET['token'] ?? '']);
-$select = $pdo->prepare('SELECT token FROM visits WHERE id = ?');
-$select->execute([$pdo->lastInsertId()]);
-echo 'read back ', $select->fetchColumn(), "\n";
-echo 'rows ', $pdo->query('SELECT COUNT(*) FROM visits')->fetchColumn(), "\n";
+        visits_page(
+            database,
+            user,
+            password,
+            r#"echo 'memory_limit ', ini_get('memory_limit'), "\n";
 echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
 "#,
-            database = php_string(database),
-            user = php_string(user),
-            password = php_string(password),
         ),
     )
     .unwrap();
@@ -322,7 +303,7 @@ echo 'server ', $pdo->query('SELECT VERSION()')->fetchColumn(), "\n";
 
     let page = project.page(port, "/?token=first-visit");
     assert!(page.contains("PHP_VERSION 8.2."), "{page}");
-    assert_promised_modules(&page, "modules ");
+    assert_promised_modules(&page);
     assert!(page.contains("memory_limit 256M\n"), "{page}");
     assert!(page.contains("read back first-visit\nrows 1\n"), "{page}");
     assert!(page.contains("MariaDB"), "{page}");
