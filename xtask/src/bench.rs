@@ -414,7 +414,7 @@ impl Bench {
             let before = stored(&self.release_pair);
             let (canonical, mirror) = ns(&self.release_pair);
             let (outcome, took) =
-                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true, false)?;
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, Run::COLD)?;
             let after = stored(&self.release_pair);
             raw.release_s.push(took);
             for (phase, d) in &outcome.timings {
@@ -445,7 +445,7 @@ impl Bench {
             self.prune_build_cache()?;
             let before = stored(&self.naive_pair);
             let (canonical, mirror) = ns(&self.naive_pair);
-            let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
+            let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, Run::COLD)?;
             let docker = Docker::new()?;
             let commands = naive_commands(&plan);
             let started = Instant::now();
@@ -471,23 +471,52 @@ impl Bench {
             );
             Ok(())
         };
+        // The same cold release without seeding, in the naive pair wiped again (the release pair keeps release
+        // A's build cache for the warm release below).
+        let unseeded_side = |raw: &mut Raw| -> anyhow::Result<()> {
+            for registry in &self.naive_pair {
+                registry.fresh(sh)?;
+            }
+            self.prune_build_cache()?;
+            let (canonical, mirror) = ns(&self.naive_pair);
+            let unseeded = Run {
+                seed: false,
+                ..Run::COLD
+            };
+            let (outcome, took) =
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, unseeded)?;
+            let build = phase_seconds(&outcome, &["build"]);
+            raw.unseeded_s.push(took);
+            raw.unseeded_build_s.push(build);
+            raw.unseeded_outside_build_s.push(took - build);
+            Ok(())
+        };
         // Alternate which side goes first, so a drift in the machine's load falls on both.
         if round.is_multiple_of(2) {
             release_side(raw)?;
             naive_side(raw)?;
+            unseeded_side(raw)?;
         } else {
+            unseeded_side(raw)?;
             naive_side(raw)?;
             release_side(raw)?;
         }
         let (canonical, mirror) = ns(&self.release_pair);
         self.prune_build_cache()?;
         let (warm, took) =
-            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true, false)?;
+            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, Run::COLD)?;
         raw.warm_s.push(took);
         raw.warm_build_s.push(phase_seconds(&warm, &["build"]));
         self.prune_build_cache()?;
-        let (cold, took) =
-            self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false, false)?;
+        let (cold, took) = self.release(
+            sh,
+            "1.0.2",
+            &canonical,
+            &mirror,
+            matrix,
+            lock,
+            Run::NO_CACHE,
+        )?;
         raw.cold_s.push(took);
         raw.cold_build_s.push(phase_seconds(&cold, &["build"]));
         Ok(())
@@ -501,8 +530,12 @@ impl Bench {
             // The release, then the same release resumed: every pin is found, verified and kept, so the build
             // is skipped and the verification phases run again, a few samples of them for the price of one build.
             for resume in [false, true, true, true, true] {
+                let run = Run {
+                    resume,
+                    ..Run::COLD
+                };
                 let (outcome, _) =
-                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, true, resume)?;
+                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, run)?;
                 raw.verify_s
                     .entry(*n)
                     .or_default()
@@ -530,7 +563,7 @@ impl Bench {
         mirror: &Namespace,
         matrix: &Path,
         lock: &Path,
-        build_cache: bool,
+        run: Run,
     ) -> anyhow::Result<Plan> {
         let args = ReleaseArgs {
             version: version.parse()?,
@@ -547,8 +580,8 @@ impl Bench {
             no_sbom: false,
             sbom_scanner: None,
             allow_version_mismatch: true,
-            no_build_cache: !build_cache,
-            no_seed: false,
+            no_build_cache: !run.build_cache,
+            no_seed: !run.seed,
             // What is measured is the build and the copies; signing is cosign's time, not ours.
             signing: SigningFlag::None,
             signing_public_key: None,
@@ -566,16 +599,15 @@ impl Bench {
         mirror: &Namespace,
         matrix: &Path,
         lock: &Path,
-        build_cache: bool,
-        resume: bool,
+        run: Run,
     ) -> anyhow::Result<(Outcome, f64)> {
-        let plan = self.plan(sh, version, canonical, mirror, matrix, lock, build_cache)?;
+        let plan = self.plan(sh, version, canonical, mirror, matrix, lock, run)?;
         let work_dir = self
             .scratch
             .join("work")
             .join(canonical.to_string().replace(['/', ':'], "_") + "-" + version);
         let started = Instant::now();
-        let outcome = release::execute(&plan, Mode::Release { resume }, &work_dir)
+        let outcome = release::execute(&plan, Mode::Release { resume: run.resume }, &work_dir)
             .with_context(|| format!("releasing {version} to {canonical}"))?;
         Ok((outcome, started.elapsed().as_secs_f64()))
     }
@@ -968,6 +1000,30 @@ impl Site {
     }
 }
 
+/// How a bench release runs: the release's own flags, as `cargo xtask release` would take them.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Read and write the registry build cache (else `--no-build-cache`).
+    build_cache: bool,
+    /// Seed the registries with the bases' blobs while building (else `--no-seed`).
+    seed: bool,
+    resume: bool,
+}
+
+impl Run {
+    /// A first release, as the release workflow runs it (the local build cache is emptied by the caller).
+    const COLD: Run = Run {
+        build_cache: true,
+        seed: true,
+        resume: false,
+    };
+    /// `--no-build-cache`.
+    const NO_CACHE: Run = Run {
+        build_cache: false,
+        ..Run::COLD
+    };
+}
+
 /// Every time measured, in seconds unless named otherwise.
 #[derive(Debug, Default)]
 struct Raw {
@@ -990,6 +1046,10 @@ struct Raw {
     cold_build_s: Vec<f64>,
     outside_build_s: Vec<f64>,
     outside_build_share: Vec<f64>,
+    /// The cold release again, with `--no-seed`.
+    unseeded_s: Vec<f64>,
+    unseeded_build_s: Vec<f64>,
+    unseeded_outside_build_s: Vec<f64>,
     verify_s: std::collections::BTreeMap<usize, Vec<f64>>,
     cached_start_s: Vec<f64>,
     cached_start_requests: Vec<f64>,
@@ -1101,6 +1161,7 @@ impl Figures {
             "warm_vs_cold_build": self.warm_vs_cold_build,
             "outside_build_share": self.outside_build_share,
             "outside_build_s": self.outside_build_s,
+            "seeded_vs_unseeded": Stat::of(&raw.release_s).median / Stat::of(&raw.unseeded_s).median,
             "cached_start_vs_compose": self.cached_start_vs_compose,
             "cached_start_registry_requests": self.cached_start_requests,
             "image_ms_over_true": self.image_ms_over_true,
@@ -1121,6 +1182,9 @@ impl Figures {
                 "cold_build_s": raw.cold_build_s,
                 "outside_build_s": raw.outside_build_s,
                 "outside_build_share": raw.outside_build_share,
+                "unseeded_s": raw.unseeded_s,
+                "unseeded_build_s": raw.unseeded_build_s,
+                "unseeded_outside_build_s": raw.unseeded_outside_build_s,
                 "verify": verify,
                 "cached_start_s": raw.cached_start_s,
                 "cached_start_registry_requests": raw.cached_start_requests,
@@ -1222,6 +1286,14 @@ fn report(f: &Figures, raw: &Raw) -> String {
     row(
         "release: time outside the build",
         &raw.outside_build_s,
+        " s",
+        2,
+    );
+    row("release, --no-seed (cold)", &raw.unseeded_s, " s", 1);
+    row("  build phase, --no-seed", &raw.unseeded_build_s, " s", 2);
+    row(
+        "  time outside the build, --no-seed",
+        &raw.unseeded_outside_build_s,
         " s",
         2,
     );
