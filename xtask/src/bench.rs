@@ -18,7 +18,7 @@ use stack_images::{
     Matrix, Namespace, PhpLine, Repository,
 };
 use testkit::{fixtures, stack as services};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::{
     execute::{Mode, Outcome},
@@ -58,6 +58,17 @@ pub struct BenchCmd {
     /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     lines: Option<u16>,
+    /// Sections left out, comma-separated: `verify` (the verification curve), `launcher` (the launcher's
+    /// sections); the release comparisons always run (the launcher's sections pull their pins)
+    #[arg(long, value_delimiter = ',', value_enum)]
+    skip: Vec<Skippable>,
+}
+
+/// A section of the bench that can be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Skippable {
+    Verify,
+    Launcher,
 }
 
 /// What the release comparisons (and the launcher's sections) build.
@@ -145,10 +156,14 @@ impl BenchCmd {
         for round in 0..self.rounds {
             eprintln!("==> bench round {} of {}", round + 1, self.rounds);
             bench.release_round(sh, round, &mut raw)?;
-            bench.verify_round(sh, round, &mut raw)?;
+            if !self.skip.contains(&Skippable::Verify) {
+                bench.verify_round(sh, round, &mut raw)?;
+            }
         }
         // The release figures stand on their own: a launcher section that fails is reported, not fatal.
-        if let Err(error) = bench.launcher(self.rounds, &mut raw) {
+        if self.skip.contains(&Skippable::Launcher) {
+            eprintln!("bench: --skip launcher: the launcher's figures are not measured");
+        } else if let Err(error) = bench.launcher(self.rounds, &mut raw) {
             eprintln!(
                 "bench: the launcher sections failed, their figures are not measured: {error:#}"
             );
@@ -197,17 +212,8 @@ struct Loopback {
 
 impl Loopback {
     fn fresh(&self, sh: &Shell) -> anyhow::Result<()> {
-        let (name, port) = (self.name, self.port.to_string());
-        cmd!(sh, "bash scripts/registry.sh wipe {name}")
-            .quiet()
-            .ignore_stdout()
-            .run()?;
-        cmd!(sh, "bash scripts/registry.sh up {name} {port}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("starting the bench registry {name} on 127.0.0.1:{port}: pick free ports with --port"))?;
-        Ok(())
+        crate::demo::fresh_registry(sh, self.name, self.port)
+            .context("the bench's registries: pick free ports with --port")
     }
 
     fn namespace(&self, path: &str) -> Namespace {
@@ -1232,90 +1238,63 @@ fn report(f: &Figures, raw: &Raw) -> String {
         "median".to_owned(),
         "min–max".to_owned(),
     ]];
-    let mut row = |name: &str, values: &[f64], unit: &str, decimals: usize| {
-        let (median, spread) = Stat::of(values).show(unit, decimals);
-        rows.push(vec![name.to_owned(), median, spread]);
+    // (what, values, unit, decimals)
+    let seconds =
+        |name: &str, values: &[f64], decimals| (name.to_owned(), values.to_vec(), " s", decimals);
+    let mb = |name: &str, v: &[[u64; 2]], i: usize| {
+        let values: Vec<f64> = v.iter().map(|b| b[i] as f64 / 1e6).collect();
+        (name.to_owned(), values, " MB", 2)
     };
-    row(
+    let mut measured = vec![seconds(
         &format!("release ({})", raw.release_builds),
         &raw.release_s,
-        " s",
         1,
-    );
+    )];
     for (phase, times) in &raw.release_phases {
-        row(&format!("  {phase}"), times, " s", 2);
+        measured.push(seconds(&format!("  {phase}"), times, 2));
     }
-    row(
-        &format!(
-            "naive loop ({}, {} retried)",
-            raw.naive_builds, raw.naive_retries
+    let naive = format!(
+        "naive loop ({}, {} retried)",
+        raw.naive_builds, raw.naive_retries
+    );
+    measured.extend([
+        seconds(&naive, &raw.naive_s, 1),
+        mb("release: bytes stored, canonical", &raw.release_bytes, 0),
+        mb("release: bytes stored, mirror", &raw.release_bytes, 1),
+        mb("naive: bytes stored, canonical", &raw.naive_bytes, 0),
+        mb("naive: bytes stored, mirror", &raw.naive_bytes, 1),
+        seconds("release, registry cache only (warm)", &raw.warm_s, 1),
+        seconds("release, --no-build-cache (cold)", &raw.cold_s, 1),
+        seconds("  build phase, warm", &raw.warm_build_s, 1),
+        seconds("  build phase, cold", &raw.cold_build_s, 1),
+        seconds("release: time outside the build", &raw.outside_build_s, 2),
+        seconds("release, --no-seed (cold)", &raw.unseeded_s, 1),
+        seconds("  build phase, --no-seed", &raw.unseeded_build_s, 2),
+        seconds(
+            "  time outside the build, --no-seed",
+            &raw.unseeded_outside_build_s,
+            2,
         ),
-        &raw.naive_s,
-        " s",
-        1,
-    );
-    let mb = |v: &[[u64; 2]], i: usize| v.iter().map(|b| b[i] as f64 / 1e6).collect::<Vec<_>>();
-    row(
-        "release: bytes stored, canonical",
-        &mb(&raw.release_bytes, 0),
-        " MB",
-        2,
-    );
-    row(
-        "release: bytes stored, mirror",
-        &mb(&raw.release_bytes, 1),
-        " MB",
-        2,
-    );
-    row(
-        "naive: bytes stored, canonical",
-        &mb(&raw.naive_bytes, 0),
-        " MB",
-        2,
-    );
-    row(
-        "naive: bytes stored, mirror",
-        &mb(&raw.naive_bytes, 1),
-        " MB",
-        2,
-    );
-    row("release, registry cache only (warm)", &raw.warm_s, " s", 1);
-    row("release, --no-build-cache (cold)", &raw.cold_s, " s", 1);
-    row("  build phase, warm", &raw.warm_build_s, " s", 1);
-    row("  build phase, cold", &raw.cold_build_s, " s", 1);
-    row(
-        "release: time outside the build",
-        &raw.outside_build_s,
-        " s",
-        2,
-    );
-    row("release, --no-seed (cold)", &raw.unseeded_s, " s", 1);
-    row("  build phase, --no-seed", &raw.unseeded_build_s, " s", 2);
-    row(
-        "  time outside the build, --no-seed",
-        &raw.unseeded_outside_build_s,
-        " s",
-        2,
-    );
+    ]);
     for (n, v) in &raw.verify_s {
-        row(&format!("verify pins + tags, {n} lines"), v, " s", 3);
+        measured.push(seconds(&format!("verify pins + tags, {n} lines"), v, 3));
     }
-    row("20i start, cached", &raw.cached_start_s, " s", 2);
-    row(
-        "docker compose up --wait, same stack",
-        &raw.compose_s,
-        " s",
-        2,
-    );
-    row("20i image", &raw.image_ms, " ms", 1);
-    row("true", &raw.true_ms, " ms", 1);
-    row("first 20i start, pulled", &raw.first_pull_s, " s", 1);
-    row(
-        "first 20i start, built (USE_PREBUILT=false)",
-        &raw.first_build_s,
-        " s",
-        1,
-    );
+    measured.extend([
+        seconds("20i start, cached", &raw.cached_start_s, 2),
+        seconds("docker compose up --wait, same stack", &raw.compose_s, 2),
+        ("20i image".to_owned(), raw.image_ms.clone(), " ms", 1),
+        ("true".to_owned(), raw.true_ms.clone(), " ms", 1),
+        seconds("first 20i start, pulled", &raw.first_pull_s, 1),
+        seconds(
+            "first 20i start, built (USE_PREBUILT=false)",
+            &raw.first_build_s,
+            1,
+        ),
+    ]);
+    for (name, values, unit, decimals) in measured {
+        let (median, spread) = Stat::of(&values).show(unit, decimals);
+        rows.push(vec![name, median, spread]);
+    }
 
     let figures = vec![
         vec![
@@ -1509,5 +1488,11 @@ mod tests {
         assert!(Cli::try_parse_from(["bench", "--rounds", "0"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--port", "65535"]).is_err());
         assert_eq!(Cli::try_parse_from(["bench"]).unwrap().bench.rounds, 3);
+        let skip = |arg: &str| Cli::try_parse_from(["bench", "--skip", arg]).map(|c| c.bench.skip);
+        assert_eq!(
+            skip("verify,launcher").unwrap(),
+            [Skippable::Verify, Skippable::Launcher]
+        );
+        assert!(skip("release").is_err());
     }
 }
