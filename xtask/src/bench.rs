@@ -18,7 +18,7 @@ use stack_images::{
     Matrix, Namespace, PhpLine, Repository,
 };
 use testkit::{fixtures, stack as services};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use crate::{
     execute::{Mode, Outcome},
@@ -58,6 +58,17 @@ pub struct BenchCmd {
     /// Release only the first N PHP lines of the matrix in the release, naive and cache comparisons (default: all)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     lines: Option<u16>,
+    /// Sections left out, comma-separated: `verify` (the verification curve), `launcher` (the launcher's
+    /// sections); the release comparisons always run (the launcher's sections pull their pins)
+    #[arg(long, value_delimiter = ',', value_enum)]
+    skip: Vec<Skippable>,
+}
+
+/// A section of the bench that can be left out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Skippable {
+    Verify,
+    Launcher,
 }
 
 /// What the release comparisons (and the launcher's sections) build.
@@ -145,10 +156,14 @@ impl BenchCmd {
         for round in 0..self.rounds {
             eprintln!("==> bench round {} of {}", round + 1, self.rounds);
             bench.release_round(sh, round, &mut raw)?;
-            bench.verify_round(sh, round, &mut raw)?;
+            if !self.skip.contains(&Skippable::Verify) {
+                bench.verify_round(sh, round, &mut raw)?;
+            }
         }
         // The release figures stand on their own: a launcher section that fails is reported, not fatal.
-        if let Err(error) = bench.launcher(self.rounds, &mut raw) {
+        if self.skip.contains(&Skippable::Launcher) {
+            eprintln!("bench: --skip launcher: the launcher's figures are not measured");
+        } else if let Err(error) = bench.launcher(self.rounds, &mut raw) {
             eprintln!(
                 "bench: the launcher sections failed, their figures are not measured: {error:#}"
             );
@@ -197,17 +212,8 @@ struct Loopback {
 
 impl Loopback {
     fn fresh(&self, sh: &Shell) -> anyhow::Result<()> {
-        let (name, port) = (self.name, self.port.to_string());
-        cmd!(sh, "bash scripts/registry.sh wipe {name}")
-            .quiet()
-            .ignore_stdout()
-            .run()?;
-        cmd!(sh, "bash scripts/registry.sh up {name} {port}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .with_context(|| format!("starting the bench registry {name} on 127.0.0.1:{port}: pick free ports with --port"))?;
-        Ok(())
+        crate::demo::fresh_registry(sh, self.name, self.port)
+            .context("the bench's registries: pick free ports with --port")
     }
 
     fn namespace(&self, path: &str) -> Namespace {
@@ -414,7 +420,7 @@ impl Bench {
             let before = stored(&self.release_pair);
             let (canonical, mirror) = ns(&self.release_pair);
             let (outcome, took) =
-                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, true, false)?;
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, Run::COLD)?;
             let after = stored(&self.release_pair);
             raw.release_s.push(took);
             for (phase, d) in &outcome.timings {
@@ -445,7 +451,7 @@ impl Bench {
             self.prune_build_cache()?;
             let before = stored(&self.naive_pair);
             let (canonical, mirror) = ns(&self.naive_pair);
-            let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, true)?;
+            let plan = self.plan(sh, "1.0.0", &canonical, &mirror, matrix, lock, Run::COLD)?;
             let docker = Docker::new()?;
             let commands = naive_commands(&plan);
             let started = Instant::now();
@@ -471,23 +477,52 @@ impl Bench {
             );
             Ok(())
         };
+        // The same cold release without seeding, in the naive pair wiped again (the release pair keeps release
+        // A's build cache for the warm release below).
+        let unseeded_side = |raw: &mut Raw| -> anyhow::Result<()> {
+            for registry in &self.naive_pair {
+                registry.fresh(sh)?;
+            }
+            self.prune_build_cache()?;
+            let (canonical, mirror) = ns(&self.naive_pair);
+            let unseeded = Run {
+                seed: false,
+                ..Run::COLD
+            };
+            let (outcome, took) =
+                self.release(sh, "1.0.0", &canonical, &mirror, matrix, lock, unseeded)?;
+            let build = phase_seconds(&outcome, &["build"]);
+            raw.unseeded_s.push(took);
+            raw.unseeded_build_s.push(build);
+            raw.unseeded_outside_build_s.push(took - build);
+            Ok(())
+        };
         // Alternate which side goes first, so a drift in the machine's load falls on both.
         if round.is_multiple_of(2) {
             release_side(raw)?;
             naive_side(raw)?;
+            unseeded_side(raw)?;
         } else {
+            unseeded_side(raw)?;
             naive_side(raw)?;
             release_side(raw)?;
         }
         let (canonical, mirror) = ns(&self.release_pair);
         self.prune_build_cache()?;
         let (warm, took) =
-            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, true, false)?;
+            self.release(sh, "1.0.1", &canonical, &mirror, matrix, lock, Run::COLD)?;
         raw.warm_s.push(took);
         raw.warm_build_s.push(phase_seconds(&warm, &["build"]));
         self.prune_build_cache()?;
-        let (cold, took) =
-            self.release(sh, "1.0.2", &canonical, &mirror, matrix, lock, false, false)?;
+        let (cold, took) = self.release(
+            sh,
+            "1.0.2",
+            &canonical,
+            &mirror,
+            matrix,
+            lock,
+            Run::NO_CACHE,
+        )?;
         raw.cold_s.push(took);
         raw.cold_build_s.push(phase_seconds(&cold, &["build"]));
         Ok(())
@@ -501,8 +536,12 @@ impl Bench {
             // The release, then the same release resumed: every pin is found, verified and kept, so the build
             // is skipped and the verification phases run again, a few samples of them for the price of one build.
             for resume in [false, true, true, true, true] {
+                let run = Run {
+                    resume,
+                    ..Run::COLD
+                };
                 let (outcome, _) =
-                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, true, resume)?;
+                    self.release(sh, "2.0.0", &canonical, &mirror, matrix, lock, run)?;
                 raw.verify_s
                     .entry(*n)
                     .or_default()
@@ -530,7 +569,7 @@ impl Bench {
         mirror: &Namespace,
         matrix: &Path,
         lock: &Path,
-        build_cache: bool,
+        run: Run,
     ) -> anyhow::Result<Plan> {
         let args = ReleaseArgs {
             version: version.parse()?,
@@ -547,8 +586,8 @@ impl Bench {
             no_sbom: false,
             sbom_scanner: None,
             allow_version_mismatch: true,
-            no_build_cache: !build_cache,
-            no_seed: false,
+            no_build_cache: !run.build_cache,
+            no_seed: !run.seed,
             // What is measured is the build and the copies; signing is cosign's time, not ours.
             signing: SigningFlag::None,
             signing_public_key: None,
@@ -566,16 +605,15 @@ impl Bench {
         mirror: &Namespace,
         matrix: &Path,
         lock: &Path,
-        build_cache: bool,
-        resume: bool,
+        run: Run,
     ) -> anyhow::Result<(Outcome, f64)> {
-        let plan = self.plan(sh, version, canonical, mirror, matrix, lock, build_cache)?;
+        let plan = self.plan(sh, version, canonical, mirror, matrix, lock, run)?;
         let work_dir = self
             .scratch
             .join("work")
             .join(canonical.to_string().replace(['/', ':'], "_") + "-" + version);
         let started = Instant::now();
-        let outcome = release::execute(&plan, Mode::Release { resume }, &work_dir)
+        let outcome = release::execute(&plan, Mode::Release { resume: run.resume }, &work_dir)
             .with_context(|| format!("releasing {version} to {canonical}"))?;
         Ok((outcome, started.elapsed().as_secs_f64()))
     }
@@ -968,6 +1006,30 @@ impl Site {
     }
 }
 
+/// How a bench release runs: the release's own flags, as `cargo xtask release` would take them.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    /// Read and write the registry build cache (else `--no-build-cache`).
+    build_cache: bool,
+    /// Seed the registries with the bases' blobs while building (else `--no-seed`).
+    seed: bool,
+    resume: bool,
+}
+
+impl Run {
+    /// A first release, as the release workflow runs it (the local build cache is emptied by the caller).
+    const COLD: Run = Run {
+        build_cache: true,
+        seed: true,
+        resume: false,
+    };
+    /// `--no-build-cache`.
+    const NO_CACHE: Run = Run {
+        build_cache: false,
+        ..Run::COLD
+    };
+}
+
 /// Every time measured, in seconds unless named otherwise.
 #[derive(Debug, Default)]
 struct Raw {
@@ -990,6 +1052,10 @@ struct Raw {
     cold_build_s: Vec<f64>,
     outside_build_s: Vec<f64>,
     outside_build_share: Vec<f64>,
+    /// The cold release again, with `--no-seed`.
+    unseeded_s: Vec<f64>,
+    unseeded_build_s: Vec<f64>,
+    unseeded_outside_build_s: Vec<f64>,
     verify_s: std::collections::BTreeMap<usize, Vec<f64>>,
     cached_start_s: Vec<f64>,
     cached_start_requests: Vec<f64>,
@@ -1101,6 +1167,7 @@ impl Figures {
             "warm_vs_cold_build": self.warm_vs_cold_build,
             "outside_build_share": self.outside_build_share,
             "outside_build_s": self.outside_build_s,
+            "seeded_vs_unseeded": Stat::of(&raw.release_s).median / Stat::of(&raw.unseeded_s).median,
             "cached_start_vs_compose": self.cached_start_vs_compose,
             "cached_start_registry_requests": self.cached_start_requests,
             "image_ms_over_true": self.image_ms_over_true,
@@ -1121,6 +1188,9 @@ impl Figures {
                 "cold_build_s": raw.cold_build_s,
                 "outside_build_s": raw.outside_build_s,
                 "outside_build_share": raw.outside_build_share,
+                "unseeded_s": raw.unseeded_s,
+                "unseeded_build_s": raw.unseeded_build_s,
+                "unseeded_outside_build_s": raw.unseeded_outside_build_s,
                 "verify": verify,
                 "cached_start_s": raw.cached_start_s,
                 "cached_start_registry_requests": raw.cached_start_requests,
@@ -1168,82 +1238,63 @@ fn report(f: &Figures, raw: &Raw) -> String {
         "median".to_owned(),
         "min–max".to_owned(),
     ]];
-    let mut row = |name: &str, values: &[f64], unit: &str, decimals: usize| {
-        let (median, spread) = Stat::of(values).show(unit, decimals);
-        rows.push(vec![name.to_owned(), median, spread]);
+    // (what, values, unit, decimals)
+    let seconds =
+        |name: &str, values: &[f64], decimals| (name.to_owned(), values.to_vec(), " s", decimals);
+    let mb = |name: &str, v: &[[u64; 2]], i: usize| {
+        let values: Vec<f64> = v.iter().map(|b| b[i] as f64 / 1e6).collect();
+        (name.to_owned(), values, " MB", 2)
     };
-    row(
+    let mut measured = vec![seconds(
         &format!("release ({})", raw.release_builds),
         &raw.release_s,
-        " s",
         1,
-    );
+    )];
     for (phase, times) in &raw.release_phases {
-        row(&format!("  {phase}"), times, " s", 2);
+        measured.push(seconds(&format!("  {phase}"), times, 2));
     }
-    row(
-        &format!(
-            "naive loop ({}, {} retried)",
-            raw.naive_builds, raw.naive_retries
+    let naive = format!(
+        "naive loop ({}, {} retried)",
+        raw.naive_builds, raw.naive_retries
+    );
+    measured.extend([
+        seconds(&naive, &raw.naive_s, 1),
+        mb("release: bytes stored, canonical", &raw.release_bytes, 0),
+        mb("release: bytes stored, mirror", &raw.release_bytes, 1),
+        mb("naive: bytes stored, canonical", &raw.naive_bytes, 0),
+        mb("naive: bytes stored, mirror", &raw.naive_bytes, 1),
+        seconds("release, registry cache only (warm)", &raw.warm_s, 1),
+        seconds("release, --no-build-cache (cold)", &raw.cold_s, 1),
+        seconds("  build phase, warm", &raw.warm_build_s, 1),
+        seconds("  build phase, cold", &raw.cold_build_s, 1),
+        seconds("release: time outside the build", &raw.outside_build_s, 2),
+        seconds("release, --no-seed (cold)", &raw.unseeded_s, 1),
+        seconds("  build phase, --no-seed", &raw.unseeded_build_s, 2),
+        seconds(
+            "  time outside the build, --no-seed",
+            &raw.unseeded_outside_build_s,
+            2,
         ),
-        &raw.naive_s,
-        " s",
-        1,
-    );
-    let mb = |v: &[[u64; 2]], i: usize| v.iter().map(|b| b[i] as f64 / 1e6).collect::<Vec<_>>();
-    row(
-        "release: bytes stored, canonical",
-        &mb(&raw.release_bytes, 0),
-        " MB",
-        2,
-    );
-    row(
-        "release: bytes stored, mirror",
-        &mb(&raw.release_bytes, 1),
-        " MB",
-        2,
-    );
-    row(
-        "naive: bytes stored, canonical",
-        &mb(&raw.naive_bytes, 0),
-        " MB",
-        2,
-    );
-    row(
-        "naive: bytes stored, mirror",
-        &mb(&raw.naive_bytes, 1),
-        " MB",
-        2,
-    );
-    row("release, registry cache only (warm)", &raw.warm_s, " s", 1);
-    row("release, --no-build-cache (cold)", &raw.cold_s, " s", 1);
-    row("  build phase, warm", &raw.warm_build_s, " s", 1);
-    row("  build phase, cold", &raw.cold_build_s, " s", 1);
-    row(
-        "release: time outside the build",
-        &raw.outside_build_s,
-        " s",
-        2,
-    );
+    ]);
     for (n, v) in &raw.verify_s {
-        row(&format!("verify pins + tags, {n} lines"), v, " s", 3);
+        measured.push(seconds(&format!("verify pins + tags, {n} lines"), v, 3));
     }
-    row("20i start, cached", &raw.cached_start_s, " s", 2);
-    row(
-        "docker compose up --wait, same stack",
-        &raw.compose_s,
-        " s",
-        2,
-    );
-    row("20i image", &raw.image_ms, " ms", 1);
-    row("true", &raw.true_ms, " ms", 1);
-    row("first 20i start, pulled", &raw.first_pull_s, " s", 1);
-    row(
-        "first 20i start, built (USE_PREBUILT=false)",
-        &raw.first_build_s,
-        " s",
-        1,
-    );
+    measured.extend([
+        seconds("20i start, cached", &raw.cached_start_s, 2),
+        seconds("docker compose up --wait, same stack", &raw.compose_s, 2),
+        ("20i image".to_owned(), raw.image_ms.clone(), " ms", 1),
+        ("true".to_owned(), raw.true_ms.clone(), " ms", 1),
+        seconds("first 20i start, pulled", &raw.first_pull_s, 1),
+        seconds(
+            "first 20i start, built (USE_PREBUILT=false)",
+            &raw.first_build_s,
+            1,
+        ),
+    ]);
+    for (name, values, unit, decimals) in measured {
+        let (median, spread) = Stat::of(&values).show(unit, decimals);
+        rows.push(vec![name, median, spread]);
+    }
 
     let figures = vec![
         vec![
@@ -1437,5 +1488,11 @@ mod tests {
         assert!(Cli::try_parse_from(["bench", "--rounds", "0"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--port", "65535"]).is_err());
         assert_eq!(Cli::try_parse_from(["bench"]).unwrap().bench.rounds, 3);
+        let skip = |arg: &str| Cli::try_parse_from(["bench", "--skip", arg]).map(|c| c.bench.skip);
+        assert_eq!(
+            skip("verify,launcher").unwrap(),
+            [Skippable::Verify, Skippable::Launcher]
+        );
+        assert!(skip("release").is_err());
     }
 }

@@ -123,16 +123,25 @@ impl DemoCmd {
 fn start_registries(sh: &Shell, canonical_port: u16, mirror_port: u16) -> anyhow::Result<()> {
     eprintln!("==> registries: fresh ones on 127.0.0.1:{canonical_port} (for ghcr.io) and :{mirror_port} (for docker.io)");
     for (name, port) in [("demo-ghcr", canonical_port), ("demo-hub", mirror_port)] {
-        let port = port.to_string();
-        cmd!(sh, "bash scripts/registry.sh wipe {name}")
-            .quiet()
-            .ignore_stdout()
-            .run()?;
-        cmd!(sh, "bash scripts/registry.sh up {name} {port}")
-            .quiet()
-            .ignore_stdout()
-            .run()?;
+        fresh_registry(sh, name, port)?;
     }
+    Ok(())
+}
+
+/// An empty registry `name` on 127.0.0.1:`port` (`scripts/registry.sh`), whatever it held before.
+pub fn fresh_registry(sh: &Shell, name: &str, port: u16) -> anyhow::Result<()> {
+    let port_text = port.to_string();
+    cmd!(sh, "bash scripts/registry.sh wipe {name}")
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+    cmd!(sh, "bash scripts/registry.sh up {name} {port_text}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| {
+            format!("starting the registry {name} on 127.0.0.1:{port}: is the port taken?")
+        })?;
     Ok(())
 }
 

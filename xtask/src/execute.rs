@@ -75,6 +75,26 @@ pub struct Outcome {
     pub signatures: BTreeMap<(Namespace, PhpLine), Digest>,
 }
 
+impl Outcome {
+    /// The platform images of a line's canonical pin with their sizes, as the notes record them.
+    pub fn platform_records(&self, php: PhpLine) -> Vec<PlatformRecord> {
+        self.pins[&php]
+            .platforms
+            .iter()
+            .map(|p| PlatformRecord {
+                platform: p.platform.clone(),
+                digest: p.digest.clone(),
+                attestation: p.attestation.clone(),
+                size: self
+                    .sizes
+                    .get(&(php, p.platform.clone()))
+                    .copied()
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+}
+
 /// An image named by digest: known in a run, a placeholder in a dry run (nothing is built yet).
 #[derive(Debug, Clone)]
 pub enum Named {
@@ -345,17 +365,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
                 .signing
                 .signer()
                 .expect("a plan signs only with a signer");
-            let verifier = plan
-                .signing
-                .verifier()
-                .expect("a plan verifies what it signs");
             let pin = names.pin(pin.repository(), *php);
             // Verified first: a resumed release does not sign a pin its own signature already covers.
             vec![
-                Action::Cosign(
-                    CosignCommand::verify(&verifier, pin.subject())
-                        .expect("a pin is named by digest"),
-                ),
+                verify_signature(plan, &pin),
                 Action::Cosign(
                     CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
                 ),
@@ -366,20 +379,21 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             to: to.repository().clone(),
         }],
         Step::VerifySignature { php, reference, .. } => {
-            let verifier = plan
-                .signing
-                .verifier()
-                .expect("a plan verifies only what it signs");
             let pin = names.pin(reference.repository(), *php);
-            vec![
-                Action::Cosign(
-                    CosignCommand::verify(&verifier, pin.subject())
-                        .expect("a pin is named by digest"),
-                ),
-                Action::ReadSignature(pin),
-            ]
+            vec![verify_signature(plan, &pin), Action::ReadSignature(pin)]
         }
     }
+}
+
+/// `cosign verify` of the pin's signature with the plan's verifier.
+fn verify_signature(plan: &Plan, pin: &Named) -> Action {
+    let verifier = plan
+        .signing
+        .verifier()
+        .expect("a plan verifies only what it signs");
+    Action::Cosign(
+        CosignCommand::verify(&verifier, pin.subject()).expect("a pin is named by digest"),
+    )
 }
 
 fn cosign_command(action: &Action) -> &CosignCommand {
@@ -1416,6 +1430,9 @@ impl<'a> Executor<'a> {
                     let (client, built) = (&self.client, &built);
                     scope.spawn(move || {
                         let mut results = Vec::new();
+                        // Per base, the first repository of this host seeded with its blobs: the next ones
+                        // mount them from there.
+                        let mut seeded: BTreeMap<&ImageRef, &Repository> = BTreeMap::new();
                         for action in actions {
                             let Action::Seed {
                                 base,
@@ -1429,8 +1446,11 @@ impl<'a> Executor<'a> {
                                 break;
                             }
                             let result = client
-                                .seed(base, platforms, to)
+                                .seed(base, platforms, to, seeded.get(base).copied())
                                 .with_context(|| format!("seeding {to} with the blobs of {base}"));
+                            if result.is_ok() {
+                                seeded.entry(base).or_insert(to);
+                            }
                             results.push((started.elapsed(), result));
                         }
                         results
@@ -1546,21 +1566,7 @@ impl<'a> Executor<'a> {
                 continue;
             };
             let index = &self.outcome.pins[&php];
-            let platforms = index
-                .platforms
-                .iter()
-                .map(|p| PlatformRecord {
-                    platform: p.platform.clone(),
-                    digest: p.digest.clone(),
-                    attestation: p.attestation.clone(),
-                    size: self
-                        .outcome
-                        .sizes
-                        .get(&(php, p.platform.clone()))
-                        .copied()
-                        .unwrap_or_default(),
-                })
-                .collect();
+            let platforms = self.outcome.platform_records(php);
             let signature = (kind == TagKind::Pin)
                 .then(|| {
                     let digest = self

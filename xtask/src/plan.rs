@@ -437,16 +437,23 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             image: scanner.clone(),
         });
     }
-    for namespace in matrix.namespaces().filter(|_| inputs.seed) {
-        for build in &builds {
-            steps.push(Step::Seed {
-                phase: Phase::Build,
-                php: build.php,
-                base: build.base.reference.clone(),
-                platforms: build.platforms.clone(),
-                to: pin_in(namespace, &tags::pin_tag(version, build.php)),
-            });
-        }
+    // The build cache is pushed too, with the base's layers in it: its repository is seeded as well.
+    let caches = builds
+        .iter()
+        .filter_map(|build| Some((build, build.cache.clone()?)));
+    let pins = matrix.namespaces().flat_map(|namespace| {
+        builds
+            .iter()
+            .map(|build| (build, pin_in(namespace, &tags::pin_tag(version, build.php))))
+    });
+    for (build, to) in pins.chain(caches).filter(|_| inputs.seed) {
+        steps.push(Step::Seed {
+            phase: Phase::Build,
+            php: build.php,
+            base: build.base.reference.clone(),
+            platforms: build.platforms.clone(),
+            to,
+        });
     }
     steps.push(Step::Bake {
         phase: Phase::Build,
@@ -644,13 +651,15 @@ impl Plan {
                 BakeOutput::Staging { platform } => crate::bake::staging(build, platform)?,
                 BakeOutput::Pins | BakeOutput::ByDigest { .. } => build.pin.clone(),
             };
-            steps.push(Step::Seed {
-                phase: Phase::Build,
-                php: build.php,
-                base: build.base.reference.clone(),
-                platforms: vec![platform.to_owned()],
-                to,
-            });
+            for to in std::iter::once(to).chain(build.cache.clone()) {
+                steps.push(Step::Seed {
+                    phase: Phase::Build,
+                    php: build.php,
+                    base: build.base.reference.clone(),
+                    platforms: vec![platform.to_owned()],
+                    to,
+                });
+            }
         }
         steps.push(Step::Bake {
             phase: Phase::Build,

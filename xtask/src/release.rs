@@ -12,7 +12,7 @@ use crate::{
     execute::{self, Executor, Mode, Outcome},
     inputs::ReleaseArgs,
     lock::ReleaseLock,
-    notes::{self, BaseRecord, ImageRecord, PlatformRecord, ReleaseNotes},
+    notes::{self, BaseRecord, ImageRecord, ReleaseNotes},
     plan::{self, Plan},
     project_root, split, table,
 };
@@ -195,27 +195,11 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
     let images = plan
         .builds
         .iter()
-        .map(|build| {
-            let index = &outcome.pins[&build.php];
-            ImageRecord {
-                php: build.php,
-                digest: index.digest.clone(),
-                platforms: index
-                    .platforms
-                    .iter()
-                    .map(|p| PlatformRecord {
-                        platform: p.platform.clone(),
-                        digest: p.digest.clone(),
-                        attestation: p.attestation.clone(),
-                        size: outcome
-                            .sizes
-                            .get(&(build.php, p.platform.clone()))
-                            .copied()
-                            .unwrap_or_default(),
-                    })
-                    .collect(),
-                end_of_life: build.end_of_life.clone(),
-            }
+        .map(|build| ImageRecord {
+            php: build.php,
+            digest: outcome.pins[&build.php].digest.clone(),
+            platforms: outcome.platform_records(build.php),
+            end_of_life: build.end_of_life.clone(),
         })
         .collect();
     ReleaseNotes {

@@ -163,11 +163,15 @@ impl RegistryClient {
     /// repositories with the base image's blobs while the build runs, so that the build's push and the mirror
     /// copy find them there instead of sending them after the build. Should the release stop before pushing, the
     /// registry's garbage collection removes blobs that no manifest names.
+    ///
+    /// `seeded`, a repository on `to`'s host seeded with the same blobs before, is where they are mounted from
+    /// (no bytes move) or, should the registry not mount, read from.
     pub fn seed(
         &self,
         source: &ImageRef,
         platforms: &[String],
         to: &Repository,
+        seeded: Option<&Repository>,
     ) -> Result<Copied, RegistryError> {
         let top = self.get_manifest(source)?;
         let invalid = |cause: String| {
@@ -213,7 +217,10 @@ impl RegistryClient {
                 .map_err(|e| invalid(format!("a descriptor names {e:#}")))?;
             blobs.insert(digest, blob.size);
         }
-        let counts = self.copy_blobs(source.repository(), to, &blobs)?;
+        let from = seeded
+            .filter(|seeded| seeded.namespace().host() == to.namespace().host())
+            .unwrap_or(source.repository());
+        let counts = self.copy_blobs(from, to, &blobs)?;
         Ok(Copied {
             digest: top.digest,
             manifests: 0,

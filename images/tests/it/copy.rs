@@ -263,7 +263,7 @@ fn a_seed_sends_one_platforms_blobs_and_no_manifest_and_the_copy_then_skips_them
     let arm64 = ["linux/arm64".to_owned()];
     let seeded = setup
         .client
-        .seed(&setup.pushed, &arm64, to.repository())
+        .seed(&setup.pushed, &arm64, to.repository(), None)
         .unwrap();
     assert_eq!(seeded.manifests, 0, "{seeded:?}");
     assert!(seeded.blobs_sent >= 2, "a config and a layer: {seeded:?}");
@@ -286,13 +286,37 @@ fn a_seed_sends_one_platforms_blobs_and_no_manifest_and_the_copy_then_skips_them
         assert_eq!(there, platform.platform == "linux/arm64", "{platform:?}");
     }
 
+    // A second repository on the same host mounts them from the first: no bytes move.
+    let cache: ImageRef = format!("{}/mirror-cache:1", setup.proxy.namespace("test"))
+        .parse()
+        .unwrap();
+    let mounted = setup
+        .client
+        .seed(
+            &setup.pushed,
+            &arm64,
+            cache.repository(),
+            Some(to.repository()),
+        )
+        .unwrap();
+    assert_eq!(
+        (mounted.blobs_sent, mounted.blobs_mounted),
+        (0, seeded.blobs_sent),
+        "{mounted:?}"
+    );
+
     let copied = setup.client.copy(&setup.pushed, &to).unwrap();
     assert_eq!(copied.blobs_present, seeded.blobs_sent, "{copied:?}");
     setup.assert_complete(&to);
 
     let error = setup
         .client
-        .seed(&setup.pushed, &["linux/s390x".to_owned()], to.repository())
+        .seed(
+            &setup.pushed,
+            &["linux/s390x".to_owned()],
+            to.repository(),
+            None,
+        )
         .unwrap_err();
     assert!(
         error.to_string().contains("lists none of linux/s390x"),

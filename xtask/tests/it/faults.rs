@@ -158,8 +158,8 @@ fn build_a_seed_refused_is_a_warning_and_the_release_completes() -> anyhow::Resu
         "the refused seed is reported:\n{stderr}"
     );
     assert!(
-        stderr.contains("seeded 1 of 2 repositories"),
-        "the canonical registry's seed went through:\n{stderr}"
+        stderr.contains("seeded 2 of 3 repositories"),
+        "the canonical registry's seeds (pin and build cache) went through:\n{stderr}"
     );
     Ok(())
 }
