@@ -246,6 +246,59 @@ impl fmt::Display for Unready {
     }
 }
 
+/// The services `docker compose up --wait` itself gave up on, from its error (`container P-S-N is unhealthy`,
+/// `container P-S-N exited (1)`): a crash-looping service may look running again by the time `ps` is read.
+pub fn failed_in_compose_error(error: &str, project: &str) -> Vec<Unready> {
+    let mut failed: Vec<Unready> = Vec::new();
+    for line in error.lines() {
+        let Some((_, rest)) = line.split_once("container ") else {
+            continue;
+        };
+        let Some((name, state)) = rest.split_once(' ') else {
+            continue;
+        };
+        let state = match state.strip_prefix("is ") {
+            Some(health) => health,
+            None if state.starts_with("exited") => state,
+            None => continue,
+        };
+        let service = name
+            .strip_prefix(project)
+            .and_then(|n| n.strip_prefix('-'))
+            .and_then(|n| n.rsplit_once('-'))
+            .filter(|(_, index)| index.chars().all(|c| c.is_ascii_digit()))
+            .map(|(service, _)| service);
+        if let Some(service) = service {
+            if !failed.iter().any(|f| f.service == service) {
+                failed.push(Unready {
+                    service: service.to_owned(),
+                    state: state.to_owned(),
+                });
+            }
+        }
+    }
+    failed
+}
+
+impl Health {
+    /// This health, with the services compose itself gave up on counted as failed.
+    pub fn with_failed(self, named: Vec<Unready>) -> Health {
+        if named.is_empty() {
+            return self;
+        }
+        let mut failed = match self {
+            Health::Failed(failed) => failed,
+            Health::Ready | Health::Starting(_) => Vec::new(),
+        };
+        for unready in named {
+            if !failed.iter().any(|f| f.service == unready.service) {
+                failed.push(unready);
+            }
+        }
+        Health::Failed(failed)
+    }
+}
+
 /// Reads `docker compose ps --format json` (one object per line, or one array) into a [`Health`].
 pub fn health(ps_json: &str) -> anyhow::Result<Health> {
     let mut containers: Vec<serde_json::Value> = Vec::new();
@@ -291,6 +344,64 @@ mod tests {
     #[track_caller]
     fn check(ps: &str, expected: Health) {
         assert_eq!(health(ps).unwrap(), expected, "{ps}");
+    }
+
+    #[track_caller]
+    fn check_named(error: &str, expected: &[(&str, &str)]) {
+        let named: Vec<(String, String)> = failed_in_compose_error(error, "it-health-1")
+            .into_iter()
+            .map(|u| (u.service, u.state))
+            .collect();
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(s, t)| ((*s).to_owned(), (*t).to_owned()))
+            .collect();
+        assert_eq!(named, expected, "{error}");
+    }
+
+    #[test]
+    fn services_compose_gave_up_on() {
+        check_named(
+            "  container it-health-1-nginx-1 is unhealthy",
+            &[("nginx", "unhealthy")],
+        );
+        check_named(
+            "container it-health-1-php-fpm-2 exited (1)",
+            &[("php-fpm", "exited (1)")],
+        );
+        check_named(
+            "   Container it-health-1-apache-1  Healthy\n  container it-health-1-nginx-1 is unhealthy\ncontainer it-health-1-nginx-1 is unhealthy",
+            &[("nginx", "unhealthy")],
+        );
+        // Another project's container, a name without an index, anything else: not ours to name.
+        check_named("container other-nginx-1 is unhealthy", &[]);
+        check_named("container it-health-1-nginx is unhealthy", &[]);
+        check_named(
+            "dependency failed to start: container it-health-1-db-1 is unhealthy",
+            &[("db", "unhealthy")],
+        );
+        check_named("", &[]);
+    }
+
+    #[test]
+    fn compose_named_services_fail_whatever_ps_says() {
+        let nginx = || Unready {
+            service: "nginx".into(),
+            state: "unhealthy".into(),
+        };
+        assert_eq!(
+            Health::Ready.with_failed(vec![nginx()]),
+            Health::Failed(vec![nginx()])
+        );
+        assert_eq!(Health::Ready.with_failed(Vec::new()), Health::Ready);
+        let db = Unready {
+            service: "mariadb".into(),
+            state: "exited".into(),
+        };
+        assert_eq!(
+            Health::Failed(vec![db.clone()]).with_failed(vec![nginx()]),
+            Health::Failed(vec![db, nginx()])
+        );
     }
 
     #[test]

@@ -63,11 +63,12 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
         // restarts) failed.
         let timed_out =
             up_started.elapsed() >= Duration::from_secs(config.wait_timeout.get().into());
+        let what = config.redact(&error.to_string());
         let health = match health().unwrap_or(Health::Ready) {
             Health::Starting(services) if !timed_out => Health::Failed(services),
             other => other,
-        };
-        let what = config.redact(&error.to_string());
+        }
+        .with_failed(stack::failed_in_compose_error(&what, &compose.project));
         return Err(not_started(config, &engine, &compose, &health, &what).into());
     }
     // `up --wait` of compose 2.26 was seen returning 0 after its timeout with a service still starting: then the
