@@ -323,3 +323,53 @@ fn a_seed_sends_one_platforms_blobs_and_no_manifest_and_the_copy_then_skips_them
         "{error}"
     );
 }
+
+/// A seed meets the same faults a copy does: a destination that never answers ends it within the policy, and a
+/// source whose answers are changed on the way (every time) is refused by their digest, with nothing stored.
+#[test]
+fn a_seed_to_a_stalled_destination_or_from_a_source_answering_garbage_ends_within_the_policy() {
+    use RequestKind::*;
+    let setup = Setup::new();
+    let amd64 = ["linux/amd64".to_owned()];
+    for kind in [BlobHead, BlobUpload] {
+        setup.proxy.set(kind, Fault::Stall);
+    }
+    let to = setup.to("stalled");
+    let started = std::time::Instant::now();
+    let error = setup
+        .client
+        .seed(&setup.pushed, &amd64, to.repository(), None)
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(error.kind, FailureKind::Unreachable, "{error}");
+    assert!(
+        took <= quick().operation_timeout + Duration::from_secs(10),
+        "a stalled destination held the seed for {took:?}: {error}"
+    );
+    setup.proxy.clear();
+
+    // Every answer of the source with a byte flipped: the index read by digest never matches it.
+    let garbled = FaultProxy::in_front_of(&setup.source).unwrap();
+    garbled.set(ManifestGet, Fault::FlipByte);
+    let source: ImageRef = format!(
+        "{}/fixture@{}",
+        garbled.namespace("test"),
+        setup.pushed.digest().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let error = setup
+        .client
+        .seed(&source, &amd64, to.repository(), None)
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::DigestMismatch, "{error}");
+    assert_eq!(
+        setup
+            .client
+            .seed(&setup.pushed, &amd64, to.repository(), None)
+            .unwrap()
+            .blobs_present,
+        0,
+        "nothing was stored by the failed seeds"
+    );
+}
