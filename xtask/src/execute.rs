@@ -225,12 +225,15 @@ pub enum Action {
         from: Named,
         to: ImageRef,
     },
-    /// Copy the config and layer blobs of `base`'s images for `platforms` into `to`, while the build runs.
-    Seed {
-        base: ImageRef,
-        platforms: Vec<String>,
-        to: Repository,
-    },
+    Seed(Seed),
+}
+
+/// Copy the config and layer blobs of `base`'s images for `platforms` into `to`, while the build runs.
+#[derive(Debug, Clone)]
+pub struct Seed {
+    base: ImageRef,
+    platforms: Vec<String>,
+    to: Repository,
 }
 
 impl fmt::Display for Action {
@@ -252,11 +255,11 @@ impl fmt::Display for Action {
                 f,
                 "registry copy {from} -> {to} (child manifests and blobs the destination lacks, then the tag)"
             ),
-            Action::Seed {
+            Action::Seed(Seed {
                 base,
                 platforms,
                 to,
-            } => write!(
+            }) => write!(
                 f,
                 "registry seed {to} with the blobs of {base} ({}) the destination lacks, while the build runs",
                 platforms.join(", ")
@@ -307,11 +310,11 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             platforms,
             to,
             ..
-        } => vec![Action::Seed {
+        } => vec![Action::Seed(Seed {
             base: base.clone(),
             platforms: platforms.clone(),
             to: to.repository().clone(),
-        }],
+        })],
         Step::Bake { .. } => vec![Action::Docker(bake_command(work_dir))],
         Step::Assemble {
             php, pin, sources, ..
@@ -1081,15 +1084,16 @@ impl<'a> Executor<'a> {
     fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
         if phase == Phase::Build {
             let names = Names::Run(&self.outcome);
-            let seeds: Vec<(PhpLine, String, Action)> = self
+            let seeds: Vec<(PhpLine, Seed)> = self
                 .plan
                 .steps_in(phase)
                 .filter_map(|step| match step {
-                    Step::Seed { php, .. } => Some((
-                        *php,
-                        registry_of(step),
-                        actions(self.plan, step, &self.work_dir, &names).remove(0),
-                    )),
+                    Step::Seed { php, .. } => {
+                        match actions(self.plan, step, &self.work_dir, &names).pop() {
+                            Some(Action::Seed(seed)) => Some((*php, seed)),
+                            other => unreachable!("a seed step's action is a seed, not {other:?}"),
+                        }
+                    }
                     _ => None,
                 })
                 .collect();
@@ -1345,7 +1349,7 @@ impl<'a> Executor<'a> {
         lines: &[PhpLine],
         output: &BakeOutput,
         command: &DockerCommand,
-        seeds: &[(PhpLine, String, Action)],
+        seeds: &[(PhpLine, Seed)],
     ) -> anyhow::Result<()> {
         let mut to_build = Vec::new();
         for php in lines {
@@ -1373,13 +1377,14 @@ impl<'a> Executor<'a> {
             names.join(", "),
             log.display()
         );
-        let seeds: Vec<(&str, &Action)> = seeds
+        let seeds: Vec<&Seed> = seeds
             .iter()
-            .filter(|(php, ..)| to_build.contains(php))
-            .map(|(_, host, action)| (host.as_str(), action))
+            .filter(|(php, _)| to_build.contains(php))
+            .map(|(_, seed)| seed)
             .collect();
-        for (_, action) in &seeds {
-            self.docker.record_line(&action.to_string());
+        for seed in &seeds {
+            self.docker
+                .record_line(&Action::Seed((*seed).clone()).to_string());
         }
         let built = self.seeding(&seeds, || {
             with_retries(|| self.docker.run_logged(command, &log))
@@ -1414,34 +1419,34 @@ impl<'a> Executor<'a> {
     /// Seeds not started when the build fails are dropped.
     fn seeding<T>(
         &self,
-        seeds: &[(&str, &Action)],
+        seeds: &[&Seed],
         build: impl FnOnce() -> anyhow::Result<T>,
     ) -> anyhow::Result<T> {
-        let mut by_host: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
-        for (host, action) in seeds {
-            by_host.entry(host).or_default().push(action);
+        let mut by_host: BTreeMap<&str, Vec<&Seed>> = BTreeMap::new();
+        for seed in seeds {
+            by_host
+                .entry(seed.to.namespace().host())
+                .or_default()
+                .push(seed);
         }
         let built = AtomicBool::new(false);
         let started = Instant::now();
         let (result, seeded) = std::thread::scope(|scope| {
             let workers: Vec<_> = by_host
                 .into_values()
-                .map(|actions| {
+                .map(|host_seeds| {
                     let (client, built) = (&self.client, &built);
                     scope.spawn(move || {
                         let mut results = Vec::new();
                         // Per base, the first repository of this host seeded with its blobs: the next ones
                         // mount them from there.
                         let mut seeded: BTreeMap<&ImageRef, &Repository> = BTreeMap::new();
-                        for action in actions {
-                            let Action::Seed {
-                                base,
-                                platforms,
-                                to,
-                            } = action
-                            else {
-                                unreachable!("a seed step's action is a seed, not {action}")
-                            };
+                        for Seed {
+                            base,
+                            platforms,
+                            to,
+                        } in host_seeds
+                        {
                             if built.load(Ordering::SeqCst) {
                                 break;
                             }
