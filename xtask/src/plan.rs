@@ -446,14 +446,16 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
             .iter()
             .map(|build| (build, pin_in(namespace, &tags::pin_tag(version, build.php))))
     });
-    for (build, to) in pins.chain(caches).filter(|_| inputs.seed) {
-        steps.push(Step::Seed {
-            phase: Phase::Build,
-            php: build.php,
-            base: build.base.reference.clone(),
-            platforms: build.platforms.clone(),
-            to,
-        });
+    if inputs.seed {
+        for (build, to) in pins.chain(caches) {
+            steps.push(Step::Seed {
+                phase: Phase::Build,
+                php: build.php,
+                base: build.base.reference.clone(),
+                platforms: build.platforms.clone(),
+                to,
+            });
+        }
     }
     steps.push(Step::Bake {
         phase: Phase::Build,
