@@ -83,6 +83,31 @@ struct Descriptor {
     platform: Option<Platform>,
 }
 
+impl Document {
+    /// The manifest `reference` names, from its bytes.
+    fn parse(reference: &ImageRef, bytes: &[u8]) -> Result<Document, RegistryError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| not_valid(reference, format!("the manifest is not valid: {e}")))
+    }
+}
+
+impl Descriptor {
+    /// The digest the descriptor names, in the manifest `reference` names.
+    fn digest(&self, reference: &ImageRef) -> Result<Digest, RegistryError> {
+        Digest::parse(&self.digest)
+            .map_err(|e| not_valid(reference, format!("a descriptor names {e:#}")))
+    }
+}
+
+/// A manifest that `reference` served, hashing to its digest, and still not one a copy can follow: not retried.
+fn not_valid(reference: &ImageRef, cause: String) -> RegistryError {
+    Target::manifest(reference, Operation::GetManifest).error(
+        Failure::fatal(FailureKind::Other, cause),
+        1,
+        Duration::ZERO,
+    )
+}
+
 /// Where an index's entry runs.
 #[derive(Deserialize)]
 struct Platform {
@@ -174,15 +199,8 @@ impl RegistryClient {
         seeded: Option<&Repository>,
     ) -> Result<Copied, RegistryError> {
         let top = self.get_manifest(source)?;
-        let invalid = |cause: String| {
-            Target::manifest(source, Operation::GetManifest).error(
-                Failure::fatal(FailureKind::Other, cause),
-                1,
-                Duration::ZERO,
-            )
-        };
-        let document: Document = serde_json::from_slice(&top.bytes)
-            .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+        let invalid = |cause: String| not_valid(source, cause);
+        let document = Document::parse(source, &top.bytes)?;
         let mut images = Vec::new();
         match &document.manifests {
             Some(children) => {
@@ -192,12 +210,8 @@ impl RegistryClient {
                         .as_ref()
                         .is_some_and(|p| platforms.iter().any(|wanted| p.is(wanted)))
                 }) {
-                    let digest = Digest::parse(&child.digest)
-                        .map_err(|e| invalid(format!("a descriptor names {e:#}")))?;
-                    let at = source.repository().at(&digest);
-                    let image: Document = serde_json::from_slice(&self.get_manifest(&at)?.bytes)
-                        .map_err(|e| invalid(format!("the manifest of {at} is not valid: {e}")))?;
-                    images.push(image);
+                    let at = source.repository().at(&child.digest(source)?);
+                    images.push(Document::parse(&at, &self.get_manifest(&at)?.bytes)?);
                 }
                 if images.is_empty() {
                     return Err(invalid(format!(
@@ -213,9 +227,7 @@ impl RegistryClient {
             .iter()
             .flat_map(|image| image.config.iter().chain(image.layers.iter().flatten()))
         {
-            let digest = Digest::parse(&blob.digest)
-                .map_err(|e| invalid(format!("a descriptor names {e:#}")))?;
-            blobs.insert(digest, blob.size);
+            blobs.insert(blob.digest(source)?, blob.size);
         }
         let from = seeded
             .filter(|seeded| seeded.namespace().host() == to.namespace().host())
@@ -239,30 +251,19 @@ impl RegistryClient {
         depth: usize,
         gathered: &mut Gathered,
     ) -> Result<(), RegistryError> {
-        let invalid = |cause: String| {
-            Target::manifest(reference, Operation::GetManifest).error(
-                Failure::fatal(FailureKind::Other, cause),
-                1,
-                Duration::ZERO,
-            )
-        };
         if depth > MAX_DEPTH {
-            return Err(invalid(format!(
-                "indexes nest deeper than {MAX_DEPTH} levels"
-            )));
+            return Err(not_valid(
+                reference,
+                format!("indexes nest deeper than {MAX_DEPTH} levels"),
+            ));
         }
-        let document: Document = serde_json::from_slice(&manifest.bytes)
-            .map_err(|e| invalid(format!("the manifest is not valid: {e}")))?;
+        let document = Document::parse(reference, &manifest.bytes)?;
         if manifest.media_type.is_empty() {
             // The registry sent no type: the document's own field says what it is.
             manifest.media_type = document.media_type.clone().unwrap_or_default();
         }
-        let digest_of = |descriptor: &Descriptor| {
-            Digest::parse(&descriptor.digest)
-                .map_err(|e| invalid(format!("a descriptor names {e:#}")))
-        };
         for child in document.manifests.iter().flatten() {
-            let at = reference.repository().at(&digest_of(child)?);
+            let at = reference.repository().at(&child.digest(reference)?);
             let mut bytes = self.get_manifest(&at)?;
             if bytes.media_type.is_empty() {
                 bytes.media_type = child.media_type.clone().unwrap_or_default();
@@ -274,7 +275,7 @@ impl RegistryClient {
             .iter()
             .chain(document.layers.iter().flatten())
         {
-            gathered.blobs.insert(digest_of(blob)?, blob.size);
+            gathered.blobs.insert(blob.digest(reference)?, blob.size);
         }
         gathered.manifests.push(manifest);
         Ok(())
