@@ -10,6 +10,8 @@ pub mod real;
 pub mod registry;
 pub mod sbom_scanner;
 pub mod stack;
+pub mod token;
 
 pub use faults::{Fault, FaultProxy, RequestKind};
-pub use registry::Registry;
+pub use registry::{Registry, TokenAuthConfig};
+pub use token::{Flavor, Grant, Scope, TokenHandler, TokenOptions, TokenRequest, TokenService};

@@ -17,20 +17,39 @@ pub struct Registry {
     port: u16,
     child: Option<Child>,
     htpasswd: Option<(String, String)>,
+    token: Option<TokenAuthConfig>,
+}
+
+/// distribution's `auth: token` section: the registry checks bearer tokens itself against `root_cert_bundle`
+/// and sends clients to `realm` for them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenAuthConfig {
+    pub realm: String,
+    pub service: String,
+    pub issuer: String,
+    pub root_cert_bundle: PathBuf,
 }
 
 impl Registry {
     /// Starts an open registry (no auth).
     pub fn start() -> anyhow::Result<Registry> {
-        Registry::launch(None)
+        Registry::launch(None, None)
     }
 
     /// Starts a registry that needs `docker login` with this user and password (bcrypt htpasswd).
     pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Registry> {
-        Registry::launch(Some((user.to_owned(), password.to_owned())))
+        Registry::launch(Some((user.to_owned(), password.to_owned())), None)
     }
 
-    fn launch(htpasswd: Option<(String, String)>) -> anyhow::Result<Registry> {
+    /// Starts a registry that takes only bearer tokens from this token service (`TokenService::registry_auth`).
+    pub fn start_with_token(token: TokenAuthConfig) -> anyhow::Result<Registry> {
+        Registry::launch(None, Some(token))
+    }
+
+    fn launch(
+        htpasswd: Option<(String, String)>,
+        token: Option<TokenAuthConfig>,
+    ) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new().prefix("20i-registry-").tempdir()?;
         let port = free_port()?;
         let mut registry = Registry {
@@ -38,6 +57,7 @@ impl Registry {
             port,
             child: None,
             htpasswd,
+            token,
         };
         registry.write_config()?;
         registry.resume()?;
@@ -120,6 +140,15 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
                 file.display()
+            ));
+        }
+        if let Some(token) = &self.token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                token.realm,
+                token.service,
+                token.issuer,
+                token.root_cert_bundle.display()
             ));
         }
         fs::write(self.dir.path().join("config.yml"), config)?;

@@ -1,0 +1,410 @@
+//! The token service stand-in with a real `distribution` (`auth: token`), seen by curl and skopeo.
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    time::Duration,
+};
+
+use stack_images::Digest;
+use testkit::{Flavor, Grant, Registry, TokenOptions, TokenService};
+
+/// A token service and a registry that takes only its tokens.
+struct Standin {
+    // Dropped in this order: the registry, then the service it trusts.
+    registry: Registry,
+    tokens: TokenService,
+}
+
+const ALICE: (&str, &str) = ("alice", "alice-password");
+const BOB: (&str, &str) = ("bob", "bob-password");
+
+impl Standin {
+    /// Alice may pull, push and delete under `team`, Bob only pull; nobody else gets anything.
+    fn new(flavor: Flavor, expires_in: Duration) -> Standin {
+        let tokens = TokenService::start(TokenOptions {
+            flavor,
+            users: [ALICE, BOB]
+                .iter()
+                .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+                .collect(),
+            grants: vec![
+                Grant::new(ALICE.0, "team", &["pull", "push", "delete"]),
+                Grant::new(BOB.0, "team", &["pull"]),
+            ],
+            expires_in,
+            public_pull: false,
+        })
+        .unwrap();
+        let registry = Registry::start_with_token(tokens.registry_auth()).unwrap();
+        Standin { registry, tokens }
+    }
+
+    /// A token from the service by GET, one `scope` parameter per scope.
+    fn token(&self, credentials: Option<(&str, &str)>, scopes: &[&str]) -> String {
+        let reply = self.token_reply(credentials, scopes);
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        reply.json()["token"].as_str().unwrap().to_owned()
+    }
+
+    fn token_reply(&self, credentials: Option<(&str, &str)>, scopes: &[&str]) -> Reply {
+        let mut url = format!("{}?service={}", self.tokens.realm(), self.tokens.service());
+        for scope in scopes {
+            url.push_str(&format!("&scope={scope}"));
+        }
+        let user = credentials.map(|(u, p)| format!("{u}:{p}"));
+        let mut args = vec!["-sS", "-i", &url];
+        if let Some(user) = &user {
+            args.extend(["-u", user.as_str()]);
+        }
+        curl(&args, None)
+    }
+
+    /// An image in `team/app` pushed straight to the registry: one config blob, one layer, and a manifest
+    /// under each tag. Returns the layer's bytes and digest.
+    fn push_image(&self, tags: &[&str]) -> (Vec<u8>, Digest) {
+        let token = self.token(Some(ALICE), &["repository:team/app:pull,push"]);
+        let base = format!("http://{}", self.registry.host());
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let layer = b"a layer standing in for a tarball".repeat(100);
+        for blob in [&config, &layer] {
+            upload(&base, "team/app", &token, blob);
+        }
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+        })
+        .to_string();
+        for tag in tags {
+            let reply = http(
+                "PUT",
+                &format!("{base}/v2/team/app/manifests/{tag}"),
+                &token,
+                &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+                Some(manifest.as_bytes()),
+            );
+            assert_eq!(reply.status, 201, "{}", reply.text());
+        }
+        let digest = Digest::of(&layer);
+        (layer, digest)
+    }
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "mediaType": media_type,
+        "digest": Digest::of(bytes).to_string(),
+        "size": bytes.len(),
+    })
+}
+
+/// A monolithic upload (POST, then PUT with the digest) under `base`: the PUT goes where the POST's `Location`
+/// says, relative to `base` when it is a path. Returns the POST's reply.
+fn upload(base: &str, repository: &str, token: &str, blob: &[u8]) -> Reply {
+    let start = http(
+        "POST",
+        &format!("{base}/v2/{repository}/blobs/uploads/"),
+        token,
+        &[],
+        Some(b""),
+    );
+    assert_eq!(start.status, 202, "{}", start.text());
+    {
+        let location = start.header("location").unwrap().to_owned();
+        let location = if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let put = http(
+            "PUT",
+            &format!("{location}{separator}digest={}", Digest::of(blob)),
+            token,
+            &[("Content-Type", "application/octet-stream")],
+            Some(blob),
+        );
+        assert_eq!(put.status, 201, "{}", put.text());
+    }
+    start
+}
+
+/// What curl got: the status, headers and body of the last answer.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "{} {:?} {}",
+            self.status,
+            self.headers,
+            String::from_utf8_lossy(&self.body)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// `method url` with a bearer token (none when empty), extra headers and a body.
+fn http(
+    method: &str,
+    url: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    let mut args: Vec<String> = vec!["-sS".into(), "-i".into()];
+    if method == "HEAD" {
+        args.push("-I".into());
+    } else {
+        args.extend(["-X".into(), method.into()]);
+    }
+    // Without this curl waits for a `100 Continue` before a larger body.
+    args.extend(["-H".into(), "Expect:".into()]);
+    if !token.is_empty() {
+        args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
+    }
+    for (name, value) in headers {
+        args.extend(["-H".into(), format!("{name}: {value}")]);
+    }
+    if body.is_some() {
+        args.extend(["--data-binary".into(), "@-".into()]);
+    }
+    args.push(url.into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&args, body)
+}
+
+fn curl(args: &[&str], body: Option<&[u8]>) -> Reply {
+    let mut child = Command::new("curl")
+        .args(["--max-time", "20"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running curl");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(body.unwrap_or_default()).unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    parse_reply(&output.stdout)
+}
+
+fn parse_reply(raw: &[u8]) -> Reply {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer with headers");
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg("skopeo")
+        .args(args)
+        .output()
+        .expect("running skopeo")
+}
+
+#[test]
+fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
+    let standin = Standin::new(Flavor::Ghcr, Duration::from_secs(300));
+    standin.push_image(&["1"]);
+    let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+
+    let anonymous = http("GET", &manifest, "", &accept, None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
+    let challenge = anonymous.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains(&format!("realm=\"{}\"", standin.tokens.realm())),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains(&format!("service=\"{}\"", standin.tokens.service())),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("scope=\"repository:team/app:pull\""),
+        "{challenge}"
+    );
+
+    let bob = standin.token(Some(BOB), &["repository:team/app:pull,push"]);
+    let pulled = http("GET", &manifest, &bob, &accept, None);
+    assert_eq!(pulled.status, 200, "{}", pulled.text());
+    // Bob asked for push and got only pull: distribution itself refuses his PUT.
+    let pushed = http(
+        "PUT",
+        &manifest,
+        &bob,
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        Some(&pulled.body),
+    );
+    assert_eq!(pushed.status, 401, "{}", pushed.text());
+    assert!(pushed
+        .header("www-authenticate")
+        .unwrap()
+        .contains("insufficient_scope"));
+    let asked = standin.tokens.requests().last().unwrap().clone();
+    assert_eq!(asked.user.as_deref(), Some("bob"));
+    assert_eq!(asked.asked[0].actions, ["pull", "push"]);
+    assert_eq!(asked.granted[0].actions, ["pull"]);
+
+    // skopeo, with its own token exchange, reads the manifest too.
+    let inspect = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        "--creds",
+        &format!("{}:{}", ALICE.0, ALICE.1),
+        &format!("docker://{}/team/app:1", standin.registry.host()),
+    ]);
+    assert!(
+        inspect.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    assert_eq!(inspect.stdout, pulled.body);
+
+    // A stranger, a wrong password, scopes joined by a space, and docker's OAuth POST, which GHCR refuses.
+    let stranger = standin.token(None, &["repository:team/app:pull"]);
+    assert_eq!(http("GET", &manifest, &stranger, &accept, None).status, 401);
+    assert_eq!(
+        standin
+            .token_reply(Some(("bob", "wrong")), &["repository:team/app:pull"])
+            .status,
+        401
+    );
+    let joined = standin.token_reply(
+        Some(ALICE),
+        &["repository:team/app:pull%20repository:team/b:pull"],
+    );
+    assert_eq!(joined.status, 400, "{}", joined.text());
+    let post = curl(
+        &[
+            "-sS",
+            "-i",
+            "-X",
+            "POST",
+            "--data",
+            "grant_type=password&username=alice",
+            &standin.tokens.realm(),
+        ],
+        None,
+    );
+    assert_eq!(post.status, 405, "{}", post.text());
+    assert_eq!(standin.tokens.count("POST"), 1);
+    let statuses: Vec<u16> = standin.tokens.requests().iter().map(|r| r.status).collect();
+    assert!(statuses.ends_with(&[200, 401, 400, 405]), "{statuses:?}");
+}
+
+#[test]
+fn the_registry_refuses_a_token_once_expires_in_has_passed() {
+    let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(2));
+    standin.push_image(&["1"]);
+    let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let reply = standin.token_reply(Some(BOB), &["repository:team/app:pull"]);
+    assert_eq!(reply.json()["expires_in"], 2);
+    let token = reply.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(http("GET", &manifest, &token, &accept, None).status, 200);
+    std::thread::sleep(Duration::from_millis(3100));
+    let late = http("GET", &manifest, &token, &accept, None);
+    assert_eq!(late.status, 401, "{}", late.text());
+}
+
+#[test]
+fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
+    let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(300));
+    standin.push_image(&["1"]);
+    let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
+    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let post = |form: &str| {
+        curl(
+            &[
+                "-sS",
+                "-i",
+                "-X",
+                "POST",
+                "--data",
+                form,
+                &standin.tokens.realm(),
+            ],
+            None,
+        )
+    };
+    let service = standin.tokens.service().to_owned();
+    let first = post(&format!(
+        "grant_type=password&username=bob&password=bob-password&service={service}\
+         &client_id=test&access_type=offline&scope=repository%3Ateam%2Fapp%3Apull+repository%3Aother%2Fapp%3Apull"
+    ));
+    assert_eq!(first.status, 200, "{}", first.text());
+    let body = first.json();
+    assert_eq!(body["expires_in"], 300);
+    let refresh = body["refresh_token"].as_str().unwrap().to_owned();
+    let access = body["access_token"].as_str().unwrap();
+    assert_eq!(http("GET", &manifest, access, &accept, None).status, 200);
+    let requests = standin.tokens.requests();
+    let first_post = requests.iter().find(|r| r.method == "POST").unwrap();
+    assert_eq!(first_post.user.as_deref(), Some("bob"));
+    let granted = &first_post.granted;
+    assert_eq!(granted[0].actions, ["pull"]);
+    assert!(
+        granted[1].actions.is_empty(),
+        "nothing outside team: {granted:?}"
+    );
+
+    let again = post(&format!(
+        "grant_type=refresh_token&refresh_token={refresh}&service={service}&client_id=test\
+         &scope=repository%3Ateam%2Fapp%3Apull"
+    ));
+    assert_eq!(again.status, 200, "{}", again.text());
+    let access = again.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(http("GET", &manifest, &access, &accept, None).status, 200);
+    assert_eq!(
+        post("grant_type=refresh_token&refresh_token=unknown").status,
+        401
+    );
+    assert_eq!(post("grant_type=client_credentials").status, 400);
+    assert_eq!(standin.tokens.count("POST"), 4);
+}
