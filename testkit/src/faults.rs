@@ -21,6 +21,8 @@ use std::{
 
 use anyhow::Context;
 
+use crate::personality::{Personality, Rule};
+
 /// What a request asks of a registry, told from its method and path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RequestKind {
@@ -193,6 +195,7 @@ impl FaultProxy {
             upstream,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            personality: Mutex::default(),
         });
         let acceptor = thread::Builder::new()
             .name(format!("fault-proxy-{}", addr.port()))
@@ -273,6 +276,22 @@ impl FaultProxy {
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.shared.lock().seen.clone()
     }
+
+    /// From now on, answers as GHCR or Docker Hub would where they differ from `distribution`
+    /// (`crate::personality`); injected faults still come first.
+    pub fn set_personality(&self, personality: Personality) -> anyhow::Result<()> {
+        let active = crate::personality::Active::new(personality)?;
+        *self.shared.personality() = Some(active);
+        Ok(())
+    }
+
+    /// How many times a personality rule changed an answer.
+    pub fn fired(&self, rule: Rule) -> usize {
+        self.shared
+            .personality()
+            .as_ref()
+            .map_or(0, |active| active.fired(rule))
+    }
 }
 
 impl Drop for FaultProxy {
@@ -309,11 +328,14 @@ impl Drop for FaultProxy {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     upstream: SocketAddr,
     state: Mutex<State>,
     /// Signalled when the proxy stops and when a connection ends.
     changed: Condvar,
+    /// The GHCR or Docker Hub rules in force (`crate::personality`): a lock of its own, never held while a
+    /// request is forwarded.
+    personality: Mutex<Option<crate::personality::Active>>,
 }
 
 #[derive(Default)]
@@ -332,6 +354,10 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not turn every later call into a second panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn personality(&self) -> MutexGuard<'_, Option<crate::personality::Active>> {
+        self.personality.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records the request and takes the fault it gets, using up one of a counted injection.
@@ -475,7 +501,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let keep_alive = request.keep_alive;
         match fault {
             None => {
-                let response = forward(shared, &request)?;
+                let response = crate::personality::respond(shared, &request)?;
                 response.write(&mut writer, keep_alive, &response.body)?;
             }
             Some(Fault::RateLimited { retry_after }) => {
@@ -592,13 +618,13 @@ fn reset(stream: &TcpStream) {
 }
 
 /// A request as read from a client, its body de-chunked.
-struct Request {
-    method: String,
-    target: String,
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) target: String,
     /// Header lines other than those about this hop (framing, connection, `Expect`).
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    keep_alive: bool,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) keep_alive: bool,
 }
 
 impl Request {
@@ -645,13 +671,13 @@ impl Request {
 }
 
 /// An answer from the registry, its body read in full and de-chunked.
-struct Response {
-    status_line: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct Response {
+    pub(crate) status_line: String,
+    pub(crate) headers: Vec<(String, String)>,
     /// `Some` for an answer that has no body (to HEAD, or a 204 or 304): the `Content-Length` the registry
     /// sent with it, if any, which describes what a GET would get.
-    bodiless: Option<Option<String>>,
-    body: Vec<u8>,
+    pub(crate) bodiless: Option<Option<String>>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
@@ -710,7 +736,7 @@ impl Response {
         client.flush()
     }
 
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         status_code(&self.status_line).unwrap_or(0)
     }
 
@@ -726,7 +752,7 @@ fn status_code(status_line: &str) -> Option<u16> {
 }
 
 /// Sends the request to the registry on a fresh connection and reads its whole answer.
-fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
+pub(crate) fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
     let upstream = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
     let Some(id) = shared.register(&upstream) else {
         return Err(io::Error::new(
@@ -781,12 +807,12 @@ fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
 }
 
 /// The header lines of a request or an answer.
-struct Head {
+pub(crate) struct Head {
     lines: Vec<(String, String)>,
 }
 
 impl Head {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.lines
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -864,7 +890,7 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
+pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
     let mut lines = Vec::new();
     loop {
         let line = read_line(reader)?.ok_or_else(|| invalid("headers cut short"))?;
@@ -879,7 +905,7 @@ fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
 }
 
 /// One line without its CRLF, or `None` at the end of the stream.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut line = Vec::new();
     reader.take(MAX_LINE).read_until(b'\n', &mut line)?;
     if line.is_empty() {
@@ -1039,6 +1065,7 @@ mod tests {
             upstream: "127.0.0.1:1".parse().unwrap(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            personality: Mutex::default(),
         };
         shared.lock().rules = vec![
             (RequestKind::BlobGet, Fault::Status(503).times(2)),

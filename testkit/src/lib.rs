@@ -5,6 +5,7 @@
 
 pub mod faults;
 pub mod fixtures;
+pub mod personality;
 pub mod probe;
 pub mod real;
 pub mod registry;
@@ -13,5 +14,6 @@ pub mod stack;
 pub mod token;
 
 pub use faults::{Fault, FaultProxy, RequestKind};
+pub use personality::{HubLimits, Personality, Rule};
 pub use registry::{Registry, TokenAuthConfig};
 pub use token::{Flavor, Grant, Scope, TokenHandler, TokenOptions, TokenRequest, TokenService};

@@ -1,4 +1,5 @@
-//! The token service stand-in with a real `distribution` (`auth: token`), seen by curl and skopeo.
+//! The token service stand-in with a real `distribution` (`auth: token`), and the GHCR and Docker Hub
+//! personalities of the fault proxy in front of it, seen by curl and skopeo.
 
 use std::{
     io::Write,
@@ -7,11 +8,14 @@ use std::{
 };
 
 use stack_images::Digest;
-use testkit::{Flavor, Grant, Registry, TokenOptions, TokenService};
+use testkit::{
+    FaultProxy, Flavor, Grant, HubLimits, Personality, Registry, Rule, TokenOptions, TokenService,
+};
 
-/// A token service and a registry that takes only its tokens.
+/// A token service, a registry that takes only its tokens, and a proxy in front of the registry.
 struct Standin {
-    // Dropped in this order: the registry, then the service it trusts.
+    // Dropped in this order: the proxy, the registry behind it, the service it trusts.
+    proxy: FaultProxy,
     registry: Registry,
     tokens: TokenService,
 }
@@ -37,7 +41,12 @@ impl Standin {
         })
         .unwrap();
         let registry = Registry::start_with_token(tokens.registry_auth()).unwrap();
-        Standin { registry, tokens }
+        let proxy = FaultProxy::in_front_of(&registry).unwrap();
+        Standin {
+            proxy,
+            registry,
+            tokens,
+        }
     }
 
     /// A token from the service by GET, one `scope` parameter per scope.
@@ -157,6 +166,14 @@ impl Reply {
 
     fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+
+    /// The `code` of distribution's first error.
+    fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
@@ -407,4 +424,205 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     );
     assert_eq!(post("grant_type=client_credentials").status, 400);
     assert_eq!(standin.tokens.count("POST"), 4);
+}
+
+#[test]
+fn the_ghcr_personality_shows_each_of_its_rules() {
+    let standin = Standin::new(Flavor::Ghcr, Duration::from_secs(300));
+    let tags = ["1", "2", "3", "4", "5"];
+    let (_, layer) = standin.push_image(&tags);
+    standin.proxy.set_personality(Personality::Ghcr).unwrap();
+    let base = format!("http://{}", standin.proxy.host());
+    let manifest = format!("{base}/v2/team/app/manifests/1");
+    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+
+    // distribution asks for pull,push on a PUT; GHCR's challenge says pull.
+    let put = http(
+        "PUT",
+        &manifest,
+        "",
+        &[("Content-Type", "application/json")],
+        Some(b"{}"),
+    );
+    assert_eq!(put.status, 401);
+    let challenge = put.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("scope=\"repository:team/app:pull\""),
+        "{challenge}"
+    );
+    assert_eq!(standin.proxy.fired(Rule::ChallengePullOnly), 1);
+
+    let alice = standin.token(
+        Some(ALICE),
+        &[
+            "repository:team/app:pull,push,delete",
+            "repository:team/missing:pull,push",
+        ],
+    );
+    let missing = http(
+        "GET",
+        &format!("{base}/v2/team/missing/manifests/1"),
+        &alice,
+        &oci,
+        None,
+    );
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (403, "DENIED".to_owned())
+    );
+    assert_eq!(standin.proxy.fired(Rule::MissingRepositoryDenied), 1);
+    // A blob HEAD in a new repository still says 404, as a first push needs.
+    let head = http(
+        "HEAD",
+        &format!("{base}/v2/team/missing/blobs/{layer}"),
+        &alice,
+        &[],
+        None,
+    );
+    assert_eq!(head.status, 404);
+
+    let start = upload(&base, "team/app", &alice, b"a new blob");
+    assert!(start
+        .header("location")
+        .unwrap()
+        .starts_with("/v2/team/app/blobs/uploads/"));
+    // The POST's answer and the PUT's (`Location` of the blob).
+    assert_eq!(standin.proxy.fired(Rule::RelativeLocation), 2);
+
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/team/app/tags/list".to_owned());
+    while let Some(path) = next.take() {
+        let page = http("GET", &format!("{base}{path}"), &alice, &[], None);
+        assert_eq!(page.status, 200, "{}", page.text());
+        let tags: Vec<String> = serde_json::from_value(page.json()["tags"].clone()).unwrap();
+        assert!(tags.len() <= testkit::personality::GHCR_TAG_PAGE);
+        seen.extend(tags);
+        next = page.header("link").map(|link| {
+            assert!(link.ends_with("rel=\"next\""), "{link}");
+            link[1..link.find('>').unwrap()].to_owned()
+        });
+    }
+    assert_eq!(seen, tags);
+    assert_eq!(standin.proxy.fired(Rule::TagPages), 2);
+
+    let digest = Digest::of(&http("GET", &manifest, &alice, &oci, None).body);
+    let delete = http(
+        "DELETE",
+        &format!("{base}/v2/team/app/manifests/{digest}"),
+        &alice,
+        &[],
+        None,
+    );
+    assert_eq!(
+        (delete.status, delete.error_code()),
+        (405, "UNSUPPORTED".to_owned())
+    );
+    assert_eq!(standin.proxy.fired(Rule::DeleteUnsupported), 1);
+    assert!(
+        !standin.registry.log().contains("\"DELETE /v2/"),
+        "the registry never saw the DELETE"
+    );
+    assert_eq!(http("GET", &manifest, &alice, &oci, None).status, 200);
+}
+
+#[test]
+fn the_docker_hub_personality_shows_each_of_its_rules() {
+    let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(300));
+    let (layer_bytes, layer) = standin.push_image(&["1"]);
+    let limits = HubLimits {
+        manifest_gets_before_429: 2,
+    };
+    standin
+        .proxy
+        .set_personality(Personality::DockerHub(limits))
+        .unwrap();
+    let base = format!("http://{}", standin.proxy.host());
+    let manifest = format!("{base}/v2/team/app/manifests/1");
+    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+    let alice = standin.token(
+        Some(ALICE),
+        &[
+            "repository:team/app:pull,push",
+            "repository:team/missing:pull,push",
+        ],
+    );
+
+    // A valid token, and still 401 with a challenge: absent looks like forbidden.
+    let missing = http(
+        "GET",
+        &format!("{base}/v2/team/missing/manifests/1"),
+        &alice,
+        &oci,
+        None,
+    );
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (401, "UNAUTHORIZED".to_owned())
+    );
+    let challenge = missing.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains("scope=\"repository:team/missing:pull\""),
+        "{challenge}"
+    );
+    let post = http(
+        "POST",
+        &format!("{base}/v2/team/missing/blobs/uploads/"),
+        &alice,
+        &[],
+        Some(b""),
+    );
+    assert_eq!(post.status, 401);
+    assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 2);
+
+    let remaining = |reply: &Reply| reply.header("ratelimit-remaining").map(str::to_owned);
+    let head = http("HEAD", &manifest, &alice, &oci, None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("ratelimit-limit"), Some("2;w=21600"));
+    assert_eq!(
+        remaining(&head).as_deref(),
+        Some("2;w=21600"),
+        "a HEAD is not counted"
+    );
+    for left in ["1;w=21600", "0;w=21600"] {
+        let get = http("GET", &manifest, &alice, &oci, None);
+        assert_eq!(get.status, 200);
+        assert_eq!(remaining(&get).as_deref(), Some(left));
+    }
+    let limited = http("GET", &manifest, &alice, &oci, None);
+    assert_eq!(
+        (limited.status, limited.error_code()),
+        (429, "TOOMANYREQUESTS".to_owned())
+    );
+    assert_eq!(remaining(&limited).as_deref(), Some("0;w=21600"));
+    assert_eq!(standin.proxy.fired(Rule::RateLimitHeaders), 3);
+    assert_eq!(standin.proxy.fired(Rule::RateLimited), 1);
+
+    let blob = http(
+        "GET",
+        &format!("{base}/v2/team/app/blobs/{layer}"),
+        &alice,
+        &[],
+        None,
+    );
+    assert_eq!(blob.status, 307, "{}", blob.text());
+    let cdn = blob.header("location").unwrap().to_owned();
+    assert!(!cdn.starts_with(&base), "another origin: {cdn}");
+    assert_eq!(standin.proxy.fired(Rule::BlobRedirect), 1);
+    let with_auth = http("GET", &cdn, &alice, &[], None);
+    assert_eq!(with_auth.status, 400);
+    assert_eq!(standin.proxy.fired(Rule::CdnRefusedAuthorization), 1);
+    let served = http("GET", &cdn, "", &[], None);
+    assert_eq!(served.status, 200);
+    assert_eq!(served.body, layer_bytes);
+    assert_eq!(http("GET", &cdn, "", &[], None).status, 404, "served once");
+    assert_eq!(standin.proxy.fired(Rule::CdnServed), 1);
+
+    let start = upload(&base, "team/app", &alice, b"a new blob");
+    let location = start.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{base}/v2/team/app/blobs/uploads/")),
+        "{location}"
+    );
+    // The POST's answer and the PUT's (`Location` of the blob).
+    assert_eq!(standin.proxy.fired(Rule::AbsoluteLocation), 2);
 }
