@@ -10,6 +10,8 @@ pub mod real;
 pub mod registry;
 pub mod sbom_scanner;
 pub mod stack;
+pub mod tls;
 
 pub use faults::{Fault, FaultProxy, RequestKind};
 pub use registry::Registry;
+pub use tls::{bundle_with_system, Ca, CertsDirGuard, ServerCert};
