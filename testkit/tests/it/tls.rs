@@ -2,9 +2,146 @@
 //! harness's CA (curl and skopeo trust it only when given the CA), the fault proxy on both TLS legs, and the
 //! CONNECT proxy (a stand-in for a company's HTTPS proxy) tunnelling, slowing and stalling TLS.
 
-use std::process::{Command, Output};
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
 
-use testkit::{tls, Ca, Registry};
+use stack_images::Digest;
+use testkit::{tls, Ca, Fault, FaultProxy, Registry, RequestKind};
+
+/// A TLS registry, its CA written as `DIR/ca.crt`: what `curl --cacert` and `skopeo --cert-dir DIR` take.
+struct TlsRegistry {
+    registry: Registry,
+    ca_dir: tempfile::TempDir,
+    ca_file: PathBuf,
+}
+
+impl TlsRegistry {
+    fn start() -> TlsRegistry {
+        let ca = Ca::new().unwrap();
+        let registry = Registry::builder().tls(&ca).start().unwrap();
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca_file = ca.write(ca_dir.path()).unwrap();
+        TlsRegistry {
+            registry,
+            ca_dir,
+            ca_file,
+        }
+    }
+
+    fn ca_arg(&self) -> &str {
+        self.ca_file.to_str().unwrap()
+    }
+
+    fn cert_dir(&self) -> &str {
+        self.ca_dir.path().to_str().unwrap()
+    }
+
+    /// Uploads `bytes` as a blob of `repository` (POST, then PUT with the digest) and returns its digest.
+    fn push_blob(&self, repository: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::of(bytes);
+        let base = self.registry.base_url();
+        let started = curl(&[
+            "-sS",
+            "--cacert",
+            self.ca_arg(),
+            "-X",
+            "POST",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            &format!("{base}/v2/{repository}/blobs/uploads/"),
+        ]);
+        let headers = String::from_utf8_lossy(succeeded(&started)).into_owned();
+        let location = headers
+            .lines()
+            .find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("location").then(|| value.trim())
+            })
+            .unwrap_or_else(|| panic!("no Location in {headers}"));
+        let location = if location.starts_with('/') {
+            format!("{base}{location}")
+        } else {
+            location.to_owned()
+        };
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), bytes).unwrap();
+        let (code, status) = curl_status(&[
+            "--cacert",
+            self.ca_arg(),
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", file.path().display()),
+            &format!("{location}{separator}digest={digest}"),
+        ]);
+        assert_eq!((code, status.as_str()), (Some(0), "201"), "{repository}");
+        digest
+    }
+
+    /// Pushes a one-layer OCI image (a stand-in layer of a few bytes) under `repository:tag` and returns the
+    /// manifest's digest.
+    fn push_image(&self, repository: &str, tag: &str) -> Digest {
+        let layer = self.push_blob(repository, b"stand-in layer: not a real file system");
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+        );
+        let config_digest = self.push_blob(repository, config.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{}}}]}}"#,
+            config.len(),
+            "stand-in layer: not a real file system".len()
+        );
+        let (code, status) = curl_status(&[
+            "--cacert",
+            self.ca_arg(),
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {OCI_MANIFEST}"),
+            "--data-binary",
+            &manifest,
+            &format!(
+                "{}/v2/{repository}/manifests/{tag}",
+                self.registry.base_url()
+            ),
+        ]);
+        assert_eq!(
+            (code, status.as_str()),
+            (Some(0), "201"),
+            "{repository}:{tag}"
+        );
+        Digest::of(manifest.as_bytes())
+    }
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[track_caller]
+fn succeeded(output: &Output) -> &[u8] {
+    assert!(
+        output.status.success(),
+        "{:?}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    &output.stdout
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("running skopeo")
+}
 
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
@@ -102,4 +239,136 @@ fn the_ca_in_a_private_copy_of_the_system_store_is_trusted() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "200");
     // Outside that namespace the system store is as it was.
     assert_eq!(curl_status(&[&url]).0, Some(60));
+}
+
+#[test]
+fn skopeo_reads_and_copies_from_a_tls_registry_with_the_ca_in_a_cert_dir() {
+    let setup = TlsRegistry::start();
+    let manifest = setup.push_image("test/tiny", "1");
+    let image = format!("docker://{}/test/tiny:1", setup.registry.host());
+
+    let refused = skopeo(&["inspect", "--raw", &image]);
+    assert!(!refused.status.success());
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(message.contains("certificate"), "{message}");
+
+    let raw = skopeo(&["inspect", "--raw", "--cert-dir", setup.cert_dir(), &image]);
+    assert_eq!(Digest::of(succeeded(&raw)), manifest);
+
+    let out = tempfile::tempdir().unwrap();
+    let destination = format!("dir:{}", out.path().join("tiny").display());
+    let copied = skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        setup.cert_dir(),
+        &image,
+        &destination,
+    ]);
+    succeeded(&copied);
+    let copied_manifest = fs::read(out.path().join("tiny/manifest.json")).unwrap();
+    assert_eq!(Digest::of(&copied_manifest), manifest);
+}
+
+#[test]
+fn the_fault_proxy_forwards_over_tls_and_still_injects_faults() {
+    let setup = TlsRegistry::start();
+    let body = b"a blob read through the fault proxy over TLS".repeat(100);
+    let blob = setup.push_blob("test/blob", &body);
+    let manifest = setup.push_image("test/tiny", "1");
+    let proxy = FaultProxy::in_front_of(&setup.registry).unwrap();
+    assert!(proxy.is_tls());
+    assert_eq!(proxy.base_url(), format!("https://{}", proxy.host()));
+    let ping = format!("{}/v2/", proxy.base_url());
+    let blob_url = format!("{}/v2/test/blob/blobs/{blob}", proxy.base_url());
+
+    assert_eq!(
+        curl_status(&["--cacert", setup.ca_arg(), &ping]),
+        (Some(0), "200".to_owned())
+    );
+    assert_eq!(proxy.count(RequestKind::Ping), 1);
+    // Plain HTTP to the proxy's TLS port is answered as the registry itself answers it.
+    assert_eq!(
+        curl_status(&[&format!("http://{}/v2/", proxy.host())]),
+        (Some(0), "400".to_owned())
+    );
+
+    proxy.set(RequestKind::Ping, Fault::Status(503).times(1));
+    assert_eq!(
+        curl_status(&["--cacert", setup.ca_arg(), &ping]),
+        (Some(0), "503".to_owned())
+    );
+    assert_eq!(proxy.faulted(RequestKind::Ping), 1);
+
+    proxy.set(RequestKind::BlobGet, Fault::FlipByte.times(1));
+    let get = |url: &str| {
+        let output = curl(&["-sS", "--max-time", "20", "--cacert", setup.ca_arg(), url]);
+        succeeded(&output).to_vec()
+    };
+    let flipped = get(&blob_url);
+    assert_eq!(flipped.len(), body.len());
+    assert_ne!(Digest::of(&flipped), blob);
+    assert_eq!(proxy.faulted(RequestKind::BlobGet), 1);
+    assert_eq!(Digest::of(&get(&blob_url)), blob);
+
+    // A real client through the proxy, the CA in its cert dir.
+    let image = format!("docker://{}/test/tiny:1", proxy.host());
+    let raw = skopeo(&["inspect", "--raw", "--cert-dir", setup.cert_dir(), &image]);
+    assert_eq!(Digest::of(succeeded(&raw)), manifest);
+    assert!(
+        proxy.count(RequestKind::ManifestGet) >= 1,
+        "{:#?}",
+        proxy.requests()
+    );
+}
+
+#[test]
+fn through_a_tls_fault_proxy_locations_point_back_at_it_and_a_stall_ends_on_drop() {
+    let setup = TlsRegistry::start();
+    let proxy = FaultProxy::in_front_of(&setup.registry).unwrap();
+    // The `Host` header goes upstream untouched, so the registry's upload URL names the proxy.
+    let started = curl(&[
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        setup.ca_arg(),
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{}/v2/test/upload/blobs/uploads/", proxy.base_url()),
+    ]);
+    let headers = String::from_utf8_lossy(succeeded(&started)).to_lowercase();
+    assert!(
+        headers.contains(&format!("location: {}/v2/test/upload/", proxy.base_url())),
+        "{headers}"
+    );
+
+    proxy.set(RequestKind::Ping, Fault::Stall);
+    let mut client = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert", setup.ca_arg()])
+        .arg(format!("{}/v2/", proxy.base_url()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.faulted(RequestKind::Ping) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled request never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped = Instant::now();
+    drop(proxy);
+    let status = client.wait().unwrap();
+    assert!(!status.success());
+    assert!(
+        dropped.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        dropped.elapsed()
+    );
 }
