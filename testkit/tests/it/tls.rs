@@ -10,7 +10,7 @@ use std::{
 };
 
 use stack_images::Digest;
-use testkit::{tls, Ca, Fault, FaultProxy, Registry, RequestKind};
+use testkit::{tls, Ca, ConnectProxy, Fault, FaultProxy, Limits, Registry, RequestKind};
 
 /// A TLS registry, its CA written as `DIR/ca.crt`: what `curl --cacert` and `skopeo --cert-dir DIR` take.
 struct TlsRegistry {
@@ -371,4 +371,94 @@ fn through_a_tls_fault_proxy_locations_point_back_at_it_and_a_stall_ends_on_drop
         "{:?}",
         dropped.elapsed()
     );
+}
+
+#[test]
+fn curl_reaches_a_tls_registry_through_the_connect_proxy() {
+    let setup = TlsRegistry::start();
+    let proxy = ConnectProxy::start(Limits::default()).unwrap();
+    let url = format!("{}/v2/", setup.registry.base_url());
+    assert_eq!(
+        curl_status(&["-x", &proxy.url(), "--cacert", setup.ca_arg(), &url]),
+        (Some(0), "200".to_owned())
+    );
+    assert_eq!(proxy.tunnels(), [setup.registry.host()]);
+    let tunnel = &proxy.tunnel_stats()[0];
+    assert!(tunnel.to_server > 0 && tunnel.to_client > 0, "{tunnel:?}");
+
+    // A target off 127.0.0.1 is refused before anything is connected: 56 is curl's "CONNECT tunnel failed".
+    let port = setup.registry.host().rsplit_once(':').unwrap().1.to_owned();
+    let elsewhere = format!("https://localhost:{port}/v2/");
+    let (code, _) = curl_status(&["-x", &proxy.url(), "--cacert", setup.ca_arg(), &elsewhere]);
+    assert_eq!(code, Some(56));
+    assert_eq!(proxy.refused(), 1);
+    assert_eq!(proxy.tunnels().len(), 1);
+}
+
+#[test]
+fn the_connect_proxy_slows_a_large_body_and_stalls_one() {
+    const SIZE: usize = 5 * 1024 * 1024;
+    const RATE: u64 = 2 * 1024 * 1024;
+    const STALL_AFTER: u64 = 200_000;
+    let setup = TlsRegistry::start();
+    let body: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
+    let blob = setup.push_blob("test/large", &body);
+    let url = format!("{}/v2/test/large/blobs/{blob}", setup.registry.base_url());
+    let proxy = ConnectProxy::start(Limits::default()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let download = |name: &str, max_time: &str| {
+        let file = out.path().join(name);
+        let started = Instant::now();
+        let output = curl(&[
+            "-sS",
+            "-x",
+            &proxy.url(),
+            "--cacert",
+            setup.ca_arg(),
+            "--max-time",
+            max_time,
+            "-o",
+            file.to_str().unwrap(),
+            &url,
+        ]);
+        (
+            output.status.code(),
+            started.elapsed(),
+            fs::read(&file).unwrap_or_default(),
+        )
+    };
+
+    let (code, unlimited, bytes) = download("unlimited", "60");
+    assert_eq!(code, Some(0));
+    assert_eq!(Digest::of(&bytes), blob);
+
+    proxy.set_limits(Limits {
+        bytes_per_sec: Some(RATE),
+        stall_after_bytes: None,
+    });
+    let (code, limited, bytes) = download("limited", "60");
+    assert_eq!(code, Some(0));
+    assert_eq!(Digest::of(&bytes), blob);
+    // 5 MiB at 2 MiB/s is 2.5 s; the bounds are wide for a busy machine.
+    assert!(
+        limited >= Duration::from_secs(2) && limited < Duration::from_secs(30),
+        "limited {limited:?}, unlimited {unlimited:?}"
+    );
+    assert!(
+        limited > unlimited,
+        "limited {limited:?}, unlimited {unlimited:?}"
+    );
+
+    proxy.set_limits(Limits {
+        bytes_per_sec: None,
+        stall_after_bytes: Some(STALL_AFTER),
+    });
+    let (code, stalled, bytes) = download("stalled", "3");
+    // 28: curl's own time bound ended it.
+    assert_eq!(code, Some(28), "after {stalled:?}");
+    assert!(bytes.len() < STALL_AFTER as usize, "{} bytes", bytes.len());
+    let tunnels = proxy.tunnel_stats();
+    assert_eq!(tunnels.len(), 3);
+    assert_eq!(tunnels[2].to_client, STALL_AFTER);
+    assert!(tunnels[1].to_client > SIZE as u64, "{tunnels:?}");
 }
