@@ -5,3 +5,4 @@
 mod faults;
 mod real;
 mod standins;
+mod tls;

@@ -40,7 +40,10 @@ impl Standin {
             public_pull: false,
         })
         .unwrap();
-        let registry = Registry::start_with_token(tokens.registry_auth()).unwrap();
+        let registry = Registry::builder()
+            .token(tokens.registry_auth())
+            .start()
+            .unwrap();
         let proxy = FaultProxy::in_front_of(&registry).unwrap();
         Standin {
             proxy,
