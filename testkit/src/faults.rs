@@ -327,7 +327,7 @@ impl FaultProxy {
     /// From now on, answers as GHCR or Docker Hub would where they differ from `distribution`
     /// (`crate::personality`); injected faults still come first.
     pub fn set_personality(&self, personality: Personality) -> anyhow::Result<()> {
-        let active = crate::personality::Active::new(personality)?;
+        let active = crate::personality::Active::new(personality, self.shared.tls.serve.clone())?;
         *self.shared.personality() = Some(active);
         Ok(())
     }
@@ -402,6 +402,11 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not turn every later call into a second panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether clients speak TLS to the proxy: the scheme of the URLs it hands out.
+    pub(crate) fn serves_tls(&self) -> bool {
+        self.tls.serve.is_some()
     }
 
     pub(crate) fn personality(&self) -> MutexGuard<'_, Option<crate::personality::Active>> {

@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    io::{self, BufReader, Write},
+    io::{self, BufReader, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     sync::{Arc, Mutex, MutexGuard},
     thread::{self, JoinHandle},
@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::Context;
 use ring::rand::{SecureRandom, SystemRandom};
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 use crate::faults::{forward, read_headers, read_line, Request, Response, Shared};
 
@@ -93,10 +94,14 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    pub(crate) fn new(personality: Personality) -> anyhow::Result<Active> {
+    /// With `tls`, the proxy's own server configuration, the CDN serves HTTPS too.
+    pub(crate) fn new(
+        personality: Personality,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> anyhow::Result<Active> {
         let cdn = match personality {
             Personality::Ghcr => None,
-            Personality::DockerHub(_) => Some(Cdn::start()?),
+            Personality::DockerHub(_) => Some(Cdn::start(tls)?),
         };
         Ok(Active {
             personality,
@@ -324,10 +329,11 @@ fn hub(shared: &Shared, request: &Request, limits: HubLimits) -> io::Result<Resp
     }
     if path.contains("/blobs/uploads") {
         let host = header(request, "host").unwrap_or_default().to_owned();
+        let scheme = if shared.serves_tls() { "https" } else { "http" };
         for (name, value) in &mut response.headers {
             if name.eq_ignore_ascii_case("location") {
                 if value.starts_with('/') {
-                    *value = format!("http://{host}{value}");
+                    *value = format!("{scheme}://{host}{value}");
                 }
                 fire(shared, Rule::AbsoluteLocation);
             }
@@ -472,10 +478,12 @@ fn error(
     }
 }
 
-/// The "CDN" a Docker-Hub-like proxy redirects blob GETs to: another origin (its own port) serving each blob
-/// once under a random path, refusing any request that carries `Authorization`.
+/// The "CDN" a Docker-Hub-like proxy redirects blob GETs to: another origin (its own port, HTTPS when the proxy
+/// serves HTTPS, with the same certificate) serving each blob once under a random path, refusing any request
+/// that carries `Authorization`.
 struct Cdn {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Mutex<CdnState>>,
     acceptor: Option<JoinHandle<()>>,
     rng: SystemRandom,
@@ -490,9 +498,10 @@ struct CdnState {
 }
 
 impl Cdn {
-    fn start() -> anyhow::Result<Cdn> {
+    fn start(tls: Option<Arc<ServerConfig>>) -> anyhow::Result<Cdn> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the CDN stand-in")?;
         let addr = listener.local_addr()?;
+        let serves_tls = tls.is_some();
         let shared = Arc::new(Mutex::new(CdnState::default()));
         let acceptor = thread::Builder::new()
             .name(format!("cdn-standin-{}", addr.port()))
@@ -505,10 +514,26 @@ impl Cdn {
                         }
                         let Ok(stream) = stream else { continue };
                         let shared = Arc::clone(&shared);
+                        let tls = tls.clone();
                         let _ = thread::Builder::new()
                             .name("cdn-standin-connection".to_owned())
                             .spawn(move || {
-                                let _ = serve_cdn(&shared, &stream);
+                                let _ = stream.set_read_timeout(Some(CDN_TIMEOUT));
+                                let _ = stream.set_write_timeout(Some(CDN_TIMEOUT));
+                                match tls.map(ServerConnection::new) {
+                                    Some(Ok(connection)) => {
+                                        if let Ok(socket) = stream.try_clone() {
+                                            let mut tls = StreamOwned::new(connection, socket);
+                                            let _ = serve_cdn(&shared, &mut tls);
+                                            tls.conn.send_close_notify();
+                                            let _ = tls.flush();
+                                        }
+                                    }
+                                    Some(Err(_)) => {}
+                                    None => {
+                                        let _ = serve_cdn(&shared, &stream);
+                                    }
+                                }
                                 let _ = stream.shutdown(Shutdown::Both);
                             });
                     }
@@ -517,6 +542,7 @@ impl Cdn {
             .context("starting the CDN stand-in's thread")?;
         Ok(Cdn {
             addr,
+            tls: serves_tls,
             shared,
             acceptor: Some(acceptor),
             rng: SystemRandom::new(),
@@ -534,7 +560,8 @@ impl Cdn {
         let _ = self.rng.fill(&mut bytes);
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         self.lock().blobs.insert(key.clone(), body);
-        format!("http://{}/registry-v2/blobs/{key}/data", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/registry-v2/blobs/{key}/data", self.addr)
     }
 }
 
@@ -552,10 +579,11 @@ fn lock(shared: &Mutex<CdnState>) -> MutexGuard<'_, CdnState> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn serve_cdn(shared: &Mutex<CdnState>, stream: &TcpStream) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+/// How long the CDN stand-in waits on a client.
+const CDN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn serve_cdn(shared: &Mutex<CdnState>, stream: impl Read + Write) -> io::Result<()> {
+    let mut reader = BufReader::new(stream);
     let Some(line) = read_line(&mut reader)? else {
         return Ok(());
     };
@@ -587,7 +615,7 @@ fn serve_cdn(shared: &Mutex<CdnState>, stream: &TcpStream) -> io::Result<()> {
             ("404 Not Found", Vec::new())
         }
     };
-    let mut writer = stream;
+    let writer = reader.get_mut();
     write!(
         writer,
         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",

@@ -3,13 +3,15 @@
 
 use std::{
     io::Write,
+    path::PathBuf,
     process::{Command, Output, Stdio},
     time::Duration,
 };
 
 use stack_images::Digest;
 use testkit::{
-    FaultProxy, Flavor, Grant, HubLimits, Personality, Registry, Rule, TokenOptions, TokenService,
+    Ca, FaultProxy, Flavor, Grant, HubLimits, Personality, Registry, Rule, TokenOptions,
+    TokenService,
 };
 
 /// A token service, a registry that takes only its tokens, and a proxy in front of the registry.
@@ -18,6 +20,9 @@ struct Standin {
     proxy: FaultProxy,
     registry: Registry,
     tokens: TokenService,
+    /// The test CA's certificate for curl, when the registry and the proxy speak TLS.
+    ca_file: Option<PathBuf>,
+    _ca_dir: tempfile::TempDir,
 }
 
 const ALICE: (&str, &str) = ("alice", "alice-password");
@@ -26,6 +31,11 @@ const BOB: (&str, &str) = ("bob", "bob-password");
 impl Standin {
     /// Alice may pull, push and delete under `team`, Bob only pull; nobody else gets anything.
     fn new(flavor: Flavor, expires_in: Duration) -> Standin {
+        Standin::start(flavor, expires_in, None)
+    }
+
+    /// The same with the registry and the proxy on TLS from `ca` (the token service stays on plain HTTP).
+    fn start(flavor: Flavor, expires_in: Duration, ca: Option<Ca>) -> Standin {
         let tokens = TokenService::start(TokenOptions {
             flavor,
             users: [ALICE, BOB]
@@ -40,15 +50,21 @@ impl Standin {
             public_pull: false,
         })
         .unwrap();
-        let registry = Registry::builder()
-            .token(tokens.registry_auth())
-            .start()
-            .unwrap();
+        let mut builder = Registry::builder().token(tokens.registry_auth());
+        let ca_dir = tempfile::tempdir().unwrap();
+        let mut ca_file = None;
+        if let Some(ca) = &ca {
+            builder = builder.tls(ca);
+            ca_file = Some(ca.write(ca_dir.path()).unwrap());
+        }
+        let registry = builder.start().unwrap();
         let proxy = FaultProxy::in_front_of(&registry).unwrap();
         Standin {
             proxy,
             registry,
             tokens,
+            ca_file,
+            _ca_dir: ca_dir,
         }
     }
 
@@ -76,11 +92,11 @@ impl Standin {
     /// under each tag. Returns the layer's bytes and digest.
     fn push_image(&self, tags: &[&str]) -> (Vec<u8>, Digest) {
         let token = self.token(Some(ALICE), &["repository:team/app:pull,push"]);
-        let base = format!("http://{}", self.registry.host());
+        let base = self.registry.base_url();
         let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
         let layer = b"a layer standing in for a tarball".repeat(100);
         for blob in [&config, &layer] {
-            upload(&base, "team/app", &token, blob);
+            self.upload(&base, "team/app", &token, blob);
         }
         let manifest = serde_json::json!({
             "schemaVersion": 2,
@@ -90,7 +106,7 @@ impl Standin {
         })
         .to_string();
         for tag in tags {
-            let reply = http(
+            let reply = self.http(
                 "PUT",
                 &format!("{base}/v2/team/app/manifests/{tag}"),
                 &token,
@@ -114,33 +130,35 @@ fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
 
 /// A monolithic upload (POST, then PUT with the digest) under `base`: the PUT goes where the POST's `Location`
 /// says, relative to `base` when it is a path. Returns the POST's reply.
-fn upload(base: &str, repository: &str, token: &str, blob: &[u8]) -> Reply {
-    let start = http(
-        "POST",
-        &format!("{base}/v2/{repository}/blobs/uploads/"),
-        token,
-        &[],
-        Some(b""),
-    );
-    assert_eq!(start.status, 202, "{}", start.text());
-    {
-        let location = start.header("location").unwrap().to_owned();
-        let location = if location.starts_with('/') {
-            format!("{base}{location}")
-        } else {
-            location
-        };
-        let separator = if location.contains('?') { '&' } else { '?' };
-        let put = http(
-            "PUT",
-            &format!("{location}{separator}digest={}", Digest::of(blob)),
+impl Standin {
+    fn upload(&self, base: &str, repository: &str, token: &str, blob: &[u8]) -> Reply {
+        let start = self.http(
+            "POST",
+            &format!("{base}/v2/{repository}/blobs/uploads/"),
             token,
-            &[("Content-Type", "application/octet-stream")],
-            Some(blob),
+            &[],
+            Some(b""),
         );
-        assert_eq!(put.status, 201, "{}", put.text());
+        assert_eq!(start.status, 202, "{}", start.text());
+        {
+            let location = start.header("location").unwrap().to_owned();
+            let location = if location.starts_with('/') {
+                format!("{base}{location}")
+            } else {
+                location
+            };
+            let separator = if location.contains('?') { '&' } else { '?' };
+            let put = self.http(
+                "PUT",
+                &format!("{location}{separator}digest={}", Digest::of(blob)),
+                token,
+                &[("Content-Type", "application/octet-stream")],
+                Some(blob),
+            );
+            assert_eq!(put.status, 201, "{}", put.text());
+        }
+        start
     }
-    start
 }
 
 /// What curl got: the status, headers and body of the last answer.
@@ -180,34 +198,40 @@ impl Reply {
     }
 }
 
-/// `method url` with a bearer token (none when empty), extra headers and a body.
-fn http(
-    method: &str,
-    url: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-) -> Reply {
-    let mut args: Vec<String> = vec!["-sS".into(), "-i".into()];
-    if method == "HEAD" {
-        args.push("-I".into());
-    } else {
-        args.extend(["-X".into(), method.into()]);
+impl Standin {
+    /// `method url` with a bearer token (none when empty), extra headers and a body; HTTPS trusts the test CA.
+    fn http(
+        &self,
+        method: &str,
+        url: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let mut args: Vec<String> = vec!["-sS".into(), "-i".into()];
+        if method == "HEAD" {
+            args.push("-I".into());
+        } else {
+            args.extend(["-X".into(), method.into()]);
+        }
+        // Without this curl waits for a `100 Continue` before a larger body.
+        args.extend(["-H".into(), "Expect:".into()]);
+        if !token.is_empty() {
+            args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
+        }
+        for (name, value) in headers {
+            args.extend(["-H".into(), format!("{name}: {value}")]);
+        }
+        if body.is_some() {
+            args.extend(["--data-binary".into(), "@-".into()]);
+        }
+        if let Some(ca) = &self.ca_file {
+            args.extend(["--cacert".into(), ca.display().to_string()]);
+        }
+        args.push(url.into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args, body)
     }
-    // Without this curl waits for a `100 Continue` before a larger body.
-    args.extend(["-H".into(), "Expect:".into()]);
-    if !token.is_empty() {
-        args.extend(["-H".into(), format!("Authorization: Bearer {token}")]);
-    }
-    for (name, value) in headers {
-        args.extend(["-H".into(), format!("{name}: {value}")]);
-    }
-    if body.is_some() {
-        args.extend(["--data-binary".into(), "@-".into()]);
-    }
-    args.push(url.into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    curl(&args, body)
 }
 
 fn curl(args: &[&str], body: Option<&[u8]>) -> Reply {
@@ -273,7 +297,7 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
     let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
     let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
-    let anonymous = http("GET", &manifest, "", &accept, None);
+    let anonymous = standin.http("GET", &manifest, "", &accept, None);
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
     let challenge = anonymous.header("www-authenticate").unwrap();
     assert!(
@@ -290,10 +314,10 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
     );
 
     let bob = standin.token(Some(BOB), &["repository:team/app:pull,push"]);
-    let pulled = http("GET", &manifest, &bob, &accept, None);
+    let pulled = standin.http("GET", &manifest, &bob, &accept, None);
     assert_eq!(pulled.status, 200, "{}", pulled.text());
     // Bob asked for push and got only pull: distribution itself refuses his PUT.
-    let pushed = http(
+    let pushed = standin.http(
         "PUT",
         &manifest,
         &bob,
@@ -328,7 +352,12 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
 
     // A stranger, a wrong password, scopes joined by a space, and docker's OAuth POST, which GHCR refuses.
     let stranger = standin.token(None, &["repository:team/app:pull"]);
-    assert_eq!(http("GET", &manifest, &stranger, &accept, None).status, 401);
+    assert_eq!(
+        standin
+            .http("GET", &manifest, &stranger, &accept, None)
+            .status,
+        401
+    );
     assert_eq!(
         standin
             .token_reply(Some(("bob", "wrong")), &["repository:team/app:pull"])
@@ -367,9 +396,12 @@ fn the_registry_refuses_a_token_once_expires_in_has_passed() {
     let reply = standin.token_reply(Some(BOB), &["repository:team/app:pull"]);
     assert_eq!(reply.json()["expires_in"], 2);
     let token = reply.json()["token"].as_str().unwrap().to_owned();
-    assert_eq!(http("GET", &manifest, &token, &accept, None).status, 200);
+    assert_eq!(
+        standin.http("GET", &manifest, &token, &accept, None).status,
+        200
+    );
     std::thread::sleep(Duration::from_millis(3100));
-    let late = http("GET", &manifest, &token, &accept, None);
+    let late = standin.http("GET", &manifest, &token, &accept, None);
     assert_eq!(late.status, 401, "{}", late.text());
 }
 
@@ -403,7 +435,10 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     assert_eq!(body["expires_in"], 300);
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
     let access = body["access_token"].as_str().unwrap();
-    assert_eq!(http("GET", &manifest, access, &accept, None).status, 200);
+    assert_eq!(
+        standin.http("GET", &manifest, access, &accept, None).status,
+        200
+    );
     let requests = standin.tokens.requests();
     let first_post = requests.iter().find(|r| r.method == "POST").unwrap();
     assert_eq!(first_post.user.as_deref(), Some("bob"));
@@ -420,7 +455,12 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     ));
     assert_eq!(again.status, 200, "{}", again.text());
     let access = again.json()["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(http("GET", &manifest, &access, &accept, None).status, 200);
+    assert_eq!(
+        standin
+            .http("GET", &manifest, &access, &accept, None)
+            .status,
+        200
+    );
     assert_eq!(
         post("grant_type=refresh_token&refresh_token=unknown").status,
         401
@@ -435,12 +475,12 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     let tags = ["1", "2", "3", "4", "5"];
     let (_, layer) = standin.push_image(&tags);
     standin.proxy.set_personality(Personality::Ghcr).unwrap();
-    let base = format!("http://{}", standin.proxy.host());
+    let base = standin.proxy.base_url();
     let manifest = format!("{base}/v2/team/app/manifests/1");
     let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
     // distribution asks for pull,push on a PUT; GHCR's challenge says pull.
-    let put = http(
+    let put = standin.http(
         "PUT",
         &manifest,
         "",
@@ -462,7 +502,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
             "repository:team/missing:pull,push",
         ],
     );
-    let missing = http(
+    let missing = standin.http(
         "GET",
         &format!("{base}/v2/team/missing/manifests/1"),
         &alice,
@@ -475,7 +515,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     );
     assert_eq!(standin.proxy.fired(Rule::MissingRepositoryDenied), 1);
     // A blob HEAD in a new repository still says 404, as a first push needs.
-    let head = http(
+    let head = standin.http(
         "HEAD",
         &format!("{base}/v2/team/missing/blobs/{layer}"),
         &alice,
@@ -484,7 +524,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     );
     assert_eq!(head.status, 404);
 
-    let start = upload(&base, "team/app", &alice, b"a new blob");
+    let start = standin.upload(&base, "team/app", &alice, b"a new blob");
     assert!(start
         .header("location")
         .unwrap()
@@ -495,7 +535,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     let mut seen = Vec::new();
     let mut next = Some("/v2/team/app/tags/list".to_owned());
     while let Some(path) = next.take() {
-        let page = http("GET", &format!("{base}{path}"), &alice, &[], None);
+        let page = standin.http("GET", &format!("{base}{path}"), &alice, &[], None);
         assert_eq!(page.status, 200, "{}", page.text());
         let tags: Vec<String> = serde_json::from_value(page.json()["tags"].clone()).unwrap();
         assert!(tags.len() <= testkit::personality::GHCR_TAG_PAGE);
@@ -508,8 +548,8 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     assert_eq!(seen, tags);
     assert_eq!(standin.proxy.fired(Rule::TagPages), 2);
 
-    let digest = Digest::of(&http("GET", &manifest, &alice, &oci, None).body);
-    let delete = http(
+    let digest = Digest::of(&standin.http("GET", &manifest, &alice, &oci, None).body);
+    let delete = standin.http(
         "DELETE",
         &format!("{base}/v2/team/app/manifests/{digest}"),
         &alice,
@@ -525,7 +565,10 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
         !standin.registry.log().contains("\"DELETE /v2/"),
         "the registry never saw the DELETE"
     );
-    assert_eq!(http("GET", &manifest, &alice, &oci, None).status, 200);
+    assert_eq!(
+        standin.http("GET", &manifest, &alice, &oci, None).status,
+        200
+    );
 }
 
 #[test]
@@ -539,7 +582,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         .proxy
         .set_personality(Personality::DockerHub(limits))
         .unwrap();
-    let base = format!("http://{}", standin.proxy.host());
+    let base = standin.proxy.base_url();
     let manifest = format!("{base}/v2/team/app/manifests/1");
     let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     let alice = standin.token(
@@ -551,7 +594,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     );
 
     // A valid token, and still 401 with a challenge: absent looks like forbidden.
-    let missing = http(
+    let missing = standin.http(
         "GET",
         &format!("{base}/v2/team/missing/manifests/1"),
         &alice,
@@ -567,7 +610,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         challenge.contains("scope=\"repository:team/missing:pull\""),
         "{challenge}"
     );
-    let post = http(
+    let post = standin.http(
         "POST",
         &format!("{base}/v2/team/missing/blobs/uploads/"),
         &alice,
@@ -578,7 +621,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 2);
 
     let remaining = |reply: &Reply| reply.header("ratelimit-remaining").map(str::to_owned);
-    let head = http("HEAD", &manifest, &alice, &oci, None);
+    let head = standin.http("HEAD", &manifest, &alice, &oci, None);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("ratelimit-limit"), Some("2;w=21600"));
     assert_eq!(
@@ -587,11 +630,11 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         "a HEAD is not counted"
     );
     for left in ["1;w=21600", "0;w=21600"] {
-        let get = http("GET", &manifest, &alice, &oci, None);
+        let get = standin.http("GET", &manifest, &alice, &oci, None);
         assert_eq!(get.status, 200);
         assert_eq!(remaining(&get).as_deref(), Some(left));
     }
-    let limited = http("GET", &manifest, &alice, &oci, None);
+    let limited = standin.http("GET", &manifest, &alice, &oci, None);
     assert_eq!(
         (limited.status, limited.error_code()),
         (429, "TOOMANYREQUESTS".to_owned())
@@ -600,7 +643,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     assert_eq!(standin.proxy.fired(Rule::RateLimitHeaders), 3);
     assert_eq!(standin.proxy.fired(Rule::RateLimited), 1);
 
-    let blob = http(
+    let blob = standin.http(
         "GET",
         &format!("{base}/v2/team/app/blobs/{layer}"),
         &alice,
@@ -611,16 +654,20 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     let cdn = blob.header("location").unwrap().to_owned();
     assert!(!cdn.starts_with(&base), "another origin: {cdn}");
     assert_eq!(standin.proxy.fired(Rule::BlobRedirect), 1);
-    let with_auth = http("GET", &cdn, &alice, &[], None);
+    let with_auth = standin.http("GET", &cdn, &alice, &[], None);
     assert_eq!(with_auth.status, 400);
     assert_eq!(standin.proxy.fired(Rule::CdnRefusedAuthorization), 1);
-    let served = http("GET", &cdn, "", &[], None);
+    let served = standin.http("GET", &cdn, "", &[], None);
     assert_eq!(served.status, 200);
     assert_eq!(served.body, layer_bytes);
-    assert_eq!(http("GET", &cdn, "", &[], None).status, 404, "served once");
+    assert_eq!(
+        standin.http("GET", &cdn, "", &[], None).status,
+        404,
+        "served once"
+    );
     assert_eq!(standin.proxy.fired(Rule::CdnServed), 1);
 
-    let start = upload(&base, "team/app", &alice, b"a new blob");
+    let start = standin.upload(&base, "team/app", &alice, b"a new blob");
     let location = start.header("location").unwrap();
     assert!(
         location.starts_with(&format!("{base}/v2/team/app/blobs/uploads/")),
@@ -628,4 +675,49 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     );
     // The POST's answer and the PUT's (`Location` of the blob).
     assert_eq!(standin.proxy.fired(Rule::AbsoluteLocation), 2);
+}
+
+#[test]
+fn the_docker_hub_cdn_speaks_tls_behind_a_tls_proxy() {
+    let standin = Standin::start(
+        Flavor::DockerHub,
+        Duration::from_secs(300),
+        Some(Ca::new().unwrap()),
+    );
+    let (layer_bytes, layer) = standin.push_image(&["1"]);
+    let limits = HubLimits {
+        manifest_gets_before_429: 10,
+    };
+    standin
+        .proxy
+        .set_personality(Personality::DockerHub(limits))
+        .unwrap();
+    let base = standin.proxy.base_url();
+    assert!(base.starts_with("https://"), "{base}");
+    let alice = standin.token(Some(ALICE), &["repository:team/app:pull,push"]);
+
+    let blob = standin.http(
+        "GET",
+        &format!("{base}/v2/team/app/blobs/{layer}"),
+        &alice,
+        &[],
+        None,
+    );
+    assert_eq!(blob.status, 307, "{}", blob.text());
+    let cdn = blob.header("location").unwrap().to_owned();
+    assert!(
+        cdn.starts_with("https://127.0.0.1:") && !cdn.starts_with(&base),
+        "{cdn}"
+    );
+    assert_eq!(standin.http("GET", &cdn, &alice, &[], None).status, 400);
+    let served = standin.http("GET", &cdn, "", &[], None);
+    assert_eq!((served.status, served.body), (200, layer_bytes));
+    assert_eq!(standin.proxy.fired(Rule::CdnServed), 1);
+
+    let start = standin.upload(&base, "team/app", &alice, b"a new blob");
+    let location = start.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("{base}/v2/team/app/blobs/uploads/")),
+        "{location}"
+    );
 }
