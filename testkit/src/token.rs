@@ -13,8 +13,8 @@
 //! The registry allows a token 60 s past its `exp`, so `exp` is written 60 s before the end of `expires_in`:
 //! the registry then refuses a token exactly when `expires_in` says it ran out, as Docker Hub's 300 s tokens do.
 //!
-//! The connection handler works over any `Read + Write` stream (`TokenHandler::serve`), so TLS can be put in
-//! front of it. Nothing here keeps a password or a token: the counters hold methods, user names and scopes.
+//! It serves plain HTTP (`start`) or HTTPS (`start_with_tls`, what the real services speak); the handler works
+//! over any `Read + Write` stream (`TokenHandler::serve`). Nothing here keeps a password or a token: the counters hold methods, user names and scopes.
 
 use std::{
     collections::HashMap,
@@ -33,6 +33,7 @@ use ring::{
     rand::{SecureRandom, SystemRandom},
     signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING},
 };
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
 
 /// Which token service the stand-in behaves like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,6 +158,8 @@ pub struct TokenRequest {
 /// The service: a listener thread on 127.0.0.1 and a thread per connection, ended when it is dropped.
 pub struct TokenService {
     addr: SocketAddr,
+    /// Whether the service speaks HTTPS: the scheme of `realm`.
+    tls: bool,
     handler: TokenHandler,
     dir: tempfile::TempDir,
     acceptor: Option<JoinHandle<()>>,
@@ -195,7 +198,24 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 const REGISTRY_LEEWAY: u64 = 60;
 
 impl TokenService {
+    /// Serves plain HTTP.
     pub fn start(options: TokenOptions) -> anyhow::Result<TokenService> {
+        TokenService::launch(options, None)
+    }
+
+    /// Serves HTTPS with this server configuration (`testkit::ServerCert::server_config`, for 127.0.0.1),
+    /// as the real services do.
+    pub fn start_with_tls(
+        options: TokenOptions,
+        tls: Arc<ServerConfig>,
+    ) -> anyhow::Result<TokenService> {
+        TokenService::launch(options, Some(tls))
+    }
+
+    fn launch(
+        options: TokenOptions,
+        tls: Option<Arc<ServerConfig>>,
+    ) -> anyhow::Result<TokenService> {
         let dir = tempfile::Builder::new().prefix("20i-token-").tempdir()?;
         let (key, x5c, bundle) = signing_key().context("making the token signing key")?;
         fs::write(dir.path().join("root-bundle.pem"), bundle)?;
@@ -216,15 +236,17 @@ impl TokenService {
                 state: Mutex::new(State::default()),
             }),
         };
+        let serves_tls = tls.is_some();
         let acceptor = thread::Builder::new()
             .name(format!("token-service-{}", addr.port()))
             .spawn({
                 let handler = handler.clone();
-                move || handler.accept(&listener)
+                move || handler.accept(&listener, tls.as_ref())
             })
             .context("starting the token service's thread")?;
         Ok(TokenService {
             addr,
+            tls: serves_tls,
             handler,
             dir,
             acceptor: Some(acceptor),
@@ -235,9 +257,10 @@ impl TokenService {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT/token`: the challenge's `realm`.
+    /// `http(s)://127.0.0.1:PORT/token`: the challenge's `realm`.
     pub fn realm(&self) -> String {
-        format!("http://{}/token", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/token", self.addr)
     }
 
     pub fn service(&self) -> &str {
@@ -308,7 +331,7 @@ impl Shared {
 }
 
 impl TokenHandler {
-    fn accept(&self, listener: &TcpListener) {
+    fn accept(&self, listener: &TcpListener, tls: Option<&Arc<ServerConfig>>) {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let id = {
@@ -325,12 +348,26 @@ impl TokenHandler {
                 id
             };
             let handler = self.clone();
+            let tls = tls.cloned();
             let spawned = thread::Builder::new()
                 .name("token-service-connection".to_owned())
                 .spawn(move || {
                     let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
                     let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-                    let _ = handler.serve(&stream);
+                    match tls.map(ServerConnection::new) {
+                        Some(Ok(connection)) => {
+                            if let Ok(socket) = stream.try_clone() {
+                                let mut tls = StreamOwned::new(connection, socket);
+                                let _ = handler.serve(&mut tls);
+                                tls.conn.send_close_notify();
+                                let _ = tls.flush();
+                            }
+                        }
+                        Some(Err(_)) => {}
+                        None => {
+                            let _ = handler.serve(&stream);
+                        }
+                    }
                     let _ = stream.shutdown(Shutdown::Both);
                     handler.shared.lock().sockets.remove(&id);
                 });

@@ -34,9 +34,9 @@ impl Standin {
         Standin::start(flavor, expires_in, None)
     }
 
-    /// The same with the registry and the proxy on TLS from `ca` (the token service stays on plain HTTP).
+    /// The same with the token service, the registry and the proxy on TLS from `ca`.
     fn start(flavor: Flavor, expires_in: Duration, ca: Option<Ca>) -> Standin {
-        let tokens = TokenService::start(TokenOptions {
+        let options = TokenOptions {
             flavor,
             users: [ALICE, BOB]
                 .iter()
@@ -48,8 +48,14 @@ impl Standin {
             ],
             expires_in,
             public_pull: false,
-        })
-        .unwrap();
+        };
+        let tokens = match &ca {
+            Some(ca) => {
+                let cert = ca.issue(&["127.0.0.1"]).unwrap();
+                TokenService::start_with_tls(options, cert.server_config()).unwrap()
+            }
+            None => TokenService::start(options).unwrap(),
+        };
         let mut builder = Registry::builder().token(tokens.registry_auth());
         let ca_dir = tempfile::tempdir().unwrap();
         let mut ca_file = None;
@@ -81,9 +87,13 @@ impl Standin {
             url.push_str(&format!("&scope={scope}"));
         }
         let user = credentials.map(|(u, p)| format!("{u}:{p}"));
+        let ca = self.ca_file.as_ref().map(|ca| ca.display().to_string());
         let mut args = vec!["-sS", "-i", &url];
         if let Some(user) = &user {
             args.extend(["-u", user.as_str()]);
+        }
+        if let Some(ca) = &ca {
+            args.extend(["--cacert", ca.as_str()]);
         }
         curl(&args, None)
     }
@@ -678,7 +688,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
 }
 
 #[test]
-fn the_docker_hub_cdn_speaks_tls_behind_a_tls_proxy() {
+fn over_tls_the_token_service_and_the_docker_hub_cdn_speak_https() {
     let standin = Standin::start(
         Flavor::DockerHub,
         Duration::from_secs(300),
@@ -694,6 +704,15 @@ fn the_docker_hub_cdn_speaks_tls_behind_a_tls_proxy() {
         .unwrap();
     let base = standin.proxy.base_url();
     assert!(base.starts_with("https://"), "{base}");
+    let challenge = standin.http("GET", &format!("{base}/v2/"), "", &[], None);
+    let challenge = challenge.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains(&format!(
+            "realm=\"https://{}/token\"",
+            standin.tokens.addr()
+        )),
+        "{challenge}"
+    );
     let alice = standin.token(Some(ALICE), &["repository:team/app:pull,push"]);
 
     let blob = standin.http(
