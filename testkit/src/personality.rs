@@ -50,7 +50,8 @@ pub enum Rule {
     ChallengePullOnly,
     /// GHCR: a manifest or tag list of a repository that does not exist answers 403 `DENIED`, where distribution
     /// answers 404 (mccutchen/go-httpbin#223, seanmorley15/AdventureLog#405: `Head ".../manifests/..."`:
-    /// denied). A blob HEAD still answers 404, which a first push needs.
+    /// denied). A client whose token may push there (who may create the package) still gets the 404 a first
+    /// push needs, as does a blob HEAD.
     MissingRepositoryDenied,
     /// GHCR: an upload's `Location` is a path, not a URL (apple/swift-container-plugin#44: "GHCR returns a
     /// relative URL causing uploads to fail").
@@ -158,7 +159,7 @@ fn ghcr(shared: &Shared, request: &Request) -> io::Result<Response> {
     let read = matches!(request.method.as_str(), "GET" | "HEAD");
     let listing = tags || path.contains("/manifests/");
     if read && listing && response.status() == 404 {
-        if let Some(name) = repository(path) {
+        if let Some(name) = repository(path).filter(|name| !may_push(request, name)) {
             if !exists(shared, request, name)? {
                 fire(shared, Rule::MissingRepositoryDenied);
                 return Ok(error(
@@ -355,6 +356,36 @@ fn rate_headers(limit: u32, remaining: u32) -> Vec<(String, String)> {
     ]
 }
 
+/// Whether the request's bearer token grants `push` on `name`. The token is only read, not verified: the
+/// registry behind verifies it.
+fn may_push(request: &Request, name: &str) -> bool {
+    use base64::Engine;
+    let Some(token) = header(request, "authorization").and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let Some(claims) = token.split('.').nth(1) else {
+        return false;
+    };
+    let Ok(claims) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims.trim_end_matches('='))
+    else {
+        return false;
+    };
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&claims) else {
+        return false;
+    };
+    claims["access"].as_array().is_some_and(|access| {
+        access.iter().any(|entry| {
+            entry["type"] == "repository"
+                && entry["name"] == name
+                && entry["actions"]
+                    .as_array()
+                    .is_some_and(|actions| actions.iter().any(|a| a == "push"))
+        })
+    })
+}
+
 /// Whether the registry knows `name`, asked with the client's credentials: only `NAME_UNKNOWN` says no, so a
 /// client the registry refuses is refused as usual.
 fn exists(shared: &Shared, request: &Request, name: &str) -> io::Result<bool> {
@@ -478,9 +509,9 @@ fn error(
     }
 }
 
-/// The "CDN" a Docker-Hub-like proxy redirects blob GETs to: another origin (its own port, HTTPS when the proxy
-/// serves HTTPS, with the same certificate) serving each blob once under a random path, refusing any request
-/// that carries `Authorization`.
+/// The "CDN" a Docker-Hub-like proxy redirects blob GETs to: another origin (`localhost` and its own port, HTTPS
+/// when the proxy serves HTTPS, with the same certificate, which names `localhost` too) serving each blob once
+/// under a random path, refusing any request that carries `Authorization`.
 struct Cdn {
     addr: SocketAddr,
     tls: bool,
@@ -561,7 +592,13 @@ impl Cdn {
         let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         self.lock().blobs.insert(key.clone(), body);
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}/registry-v2/blobs/{key}/data", self.addr)
+        // `localhost`, not the proxy's `127.0.0.1`: another host name, as Docker Hub's CDN is, so that clients
+        // that keep `Authorization` across a redirect to the same host (Go's net/http compares names without the
+        // port) drop it here as they do for the real CDN. It still resolves to the listener on 127.0.0.1.
+        format!(
+            "{scheme}://localhost:{}/registry-v2/blobs/{key}/data",
+            self.addr.port()
+        )
     }
 }
 
