@@ -1,7 +1,8 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a real registry: it forwards every request and, for
 //! the kinds of request a test picks, answers with a rate limit, a server error, a closed or reset connection, a
 //! body cut short or with one byte flipped, a slow answer, or no answer at all. Real clients (docker, buildx,
-//! containerd, skopeo, curl) talk to it as they would to the registry.
+//! containerd, skopeo, curl) talk to it as they would to the registry. With a personality
+//! (`FaultProxy::set_personality`, `crate::personality`) it also answers where GHCR or Docker Hub differ from it.
 //!
 //! Each request is forwarded on its own upstream connection with `Connection: close`, and its answer is read in
 //! full before it is sent on: bodies are small here (fixtures), and a whole body is what a fault needs to cut or

@@ -33,6 +33,20 @@ pub enum Personality {
 pub struct HubLimits {
     /// Manifest GETs answered before every further one gets 429; HEADs are not counted.
     pub manifest_gets_before_429: u32,
+    /// `false`: an organisation's namespace, where a repository is created on Docker Hub before its first push,
+    /// and every request on a missing one is 401. `true`: a user's own namespace, where a first push creates it:
+    /// a token that grants push there passes, as on `Rule::MissingRepositoryDenied`.
+    pub push_creates_repository: bool,
+}
+
+impl Default for HubLimits {
+    /// Docker Hub's anonymous limit (100 pulls per 6 hours), in an organisation's namespace.
+    fn default() -> HubLimits {
+        HubLimits {
+            manifest_gets_before_429: 100,
+            push_creates_repository: false,
+        }
+    }
 }
 
 /// How many tags a GHCR-like tag list answers at most, whatever `n` asks: small, so that tests walk pages.
@@ -64,8 +78,9 @@ pub enum Rule {
     DeleteUnsupported,
     /// Docker Hub: any request on a repository that does not exist answers 401 `UNAUTHORIZED` with a challenge,
     /// even with a valid token, so absent and forbidden look alike (jupyterhub/binderhub#1664 "Docker Hub now
-    /// returns 401 for missing repos"; hashicorp/terraform-provider-docker#140). A push to it is refused too, as
-    /// in an organisation's namespace, where a repository is created before its first push.
+    /// returns 401 for missing repos"; hashicorp/terraform-provider-docker#140). A push to it is refused too
+    /// unless `HubLimits::push_creates_repository` (docker/cli#1743: "denied: requested access to the resource
+    /// is denied" for a push to a repository that does not exist).
     MissingRepositoryUnauthorized,
     /// Docker Hub: an upload's `Location` is an absolute URL, as distribution builds it by default
     /// (`http.relativeurls: false`); counted on each upload answer that carries one.
@@ -89,6 +104,8 @@ pub enum Rule {
 /// A personality in force on one proxy, with what its rules counted.
 pub(crate) struct Active {
     personality: Personality,
+    /// Repositories the registry said it knows: they are not asked about again (distribution never removes one).
+    known: std::collections::HashSet<String>,
     fired: HashMap<Rule, usize>,
     manifest_gets: u32,
     cdn: Option<Cdn>,
@@ -106,6 +123,7 @@ impl Active {
         };
         Ok(Active {
             personality,
+            known: Default::default(),
             fired: HashMap::new(),
             manifest_gets: 0,
             cdn,
@@ -255,7 +273,8 @@ fn tag_page(shared: &Shared, request: &Request, path: &str, query: &str) -> io::
 
 fn hub(shared: &Shared, request: &Request, limits: HubLimits) -> io::Result<Response> {
     let (path, _) = split_target(&request.target);
-    if let Some(name) = repository(path) {
+    let creator = |name: &str| limits.push_creates_repository && may_push(request, name);
+    if let Some(name) = repository(path).filter(|name| !creator(name)) {
         if !exists(shared, request, name)? {
             fire(shared, Rule::MissingRepositoryUnauthorized);
             let challenge = challenge(shared, request, name)?;
@@ -389,6 +408,13 @@ fn may_push(request: &Request, name: &str) -> bool {
 /// Whether the registry knows `name`, asked with the client's credentials: only `NAME_UNKNOWN` says no, so a
 /// client the registry refuses is refused as usual.
 fn exists(shared: &Shared, request: &Request, name: &str) -> io::Result<bool> {
+    let known = shared
+        .personality()
+        .as_ref()
+        .is_some_and(|active| active.known.contains(name));
+    if known {
+        return Ok(true);
+    }
     let probe = Request {
         method: "GET".to_owned(),
         target: format!("/v2/{name}/tags/list"),
@@ -399,6 +425,11 @@ fn exists(shared: &Shared, request: &Request, name: &str) -> io::Result<bool> {
     let answer = forward(shared, &probe)?;
     let unknown =
         answer.status() == 404 && String::from_utf8_lossy(&answer.body).contains("NAME_UNKNOWN");
+    if answer.status() == 200 {
+        if let Some(active) = shared.personality().as_mut() {
+            active.known.insert(name.to_owned());
+        }
+    }
     Ok(!unknown)
 }
 

@@ -598,6 +598,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     let (layer_bytes, layer) = standin.push_image(&["1"]);
     let limits = HubLimits {
         manifest_gets_before_429: 2,
+        ..HubLimits::default()
     };
     standin
         .proxy
@@ -711,6 +712,7 @@ fn over_tls_the_token_service_and_the_docker_hub_cdn_speak_https() {
     let (layer_bytes, layer) = standin.push_image(&["1"]);
     let limits = HubLimits {
         manifest_gets_before_429: 10,
+        ..HubLimits::default()
     };
     standin
         .proxy
@@ -841,6 +843,7 @@ fn docker_pulls_through_the_hub_like_proxy_and_pushes_through_the_ghcr_like_one(
     push_runnable_image(&hub, "docker");
     let limits = HubLimits {
         manifest_gets_before_429: 10,
+        ..HubLimits::default()
     };
     hub.proxy
         .set_personality(Personality::DockerHub(limits))
@@ -891,4 +894,42 @@ fn docker_pulls_through_the_hub_like_proxy_and_pushes_through_the_ghcr_like_one(
         None,
     );
     assert_eq!(manifest.status, 200);
+}
+
+#[test]
+fn in_a_hub_users_own_namespace_a_first_push_creates_the_repository() {
+    let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(300));
+    let limits = HubLimits {
+        push_creates_repository: true,
+        ..HubLimits::default()
+    };
+    standin
+        .proxy
+        .set_personality(Personality::DockerHub(limits))
+        .unwrap();
+    let base = standin.proxy.base_url();
+    let manifest = format!("{base}/v2/team/new/manifests/1");
+    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
+
+    let creator = standin.token(Some(ALICE), &["repository:team/new:pull,push"]);
+    assert_eq!(
+        standin.http("HEAD", &manifest, &creator, &oci, None).status,
+        404
+    );
+    standin.upload(&base, "team/new", &creator, b"the first blob");
+    assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 0);
+
+    let reader = standin.token(Some(BOB), &["repository:team/other:pull"]);
+    let missing = standin.http(
+        "GET",
+        &format!("{base}/v2/team/other/manifests/1"),
+        &reader,
+        &oci,
+        None,
+    );
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (401, "UNAUTHORIZED".to_owned())
+    );
+    assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 1);
 }
