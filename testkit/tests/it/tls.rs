@@ -310,6 +310,16 @@ fn the_fault_proxy_forwards_over_tls_and_still_injects_faults() {
     assert_eq!(proxy.faulted(RequestKind::BlobGet), 1);
     assert_eq!(Digest::of(&get(&blob_url)), blob);
 
+    // Broken connections reach a TLS client as transport errors: 18 is curl's "partial file", 56 its "failure
+    // receiving network data".
+    for (fault, expected) in [(Fault::CutBody, 18), (Fault::Reset, 56)] {
+        proxy.set(RequestKind::BlobGet, fault.clone().times(1));
+        let before = proxy.faulted(RequestKind::BlobGet);
+        let (code, _) = curl_status(&["--cacert", setup.ca_arg(), &blob_url]);
+        assert_eq!(code, Some(expected), "{fault:?}");
+        assert_eq!(proxy.faulted(RequestKind::BlobGet), before + 1, "{fault:?}");
+    }
+
     // A real client through the proxy, the CA in its cert dir.
     let image = format!("docker://{}/test/tiny:1", proxy.host());
     let raw = skopeo(&["inspect", "--raw", "--cert-dir", setup.cert_dir(), &image]);
