@@ -10,7 +10,9 @@ use std::{
 };
 
 use stack_images::Digest;
-use testkit::{tls, Ca, ConnectProxy, Fault, FaultProxy, Limits, Registry, RequestKind};
+use testkit::{
+    tls, Ca, ConnectProxy, Fault, FaultProxy, Limits, Registry, RequestKind, TokenAuthConfig,
+};
 
 /// A TLS registry, its CA written as `DIR/ca.crt`: what `curl --cacert` and `skopeo --cert-dir DIR` take.
 struct TlsRegistry {
@@ -213,6 +215,74 @@ fn a_tls_registry_answers_only_clients_that_trust_its_ca() {
     );
 }
 
+#[test]
+fn a_tls_registry_takes_htpasswd_logins_or_distributions_token_auth() {
+    let ca = Ca::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write(dir.path()).unwrap();
+    let ca_arg = ca_file.to_str().unwrap();
+
+    let registry = Registry::builder()
+        .tls(&ca)
+        .htpasswd("pusher", "s3cret-pass")
+        .start()
+        .unwrap();
+    let url = format!("{}/v2/", registry.base_url());
+    assert_eq!(
+        curl_status(&["--cacert", ca_arg, &url]),
+        (Some(0), "401".to_owned())
+    );
+    assert_eq!(
+        curl_status(&["--cacert", ca_arg, "-u", "pusher:s3cret-pass", &url]),
+        (Some(0), "200".to_owned())
+    );
+
+    // Any certificate will do as the token signers' bundle: no token is asked for here, only the challenge.
+    let token = TokenAuthConfig {
+        realm: "https://127.0.0.1:1/token".to_owned(),
+        service: "registry.test".to_owned(),
+        issuer: "token-standin".to_owned(),
+        root_cert_bundle: ca_file.clone(),
+    };
+    let registry = Registry::builder()
+        .tls(&ca)
+        .token(token.clone())
+        .start()
+        .unwrap();
+    assert_eq!(registry.token_auth(), Some(&token));
+    let answer = curl(&[
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca_arg,
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{}/v2/", registry.base_url()),
+    ]);
+    let headers = String::from_utf8_lossy(succeeded(&answer)).into_owned();
+    // distribution speaks HTTP/2 over TLS when the client offers it, as GHCR and Docker Hub do.
+    assert!(
+        headers
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(" 401 ") || l.ends_with(" 401")),
+        "{headers}"
+    );
+    assert!(
+        headers.contains(r#"Bearer realm="https://127.0.0.1:1/token",service="registry.test""#),
+        "{headers}"
+    );
+
+    let both = Registry::builder()
+        .htpasswd("pusher", "s3cret-pass")
+        .token(token)
+        .start();
+    assert!(both.is_err());
+}
+
 /// The system bundle with the CA added, bind-mounted over the system's in a mount namespace of curl's own
 /// (private propagation, so the machine's store never changes): curl then trusts the registry with no flag.
 #[test]
@@ -309,6 +379,16 @@ fn the_fault_proxy_forwards_over_tls_and_still_injects_faults() {
     assert_ne!(Digest::of(&flipped), blob);
     assert_eq!(proxy.faulted(RequestKind::BlobGet), 1);
     assert_eq!(Digest::of(&get(&blob_url)), blob);
+
+    // Broken connections reach a TLS client as transport errors: 18 is curl's "partial file", 56 its "failure
+    // receiving network data".
+    for (fault, expected) in [(Fault::CutBody, 18), (Fault::Reset, 56)] {
+        proxy.set(RequestKind::BlobGet, fault.clone().times(1));
+        let before = proxy.faulted(RequestKind::BlobGet);
+        let (code, _) = curl_status(&["--cacert", setup.ca_arg(), &blob_url]);
+        assert_eq!(code, Some(expected), "{fault:?}");
+        assert_eq!(proxy.faulted(RequestKind::BlobGet), before + 1, "{fault:?}");
+    }
 
     // A real client through the proxy, the CA in its cert dir.
     let image = format!("docker://{}/test/tiny:1", proxy.host());
