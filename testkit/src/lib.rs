@@ -7,6 +7,7 @@
 pub mod connect;
 pub mod faults;
 pub mod fixtures;
+pub mod hosted;
 pub mod personality;
 pub mod probe;
 pub mod real;
@@ -18,6 +19,7 @@ pub mod token;
 
 pub use connect::{ConnectProxy, Limits, Tunnel};
 pub use faults::{Fault, FaultProxy, ProxyTls, RequestKind};
+pub use hosted::{docker_login, Accounts, Hosted, Like};
 pub use personality::{HubLimits, Personality, Rule};
 pub use registry::{Registry, RegistryBuilder, TokenAuthConfig};
 pub use tls::{bundle_with_system, Ca, CertsDirGuard, ServerCert};

@@ -933,3 +933,21 @@ fn in_a_hub_users_own_namespace_a_first_push_creates_the_repository() {
     );
     assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 1);
 }
+
+#[test]
+fn docker_logs_in_to_both_hosted_stand_ins() {
+    use testkit::{Accounts, Hosted};
+    let config = tempfile::tempdir().unwrap();
+    let accounts = || Accounts::owner(ALICE.0, ALICE.1, "team");
+    let ghcr = Hosted::ghcr_like(accounts()).unwrap();
+    let hub = Hosted::docker_hub_like(accounts(), HubLimits::default(), Duration::from_secs(300))
+        .unwrap();
+    for hosted in [&ghcr, &hub] {
+        hosted.login(config.path(), ALICE.0, ALICE.1).unwrap();
+        assert!(hosted.tokens.count("GET") + hosted.tokens.count("POST") >= 1);
+    }
+    // GHCR's service refuses docker's OAuth POST, and docker falls back to a GET.
+    assert!(ghcr.tokens.count("GET") >= 1);
+    let refused = hub.login(config.path(), ALICE.0, "wrong").unwrap_err();
+    assert!(!format!("{refused:#}").contains("wrong"), "{refused:#}");
+}
