@@ -372,6 +372,11 @@ impl RegistryClient {
                     String::new()
                 }
             ));
+            let mut start = start;
+            if same_host {
+                // The token must allow reading the source too: the challenge names only the destination.
+                start.scopes = start.scopes.union(&source.scopes);
+            }
             let started = self.send(&start, "POST", None, None, deadline)?;
             if same_host && started.status() == 201 {
                 return Ok(BlobCopy::Mounted);
@@ -418,8 +423,7 @@ impl RegistryClient {
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         let response = self.run_within(target.loopback, deadline, || {
-            let key = (target.host.clone(), target.scope.clone());
-            let authorization = self.lock().get(&key).cloned();
+            let authorization = self.held_authorization(target);
             let mut builder = ureq::http::Request::builder()
                 .uri(url)
                 .method("PUT")
@@ -458,7 +462,7 @@ impl Target {
             reference: self.reference.clone(),
             url: format!("{base}/{path}"),
             loopback: self.loopback,
-            scope: self.scope.clone(),
+            scopes: self.scopes.clone(),
         }
     }
 }
