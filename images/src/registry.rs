@@ -531,7 +531,13 @@ impl RegistryClient {
                 .and_then(|h| h.challenge.clone())
                 .unwrap_or_default(),
         };
-        let granted = self.answer(target, &challenge, refusal.status, deadline)?;
+        let granted = self
+            .answer(target, &challenge, refusal.status, deadline)
+            .map_err(|mut failure| {
+                // No authorization could be had: the registry's refusal stands, with why.
+                failure.status = failure.status.or(Some(refusal.status));
+                failure
+            })?;
         token::keep(
             &mut self.lock().entry(target.host.clone()).or_default().granted,
             granted.clone(),

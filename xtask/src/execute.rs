@@ -802,8 +802,12 @@ impl Ctx<'_> {
             "{to} was stored as {}, not the pin's {digest}",
             copied.digest
         );
+        let refused = match copied.mounts_refused {
+            0 => String::new(),
+            n => format!(", {n} mounts refused and sent instead"),
+        };
         eprintln!(
-            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted)",
+            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted{refused})",
             copied.blobs_sent,
             copied.bytes_sent as f64 / 1e6,
             copied.blobs_present,
