@@ -96,18 +96,29 @@ pub struct RegistryError {
     pub attempts: u32,
     pub elapsed: Duration,
     pub cause: String,
-    /// The registry refused after a token exchange with docker's login (GHCR's 403 `DENIED`, Docker Hub's
-    /// 401 on a repository that does not exist): the repository does not exist, or the registry will not say
-    /// to this login. [`FailureKind::Unauthorized`] apart from that: not "your login is refused".
-    pub absent_or_hidden: bool,
+    /// Set when the registry refused after a token exchange with docker's login: the repository does not
+    /// exist, or the registry will not say to this login. [`FailureKind::Unauthorized`] apart from that: not
+    /// "your login is refused".
+    pub absence: Option<Absence>,
+}
+
+/// How a registry refused a request after a token exchange with docker's login, which is how GHCR and Docker
+/// Hub say a repository does not exist (and how they refuse one this login may not see: they look alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absence {
+    /// 403 (GHCR's `DENIED`): a push by an account that may creates the repository.
+    Denied,
+    /// 401 with a challenge again, the token notwithstanding (Docker Hub, whose token service grants nothing on
+    /// a repository that does not exist): a push is refused too, so the repository is created first.
+    Challenged,
 }
 
 impl RegistryError {
     /// Whether the registry says the repository or manifest does not exist, as each registry says it:
     /// distribution's 404 `NAME_UNKNOWN`/`MANIFEST_UNKNOWN`, and a refusal after a credentialed token exchange
-    /// (GHCR, Docker Hub), which may also be a repository this login may not see.
+    /// ([`Absence`]), which may also be a repository this login may not see.
     pub fn is_absent(&self) -> bool {
-        self.kind == FailureKind::NotFound || self.absent_or_hidden
+        self.kind == FailureKind::NotFound || self.absence.is_some()
     }
 }
 
@@ -128,7 +139,7 @@ impl fmt::Display for RegistryError {
         match self.kind {
             FailureKind::Unreachable => write!(f, ": check the network and {host}'s status, then run again"),
             FailureKind::RateLimited => write!(f, ": wait a while and run again (`docker login {host}` may raise the limit)"),
-            FailureKind::Unauthorized if self.absent_or_hidden => {
+            FailureKind::Unauthorized if self.absence.is_some() => {
                 write!(
                     f,
                     ": {host} says the repository does not exist, or will not show it to this login: check the name, \
@@ -164,8 +175,8 @@ struct Failure {
     retry_after: Option<Duration>,
     /// The HTTP status, when the registry answered one.
     status: Option<u16>,
-    /// See [`RegistryError::absent_or_hidden`].
-    absent_or_hidden: bool,
+    /// See [`RegistryError::absence`].
+    absence: Option<Absence>,
 }
 
 impl Failure {
@@ -176,7 +187,7 @@ impl Failure {
             transient: true,
             retry_after: None,
             status: None,
-            absent_or_hidden: false,
+            absence: None,
         }
     }
 
@@ -187,7 +198,7 @@ impl Failure {
             transient: false,
             retry_after: None,
             status: None,
-            absent_or_hidden: false,
+            absence: None,
         }
     }
 }
@@ -938,7 +949,7 @@ impl Target {
             attempts,
             elapsed,
             cause: failure.cause,
-            absent_or_hidden: failure.absent_or_hidden,
+            absence: failure.absence,
         }
     }
 }
@@ -1142,14 +1153,14 @@ impl Refusal {
                     failure.cause
                 );
             }
-            (401, Some(true)) => failure.absent_or_hidden = true,
+            (401, Some(true)) => failure.absence = Some(Absence::Challenged),
             (403, Some(true))
                 if matches!(
                     self.code.as_str(),
                     "DENIED" | "NAME_UNKNOWN" | "UNAUTHORIZED"
                 ) =>
             {
-                failure.absent_or_hidden = true
+                failure.absence = Some(Absence::Denied)
             }
             _ => {}
         }
@@ -1289,105 +1300,53 @@ mod tests {
     }
 
     /// What a refusal means: `sent` is the authorization that went with the request (`None`: nothing;
-    /// `Some(true)`: a token from docker's login; `Some(false)`: an anonymous one).
+    /// `Some(true)`: a token from docker's login; `Some(false)`: an anonymous one). `expected` is the kind,
+    /// `absent` and the [`Absence`] when the error says so, and `again` when a new token is to be asked for.
     #[track_caller]
-    fn check_refusal(
-        refusal: Refusal,
-        sent: Option<bool>,
-        kind: FailureKind,
-        absent: bool,
-        reauthenticate: bool,
-    ) {
-        let failure = refusal.failure_after("r.example", sent);
+    fn check_refusal(status: u16, code: &str, challenge: &str, sent: Option<bool>, expected: &str) {
+        let refusal = refusal(status, code, Some(challenge).filter(|c| !c.is_empty()));
         let error = Target::manifest(&"r.example/o/a:1".parse().unwrap(), Operation::GetManifest)
-            .error(failure, 1, Duration::ZERO);
-        assert_eq!(
-            (
-                error.kind,
-                error.is_absent(),
-                refusal.asks_to_authenticate()
-            ),
-            (kind, absent, reauthenticate),
-            "{refusal:?} after {sent:?}: {error}"
-        );
+            .error(refusal.failure_after("r.example", sent), 1, Duration::ZERO);
+        let mut actual = format!("{:?}", error.kind);
+        if error.is_absent() {
+            actual.push_str(" absent");
+        }
+        if let Some(absence) = error.absence {
+            actual.push_str(&format!(" {absence:?}"));
+        }
+        if refusal.asks_to_authenticate() {
+            actual.push_str(" again");
+        }
+        assert_eq!(actual, expected, "{refusal:?} after {sent:?}: {error}");
     }
 
     #[test]
     fn absent_repositories_as_each_registry_says_it() {
-        use FailureKind::*;
-        let challenge =
-            Some(r#"Bearer realm="https://r.example/token",scope="repository:o/a:pull""#);
+        let bearer = r#"Bearer realm="https://r.example/token",scope="repository:o/a:pull""#;
+        let scope = r#"Bearer realm="https://r.example/token",error="insufficient_scope""#;
+        let (login, anonymous) = (Some(true), Some(false));
         // distribution: 404 with its code.
-        check_refusal(
-            refusal(404, "NAME_UNKNOWN", None),
-            Some(true),
-            NotFound,
-            true,
-            false,
-        );
-        check_refusal(
-            refusal(404, "MANIFEST_UNKNOWN", None),
-            None,
-            NotFound,
-            true,
-            false,
-        );
+        check_refusal(404, "NAME_UNKNOWN", "", login, "NotFound absent");
+        check_refusal(404, "MANIFEST_UNKNOWN", "", None, "NotFound absent");
         // GHCR: 403 DENIED to a token from docker's login.
-        check_refusal(
-            refusal(403, "DENIED", None),
-            Some(true),
-            Unauthorized,
-            true,
-            false,
-        );
+        check_refusal(403, "DENIED", "", login, "Unauthorized absent Denied");
         // Docker Hub: 401 and a challenge again, whatever the token.
         check_refusal(
-            refusal(401, "UNAUTHORIZED", challenge),
-            Some(true),
-            Unauthorized,
-            true,
-            true,
+            401,
+            "",
+            bearer,
+            login,
+            "Unauthorized absent Challenged again",
         );
-        // Without docker's login it proves nothing: `docker login`.
-        check_refusal(
-            refusal(401, "UNAUTHORIZED", challenge),
-            Some(false),
-            Unauthorized,
-            false,
-            true,
-        );
-        check_refusal(
-            refusal(403, "DENIED", None),
-            Some(false),
-            Unauthorized,
-            false,
-            false,
-        );
-        check_refusal(refusal(401, "", challenge), None, Unauthorized, false, true);
-        // A 403 for a missing scope asks for a new token; only then is it a refusal.
-        let scope = Some(r#"Bearer realm="x",error="insufficient_scope""#);
-        check_refusal(refusal(403, "", scope), None, Unauthorized, false, true);
-        check_refusal(
-            refusal(403, "INSUFFICIENT_SCOPE", None),
-            None,
-            Unauthorized,
-            false,
-            true,
-        );
-        check_refusal(
-            refusal(403, "TOOMANYREQUESTS", None),
-            Some(true),
-            Unauthorized,
-            false,
-            false,
-        );
-        check_refusal(
-            refusal(429, "TOOMANYREQUESTS", None),
-            Some(true),
-            RateLimited,
-            false,
-            false,
-        );
+        // Without docker's login a refusal proves nothing: it says `docker login`.
+        check_refusal(401, "", bearer, anonymous, "Unauthorized again");
+        check_refusal(403, "DENIED", "", anonymous, "Unauthorized");
+        check_refusal(401, "", bearer, None, "Unauthorized again");
+        // A 403 for a missing scope asks for a new token; only a second one is a refusal.
+        check_refusal(403, "", scope, None, "Unauthorized again");
+        check_refusal(403, "INSUFFICIENT_SCOPE", "", None, "Unauthorized again");
+        check_refusal(403, "TOOMANYREQUESTS", "", login, "Unauthorized");
+        check_refusal(429, "TOOMANYREQUESTS", "", login, "RateLimited");
     }
 
     #[test]
@@ -1473,7 +1432,7 @@ mod tests {
             attempts: 5,
             elapsed: Duration::from_millis(12_340),
             cause: "ghcr.io answered 429: TOOMANYREQUESTS slow down".into(),
-            absent_or_hidden: false,
+            absence: None,
         };
         assert_eq!(
             error.to_string(),

@@ -19,7 +19,7 @@ use anyhow::{bail, ensure, Context};
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Docker, DockerCommand, DockerError, FailureKind},
-    registry::{Manifest, RegistryClient, RegistryError},
+    registry::{Absence, Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
     Digest, ImageRef, IndexSummary, Namespace, PhpLine, Repository,
 };
@@ -498,6 +498,26 @@ pub fn with_retries<T>(run: impl FnMut() -> Result<T, DockerError>) -> anyhow::R
     )?)
 }
 
+/// What to do about a repository that a registry says does not exist, and refuses pushes to (Docker Hub:
+/// a repository is created on its site before its first push, in an organisation's namespace at least).
+fn create_first(repository: &Repository) -> String {
+    let host = repository.namespace().host();
+    let path = repository.path();
+    let place = if stack_images::registry::auth::is_docker_hub(host) {
+        let namespace = path.split('/').next().unwrap_or_default();
+        format!("at https://hub.docker.com/repository/create?namespace={namespace}")
+    } else {
+        format!(
+            "where {host}'s repositories are created (on Docker Hub: https://hub.docker.com/repository/create)"
+        )
+    };
+    format!(
+        "{repository} does not exist on {host}, or the account of `docker login {host}` may not see it, and \
+         {host} refuses a push to a repository that does not exist: create `{path}` {place} (or give that \
+         account access), then run again; nothing was pushed"
+    )
+}
+
 /// What a pin's reference holds before the release touches it.
 #[derive(Debug, Clone)]
 enum FoundPin {
@@ -616,7 +636,10 @@ impl Ctx<'_> {
     }
 
     /// What the pin holds. A read whose bytes never match their digest is an error, never taken for an
-    /// interrupted push: that would overwrite a pin.
+    /// interrupted push: that would overwrite a pin. A pin is absent as its registry says so: distribution's
+    /// 404, GHCR's 403 `DENIED` (a first push creates the repository), and Docker Hub's 401 after a token
+    /// from docker's login, where a push is refused too: that stops the release here, before anything is
+    /// pushed, with the repository to create and where.
     fn find(
         &self,
         docker: &Docker,
@@ -629,7 +652,11 @@ impl Ctx<'_> {
                 Ok(index) => FoundPin::Index(index, manifest),
                 Err(_) => FoundPin::Manifest(manifest.digest),
             },
-            Err(error) if error.kind == FailureKind::NotFound => FoundPin::Absent,
+            Err(error) if error.absence == Some(Absence::Challenged) => {
+                let hint = create_first(pin.repository());
+                return Err(anyhow::Error::new(error).context(hint));
+            }
+            Err(error) if error.is_absent() => FoundPin::Absent,
             Err(error) => {
                 let host = pin.namespace().host();
                 let hint = match error.kind {
@@ -932,7 +959,7 @@ impl Ctx<'_> {
             let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
             let current = match self.client.get_manifest(to) {
                 Ok(manifest) => Some(manifest.digest),
-                Err(error) if error.kind == FailureKind::NotFound => None,
+                Err(error) if error.is_absent() => None,
                 Err(error) => return Err(error.into()),
             };
             let follows = match (&current, old) {
@@ -1624,5 +1651,33 @@ fn registry_of(step: &Step) -> String {
         | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
         Step::Scanner { image, .. } => image.namespace().host().to_owned(),
         Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_create_first(repository: &str, expected: &str) {
+        let repository: Repository = repository.parse().unwrap();
+        let hint = create_first(&repository);
+        assert!(hint.contains(expected), "{hint}");
+        assert!(
+            hint.ends_with("then run again; nothing was pushed"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn a_repository_to_create_is_named_with_where() {
+        check_create_first(
+            "docker.io/20istack/php-fpm",
+            "create `20istack/php-fpm` at https://hub.docker.com/repository/create?namespace=20istack",
+        );
+        check_create_first(
+            "127.0.0.1:5000/20istack/php-fpm",
+            "create `20istack/php-fpm` where 127.0.0.1:5000's repositories are created",
+        );
     }
 }
