@@ -207,6 +207,9 @@ pub enum Action {
     Docker(DockerCommand),
     /// Read a manifest: its exact bytes, hashed here and checked against the digest named or served.
     Read(Named),
+    /// Ask for a manifest's digest only (`HEAD`): where a digest is all a step compares, and Docker Hub counts
+    /// a `GET` against the pull limit, not a `HEAD`.
+    Head(Named),
     /// Store the verified bytes of the pin `from` under the tag `to`, then check the digest the registry reports.
     Put {
         to: ImageRef,
@@ -241,6 +244,7 @@ impl fmt::Display for Action {
         match self {
             Action::Docker(command) => write!(f, "{command}"),
             Action::Read(image) => write!(f, "registry GET manifest {image}"),
+            Action::Head(image) => write!(f, "registry HEAD manifest {image}"),
             Action::Put { to, from } => {
                 write!(f, "registry PUT manifest {to} (the bytes of {from})")
             }
@@ -295,11 +299,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
     match step {
         Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
         Step::Login { .. } => Vec::new(),
-        Step::Find { pin, .. }
-        | Step::Verify { reference: pin, .. }
-        | Step::Scanner { image: pin, .. } => {
+        Step::Find { pin, .. } | Step::Scanner { image: pin, .. } => {
             vec![Action::Read(Named::Known(pin.clone()))]
         }
+        Step::Verify { reference, .. } => vec![Action::Head(Named::Known(reference.clone()))],
         Step::VerifyAttestations { php, reference, .. } => names
             .attestations(plan, reference.repository(), *php)
             .into_iter()
@@ -843,7 +846,8 @@ impl Ctx<'_> {
         Ok(Done::Copied)
     }
 
-    /// The reference serves the digest of its line's canonical pin and lists every platform.
+    /// The reference serves the digest of its line's canonical pin, which lists every platform. A `HEAD` says
+    /// the digest; the pin's bytes, hashed to that digest when it was read back, say the platforms.
     fn verify(
         &self,
         docker: &Docker,
@@ -856,14 +860,15 @@ impl Ctx<'_> {
             return Ok(Done::Nothing);
         }
         let expected = self.pin_digest(php);
-        let (index, _) = read_index(docker, self.client, action)?;
-        if index.digest != *expected {
-            bail!(
-                "{reference} serves {} but PHP {php}'s pin is {expected}",
-                index.digest
-            );
+        let Action::Head(image) = action else {
+            unreachable!("a verify step's action is a HEAD, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let served = self.client.head_manifest(image.known())?.digest;
+        if served != *expected {
+            bail!("{reference} serves {served} but PHP {php}'s pin is {expected}");
         }
-        index
+        self.outcome.pins[&php]
             .require_platforms(&self.plan.platforms)
             .with_context(|| format!("verifying {reference}"))?;
         Ok(Done::Verified)
@@ -957,8 +962,8 @@ impl Ctx<'_> {
     ) -> anyhow::Result<Done> {
         if self.mode == Mode::Republish {
             let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
-            let current = match self.client.get_manifest(to) {
-                Ok(manifest) => Some(manifest.digest),
+            let current = match self.client.head_manifest(to) {
+                Ok(head) => Some(head.digest),
                 Err(error) if error.is_absent() => None,
                 Err(error) => return Err(error.into()),
             };
