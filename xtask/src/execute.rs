@@ -216,7 +216,7 @@ pub enum Action {
         from: Named,
     },
     Cosign(CosignCommand),
-    /// Read the manifest of an image's signature (cosign's `sha256-<digest>.sig` tag), hashed here.
+    /// The digest of an image's signature manifest (cosign's `sha256-<digest>.sig` tag), from a `HEAD`.
     ReadSignature(Named),
     /// Copy the signature of the image `from` (its `.sig` manifest and blobs) to the same tag in `to`.
     CopySignature {
@@ -250,7 +250,7 @@ impl fmt::Display for Action {
             }
             Action::Cosign(command) => write!(f, "{command}"),
             Action::ReadSignature(image) => {
-                write!(f, "registry GET manifest of the signature of {image}")
+                write!(f, "registry HEAD manifest of the signature of {image}")
             }
             Action::CopySignature { from, to } => {
                 write!(f, "registry copy the signature of {from} -> {to}")
@@ -782,9 +782,10 @@ impl Ctx<'_> {
         docker.record_line(&read_signature.to_string());
         let pin = image.known();
         let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        // Its digest is all that is compared (the same signature in every registry): a HEAD.
         let signature = self
             .client
-            .get_manifest(&pin.repository().tagged(&tag))
+            .head_manifest(&pin.repository().tagged(&tag))
             .with_context(|| format!("reading the signature of {reference}"))?;
         Ok(Done::SignatureVerified(
             reference.namespace().clone(),
