@@ -1,13 +1,18 @@
 //! A fault-injecting HTTP/1.1 proxy on 127.0.0.1 in front of a real registry: it forwards every request and, for
 //! the kinds of request a test picks, answers with a rate limit, a server error, a closed or reset connection, a
 //! body cut short or with one byte flipped, a slow answer, or no answer at all. Real clients (docker, buildx,
-//! containerd, skopeo, curl) talk to it as they would to the registry.
+//! containerd, skopeo, curl) talk to it as they would to the registry. With a personality
+//! (`FaultProxy::set_personality`, `crate::personality`) it also answers where GHCR or Docker Hub differ from it.
 //!
 //! Each request is forwarded on its own upstream connection with `Connection: close`, and its answer is read in
 //! full before it is sent on: bodies are small here (fixtures), and a whole body is what a fault needs to cut or
 //! flip. The client side keeps its connection alive unless it asks otherwise. The `Host` header goes upstream
 //! untouched, so the `Location` URLs the registry builds point back at the proxy. When the registry itself is
 //! down (`Registry::stop`), the proxy closes the client's connection without an answer.
+//!
+//! Either leg may be TLS (`ProxyTls`): the proxy then presents a certificate from the test CA to its clients, and
+//! checks the registry's against that CA, as a client of GHCR or Docker Hub would; faults and counts are the same
+//! on either. `FaultProxy::in_front_of` picks TLS on both legs for a TLS registry.
 
 use std::{
     collections::HashMap,
@@ -20,6 +25,9 @@ use std::{
 };
 
 use anyhow::Context;
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
+
+use crate::personality::{Personality, Rule};
 
 /// What a request asks of a registry, told from its method and path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,6 +185,23 @@ impl fmt::Display for SeenRequest {
     }
 }
 
+/// TLS on either leg of the proxy: `serve` for what clients connect to, `upstream` for the connection to the
+/// registry (trusting the CA its certificate comes from).
+#[derive(Clone, Default)]
+pub struct ProxyTls {
+    pub serve: Option<Arc<ServerConfig>>,
+    pub upstream: Option<Arc<ClientConfig>>,
+}
+
+impl fmt::Debug for ProxyTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyTls")
+            .field("serve", &self.serve.is_some())
+            .field("upstream", &self.upstream.is_some())
+            .finish()
+    }
+}
+
 /// The proxy: a listener thread and one thread per client connection, all ended when it is dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
@@ -185,14 +210,21 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`, both in plain HTTP.
     pub fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        FaultProxy::start_with(upstream, ProxyTls::default())
+    }
+
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`, with TLS on the legs `tls` says.
+    pub fn start_with(upstream: SocketAddr, tls: ProxyTls) -> anyhow::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the fault proxy")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
+            tls,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            personality: Mutex::default(),
         });
         let acceptor = thread::Builder::new()
             .name(format!("fault-proxy-{}", addr.port()))
@@ -208,13 +240,32 @@ impl FaultProxy {
         })
     }
 
-    /// A proxy in front of this registry.
+    /// A proxy in front of this registry: TLS on both legs for a TLS registry (presenting the registry's own
+    /// certificate, which names 127.0.0.1, and trusting its CA), plain HTTP otherwise.
     pub fn in_front_of(registry: &crate::Registry) -> anyhow::Result<FaultProxy> {
         let upstream = registry
             .host()
             .parse()
             .with_context(|| format!("`{}` is not a socket address", registry.host()))?;
-        FaultProxy::start(upstream)
+        let tls = match (registry.ca(), registry.server_cert()) {
+            (Some(ca), Some(cert)) => ProxyTls {
+                serve: Some(cert.server_config()),
+                upstream: Some(ca.client_config()),
+            },
+            _ => ProxyTls::default(),
+        };
+        FaultProxy::start_with(upstream, tls)
+    }
+
+    /// Whether clients must speak TLS to the proxy.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.serve.is_some()
+    }
+
+    /// `https://127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -273,6 +324,22 @@ impl FaultProxy {
     pub fn requests(&self) -> Vec<SeenRequest> {
         self.shared.lock().seen.clone()
     }
+
+    /// From now on, answers as GHCR or Docker Hub would where they differ from `distribution`
+    /// (`crate::personality`); injected faults still come first.
+    pub fn set_personality(&self, personality: Personality) -> anyhow::Result<()> {
+        let active = crate::personality::Active::new(personality, self.shared.tls.serve.clone())?;
+        *self.shared.personality() = Some(active);
+        Ok(())
+    }
+
+    /// How many times a personality rule changed an answer.
+    pub fn fired(&self, rule: Rule) -> usize {
+        self.shared
+            .personality()
+            .as_ref()
+            .map_or(0, |active| active.fired(rule))
+    }
 }
 
 impl Drop for FaultProxy {
@@ -309,11 +376,15 @@ impl Drop for FaultProxy {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     upstream: SocketAddr,
+    tls: ProxyTls,
     state: Mutex<State>,
     /// Signalled when the proxy stops and when a connection ends.
     changed: Condvar,
+    /// The GHCR or Docker Hub rules in force (`crate::personality`): a lock of its own, never held while a
+    /// request is forwarded.
+    personality: Mutex<Option<crate::personality::Active>>,
 }
 
 #[derive(Default)]
@@ -332,6 +403,15 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not turn every later call into a second panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether clients speak TLS to the proxy: the scheme of the URLs it hands out.
+    pub(crate) fn serves_tls(&self) -> bool {
+        self.tls.serve.is_some()
+    }
+
+    pub(crate) fn personality(&self) -> MutexGuard<'_, Option<crate::personality::Active>> {
+        self.personality.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records the request and takes the fault it gets, using up one of a counted injection.
@@ -446,6 +526,23 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     client.set_read_timeout(Some(IDLE))?;
     client.set_write_timeout(Some(IDLE))?;
     let _ = client.set_nodelay(true);
+    let client = match &shared.tls.serve {
+        Some(config) => {
+            let mut first = [0u8; 1];
+            if client.peek(&mut first)? == 1 && first[0] != TLS_HANDSHAKE {
+                // What Go's TLS servers (distribution's) answer to plain HTTP on their port.
+                let mut client = client;
+                client.write_all(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                )?;
+                let _ = client.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            let connection = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+            Stream::tls(client, TlsConnection::Server(connection))?
+        }
+        None => Stream::plain(client),
+    };
     let mut reader = BufReader::new(client.try_clone()?);
     let mut writer = client;
     if looks_like_tls(&mut reader)? {
@@ -475,7 +572,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
         let keep_alive = request.keep_alive;
         match fault {
             None => {
-                let response = forward(shared, &request)?;
+                let response = crate::personality::respond(shared, &request)?;
                 response.write(&mut writer, keep_alive, &response.body)?;
             }
             Some(Fault::RateLimited { retry_after }) => {
@@ -495,7 +592,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 return Ok(());
             }
             Some(Fault::Reset) => {
-                reset(&writer);
+                reset(writer.raw());
                 return Ok(());
             }
             Some(Fault::CutBody) => {
@@ -553,11 +650,133 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     }
 }
 
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Whether the connection opens with a TLS handshake record rather than a request line.
 fn looks_like_tls(reader: &mut impl BufRead) -> io::Result<bool> {
-    const HANDSHAKE: u8 = 0x16;
     let first = reader.fill_buf()?;
-    Ok(first.first() == Some(&HANDSHAKE))
+    Ok(first.first() == Some(&TLS_HANDSHAKE))
+}
+
+/// One side of a TLS connection, client or server: rustls's two types behind one `Read` and `Write`.
+enum TlsConnection {
+    Server(ServerConnection),
+    Client(ClientConnection),
+}
+
+enum TlsStream {
+    Server(StreamOwned<ServerConnection, TcpStream>),
+    Client(StreamOwned<ClientConnection, TcpStream>),
+}
+
+impl TlsStream {
+    fn send_close_notify(&mut self) {
+        match self {
+            TlsStream::Server(s) => s.conn.send_close_notify(),
+            TlsStream::Client(s) => s.conn.send_close_notify(),
+        }
+        let _ = self.flush();
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            TlsStream::Server(s) => s.read(buf),
+            TlsStream::Client(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            TlsStream::Server(s) => s.write(buf),
+            TlsStream::Client(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            TlsStream::Server(s) => s.flush(),
+            TlsStream::Client(s) => s.flush(),
+        }
+    }
+}
+
+/// A connection of the proxy, plain or TLS, used like a `TcpStream`: clones share it (a TLS session cannot be
+/// split, but each connection is read and written by one thread in turn), and the raw socket stays at hand to
+/// shut down or reset.
+struct Stream {
+    raw: TcpStream,
+    tls: Option<Arc<Mutex<TlsStream>>>,
+}
+
+impl Stream {
+    fn plain(raw: TcpStream) -> Stream {
+        Stream { raw, tls: None }
+    }
+
+    fn tls(raw: TcpStream, connection: TlsConnection) -> io::Result<Stream> {
+        let socket = raw.try_clone()?;
+        let tls = match connection {
+            TlsConnection::Server(c) => TlsStream::Server(StreamOwned::new(c, socket)),
+            TlsConnection::Client(c) => TlsStream::Client(StreamOwned::new(c, socket)),
+        };
+        Ok(Stream {
+            raw,
+            tls: Some(Arc::new(Mutex::new(tls))),
+        })
+    }
+
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(Stream {
+            raw: self.raw.try_clone()?,
+            tls: self.tls.clone(),
+        })
+    }
+
+    fn raw(&self) -> &TcpStream {
+        &self.raw
+    }
+
+    /// Ends the connection, with a TLS `close_notify` first on TLS.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if let Some(tls) = &self.tls {
+            lock_tls(tls).send_close_notify();
+        }
+        self.raw.shutdown(how)
+    }
+}
+
+fn lock_tls(tls: &Mutex<TlsStream>) -> MutexGuard<'_, TlsStream> {
+    tls.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).read(buf),
+            None => self.raw.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).write(buf),
+            None => self.raw.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).flush(),
+            None => self.raw.flush(),
+        }
+    }
 }
 
 /// A HEAD answer carries no body, whatever the status.
@@ -592,13 +811,13 @@ fn reset(stream: &TcpStream) {
 }
 
 /// A request as read from a client, its body de-chunked.
-struct Request {
-    method: String,
-    target: String,
+pub(crate) struct Request {
+    pub(crate) method: String,
+    pub(crate) target: String,
     /// Header lines other than those about this hop (framing, connection, `Expect`).
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-    keep_alive: bool,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) keep_alive: bool,
 }
 
 impl Request {
@@ -645,13 +864,13 @@ impl Request {
 }
 
 /// An answer from the registry, its body read in full and de-chunked.
-struct Response {
-    status_line: String,
-    headers: Vec<(String, String)>,
+pub(crate) struct Response {
+    pub(crate) status_line: String,
+    pub(crate) headers: Vec<(String, String)>,
     /// `Some` for an answer that has no body (to HEAD, or a 204 or 304): the `Content-Length` the registry
     /// sent with it, if any, which describes what a GET would get.
-    bodiless: Option<Option<String>>,
-    body: Vec<u8>,
+    pub(crate) bodiless: Option<Option<String>>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
@@ -710,7 +929,7 @@ impl Response {
         client.flush()
     }
 
-    fn status(&self) -> u16 {
+    pub(crate) fn status(&self) -> u16 {
         status_code(&self.status_line).unwrap_or(0)
     }
 
@@ -726,22 +945,33 @@ fn status_code(status_line: &str) -> Option<u16> {
 }
 
 /// Sends the request to the registry on a fresh connection and reads its whole answer.
-fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
-    let upstream = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
-    let Some(id) = shared.register(&upstream) else {
+pub(crate) fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
+    let socket = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
+    let Some(id) = shared.register(&socket) else {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
             "the proxy is stopping",
         ));
     };
-    let result = exchange(&upstream, request);
+    let result = upstream(shared, socket).and_then(|upstream| exchange(&upstream, request));
     shared.unregister(id);
     result
 }
 
-fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
-    upstream.set_read_timeout(Some(IDLE))?;
-    upstream.set_write_timeout(Some(IDLE))?;
+/// The connection to the registry: TLS checked against the test CA, for the registry's IP address, when the
+/// proxy is set so.
+fn upstream(shared: &Shared, socket: TcpStream) -> io::Result<Stream> {
+    let Some(config) = &shared.tls.upstream else {
+        return Ok(Stream::plain(socket));
+    };
+    let name = rustls_pki_types::ServerName::IpAddress(shared.upstream.ip().into());
+    let connection = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+    Stream::tls(socket, TlsConnection::Client(connection))
+}
+
+fn exchange(upstream: &Stream, request: &Request) -> io::Result<Response> {
+    upstream.raw().set_read_timeout(Some(IDLE))?;
+    upstream.raw().set_write_timeout(Some(IDLE))?;
     let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
     for (name, value) in &request.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -781,12 +1011,12 @@ fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
 }
 
 /// The header lines of a request or an answer.
-struct Head {
+pub(crate) struct Head {
     lines: Vec<(String, String)>,
 }
 
 impl Head {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.lines
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -864,7 +1094,7 @@ fn read_chunked(reader: &mut impl BufRead) -> io::Result<Vec<u8>> {
     }
 }
 
-fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
+pub(crate) fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
     let mut lines = Vec::new();
     loop {
         let line = read_line(reader)?.ok_or_else(|| invalid("headers cut short"))?;
@@ -879,7 +1109,7 @@ fn read_headers(reader: &mut impl BufRead) -> io::Result<Head> {
 }
 
 /// One line without its CRLF, or `None` at the end of the stream.
-fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
+pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<Option<String>> {
     let mut line = Vec::new();
     reader.take(MAX_LINE).read_until(b'\n', &mut line)?;
     if line.is_empty() {
@@ -1037,8 +1267,10 @@ mod tests {
     fn counted_injections_are_used_up_in_order() {
         let shared = Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
+            tls: ProxyTls::default(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
+            personality: Mutex::default(),
         };
         shared.lock().rules = vec![
             (RequestKind::BlobGet, Fault::Status(503).times(2)),

@@ -4,3 +4,5 @@
 
 mod faults;
 mod real;
+mod standins;
+mod tls;
