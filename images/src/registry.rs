@@ -256,7 +256,29 @@ impl RegistryClient {
 
     /// The manifest a tag or digest names, its bytes checked against the digest asked for and the registry's.
     pub fn get_manifest(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
-        let target = Target::manifest(reference, Operation::GetManifest);
+        self.get_manifest_at(
+            Target::manifest(reference, Operation::GetManifest),
+            reference,
+        )
+    }
+
+    /// [`Self::get_manifest`] with a token that allows pushing there too, for a reference about to be pushed
+    /// to: Docker Hub grants nothing on a repository that does not exist and answers 401, unless the token
+    /// asks for push in a namespace where a first push creates it (a user's own); then it is an absence like
+    /// any other. GHCR answers such a token 404 where it would answer 403 `DENIED`.
+    pub fn get_manifest_to_push(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
+        let mut target = Target::manifest(reference, Operation::GetManifest);
+        target.scopes = target
+            .scopes
+            .union(&Target::manifest(reference, Operation::PutManifest).scopes);
+        self.get_manifest_at(target, reference)
+    }
+
+    fn get_manifest_at(
+        &self,
+        target: Target,
+        reference: &ImageRef,
+    ) -> Result<Manifest, RegistryError> {
         self.with_retries(&target, |deadline| {
             let mut response = self.send(&target, "GET", None, None, deadline)?;
             let media_type = content_type(&response);

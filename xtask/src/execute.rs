@@ -501,8 +501,9 @@ pub fn with_retries<T>(run: impl FnMut() -> Result<T, DockerError>) -> anyhow::R
     )?)
 }
 
-/// What to do about a repository that a registry says does not exist, and refuses pushes to (Docker Hub:
-/// a repository is created on its site before its first push, in an organisation's namespace at least).
+/// What to do about a repository that a registry says does not exist, and refuses pushes to even with a
+/// token that asks for push (Docker Hub, in an organisation's namespace: a repository is created on its site
+/// before its first push; in a user's own namespace the first push creates it, and `find` sees an absence).
 fn create_first(repository: &Repository) -> String {
     let host = repository.namespace().host();
     let path = repository.path();
@@ -650,7 +651,13 @@ impl Ctx<'_> {
         pin: &ImageRef,
         action: &Action,
     ) -> anyhow::Result<Done> {
-        let found = match read(docker, self.client, action) {
+        let Action::Read(image) = action else {
+            unreachable!("a find step's action is a read, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        // With push asked for: the release pushes there, and that is what tells a repository Docker Hub lets a
+        // first push create from one it refuses (see `create_first`).
+        let found = match self.client.get_manifest_to_push(image.known()) {
             Ok(manifest) => match IndexSummary::parse(&manifest.bytes) {
                 Ok(index) => FoundPin::Index(index, manifest),
                 Err(_) => FoundPin::Manifest(manifest.digest),
