@@ -1,0 +1,235 @@
+//! The registry client against a real `distribution` with `auth: token`, its tokens from the token service
+//! stand-in (`testkit::TokenService`), behind the fault proxy wearing GHCR's or Docker Hub's personality
+//! (stand-ins for both services): the scopes it asks for, tokens refreshed as they expire, absent repositories
+//! as each says it, and refused mounts uploaded. Each test asserts that the stand-in's behaviour fired.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use stack_images::{
+    docker::FailureKind,
+    registry::{Absence, RegistryClient},
+    ImageRef,
+};
+use testkit::{
+    Fault, FaultProxy, Flavor, Grant, HubLimits, Personality, Registry, RequestKind, Rule,
+    TokenOptions, TokenService,
+};
+
+use crate::common::{client_with_logins, docker_config, push_fixture};
+
+const ALICE: (&str, &str) = ("alice", "alice-password");
+
+/// The busybox fixture in a plain registry, and a token-auth registry behind a proxy where Alice may pull,
+/// push and delete under `team`; the client holds Alice's `docker login` for the proxy.
+struct Setup {
+    proxy: FaultProxy,
+    _registry: Registry,
+    tokens: TokenService,
+    _source: Registry,
+    /// The fixture, by digest, in the plain registry.
+    fixture: ImageRef,
+    client: RegistryClient,
+    logins: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(flavor: Flavor, expires_in: Duration) -> Setup {
+        let source = Registry::start().unwrap();
+        let digest = push_fixture(&source, false);
+        let fixture = format!("{}/fixture@{digest}", source.namespace("test"))
+            .parse()
+            .unwrap();
+        let tokens = TokenService::start(TokenOptions {
+            flavor,
+            users: vec![(ALICE.0.to_owned(), ALICE.1.to_owned())],
+            grants: vec![Grant::new(ALICE.0, "team", &["pull", "push", "delete"])],
+            expires_in,
+            public_pull: false,
+        })
+        .unwrap();
+        let registry = Registry::builder()
+            .token(tokens.registry_auth())
+            .start()
+            .unwrap();
+        let proxy = FaultProxy::in_front_of(&registry).unwrap();
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", ALICE.0, ALICE.1));
+        let logins = docker_config(&format!(r#""{}": {{"auth": "{auth}"}}"#, proxy.host()));
+        let client = client_with_logins(logins.path());
+        Setup {
+            proxy,
+            _registry: registry,
+            tokens,
+            _source: source,
+            fixture,
+            client,
+            logins,
+        }
+    }
+
+    fn at(&self, path: &str) -> ImageRef {
+        format!("{}/{path}", self.proxy.host()).parse().unwrap()
+    }
+
+    /// The scopes each token request asked for, and what it was granted, as `METHOD asked -> granted`.
+    fn token_requests(&self) -> Vec<String> {
+        let join = |scopes: &[testkit::Scope]| {
+            scopes
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        self.tokens
+            .requests()
+            .iter()
+            .map(|r| format!("{} {} -> {}", r.method, join(&r.asked), join(&r.granted)))
+            .collect()
+    }
+}
+
+#[test]
+fn a_tag_moves_on_a_ghcr_like_registry_whose_challenge_says_only_pull() {
+    let setup = Setup::new(Flavor::Ghcr, Duration::from_secs(300));
+    setup.proxy.set_personality(Personality::Ghcr).unwrap();
+    let pin = setup.at("team/app:v1");
+    let copied = setup.client.copy(&setup.fixture, &pin).unwrap();
+    let manifest = setup.client.get_manifest(&pin).unwrap();
+    // A tag move by a client that holds no token yet (another step or run): its PUT is challenged for pull only.
+    let fresh = client_with_logins(setup.logins.path());
+    let latest = setup.at("team/app:latest");
+    let before = setup.tokens.requests().len();
+    let moved = fresh
+        .put_manifest(&latest, &manifest.bytes, &manifest.media_type)
+        .unwrap();
+    assert_eq!(moved, copied.digest);
+    assert_eq!(
+        setup.client.head_manifest(&latest).unwrap().digest,
+        copied.digest
+    );
+    assert!(
+        setup.proxy.fired(Rule::ChallengePullOnly) >= 1,
+        "the challenge said pull only"
+    );
+    let requests = setup.token_requests();
+    assert_eq!(
+        requests[before..],
+        ["GET repository:team/app:pull,push -> repository:team/app:pull,push"],
+        "one token, asked for push beside the challenge's pull: {requests:#?}"
+    );
+}
+
+#[test]
+fn a_token_past_its_expires_in_is_replaced_by_a_new_one() {
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(2));
+    let pin = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let before = setup.tokens.requests().len();
+    setup.client.head_manifest(&pin).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    // The registry refuses the old token by now: a read still succeeds, on a new one.
+    setup.client.head_manifest(&pin).unwrap();
+    let after = setup.tokens.requests();
+    assert!(after.len() > before, "no new token after expiry");
+    assert!(after.iter().all(|r| r.status == 200), "{after:?}");
+}
+
+#[test]
+fn a_docker_hub_like_repository_that_does_not_exist_is_told_apart_from_a_refused_login() {
+    for creates in [false, true] {
+        let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
+        let limits = HubLimits {
+            push_creates_repository: creates,
+            ..HubLimits::default()
+        };
+        setup
+            .proxy
+            .set_personality(Personality::DockerHub(limits))
+            .unwrap();
+        let pin = setup.at("team/new:v1");
+        // Read for a pull: 401 after a token from docker's login, the repository's absence as Docker Hub says it.
+        let read = setup.client.get_manifest(&pin).unwrap_err();
+        assert_eq!(
+            (read.kind, read.absence, read.is_absent()),
+            (FailureKind::Unauthorized, Some(Absence::Challenged), true),
+            "{read}"
+        );
+        assert!(
+            read.to_string()
+                .contains("says the repository does not exist"),
+            "{read}"
+        );
+        assert!(setup.proxy.fired(Rule::MissingRepositoryUnauthorized) >= 1);
+        // Read as the release reads a pin, with push asked for: in a user's namespace that is a plain absence.
+        let to_push = setup.client.get_manifest_to_push(&pin).unwrap_err();
+        let copy = setup.client.copy(&setup.fixture, &pin);
+        if creates {
+            assert!(
+                to_push.is_absent() && to_push.absence.is_none(),
+                "{to_push}"
+            );
+            copy.unwrap();
+            assert!(setup.client.get_manifest(&pin).is_ok());
+        } else {
+            assert_eq!(to_push.absence, Some(Absence::Challenged), "{to_push}");
+            let refused = copy.unwrap_err();
+            assert_eq!(refused.absence, Some(Absence::Challenged), "{refused}");
+        }
+    }
+
+    // A wrong password is refused by the token service: a refused login, not an absence.
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
+    let wrong = base64::engine::general_purpose::STANDARD.encode("alice:wrong");
+    let logins = docker_config(&format!(
+        r#""{}": {{"auth": "{wrong}"}}"#,
+        setup.proxy.host()
+    ));
+    let error = client_with_logins(logins.path())
+        .get_manifest(&setup.at("team/app:v1"))
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.is_absent()),
+        (FailureKind::Unauthorized, false),
+        "{error}"
+    );
+    assert!(error.to_string().contains("refused the login"), "{error}");
+}
+
+#[test]
+fn a_refused_mount_on_a_token_registry_is_uploaded_instead() {
+    let setup = Setup::new(Flavor::Ghcr, Duration::from_secs(300));
+    let first = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &first).unwrap();
+    // A mount the registry allows asks for the source's pull beside the destination's push, one scope each.
+    let mounted = setup
+        .client
+        .copy(&first, &setup.at("team/mounted:v1"))
+        .unwrap();
+    assert!(
+        mounted.blobs_mounted >= 2 && mounted.mounts_refused == 0,
+        "{mounted:?}"
+    );
+    let requests = setup.token_requests();
+    let both = "GET repository:team/mounted:pull,push repository:team/app:pull -> \
+                repository:team/mounted:pull,push repository:team/app:pull";
+    assert!(requests.iter().any(|r| r == both), "{requests:#?}");
+
+    setup.proxy.set(
+        RequestKind::BlobUpload,
+        Fault::Status(403).matching("mount="),
+    );
+    let other = setup.at("team/other:v1");
+    let copied = setup.client.copy(&first, &other).unwrap();
+    assert!(
+        setup.proxy.faulted(RequestKind::BlobUpload) >= 2,
+        "the mount was refused"
+    );
+    assert_eq!(copied.blobs_mounted, 0, "{copied:?}");
+    assert!(copied.mounts_refused >= 2, "{copied:?}");
+    assert_eq!(copied.blobs_sent, copied.mounts_refused, "{copied:?}");
+    assert_eq!(
+        setup.client.head_manifest(&other).unwrap().digest,
+        copied.digest
+    );
+}
