@@ -233,3 +233,50 @@ fn a_refused_mount_on_a_token_registry_is_uploaded_instead() {
         copied.digest
     );
 }
+
+#[test]
+fn docker_hub_like_limits_count_gets_not_heads_and_a_429_says_what_remains() {
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
+    let pin = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let limits = HubLimits {
+        manifest_gets_before_429: 1,
+        ..HubLimits::default()
+    };
+    setup
+        .proxy
+        .set_personality(Personality::DockerHub(limits))
+        .unwrap();
+    for _ in 0..3 {
+        setup.client.head_manifest(&pin).unwrap();
+    }
+    setup.client.get_manifest(&pin).unwrap();
+    let limited = setup.client.get_manifest(&pin).unwrap_err();
+    assert_eq!(limited.kind, FailureKind::RateLimited, "{limited}");
+    assert!(setup.proxy.fired(Rule::RateLimited) >= 1);
+    let message = limited.to_string();
+    assert!(
+        message.contains("(ratelimit-remaining 0;w=21600, ratelimit-limit 1;w=21600)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_blob_redirected_to_a_docker_hub_like_cdn_is_read_without_the_registrys_token() {
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
+    let pin = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &pin).unwrap();
+    setup
+        .proxy
+        .set_personality(Personality::DockerHub(HubLimits::default()))
+        .unwrap();
+    let plain = Registry::start().unwrap();
+    let to: ImageRef = format!("{}/mirror:v1", plain.namespace("test"))
+        .parse()
+        .unwrap();
+    let copied = setup.client.copy(&pin, &to).unwrap();
+    assert!(copied.blobs_sent >= 2, "{copied:?}");
+    assert!(setup.proxy.fired(Rule::BlobRedirect) >= 2);
+    assert!(setup.proxy.fired(Rule::CdnServed) >= 2);
+    assert_eq!(setup.proxy.fired(Rule::CdnRefusedAuthorization), 0);
+}
