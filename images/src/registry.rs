@@ -611,10 +611,31 @@ impl RegistryClient {
         }
     }
 
-    /// The authorization for a request that carries its body as it is read, and so cannot be sent twice:
-    /// one held for its scopes (the upload's `POST` settled it).
-    fn held_authorization(&self, target: &Target) -> Option<String> {
-        self.held(target).map(|g| g.authorization)
+    /// The authorization for a request that carries its body as it is read, and so cannot be sent twice to
+    /// answer a challenge: one held for its scopes, or, when the one the upload's `POST` settled has expired
+    /// since (a blob read for minutes), a new one for the challenge the host made last. `None` for a host that
+    /// never challenged.
+    fn authorization_ahead(
+        &self,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<Option<String>, Failure> {
+        if let Some(held) = self.held(target) {
+            return Ok(Some(held.authorization));
+        }
+        let challenge = self
+            .lock()
+            .get(&target.host)
+            .and_then(|h| h.challenge.clone());
+        let Some(challenge) = challenge else {
+            return Ok(None);
+        };
+        let granted = self.answer(target, &challenge, 401, deadline)?;
+        token::keep(
+            &mut self.lock().entry(target.host.clone()).or_default().granted,
+            granted.clone(),
+        );
+        Ok(Some(granted.authorization))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, token::Held>> {

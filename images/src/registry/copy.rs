@@ -434,7 +434,7 @@ impl RegistryClient {
     }
 
     /// The `PUT` that ends a monolithic upload, its body read from `body` as it is sent. The authorization is
-    /// the one the upload's `POST` settled (same host and scope): a streamed body cannot be sent twice.
+    /// settled before it starts (a streamed body cannot be sent twice to answer a challenge).
     fn stream(
         &self,
         target: &Target,
@@ -443,19 +443,29 @@ impl RegistryClient {
         size: u64,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let authorization = self.authorization_ahead(target, deadline)?;
         let response = self.run_within(target.loopback, deadline, || {
-            let authorization = self.held_authorization(target);
             let mut builder = ureq::http::Request::builder()
                 .uri(url)
                 .method("PUT")
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", size.to_string());
-            if let Some(authorization) = authorization {
+            if let Some(authorization) = &authorization {
                 builder = builder.header("Authorization", authorization);
             }
             builder.body(ureq::SendBody::from_reader(body))
         })?;
-        super::successful(response, &target.host)
+        super::successful(response, &target.host).map_err(|mut failure| {
+            // The token was refused on the way (revoked, or the registry's clock ahead of ours): the blob is
+            // read and sent again, after a new token.
+            if failure.status == Some(401) {
+                if let Some(sent) = &authorization {
+                    self.forget(target, sent);
+                    failure.transient = true;
+                }
+            }
+            failure
+        })
     }
 }
 

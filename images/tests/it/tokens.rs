@@ -26,7 +26,7 @@ struct Setup {
     proxy: FaultProxy,
     _registry: Registry,
     tokens: TokenService,
-    _source: Registry,
+    source: Registry,
     /// The fixture, by digest, in the plain registry.
     fixture: ImageRef,
     client: RegistryClient,
@@ -61,7 +61,7 @@ impl Setup {
             proxy,
             _registry: registry,
             tokens,
-            _source: source,
+            source,
             fixture,
             client,
             logins,
@@ -133,6 +133,37 @@ fn a_token_past_its_expires_in_is_replaced_by_a_new_one() {
     let after = setup.tokens.requests();
     assert!(after.len() > before, "no new token after expiry");
     assert!(after.iter().all(|r| r.status == 200), "{after:?}");
+}
+
+#[test]
+fn a_token_that_expires_while_a_blob_is_read_is_renewed_before_its_upload() {
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(2));
+    // Each blob takes longer to read than what is left of the token the upload's POST settled.
+    let slow = FaultProxy::in_front_of(&setup.source).unwrap();
+    slow.set(
+        RequestKind::BlobGet,
+        Fault::Delay(Duration::from_millis(1500)),
+    );
+    let fixture: ImageRef = format!(
+        "{}/fixture@{}",
+        slow.namespace("test"),
+        setup.fixture.digest().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let patient = stack_images::registry::Policy {
+        read_timeout: Duration::from_secs(5),
+        ..crate::common::quick()
+    };
+    let client = RegistryClient::new(patient).with_docker_config(setup.logins.path());
+    let copied = client.copy(&fixture, &setup.at("team/app:v1")).unwrap();
+    assert!(
+        slow.faulted(RequestKind::BlobGet) >= 2,
+        "the reads were slow"
+    );
+    assert!(copied.blobs_sent >= 2, "{copied:?}");
+    let requests = setup.tokens.requests();
+    assert!(requests.len() >= 2, "a token was renewed: {requests:?}");
 }
 
 #[test]
