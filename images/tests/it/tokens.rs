@@ -35,6 +35,11 @@ struct Setup {
 
 impl Setup {
     fn new(flavor: Flavor, expires_in: Duration) -> Setup {
+        Setup::start(flavor, expires_in, false)
+    }
+
+    /// With `public_pull`, anyone gets a pull token for any repository, as for Docker Hub's public images.
+    fn start(flavor: Flavor, expires_in: Duration, public_pull: bool) -> Setup {
         let source = Registry::start().unwrap();
         let digest = push_fixture(&source, false);
         let fixture = format!("{}/fixture@{digest}", source.namespace("test"))
@@ -45,7 +50,7 @@ impl Setup {
             users: vec![(ALICE.0.to_owned(), ALICE.1.to_owned())],
             grants: vec![Grant::new(ALICE.0, "team", &["pull", "push", "delete"])],
             expires_in,
-            public_pull: false,
+            public_pull,
         })
         .unwrap();
         let registry = Registry::builder()
@@ -310,4 +315,63 @@ fn a_blob_redirected_to_a_docker_hub_like_cdn_is_read_without_the_registrys_toke
     assert!(setup.proxy.fired(Rule::BlobRedirect) >= 2);
     assert!(setup.proxy.fired(Rule::CdnServed) >= 2);
     assert_eq!(setup.proxy.fired(Rule::CdnRefusedAuthorization), 0);
+}
+
+#[test]
+fn without_a_login_public_images_are_read_and_a_refusal_says_docker_login() {
+    let setup = Setup::start(Flavor::DockerHub, Duration::from_secs(300), true);
+    let pin = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &pin).unwrap();
+    setup
+        .proxy
+        .set_personality(Personality::DockerHub(HubLimits::default()))
+        .unwrap();
+    let nobody = tempfile::tempdir().unwrap();
+    let anonymous = client_with_logins(nobody.path());
+    assert_eq!(
+        anonymous.head_manifest(&pin).unwrap().digest,
+        *setup.fixture.digest().unwrap()
+    );
+    // An anonymous token proves nothing of a repository: no absence, and the way out is a login.
+    let error = anonymous
+        .get_manifest(&setup.at("team/missing:v1"))
+        .unwrap_err();
+    assert_eq!(
+        (error.kind, error.is_absent()),
+        (FailureKind::Unauthorized, false),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("the token was anonymous: docker holds no login"),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!(
+            "run `docker login {}` with an account that may do this",
+            setup.proxy.host()
+        )),
+        "{message}"
+    );
+    assert!(setup.proxy.fired(Rule::MissingRepositoryUnauthorized) >= 1);
+}
+
+#[test]
+fn a_ghcr_like_repository_that_does_not_exist_is_absent_and_has_no_tags_to_list() {
+    let setup = Setup::new(Flavor::Ghcr, Duration::from_secs(300));
+    setup.proxy.set_personality(Personality::Ghcr).unwrap();
+    let missing = setup.at("team/missing:v1");
+    let error = setup.client.get_manifest(&missing).unwrap_err();
+    assert_eq!(error.absence, Some(Absence::Denied), "{error}");
+    let listed = setup.client.list_tags(missing.repository()).unwrap_err();
+    assert!(listed.is_absent(), "{listed}");
+    assert!(setup.proxy.fired(Rule::MissingRepositoryDenied) >= 2);
+    // Read as a release reads a pin, with push asked for: 404, what a first push to GHCR needs.
+    let to_push = setup.client.get_manifest_to_push(&missing).unwrap_err();
+    assert_eq!(
+        (to_push.kind, to_push.is_absent()),
+        (FailureKind::NotFound, true),
+        "{to_push}"
+    );
+    setup.client.copy(&setup.fixture, &missing).unwrap();
 }
