@@ -828,7 +828,16 @@ impl RegistryClient {
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let mut failure = status_failure(status, response, &target.host);
-            if matches!(status, 401 | 403) {
+            let oauth = matches!(credential, Some(Credential::IdentityToken(_)));
+            if oauth && matches!(status, 404 | 405) {
+                // GHCR's token service takes no OAuth POST, and a refresh token is good for nothing else.
+                failure.kind = FailureKind::Unauthorized;
+                failure.cause = format!(
+                    "the token service {realm} takes no refresh token ({status} to docker's OAuth POST): docker's \
+                     login for {} is an identity token; log in with a user name and a password or access token",
+                    target.host
+                );
+            } else if matches!(status, 401 | 403) {
                 failure.cause = match credential {
                     Some(_) => format!("the token service {realm} refused the login ({status})"),
                     None => format!(

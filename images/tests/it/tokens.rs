@@ -375,3 +375,68 @@ fn a_ghcr_like_repository_that_does_not_exist_is_absent_and_has_no_tags_to_list(
     );
     setup.client.copy(&setup.fixture, &missing).unwrap();
 }
+
+#[test]
+fn a_refresh_token_from_docker_login_is_traded_by_the_oauth_post() {
+    let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
+    let pin = setup.at("team/app:v1");
+    setup.client.copy(&setup.fixture, &pin).unwrap();
+    // What `docker login` keeps as `identitytoken` for a registry whose token service speaks OAuth.
+    let mut answer = ureq::post(setup.tokens.realm())
+        .send_form([
+            ("grant_type", "password"),
+            ("username", ALICE.0),
+            ("password", ALICE.1),
+            ("access_type", "offline"),
+            ("client_id", "docker"),
+            ("service", setup.tokens.service()),
+        ])
+        .unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_slice(&answer.body_mut().read_to_vec().unwrap()).unwrap();
+    let refresh = answer["refresh_token"].as_str().unwrap();
+    let logins = docker_config(&format!(
+        r#""{}": {{"identitytoken": "{refresh}"}}"#,
+        setup.proxy.host()
+    ));
+    let manifest = setup.client.get_manifest(&pin).unwrap();
+    let before = setup.tokens.requests().len();
+    client_with_logins(logins.path())
+        .put_manifest(
+            &setup.at("team/app:moved"),
+            &manifest.bytes,
+            &manifest.media_type,
+        )
+        .unwrap();
+    let requests = setup.tokens.requests();
+    let posted: Vec<_> = requests[before..]
+        .iter()
+        .map(|r| (r.method.as_str(), r.user.as_deref(), r.status))
+        .collect();
+    assert_eq!(posted, [("POST", Some(ALICE.0), 200)], "{requests:#?}");
+}
+
+#[test]
+fn a_refresh_token_for_a_ghcr_like_service_says_to_log_in_with_a_password() {
+    let setup = Setup::new(Flavor::Ghcr, Duration::from_secs(300));
+    let logins = docker_config(&format!(
+        r#""{}": {{"identitytoken": "some-refresh-token"}}"#,
+        setup.proxy.host()
+    ));
+    let error = client_with_logins(logins.path())
+        .get_manifest(&setup.at("team/app:v1"))
+        .unwrap_err();
+    assert_eq!(error.kind, FailureKind::Unauthorized, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("takes no refresh token (405 to docker's OAuth POST)"),
+        "{message}"
+    );
+    assert!(!message.contains("some-refresh-token"), "{message}");
+    let requests = setup.tokens.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(
+        (requests[0].method.as_str(), requests[0].status),
+        ("POST", 405)
+    );
+}
