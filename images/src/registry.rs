@@ -550,31 +550,7 @@ impl RegistryClient {
         if let Some(held) = &held {
             self.forget(target, &held.authorization);
         }
-        let challenge = match &refusal.challenge {
-            Some(challenge) => {
-                self.lock()
-                    .entry(target.host.clone())
-                    .or_default()
-                    .challenge = Some(challenge.clone());
-                challenge.clone()
-            }
-            None => self
-                .lock()
-                .get(&target.host)
-                .and_then(|h| h.challenge.clone())
-                .unwrap_or_default(),
-        };
-        let granted = self
-            .answer(target, &challenge, refusal.status, deadline)
-            .map_err(|mut failure| {
-                // No authorization could be had: the registry's refusal stands, with why.
-                failure.status = failure.status.or(Some(refusal.status));
-                failure
-            })?;
-        token::keep(
-            &mut self.lock().entry(target.host.clone()).or_default().granted,
-            granted.clone(),
-        );
+        let granted = self.renew(target, &refusal, deadline)?;
         let response = self.request(
             target,
             method,
@@ -587,6 +563,46 @@ impl RegistryClient {
             return Ok(response);
         }
         Err(self.refused(target, Refusal::read(response), Some(&granted)))
+    }
+
+    /// A new authorization for the target after `refusal`, from the challenge it made (or the host's last one).
+    /// One thread at a time fetches for a host: the blobs of a copy are refused together, and the others take
+    /// the token the first one fetched.
+    fn renew(
+        &self,
+        target: &Target,
+        refusal: &Refusal,
+        deadline: Instant,
+    ) -> Result<token::Granted, Failure> {
+        let (gate, remembered) = {
+            let mut authorizations = self.lock();
+            let held = authorizations.entry(target.host.clone()).or_default();
+            if let Some(challenge) = &refusal.challenge {
+                held.challenge = Some(challenge.clone());
+            }
+            (held.fetching.clone(), held.challenge.clone())
+        };
+        let _turn = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fetched) = self.held(target) {
+            return Ok(fetched);
+        }
+        let granted = self
+            .answer(
+                target,
+                &remembered.unwrap_or_default(),
+                refusal.status,
+                deadline,
+            )
+            .map_err(|mut failure| {
+                // No authorization could be had: the registry's refusal stands, with why.
+                failure.status = failure.status.or(Some(refusal.status));
+                failure
+            })?;
+        token::keep(
+            &mut self.lock().entry(target.host.clone()).or_default().granted,
+            granted.clone(),
+        );
+        Ok(granted)
     }
 
     /// The failure a refusal is (see [`Refusal::failure_after`]); an authorization the registry refused is
@@ -623,19 +639,18 @@ impl RegistryClient {
         if let Some(held) = self.held(target) {
             return Ok(Some(held.authorization));
         }
-        let challenge = self
+        let challenged = self
             .lock()
             .get(&target.host)
-            .and_then(|h| h.challenge.clone());
-        let Some(challenge) = challenge else {
+            .is_some_and(|h| h.challenge.is_some());
+        if !challenged {
             return Ok(None);
+        }
+        let expired = Refusal {
+            status: 401,
+            ..Refusal::default()
         };
-        let granted = self.answer(target, &challenge, 401, deadline)?;
-        token::keep(
-            &mut self.lock().entry(target.host.clone()).or_default().granted,
-            granted.clone(),
-        );
-        Ok(Some(granted.authorization))
+        Ok(Some(self.renew(target, &expired, deadline)?.authorization))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, token::Held>> {

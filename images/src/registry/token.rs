@@ -155,6 +155,8 @@ impl Granted {
 pub struct Held {
     pub challenge: Option<String>,
     pub granted: Vec<Granted>,
+    /// Held while a token is fetched for the host, so that threads refused together fetch one.
+    pub fetching: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 /// The first of a host's authorizations that is still valid at `now` and allows `wanted`; expired ones are

@@ -100,6 +100,13 @@ fn a_tag_moves_on_a_ghcr_like_registry_whose_challenge_says_only_pull() {
     setup.proxy.set_personality(Personality::Ghcr).unwrap();
     let pin = setup.at("team/app:v1");
     let copied = setup.client.copy(&setup.fixture, &pin).unwrap();
+    // The copy's blobs are refused together, and one token is fetched for all of them.
+    assert_eq!(
+        setup.tokens.requests().len(),
+        1,
+        "{:#?}",
+        setup.token_requests()
+    );
     let manifest = setup.client.get_manifest(&pin).unwrap();
     // A tag move by a client that holds no token yet (another step or run): its PUT is challenged for pull only.
     let fresh = client_with_logins(setup.logins.path());
