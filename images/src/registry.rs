@@ -8,6 +8,7 @@
 pub mod auth;
 mod copy;
 pub mod policy;
+mod token;
 
 use std::{
     collections::HashMap,
@@ -22,6 +23,7 @@ use crate::{docker::FailureKind, Digest, ImageRef, Repository, Tag};
 pub use auth::{Challenge, Credential};
 pub use copy::Copied;
 pub use policy::Policy;
+pub use token::Scopes;
 
 /// The manifest types this project reads: OCI and Docker, indexes and single-platform manifests.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -94,6 +96,30 @@ pub struct RegistryError {
     pub attempts: u32,
     pub elapsed: Duration,
     pub cause: String,
+    /// Set when the registry refused after a token exchange with docker's login: the repository does not
+    /// exist, or the registry will not say to this login. [`FailureKind::Unauthorized`] apart from that: not
+    /// "your login is refused".
+    pub absence: Option<Absence>,
+}
+
+/// How a registry refused a request after a token exchange with docker's login, which is how GHCR and Docker
+/// Hub say a repository does not exist (and how they refuse one this login may not see: they look alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Absence {
+    /// 403 (GHCR's `DENIED`): a push by an account that may creates the repository.
+    Denied,
+    /// 401 with a challenge again, the token notwithstanding (Docker Hub, whose token service grants nothing on
+    /// a repository that does not exist): a push is refused too, so the repository is created first.
+    Challenged,
+}
+
+impl RegistryError {
+    /// Whether the registry says the repository or manifest does not exist, as each registry says it:
+    /// distribution's 404 `NAME_UNKNOWN`/`MANIFEST_UNKNOWN`, and a refusal after a credentialed token exchange
+    /// ([`Absence`]), which may also be a repository this login may not see.
+    pub fn is_absent(&self) -> bool {
+        self.kind == FailureKind::NotFound || self.absence.is_some()
+    }
 }
 
 impl fmt::Display for RegistryError {
@@ -113,6 +139,17 @@ impl fmt::Display for RegistryError {
         match self.kind {
             FailureKind::Unreachable => write!(f, ": check the network and {host}'s status, then run again"),
             FailureKind::RateLimited => write!(f, ": wait a while and run again (`docker login {host}` may raise the limit)"),
+            FailureKind::Unauthorized if self.absence.is_some() => {
+                write!(
+                    f,
+                    ": {host} says the repository does not exist, or will not show it to this login: check the name, \
+                     and that the account of `docker login {host}` may use it"
+                )?;
+                if auth::is_docker_hub(host) {
+                    write!(f, " (or create the repository at https://hub.docker.com/repository/create)")?;
+                }
+                Ok(())
+            }
             FailureKind::Unauthorized => write!(f, ": run `docker login {host}` with an account that may do this"),
             FailureKind::NotFound => write!(f, ": check the reference"),
             FailureKind::DigestMismatch => write!(
@@ -138,6 +175,8 @@ struct Failure {
     retry_after: Option<Duration>,
     /// The HTTP status, when the registry answered one.
     status: Option<u16>,
+    /// See [`RegistryError::absence`].
+    absence: Option<Absence>,
 }
 
 impl Failure {
@@ -148,6 +187,7 @@ impl Failure {
             transient: true,
             retry_after: None,
             status: None,
+            absence: None,
         }
     }
 
@@ -158,6 +198,7 @@ impl Failure {
             transient: false,
             retry_after: None,
             status: None,
+            absence: None,
         }
     }
 }
@@ -171,8 +212,9 @@ pub struct RegistryClient {
     loopback: ureq::Agent,
     /// Where docker's config is read; `None` is `$DOCKER_CONFIG` or `~/.docker`.
     docker_config: Option<PathBuf>,
-    /// The `Authorization` that answered a registry's challenge, per host and scope.
-    authorizations: Mutex<HashMap<(String, String), String>>,
+    /// Per host, what answered its challenges: its last challenge and the authorizations granted, each with
+    /// its scopes and expiry.
+    authorizations: Mutex<HashMap<String, token::Held>>,
 }
 
 impl RegistryClient {
@@ -214,7 +256,29 @@ impl RegistryClient {
 
     /// The manifest a tag or digest names, its bytes checked against the digest asked for and the registry's.
     pub fn get_manifest(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
-        let target = Target::manifest(reference, Operation::GetManifest);
+        self.get_manifest_at(
+            Target::manifest(reference, Operation::GetManifest),
+            reference,
+        )
+    }
+
+    /// [`Self::get_manifest`] with a token that allows pushing there too, for a reference about to be pushed
+    /// to: Docker Hub grants nothing on a repository that does not exist and answers 401, unless the token
+    /// asks for push in a namespace where a first push creates it (a user's own); then it is an absence like
+    /// any other. GHCR answers such a token 404 where it would answer 403 `DENIED`.
+    pub fn get_manifest_to_push(&self, reference: &ImageRef) -> Result<Manifest, RegistryError> {
+        let mut target = Target::manifest(reference, Operation::GetManifest);
+        target.scopes = target
+            .scopes
+            .union(&Target::manifest(reference, Operation::PutManifest).scopes);
+        self.get_manifest_at(target, reference)
+    }
+
+    fn get_manifest_at(
+        &self,
+        target: Target,
+        reference: &ImageRef,
+    ) -> Result<Manifest, RegistryError> {
         self.with_retries(&target, |deadline| {
             let mut response = self.send(&target, "GET", None, None, deadline)?;
             let media_type = content_type(&response);
@@ -462,7 +526,9 @@ impl RegistryClient {
     }
 
     /// One request, answering the registry's challenge with docker's credentials when it asks; any status
-    /// other than success is a [`Failure`].
+    /// other than success is a [`Failure`]. A 401, or a 403 that says `insufficient_scope`, is answered once:
+    /// the authorization sent (if any) is dropped, a new one is fetched for the operation's scopes and the
+    /// challenge's together, and the request is sent again; a second refusal is the failure.
     fn send(
         &self,
         target: &Target,
@@ -471,38 +537,123 @@ impl RegistryClient {
         content_type: Option<&str>,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let key = (target.host.clone(), target.scope.clone());
-        let known = self.lock().get(&key).cloned();
+        let held = self.held(target);
+        let sent = held.as_ref().map(|g| g.authorization.as_str());
+        let response = self.request(target, method, body, content_type, sent, deadline)?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let refusal = Refusal::read(response);
+        if !refusal.asks_to_authenticate() {
+            return Err(self.refused(target, refusal, held.as_ref()));
+        }
+        if let Some(held) = &held {
+            self.forget(target, &held.authorization);
+        }
+        let granted = self.renew(target, &refusal, deadline)?;
         let response = self.request(
             target,
             method,
             body,
             content_type,
-            known.as_deref(),
+            Some(&granted.authorization),
             deadline,
         )?;
-        let response = if response.status() == 401 {
-            let challenge = header(&response, "www-authenticate").unwrap_or_default();
-            let authorization = self.answer(target, &challenge, deadline)?;
-            let response = self.request(
-                target,
-                method,
-                body,
-                content_type,
-                Some(&authorization),
-                deadline,
-            )?;
-            if response.status().is_success() {
-                self.lock().insert(key, authorization);
-            }
-            response
-        } else {
-            response
-        };
-        successful(response, &target.host)
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(self.refused(target, Refusal::read(response), Some(&granted)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+    /// A new authorization for the target after `refusal`, from the challenge it made (or the host's last one).
+    /// One thread at a time fetches for a host: the blobs of a copy are refused together, and the others take
+    /// the token the first one fetched.
+    fn renew(
+        &self,
+        target: &Target,
+        refusal: &Refusal,
+        deadline: Instant,
+    ) -> Result<token::Granted, Failure> {
+        let (gate, remembered) = {
+            let mut authorizations = self.lock();
+            let held = authorizations.entry(target.host.clone()).or_default();
+            if let Some(challenge) = &refusal.challenge {
+                held.challenge = Some(challenge.clone());
+            }
+            (held.fetching.clone(), held.challenge.clone())
+        };
+        let _turn = gate.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fetched) = self.held(target) {
+            return Ok(fetched);
+        }
+        let granted = self
+            .answer(
+                target,
+                &remembered.unwrap_or_default(),
+                refusal.status,
+                deadline,
+            )
+            .map_err(|mut failure| {
+                // No authorization could be had: the registry's refusal stands, with why.
+                failure.status = failure.status.or(Some(refusal.status));
+                failure
+            })?;
+        token::keep(
+            &mut self.lock().entry(target.host.clone()).or_default().granted,
+            granted.clone(),
+        );
+        Ok(granted)
+    }
+
+    /// The failure a refusal is (see [`Refusal::failure_after`]); an authorization the registry refused is
+    /// dropped.
+    fn refused(&self, target: &Target, refusal: Refusal, sent: Option<&token::Granted>) -> Failure {
+        if let Some(sent) = sent.filter(|_| matches!(refusal.status, 401 | 403)) {
+            self.forget(target, &sent.authorization);
+        }
+        refusal.failure_after(&target.host, sent.map(|s| s.credentialed))
+    }
+
+    /// A valid authorization this client holds for the target's host and scopes.
+    fn held(&self, target: &Target) -> Option<token::Granted> {
+        let mut authorizations = self.lock();
+        let held = authorizations.get_mut(&target.host)?;
+        token::find(&mut held.granted, &target.scopes, SystemTime::now())
+    }
+
+    fn forget(&self, target: &Target, authorization: &str) {
+        if let Some(held) = self.lock().get_mut(&target.host) {
+            token::forget(&mut held.granted, authorization);
+        }
+    }
+
+    /// The authorization for a request that carries its body as it is read, and so cannot be sent twice to
+    /// answer a challenge: one held for its scopes, or, when the one the upload's `POST` settled has expired
+    /// since (a blob read for minutes), a new one for the challenge the host made last. `None` for a host that
+    /// never challenged.
+    fn authorization_ahead(
+        &self,
+        target: &Target,
+        deadline: Instant,
+    ) -> Result<Option<String>, Failure> {
+        if let Some(held) = self.held(target) {
+            return Ok(Some(held.authorization));
+        }
+        let challenged = self
+            .lock()
+            .get(&target.host)
+            .is_some_and(|h| h.challenge.is_some());
+        if !challenged {
+            return Ok(None);
+        }
+        let expired = Refusal {
+            status: 401,
+            ..Refusal::default()
+        };
+        Ok(Some(self.renew(target, &expired, deadline)?.authorization))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, token::Held>> {
         self.authorizations
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -585,14 +736,21 @@ impl RegistryClient {
         &self,
         target: &Target,
         challenge: &str,
+        status: u16,
         deadline: Instant,
-    ) -> Result<String, Failure> {
+    ) -> Result<token::Granted, Failure> {
         let credential = auth::credential_for(self.docker_config.as_deref(), &target.host)
             .map_err(|e| Failure::fatal(FailureKind::Unauthorized, format!("{e:#}")))?;
         match auth::parse_challenge(challenge) {
             Some(Challenge::Basic) => credential
                 .as_ref()
                 .and_then(Credential::basic_header)
+                .map(|authorization| token::Granted {
+                    authorization,
+                    scopes: None,
+                    expires: None,
+                    credentialed: true,
+                })
                 .ok_or_else(|| {
                     Failure::fatal(
                         FailureKind::Unauthorized,
@@ -603,35 +761,44 @@ impl RegistryClient {
                 realm,
                 service,
                 scope,
-            }) => self.token(
-                target,
-                &realm,
-                service,
-                scope,
-                credential.as_ref(),
-                deadline,
-            ),
+            }) => {
+                let mut scopes = Scopes::default();
+                scopes.add(scope.as_deref().unwrap_or_default());
+                let scopes = target.scopes.union(&scopes);
+                self.token(
+                    target,
+                    &realm,
+                    service.as_deref(),
+                    scopes,
+                    credential.as_ref(),
+                    deadline,
+                )
+            }
             None => Err(Failure::fatal(
                 FailureKind::Unauthorized,
-                format!("the registry answered 401 with an unknown challenge `{challenge}`"),
+                format!("the registry answered {status} with an unknown challenge `{challenge}`"),
             )),
         }
     }
 
+    /// A token for `scopes` from the token service at `realm`: one `scope` parameter (or form field) per scope.
     fn token(
         &self,
         target: &Target,
         realm: &str,
-        service: Option<String>,
-        scope: Option<String>,
+        service: Option<&str>,
+        scopes: Scopes,
         credential: Option<&Credential>,
         deadline: Instant,
-    ) -> Result<String, Failure> {
-        let scope = scope.unwrap_or_else(|| target.scope.clone());
-        let mut query = vec![("scope", scope.clone())];
-        if let Some(service) = &service {
-            query.push(("service", service.clone()));
-        }
+    ) -> Result<token::Granted, Failure> {
+        let query = token::token_query(&scopes, service);
+        let encode = |pairs: &[(&str, String)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{k}={}", form_encode(v)))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
         let loopback = realm.starts_with("http://127.") || realm.starts_with("http://localhost");
         let response = match credential {
             Some(Credential::IdentityToken(refresh)) => {
@@ -642,11 +809,7 @@ impl RegistryClient {
                     ("client_id", "20i-stack".to_owned()),
                 ];
                 form.extend(query);
-                let body = form
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&");
+                let body = encode(&form);
                 self.call(
                     realm,
                     loopback,
@@ -659,13 +822,8 @@ impl RegistryClient {
                 )?
             }
             other => {
-                let query = query
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", form_encode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&");
                 let separator = if realm.contains('?') { '&' } else { '?' };
-                let url = format!("{realm}{separator}{query}");
+                let url = format!("{realm}{separator}{}", encode(&query));
                 let basic = other.and_then(Credential::basic_header);
                 self.call(
                     &url,
@@ -685,7 +843,16 @@ impl RegistryClient {
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let mut failure = status_failure(status, response, &target.host);
-            if matches!(status, 401 | 403) {
+            let oauth = matches!(credential, Some(Credential::IdentityToken(_)));
+            if oauth && matches!(status, 404 | 405) {
+                // GHCR's token service takes no OAuth POST, and a refresh token is good for nothing else.
+                failure.kind = FailureKind::Unauthorized;
+                failure.cause = format!(
+                    "the token service {realm} takes no refresh token ({status} to docker's OAuth POST): docker's \
+                     login for {} is an identity token; log in with a user name and a password or access token",
+                    target.host
+                );
+            } else if matches!(status, 401 | 403) {
                 failure.cause = match credential {
                     Some(_) => format!("the token service {realm} refused the login ({status})"),
                     None => format!(
@@ -715,7 +882,16 @@ impl RegistryClient {
                     format!("the token service {realm} answered no token"),
                 )
             })?;
-        Ok(format!("Bearer {token}"))
+        Ok(token::Granted {
+            authorization: format!("Bearer {token}"),
+            expires: Some(token::expiry(
+                answer["expires_in"].as_i64(),
+                answer["issued_at"].as_str(),
+                SystemTime::now(),
+            )),
+            scopes: Some(scopes),
+            credentialed: credential.is_some(),
+        })
     }
 }
 
@@ -756,8 +932,8 @@ struct Target {
     reference: String,
     url: String,
     loopback: bool,
-    /// The token scope the operation needs.
-    scope: String,
+    /// The token scopes the operation needs.
+    scopes: Scopes,
 }
 
 impl Target {
@@ -815,7 +991,7 @@ impl Target {
         Target {
             operation,
             url: format!("{scheme}://{api_host}/v2/{path}/{below}"),
-            scope: format!("repository:{path}:{action}"),
+            scopes: Scopes::repository(&path, action),
             host,
             reference,
             loopback,
@@ -840,6 +1016,7 @@ impl Target {
             attempts,
             elapsed,
             cause: failure.cause,
+            absence: failure.absence,
         }
     }
 }
@@ -929,56 +1106,132 @@ fn successful(
 }
 
 /// A failure from a status: 429 and 5xx are worth another attempt, after `Retry-After` when given.
-fn status_failure(
-    status: u16,
-    mut response: ureq::http::Response<ureq::Body>,
-    host: &str,
-) -> Failure {
-    let retry_after = header(&response, "retry-after")
-        .and_then(|v| policy::parse_retry_after(&v, SystemTime::now()));
-    let said = registry_message(&mut response);
-    let cause = format!("{host} answered {status}{said}");
-    let mut failure = match status {
-        401 | 403 => Failure::fatal(FailureKind::Unauthorized, cause),
-        404 => Failure::fatal(FailureKind::NotFound, cause),
-        429 => Failure::transient(FailureKind::RateLimited, cause),
-        408 | 500..=599 => Failure::transient(FailureKind::Unreachable, cause),
-        // The registry hashed what arrived (a manifest or blob pushed by digest) and found other bytes than the
-        // ones sent: they changed on the way, and sending them again is the fix.
-        400 if cause.contains("DIGEST_INVALID") => {
-            Failure::transient(FailureKind::DigestMismatch, cause)
-        }
-        _ => Failure::fatal(FailureKind::Other, cause),
-    };
-    failure.retry_after = retry_after;
-    failure.status = Some(status);
-    failure
+fn status_failure(_status: u16, response: ureq::http::Response<ureq::Body>, host: &str) -> Failure {
+    Refusal::read(response).failure(host)
 }
 
-/// `: CODE message` from a distribution error body, shortened; empty when there is none.
-fn registry_message(response: &mut ureq::http::Response<ureq::Body>) -> String {
-    let Ok(bytes) = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_vec()
-    else {
-        return String::new();
-    };
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-        return String::new();
-    };
-    let error = &body["errors"][0];
-    let text = format!(
-        "{} {}",
-        error["code"].as_str().unwrap_or_default(),
-        error["message"].as_str().unwrap_or_default()
-    );
-    let text: String = text.trim().chars().take(200).collect();
-    if text.is_empty() {
-        String::new()
-    } else {
-        format!(": {text}")
+/// What a registry said when it did not answer with success: the status and the headers and body parts that
+/// decide what happens next, read once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Refusal {
+    status: u16,
+    /// `WWW-Authenticate`.
+    challenge: Option<String>,
+    retry_after: Option<Duration>,
+    /// Docker Hub's `ratelimit-remaining` and `ratelimit-limit`, as sent.
+    ratelimit_remaining: Option<String>,
+    ratelimit_limit: Option<String>,
+    /// The first distribution error code of the body (`NAME_UNKNOWN`, `DENIED`, ...), and its message.
+    code: String,
+    message: String,
+}
+
+impl Refusal {
+    fn read(mut response: ureq::http::Response<ureq::Body>) -> Refusal {
+        let short = |v: String| v.trim().chars().take(100).collect::<String>();
+        let mut refusal = Refusal {
+            status: response.status().as_u16(),
+            challenge: header(&response, "www-authenticate"),
+            retry_after: header(&response, "retry-after")
+                .and_then(|v| policy::parse_retry_after(&v, SystemTime::now())),
+            ratelimit_remaining: header(&response, "ratelimit-remaining").map(short),
+            ratelimit_limit: header(&response, "ratelimit-limit").map(short),
+            ..Refusal::default()
+        };
+        let bytes = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_vec()
+            .unwrap_or_default();
+        if let Ok(body) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let error = &body["errors"][0];
+            refusal.code = error["code"].as_str().unwrap_or_default().to_owned();
+            refusal.message = error["message"].as_str().unwrap_or_default().to_owned();
+        }
+        refusal
+    }
+
+    /// A 401, or a 403 whose challenge or body says the token lacks a scope: a new token may be granted.
+    fn asks_to_authenticate(&self) -> bool {
+        let says = |text: &str| text.to_ascii_lowercase().contains("insufficient_scope");
+        self.status == 401
+            || (self.status == 403
+                && (self.challenge.as_deref().is_some_and(says)
+                    || says(&self.code)
+                    || says(&self.message)))
+    }
+
+    /// `: CODE message` from a distribution error body, shortened; empty when there is none.
+    fn said(&self) -> String {
+        let text = format!("{} {}", self.code, self.message);
+        let text: String = text.trim().chars().take(200).collect();
+        if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {text}")
+        }
+    }
+
+    /// The failure this refusal is, when nothing was learnt of who sent it.
+    fn failure(&self, host: &str) -> Failure {
+        let status = self.status;
+        let mut cause = format!("{host} answered {status}{}", self.said());
+        if status == 429 {
+            let limits: Vec<String> = [
+                ("ratelimit-remaining", &self.ratelimit_remaining),
+                ("ratelimit-limit", &self.ratelimit_limit),
+            ]
+            .into_iter()
+            .filter_map(|(name, value)| value.as_ref().map(|v| format!("{name} {v}")))
+            .collect();
+            if !limits.is_empty() {
+                cause = format!("{cause} ({})", limits.join(", "));
+            }
+        }
+        let mut failure = match status {
+            401 | 403 => Failure::fatal(FailureKind::Unauthorized, cause),
+            404 => Failure::fatal(FailureKind::NotFound, cause),
+            429 => Failure::transient(FailureKind::RateLimited, cause),
+            408 | 500..=599 => Failure::transient(FailureKind::Unreachable, cause),
+            // The registry hashed what arrived (a manifest or blob pushed by digest) and found other bytes than
+            // the ones sent: they changed on the way, and sending them again is the fix.
+            400 if self.code == "DIGEST_INVALID" => {
+                Failure::transient(FailureKind::DigestMismatch, cause)
+            }
+            _ => Failure::fatal(FailureKind::Other, cause),
+        };
+        failure.retry_after = self.retry_after;
+        failure.status = Some(status);
+        failure
+    }
+
+    /// The failure this refusal is, given the authorization sent with the request (`None`: none;
+    /// `Some(credentialed)`: a token or login, from docker's login or anonymous). A refusal after a credentialed
+    /// exchange is what GHCR (403 `DENIED`) and Docker Hub (401, challenging again) answer for a repository
+    /// that does not exist: absent, or hidden from this login, and not a refused login (the token service
+    /// accepted it).
+    fn failure_after(&self, host: &str, sent: Option<bool>) -> Failure {
+        let mut failure = self.failure(host);
+        match (self.status, sent) {
+            (401 | 403, Some(false)) => {
+                failure.cause = format!(
+                    "{}; the token was anonymous: docker holds no login for {host}",
+                    failure.cause
+                );
+            }
+            (401, Some(true)) => failure.absence = Some(Absence::Challenged),
+            (403, Some(true))
+                if matches!(
+                    self.code.as_str(),
+                    "DENIED" | "NAME_UNKNOWN" | "UNAUTHORIZED"
+                ) =>
+            {
+                failure.absence = Some(Absence::Denied)
+            }
+            _ => {}
+        }
+        failure
     }
 }
 
@@ -1057,7 +1310,10 @@ mod tests {
         let reference: ImageRef = reference.parse().unwrap();
         let target = Target::manifest(&reference, operation);
         assert_eq!(
-            (target.url.as_str(), target.scope.as_str()),
+            (
+                target.url.as_str(),
+                target.scopes.to_strings().join(" ").as_str()
+            ),
             (url, scope),
             "{reference}"
         );
@@ -1101,6 +1357,108 @@ mod tests {
         );
     }
 
+    fn refusal(status: u16, code: &str, challenge: Option<&str>) -> Refusal {
+        Refusal {
+            status,
+            code: code.to_owned(),
+            challenge: challenge.map(str::to_owned),
+            ..Refusal::default()
+        }
+    }
+
+    /// What a refusal means: `sent` is the authorization that went with the request (`None`: nothing;
+    /// `Some(true)`: a token from docker's login; `Some(false)`: an anonymous one). `expected` is the kind,
+    /// `absent` and the [`Absence`] when the error says so, and `again` when a new token is to be asked for.
+    #[track_caller]
+    fn check_refusal(status: u16, code: &str, challenge: &str, sent: Option<bool>, expected: &str) {
+        let refusal = refusal(status, code, Some(challenge).filter(|c| !c.is_empty()));
+        let error = Target::manifest(&"r.example/o/a:1".parse().unwrap(), Operation::GetManifest)
+            .error(refusal.failure_after("r.example", sent), 1, Duration::ZERO);
+        let mut actual = format!("{:?}", error.kind);
+        if error.is_absent() {
+            actual.push_str(" absent");
+        }
+        if let Some(absence) = error.absence {
+            actual.push_str(&format!(" {absence:?}"));
+        }
+        if refusal.asks_to_authenticate() {
+            actual.push_str(" again");
+        }
+        assert_eq!(actual, expected, "{refusal:?} after {sent:?}: {error}");
+    }
+
+    #[test]
+    fn absent_repositories_as_each_registry_says_it() {
+        let bearer = r#"Bearer realm="https://r.example/token",scope="repository:o/a:pull""#;
+        let scope = r#"Bearer realm="https://r.example/token",error="insufficient_scope""#;
+        let (login, anonymous) = (Some(true), Some(false));
+        // distribution: 404 with its code.
+        check_refusal(404, "NAME_UNKNOWN", "", login, "NotFound absent");
+        check_refusal(404, "MANIFEST_UNKNOWN", "", None, "NotFound absent");
+        // GHCR: 403 DENIED to a token from docker's login.
+        check_refusal(403, "DENIED", "", login, "Unauthorized absent Denied");
+        // Docker Hub: 401 and a challenge again, whatever the token.
+        check_refusal(
+            401,
+            "",
+            bearer,
+            login,
+            "Unauthorized absent Challenged again",
+        );
+        // Without docker's login a refusal proves nothing: it says `docker login`.
+        check_refusal(401, "", bearer, anonymous, "Unauthorized again");
+        check_refusal(403, "DENIED", "", anonymous, "Unauthorized");
+        check_refusal(401, "", bearer, None, "Unauthorized again");
+        // A 403 for a missing scope asks for a new token; only a second one is a refusal.
+        check_refusal(403, "", scope, None, "Unauthorized again");
+        check_refusal(403, "INSUFFICIENT_SCOPE", "", None, "Unauthorized again");
+        check_refusal(403, "TOOMANYREQUESTS", "", login, "Unauthorized");
+        check_refusal(429, "TOOMANYREQUESTS", "", login, "RateLimited");
+    }
+
+    #[test]
+    fn an_absent_or_hidden_repository_says_what_to_check_and_where_to_create_it() {
+        let error = |host: &str| {
+            Target::manifest(
+                &format!("{host}/o/a:1").parse().unwrap(),
+                Operation::GetManifest,
+            )
+            .error(
+                refusal(401, "UNAUTHORIZED", None).failure_after(host, Some(true)),
+                2,
+                Duration::ZERO,
+            )
+            .to_string()
+        };
+        let hub = error("docker.io");
+        assert!(
+            hub.contains("docker.io says the repository does not exist, or will not show it"),
+            "{hub}"
+        );
+        assert!(
+            hub.ends_with("(or create the repository at https://hub.docker.com/repository/create)"),
+            "{hub}"
+        );
+        let ghcr = error("ghcr.io");
+        assert!(!ghcr.contains("hub.docker.com"), "{ghcr}");
+    }
+
+    #[test]
+    fn a_rate_limit_says_what_remains() {
+        let mut limited = refusal(429, "TOOMANYREQUESTS", None);
+        limited.ratelimit_remaining = Some("0;w=21600".into());
+        limited.ratelimit_limit = Some("100;w=21600".into());
+        assert_eq!(
+            limited.failure("registry-1.docker.io").cause,
+            "registry-1.docker.io answered 429: TOOMANYREQUESTS (ratelimit-remaining 0;w=21600, ratelimit-limit \
+             100;w=21600)"
+        );
+        assert_eq!(
+            refusal(429, "", None).failure("ghcr.io").cause,
+            "ghcr.io answered 429"
+        );
+    }
+
     #[track_caller]
     fn check_link(link: &str, expected: Option<&str>) {
         assert_eq!(next_link(link).as_deref(), expected, "{link}");
@@ -1141,6 +1499,7 @@ mod tests {
             attempts: 5,
             elapsed: Duration::from_millis(12_340),
             cause: "ghcr.io answered 429: TOOMANYREQUESTS slow down".into(),
+            absence: None,
         };
         assert_eq!(
             error.to_string(),

@@ -338,7 +338,7 @@ pub fn acquire(
 }
 
 /// With `PULL_POLICY` other than `missing` and a check due, asks the registry what the cached image's tag serves
-/// now (one manifest request) and records the answer. Returns why to pull, when the registry serves a newer
+/// now (a manifest `HEAD`, and a `GET` only for a digest it has not seen) and records the answer. Returns why to pull, when the registry serves a newer
 /// digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
 fn freshen(
     config: &Config,
@@ -358,8 +358,18 @@ fn freshen(
     {
         return Ok(None);
     }
+    let cached = facts
+        .prebuilt
+        .as_ref()
+        .map(|image| image.digests.clone())
+        .unwrap_or_default();
+    let known: Vec<Digest> = cached
+        .iter()
+        .chain(config.pinned_digest())
+        .cloned()
+        .collect();
     let client = RegistryClient::from_env().map_err(Exit::config)?;
-    let remote = match Remote::read(&client, &image) {
+    let remote = match Remote::read(&client, &image, &known, checks.get(&image)) {
         Ok(remote) => remote,
         Err(error) => {
             writeln!(
@@ -378,11 +388,6 @@ fn freshen(
             republished: remote.republished.clone(),
         },
     )?;
-    let cached = facts
-        .prebuilt
-        .as_ref()
-        .map(|image| image.digests.clone())
-        .unwrap_or_default();
     Ok(
         match freshness::compare(&cached, config.pinned_digest(), remote) {
             Freshness::Current => None,

@@ -97,9 +97,30 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// One manifest request; the bytes are checked against their digest by the client.
-    pub fn read(client: &RegistryClient, reference: &ImageRef) -> Result<Remote, RegistryError> {
-        let manifest = client.get_manifest(reference)?;
+    /// A `HEAD` of the reference, and a `GET` of the index it names only when its annotations are news: not
+    /// when its digest is `known` (cached or pinned here: nothing to pull, nothing to say) nor when the `last`
+    /// check saw it already. Docker Hub counts a `GET` against the pull limit, not a `HEAD`. The bytes of a
+    /// `GET` are read by the digest the `HEAD` said, so they are checked against it.
+    pub fn read(
+        client: &RegistryClient,
+        reference: &ImageRef,
+        known: &[Digest],
+        last: Option<&Check>,
+    ) -> Result<Remote, RegistryError> {
+        let digest = client.head_manifest(reference)?.digest;
+        if let Some(last) = last.filter(|last| last.digest == digest) {
+            return Ok(Remote {
+                digest,
+                republished: last.republished.clone(),
+            });
+        }
+        if known.contains(&digest) {
+            return Ok(Remote {
+                digest,
+                republished: None,
+            });
+        }
+        let manifest = client.get_manifest(&reference.with_digest(&digest))?;
         Ok(Remote {
             republished: republished(&manifest.bytes),
             digest: manifest.digest,

@@ -19,7 +19,7 @@ use anyhow::{bail, ensure, Context};
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Docker, DockerCommand, DockerError, FailureKind},
-    registry::{Manifest, RegistryClient, RegistryError},
+    registry::{Absence, Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
     Digest, ImageRef, IndexSummary, Namespace, PhpLine, Repository,
 };
@@ -207,13 +207,16 @@ pub enum Action {
     Docker(DockerCommand),
     /// Read a manifest: its exact bytes, hashed here and checked against the digest named or served.
     Read(Named),
+    /// Ask for a manifest's digest only (`HEAD`): where a digest is all a step compares, and Docker Hub counts
+    /// a `GET` against the pull limit, not a `HEAD`.
+    Head(Named),
     /// Store the verified bytes of the pin `from` under the tag `to`, then check the digest the registry reports.
     Put {
         to: ImageRef,
         from: Named,
     },
     Cosign(CosignCommand),
-    /// Read the manifest of an image's signature (cosign's `sha256-<digest>.sig` tag), hashed here.
+    /// The digest of an image's signature manifest (cosign's `sha256-<digest>.sig` tag), from a `HEAD`.
     ReadSignature(Named),
     /// Copy the signature of the image `from` (its `.sig` manifest and blobs) to the same tag in `to`.
     CopySignature {
@@ -241,12 +244,13 @@ impl fmt::Display for Action {
         match self {
             Action::Docker(command) => write!(f, "{command}"),
             Action::Read(image) => write!(f, "registry GET manifest {image}"),
+            Action::Head(image) => write!(f, "registry HEAD manifest {image}"),
             Action::Put { to, from } => {
                 write!(f, "registry PUT manifest {to} (the bytes of {from})")
             }
             Action::Cosign(command) => write!(f, "{command}"),
             Action::ReadSignature(image) => {
-                write!(f, "registry GET manifest of the signature of {image}")
+                write!(f, "registry HEAD manifest of the signature of {image}")
             }
             Action::CopySignature { from, to } => {
                 write!(f, "registry copy the signature of {from} -> {to}")
@@ -295,11 +299,10 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
     match step {
         Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
         Step::Login { .. } => Vec::new(),
-        Step::Find { pin, .. }
-        | Step::Verify { reference: pin, .. }
-        | Step::Scanner { image: pin, .. } => {
+        Step::Find { pin, .. } | Step::Scanner { image: pin, .. } => {
             vec![Action::Read(Named::Known(pin.clone()))]
         }
+        Step::Verify { reference, .. } => vec![Action::Head(Named::Known(reference.clone()))],
         Step::VerifyAttestations { php, reference, .. } => names
             .attestations(plan, reference.repository(), *php)
             .into_iter()
@@ -498,6 +501,27 @@ pub fn with_retries<T>(run: impl FnMut() -> Result<T, DockerError>) -> anyhow::R
     )?)
 }
 
+/// What to do about a repository that a registry says does not exist, and refuses pushes to even with a
+/// token that asks for push (Docker Hub, in an organisation's namespace: a repository is created on its site
+/// before its first push; in a user's own namespace the first push creates it, and `find` sees an absence).
+fn create_first(repository: &Repository) -> String {
+    let host = repository.namespace().host();
+    let path = repository.path();
+    let place = if stack_images::registry::auth::is_docker_hub(host) {
+        let namespace = path.split('/').next().unwrap_or_default();
+        format!("at https://hub.docker.com/repository/create?namespace={namespace}")
+    } else {
+        format!(
+            "where {host}'s repositories are created (on Docker Hub: https://hub.docker.com/repository/create)"
+        )
+    };
+    format!(
+        "{repository} does not exist on {host}, or the account of `docker login {host}` may not see it, and \
+         {host} refuses a push to a repository that does not exist: create `{path}` {place} (or give that \
+         account access), then run again; nothing was pushed"
+    )
+}
+
 /// What a pin's reference holds before the release touches it.
 #[derive(Debug, Clone)]
 enum FoundPin {
@@ -616,7 +640,10 @@ impl Ctx<'_> {
     }
 
     /// What the pin holds. A read whose bytes never match their digest is an error, never taken for an
-    /// interrupted push: that would overwrite a pin.
+    /// interrupted push: that would overwrite a pin. A pin is absent as its registry says so: distribution's
+    /// 404, GHCR's 403 `DENIED` (a first push creates the repository), and Docker Hub's 401 after a token
+    /// from docker's login, where a push is refused too: that stops the release here, before anything is
+    /// pushed, with the repository to create and where.
     fn find(
         &self,
         docker: &Docker,
@@ -624,12 +651,22 @@ impl Ctx<'_> {
         pin: &ImageRef,
         action: &Action,
     ) -> anyhow::Result<Done> {
-        let found = match read(docker, self.client, action) {
+        let Action::Read(image) = action else {
+            unreachable!("a find step's action is a read, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        // With push asked for: the release pushes there, and that is what tells a repository Docker Hub lets a
+        // first push create from one it refuses (see `create_first`).
+        let found = match self.client.get_manifest_to_push(image.known()) {
             Ok(manifest) => match IndexSummary::parse(&manifest.bytes) {
                 Ok(index) => FoundPin::Index(index, manifest),
                 Err(_) => FoundPin::Manifest(manifest.digest),
             },
-            Err(error) if error.kind == FailureKind::NotFound => FoundPin::Absent,
+            Err(error) if error.absence == Some(Absence::Challenged) => {
+                let hint = create_first(pin.repository());
+                return Err(anyhow::Error::new(error).context(hint));
+            }
+            Err(error) if error.is_absent() => FoundPin::Absent,
             Err(error) => {
                 let host = pin.namespace().host();
                 let hint = match error.kind {
@@ -752,9 +789,10 @@ impl Ctx<'_> {
         docker.record_line(&read_signature.to_string());
         let pin = image.known();
         let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        // Its digest is all that is compared (the same signature in every registry): a HEAD.
         let signature = self
             .client
-            .get_manifest(&pin.repository().tagged(&tag))
+            .head_manifest(&pin.repository().tagged(&tag))
             .with_context(|| format!("reading the signature of {reference}"))?;
         Ok(Done::SignatureVerified(
             reference.namespace().clone(),
@@ -802,8 +840,12 @@ impl Ctx<'_> {
             "{to} was stored as {}, not the pin's {digest}",
             copied.digest
         );
+        let refused = match copied.mounts_refused {
+            0 => String::new(),
+            n => format!(", {n} mounts refused and sent instead"),
+        };
         eprintln!(
-            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted)",
+            "    copied {to} ({} blobs sent, {:.1} MB; {} there already, {} mounted{refused})",
             copied.blobs_sent,
             copied.bytes_sent as f64 / 1e6,
             copied.blobs_present,
@@ -812,7 +854,8 @@ impl Ctx<'_> {
         Ok(Done::Copied)
     }
 
-    /// The reference serves the digest of its line's canonical pin and lists every platform.
+    /// The reference serves the digest of its line's canonical pin, which lists every platform. A `HEAD` says
+    /// the digest; the pin's bytes, hashed to that digest when it was read back, say the platforms.
     fn verify(
         &self,
         docker: &Docker,
@@ -825,14 +868,15 @@ impl Ctx<'_> {
             return Ok(Done::Nothing);
         }
         let expected = self.pin_digest(php);
-        let (index, _) = read_index(docker, self.client, action)?;
-        if index.digest != *expected {
-            bail!(
-                "{reference} serves {} but PHP {php}'s pin is {expected}",
-                index.digest
-            );
+        let Action::Head(image) = action else {
+            unreachable!("a verify step's action is a HEAD, not {action}")
+        };
+        docker.record_line(&action.to_string());
+        let served = self.client.head_manifest(image.known())?.digest;
+        if served != *expected {
+            bail!("{reference} serves {served} but PHP {php}'s pin is {expected}");
         }
-        index
+        self.outcome.pins[&php]
             .require_platforms(&self.plan.platforms)
             .with_context(|| format!("verifying {reference}"))?;
         Ok(Done::Verified)
@@ -926,9 +970,9 @@ impl Ctx<'_> {
     ) -> anyhow::Result<Done> {
         if self.mode == Mode::Republish {
             let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
-            let current = match self.client.get_manifest(to) {
-                Ok(manifest) => Some(manifest.digest),
-                Err(error) if error.kind == FailureKind::NotFound => None,
+            let current = match self.client.head_manifest(to) {
+                Ok(head) => Some(head.digest),
+                Err(error) if error.is_absent() => None,
                 Err(error) => return Err(error.into()),
             };
             let follows = match (&current, old) {
@@ -1620,5 +1664,33 @@ fn registry_of(step: &Step) -> String {
         | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
         Step::Scanner { image, .. } => image.namespace().host().to_owned(),
         Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check_create_first(repository: &str, expected: &str) {
+        let repository: Repository = repository.parse().unwrap();
+        let hint = create_first(&repository);
+        assert!(hint.contains(expected), "{hint}");
+        assert!(
+            hint.ends_with("then run again; nothing was pushed"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn a_repository_to_create_is_named_with_where() {
+        check_create_first(
+            "docker.io/20istack/php-fpm",
+            "create `20istack/php-fpm` at https://hub.docker.com/repository/create?namespace=20istack",
+        );
+        check_create_first(
+            "127.0.0.1:5000/20istack/php-fpm",
+            "create `20istack/php-fpm` where 127.0.0.1:5000's repositories are created",
+        );
     }
 }

@@ -18,7 +18,6 @@ use anyhow::Context;
 use clap::Args;
 use stack_images::{
     bytes::human_size,
-    docker::FailureKind,
     matrix::MATRIX_PATH,
     registry::{Deletion, RegistryClient},
     Digest, ImageRef, Matrix, Namespace, ReleaseNotes, RepoName, Repository, Tag,
@@ -225,11 +224,12 @@ impl<'a> Survey<'a> {
         }
     }
 
-    /// Tags of a repository; one the registry does not know has none.
+    /// Tags of a repository; one the registry does not know (or, as GHCR and Docker Hub say it, will not show)
+    /// has none.
     fn tags(&self, repository: &Repository) -> anyhow::Result<Vec<Tag>> {
         match self.client.list_tags(repository) {
             Ok(tags) => Ok(tags),
-            Err(error) if error.kind == FailureKind::NotFound => Ok(Vec::new()),
+            Err(error) if error.is_absent() => Ok(Vec::new()),
             Err(error) => Err(error.into()),
         }
     }
@@ -237,7 +237,7 @@ impl<'a> Survey<'a> {
     fn read(&self, reference: &ImageRef) -> anyhow::Result<Option<Read>> {
         let manifest = match self.client.get_manifest(reference) {
             Ok(manifest) => manifest,
-            Err(error) if error.kind == FailureKind::NotFound => return Ok(None),
+            Err(error) if error.is_absent() => return Ok(None),
             Err(error) => return Err(error.into()),
         };
         let json: serde_json::Value = serde_json::from_slice(&manifest.bytes)
@@ -303,7 +303,7 @@ impl<'a> Survey<'a> {
             match self.client.head_manifest(&reference) {
                 Ok(head) => roots.push((head.digest, format!("tag {tag}"))),
                 // Deleted between the listing and now: nothing to keep.
-                Err(error) if error.kind == FailureKind::NotFound => {}
+                Err(error) if error.is_absent() => {}
                 Err(error) => return Err(error.into()),
             }
         }
@@ -428,7 +428,7 @@ impl<'a> Survey<'a> {
     fn digest_of(&self, reference: &ImageRef) -> anyhow::Result<Option<Digest>> {
         match self.client.head_manifest(reference) {
             Ok(head) => Ok(Some(head.digest)),
-            Err(error) if error.kind == FailureKind::NotFound => Ok(None),
+            Err(error) if error.is_absent() => Ok(None),
             Err(error) => Err(error.into()),
         }
     }

@@ -62,11 +62,19 @@ pub fn config_path(dir: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// Whether `host` is one of Docker Hub's names (its API answers on `registry-1.docker.io`).
+pub fn is_docker_hub(host: &str) -> bool {
+    matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
+}
+
 /// The names docker may file a host's credentials under (Docker Hub has several; the first is what
 /// `docker login` writes and what a credential helper is asked for).
 pub fn config_keys(host: &str) -> Vec<String> {
     match host {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => [
+        host if is_docker_hub(host) => [
             "https://index.docker.io/v1/",
             "index.docker.io",
             "docker.io",
@@ -403,6 +411,15 @@ mod tests {
             Some(Credential::IdentityToken("refresh".into())),
         );
         check(r#"{"credsStore": "pass"}"#, "quay.io", None);
+        // `docker login` files Docker Hub under its v1 address; every name of the API host finds it.
+        for host in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            check(
+                r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dTpwOnc="}}}"#,
+                host,
+                basic("u", "p:w"),
+            );
+            check(r#"{"credsStore": "pass"}"#, host, basic("hub", "s3cret"));
+        }
         check(
             r#"{"credHelpers": {"ghcr.io": "pass"}, "auths": {"ghcr.io": {"auth": "dTpwOnc="}}}"#,
             "ghcr.io",

@@ -2,7 +2,7 @@
 //! manifest (platform images and attestation manifests alike), their config and layer blobs, then the manifests
 //! bottom-up by digest and the tag last, so the copy has the source's digest and a tag never names something
 //! incomplete. A blob the destination holds already is skipped (`HEAD`), one on the same host is mounted from the
-//! source repository, and any other is streamed from a `GET` into a monolithic upload (`POST`, then `PUT` with the
+//! source repository (a mount the registry refuses, or answers by starting an upload, is uploaded), and any other is streamed from a `GET` into a monolithic upload (`POST`, then `PUT` with the
 //! digest), hashed on the way: bytes that do not hash to their digest end the upload before it completes, and are
 //! sent again or reported as [`FailureKind::DigestMismatch`]. Blobs move a few at a time, each under the client's
 //! [`super::Policy`].
@@ -43,6 +43,8 @@ pub struct Copied {
     pub blobs_present: usize,
     /// Blobs mounted from the source repository (same host).
     pub blobs_mounted: usize,
+    /// Mounts the registry refused (401/403, or an upload started instead): those blobs were uploaded.
+    pub mounts_refused: usize,
     /// Blobs uploaded, and their bytes.
     pub blobs_sent: usize,
     pub bytes_sent: u64,
@@ -52,6 +54,7 @@ pub struct Copied {
 struct BlobCounts {
     present: usize,
     mounted: usize,
+    mounts_refused: usize,
     sent: usize,
     bytes: u64,
 }
@@ -61,7 +64,8 @@ struct BlobCounts {
 enum BlobCopy {
     Present,
     Mounted,
-    Sent(u64),
+    /// Uploaded, its bytes, and whether a mount was refused first.
+    Sent(u64, bool),
 }
 
 /// The parts of a manifest or an index a copy follows.
@@ -178,6 +182,7 @@ impl RegistryClient {
             manifests: stored.len() + 1,
             blobs_present: counts.present,
             blobs_mounted: counts.mounted,
+            mounts_refused: counts.mounts_refused,
             blobs_sent: counts.sent,
             bytes_sent: counts.bytes,
         })
@@ -238,6 +243,7 @@ impl RegistryClient {
             manifests: 0,
             blobs_present: counts.present,
             blobs_mounted: counts.mounted,
+            mounts_refused: counts.mounts_refused,
             blobs_sent: counts.sent,
             bytes_sent: counts.bytes,
         })
@@ -290,7 +296,8 @@ impl RegistryClient {
     ) -> Result<BlobCounts, RegistryError> {
         let queue: Mutex<VecDeque<(&Digest, u64)>> =
             Mutex::new(blobs.iter().map(|(d, s)| (d, *s)).collect());
-        let (present, mounted, sent, bytes) = (
+        let (present, mounted, mounts_refused, sent, bytes) = (
+            AtomicUsize::new(0),
             AtomicUsize::new(0),
             AtomicUsize::new(0),
             AtomicUsize::new(0),
@@ -311,7 +318,10 @@ impl RegistryClient {
                     match self.copy_blob(from, to, digest, size) {
                         Ok(BlobCopy::Present) => _ = present.fetch_add(1, Ordering::Relaxed),
                         Ok(BlobCopy::Mounted) => _ = mounted.fetch_add(1, Ordering::Relaxed),
-                        Ok(BlobCopy::Sent(n)) => {
+                        Ok(BlobCopy::Sent(n, refused)) => {
+                            if refused {
+                                mounts_refused.fetch_add(1, Ordering::Relaxed);
+                            }
                             sent.fetch_add(1, Ordering::Relaxed);
                             bytes.fetch_add(n, Ordering::Relaxed);
                         }
@@ -332,6 +342,7 @@ impl RegistryClient {
         Ok(BlobCounts {
             present: present.into_inner(),
             mounted: mounted.into_inner(),
+            mounts_refused: mounts_refused.into_inner(),
             sent: sent.into_inner(),
             bytes: bytes.into_inner(),
         })
@@ -359,23 +370,38 @@ impl RegistryClient {
         let same_host = from.namespace().host() == to.namespace().host() && from != to;
         let upload = blob_target(to, digest, Operation::PutBlob);
         let source = Target::blob(from, digest);
-        self.with_retries(&upload, |deadline| {
-            let start = upload.below(&format!(
-                "blobs/uploads/{}",
-                if same_host {
-                    format!(
-                        "?mount={}&from={}",
-                        form_encode(digest.as_str()),
-                        form_encode(&from.path())
-                    )
-                } else {
-                    String::new()
-                }
+        let plain = upload.below("blobs/uploads/");
+        let mut mount = same_host.then(|| {
+            let mut mount = upload.below(&format!(
+                "blobs/uploads/?mount={}&from={}",
+                form_encode(digest.as_str()),
+                form_encode(&from.path())
             ));
-            let started = self.send(&start, "POST", None, None, deadline)?;
-            if same_host && started.status() == 201 {
-                return Ok(BlobCopy::Mounted);
-            }
+            // The token must allow reading the source too: the challenge names only the destination.
+            mount.scopes = mount.scopes.union(&source.scopes);
+            mount
+        });
+        let mut mount_refused = false;
+        self.with_retries(&upload, |deadline| {
+            let started = match &mount {
+                Some(target) => match self.send(target, "POST", None, None, deadline) {
+                    Ok(started) if started.status() == 201 => return Ok(BlobCopy::Mounted),
+                    // The registry started an upload instead of mounting: it is used as it is.
+                    Ok(started) => {
+                        mount_refused = true;
+                        started
+                    }
+                    // A refused mount is no failure of the copy: the bytes are uploaded instead, and every
+                    // retry of this blob uploads.
+                    Err(failure) if matches!(failure.status, Some(401 | 403)) => {
+                        mount_refused = true;
+                        mount = None;
+                        self.send(&plain, "POST", None, None, deadline)?
+                    }
+                    Err(failure) => return Err(failure),
+                },
+                None => self.send(&plain, "POST", None, None, deadline)?,
+            };
             let location = header(&started, "location").ok_or_else(|| {
                 Failure::fatal(
                     FailureKind::Other,
@@ -403,12 +429,12 @@ impl RegistryClient {
                     ));
                 }
             }
-            Ok(BlobCopy::Sent(size))
+            Ok(BlobCopy::Sent(size, mount_refused))
         })
     }
 
     /// The `PUT` that ends a monolithic upload, its body read from `body` as it is sent. The authorization is
-    /// the one the upload's `POST` settled (same host and scope): a streamed body cannot be sent twice.
+    /// settled before it starts (a streamed body cannot be sent twice to answer a challenge).
     fn stream(
         &self,
         target: &Target,
@@ -417,20 +443,29 @@ impl RegistryClient {
         size: u64,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let authorization = self.authorization_ahead(target, deadline)?;
         let response = self.run_within(target.loopback, deadline, || {
-            let key = (target.host.clone(), target.scope.clone());
-            let authorization = self.lock().get(&key).cloned();
             let mut builder = ureq::http::Request::builder()
                 .uri(url)
                 .method("PUT")
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", size.to_string());
-            if let Some(authorization) = authorization {
+            if let Some(authorization) = &authorization {
                 builder = builder.header("Authorization", authorization);
             }
             builder.body(ureq::SendBody::from_reader(body))
         })?;
-        super::successful(response, &target.host)
+        super::successful(response, &target.host).map_err(|mut failure| {
+            // The token was refused on the way (revoked, or the registry's clock ahead of ours): the blob is
+            // read and sent again, after a new token.
+            if failure.status == Some(401) {
+                if let Some(sent) = &authorization {
+                    self.forget(target, sent);
+                    failure.transient = true;
+                }
+            }
+            failure
+        })
     }
 }
 
@@ -458,7 +493,7 @@ impl Target {
             reference: self.reference.clone(),
             url: format!("{base}/{path}"),
             loopback: self.loopback,
-            scope: self.scope.clone(),
+            scopes: self.scopes.clone(),
         }
     }
 }

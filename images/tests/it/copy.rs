@@ -109,6 +109,37 @@ fn a_copy_has_the_same_digest_every_child_and_skips_what_is_there() {
 }
 
 #[test]
+fn a_refused_mount_is_uploaded_instead() {
+    let setup = Setup::new();
+    let first = setup.to("1");
+    setup.client.copy(&setup.pushed, &first).unwrap();
+    for status in [403, 401] {
+        let to: ImageRef = format!("{}/refused-{status}:1", setup.proxy.namespace("other"))
+            .parse()
+            .unwrap();
+        setup.proxy.clear();
+        setup.proxy.set(
+            RequestKind::BlobUpload,
+            Fault::Status(status).matching("mount="),
+        );
+        let to = to
+            .repository()
+            .tagged(&format!("s{status}").parse().unwrap());
+        let copied = setup.client.copy(&first, &to).unwrap();
+        assert!(
+            setup.proxy.faulted(RequestKind::BlobUpload) >= 4,
+            "{status}"
+        );
+        assert_eq!(copied.blobs_mounted, 0, "{copied:?}");
+        assert!(copied.mounts_refused >= 4, "{copied:?}");
+        assert_eq!(copied.blobs_sent, copied.mounts_refused, "{copied:?}");
+        if status == 403 {
+            setup.assert_complete(&to);
+        }
+    }
+}
+
+#[test]
 fn on_one_host_blobs_are_mounted() {
     let setup = Setup::new();
     let to: ImageRef = format!("{}/elsewhere:1", setup.source.namespace("other"))

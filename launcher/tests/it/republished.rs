@@ -123,6 +123,28 @@ fn a_republish_reaches_daily_users_and_leaves_pins_and_the_default_alone() {
         before,
         "a check within the day sent a request"
     );
+
+    // Due again, the cached image is what the registry serves: a HEAD answers, and no manifest GET is sent
+    // (Docker Hub counts those against the pull limit).
+    let state = site.home.path().join(".20i/state/checks.json");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let current = state[&image]["digest"].as_str().unwrap().to_owned();
+    checked_ago(&site, &image, &current, Duration::from_secs(2 * 86_400));
+    let manifest_requests = |method: &str| {
+        registry
+            .log()
+            .lines()
+            .filter(|l| l.contains(&format!("\"{method} /v2/")) && l.contains("/manifests/"))
+            .count()
+    };
+    let (gets, heads) = (manifest_requests("GET"), manifest_requests("HEAD"));
+    site.run(&["pull"], &[("PULL_POLICY", "daily")]).ok();
+    assert!(manifest_requests("HEAD") > heads, "the check sent no HEAD");
+    assert_eq!(
+        manifest_requests("GET"),
+        gets,
+        "the check sent a manifest GET"
+    );
 }
 
 #[test]

@@ -133,7 +133,10 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
     let journal: Vec<&str> = journal.lines().collect();
     let last_pin_read = journal
         .iter()
-        .rposition(|l| l.starts_with("registry GET manifest") && l.contains(":v2.1.0-rc.1-php-"))
+        .rposition(|l| {
+            (l.starts_with("registry GET manifest") || l.starts_with("registry HEAD manifest"))
+                && l.contains(":v2.1.0-rc.1-php-")
+        })
         .expect("pins are read");
     let first_put = journal
         .iter()
