@@ -115,6 +115,8 @@ impl fmt::Display for RegistryError {
             FailureKind::RateLimited => write!(f, ": wait a while and run again (`docker login {host}` may raise the limit)"),
             FailureKind::Unauthorized => write!(f, ": run `docker login {host}` with an account that may do this"),
             FailureKind::NotFound => write!(f, ": check the reference"),
+            // The cause names the places a CA is read from for this host.
+            FailureKind::Certificate => write!(f, ": put the CA that signed {host}'s certificate in one of them, then run again"),
             FailureKind::DigestMismatch => write!(
                 f,
                 ": something between here and {host} changed the bytes; run again, and report it if it persists"
