@@ -417,7 +417,7 @@ impl RegistryClient {
         size: u64,
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let response = self.run_within(target.loopback, deadline, || {
+        let response = self.run_within(&target.host, deadline, || {
             let key = (target.host.clone(), target.scope.clone());
             let authorization = self.lock().get(&key).cloned();
             let mut builder = ureq::http::Request::builder()
@@ -457,7 +457,6 @@ impl Target {
             host: self.host.clone(),
             reference: self.reference.clone(),
             url: format!("{base}/{path}"),
-            loopback: self.loopback,
             scope: self.scope.clone(),
         }
     }
@@ -466,13 +465,7 @@ impl Target {
 /// Where to `PUT` the blob: the upload's `Location` (relative, or absolute on the same origin: credentials never
 /// leave for another host) with the digest added to its query.
 fn upload_url(origin: &str, location: &str, digest: &Digest) -> Option<String> {
-    let url = if location.starts_with('/') {
-        format!("{origin}{location}")
-    } else if location.starts_with(&format!("{origin}/")) {
-        location.to_owned()
-    } else {
-        return None;
-    };
+    let url = super::on_origin(origin, location)?;
     let separator = if url.contains('?') { '&' } else { '?' };
     Some(format!(
         "{url}{separator}digest={}",
