@@ -432,10 +432,24 @@ impl RegistryClient {
     fn with_retries<T>(
         &self,
         target: &Target,
+        attempt: impl FnMut(Instant) -> Result<T, Failure>,
+    ) -> Result<T, RegistryError> {
+        self.with_retries_within(target, self.policy.operation_timeout, attempt)
+    }
+
+    /// [`Self::with_retries`] with `budget` for the whole operation instead of the policy's (a blob's copy gets
+    /// more for its size: [`Policy::blob_timeout`]).
+    fn with_retries_within<T>(
+        &self,
+        target: &Target,
+        budget: Duration,
         mut attempt: impl FnMut(Instant) -> Result<T, Failure>,
     ) -> Result<T, RegistryError> {
         let started = Instant::now();
-        let deadline = started + self.policy.operation_timeout;
+        // A century stands for "no bound" where the budget would overflow the clock.
+        let deadline = started
+            .checked_add(budget)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut failed = 0;
         loop {
             let mut failure = match attempt(deadline) {
@@ -453,7 +467,7 @@ impl RegistryClient {
                 failure.cause = format!(
                     "{}; no time left for another attempt within {} s",
                     failure.cause,
-                    self.policy.operation_timeout.as_secs_f64()
+                    budget.as_secs_f64()
                 );
                 return Err(target.error(failure, failed, started.elapsed()));
             }

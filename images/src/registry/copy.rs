@@ -359,7 +359,8 @@ impl RegistryClient {
         let same_host = from.namespace().host() == to.namespace().host() && from != to;
         let upload = blob_target(to, digest, Operation::PutBlob);
         let source = Target::blob(from, digest);
-        self.with_retries(&upload, |deadline| {
+        // The deadline grows with the blob's size; a stalled transfer is still ended by the per-read timeout.
+        self.with_retries_within(&upload, self.policy.blob_timeout(size), |deadline| {
             let start = upload.below(&format!(
                 "blobs/uploads/{}",
                 if same_host {
