@@ -8,6 +8,10 @@
 //! flip. The client side keeps its connection alive unless it asks otherwise. The `Host` header goes upstream
 //! untouched, so the `Location` URLs the registry builds point back at the proxy. When the registry itself is
 //! down (`Registry::stop`), the proxy closes the client's connection without an answer.
+//!
+//! Either leg may be TLS (`ProxyTls`): the proxy then presents a certificate from the test CA to its clients, and
+//! checks the registry's against that CA, as a client of GHCR or Docker Hub would; faults and counts are the same
+//! on either. `FaultProxy::in_front_of` picks TLS on both legs for a TLS registry.
 
 use std::{
     collections::HashMap,
@@ -20,6 +24,7 @@ use std::{
 };
 
 use anyhow::Context;
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
 /// What a request asks of a registry, told from its method and path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -177,6 +182,23 @@ impl fmt::Display for SeenRequest {
     }
 }
 
+/// TLS on either leg of the proxy: `serve` for what clients connect to, `upstream` for the connection to the
+/// registry (trusting the CA its certificate comes from).
+#[derive(Clone, Default)]
+pub struct ProxyTls {
+    pub serve: Option<Arc<ServerConfig>>,
+    pub upstream: Option<Arc<ClientConfig>>,
+}
+
+impl fmt::Debug for ProxyTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyTls")
+            .field("serve", &self.serve.is_some())
+            .field("upstream", &self.upstream.is_some())
+            .finish()
+    }
+}
+
 /// The proxy: a listener thread and one thread per client connection, all ended when it is dropped.
 pub struct FaultProxy {
     addr: SocketAddr,
@@ -185,12 +207,18 @@ pub struct FaultProxy {
 }
 
 impl FaultProxy {
-    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`.
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`, both in plain HTTP.
     pub fn start(upstream: SocketAddr) -> anyhow::Result<FaultProxy> {
+        FaultProxy::start_with(upstream, ProxyTls::default())
+    }
+
+    /// Listens on a free port of 127.0.0.1 and forwards to `upstream`, with TLS on the legs `tls` says.
+    pub fn start_with(upstream: SocketAddr, tls: ProxyTls) -> anyhow::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the fault proxy")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
+            tls,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
@@ -208,13 +236,32 @@ impl FaultProxy {
         })
     }
 
-    /// A proxy in front of this registry.
+    /// A proxy in front of this registry: TLS on both legs for a TLS registry (presenting the registry's own
+    /// certificate, which names 127.0.0.1, and trusting its CA), plain HTTP otherwise.
     pub fn in_front_of(registry: &crate::Registry) -> anyhow::Result<FaultProxy> {
         let upstream = registry
             .host()
             .parse()
             .with_context(|| format!("`{}` is not a socket address", registry.host()))?;
-        FaultProxy::start(upstream)
+        let tls = match (registry.ca(), registry.server_cert()) {
+            (Some(ca), Some(cert)) => ProxyTls {
+                serve: Some(cert.server_config()),
+                upstream: Some(ca.client_config()),
+            },
+            _ => ProxyTls::default(),
+        };
+        FaultProxy::start_with(upstream, tls)
+    }
+
+    /// Whether clients must speak TLS to the proxy.
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.serve.is_some()
+    }
+
+    /// `https://127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -311,6 +358,7 @@ impl Drop for FaultProxy {
 
 struct Shared {
     upstream: SocketAddr,
+    tls: ProxyTls,
     state: Mutex<State>,
     /// Signalled when the proxy stops and when a connection ends.
     changed: Condvar,
@@ -446,6 +494,23 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     client.set_read_timeout(Some(IDLE))?;
     client.set_write_timeout(Some(IDLE))?;
     let _ = client.set_nodelay(true);
+    let client = match &shared.tls.serve {
+        Some(config) => {
+            let mut first = [0u8; 1];
+            if client.peek(&mut first)? == 1 && first[0] != TLS_HANDSHAKE {
+                // What Go's TLS servers (distribution's) answer to plain HTTP on their port.
+                let mut client = client;
+                client.write_all(
+                    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                )?;
+                let _ = client.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            let connection = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+            Stream::tls(client, TlsConnection::Server(connection))?
+        }
+        None => Stream::plain(client),
+    };
     let mut reader = BufReader::new(client.try_clone()?);
     let mut writer = client;
     if looks_like_tls(&mut reader)? {
@@ -495,7 +560,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 return Ok(());
             }
             Some(Fault::Reset) => {
-                reset(&writer);
+                reset(writer.raw());
                 return Ok(());
             }
             Some(Fault::CutBody) => {
@@ -553,11 +618,133 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     }
 }
 
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Whether the connection opens with a TLS handshake record rather than a request line.
 fn looks_like_tls(reader: &mut impl BufRead) -> io::Result<bool> {
-    const HANDSHAKE: u8 = 0x16;
     let first = reader.fill_buf()?;
-    Ok(first.first() == Some(&HANDSHAKE))
+    Ok(first.first() == Some(&TLS_HANDSHAKE))
+}
+
+/// One side of a TLS connection, client or server: rustls's two types behind one `Read` and `Write`.
+enum TlsConnection {
+    Server(ServerConnection),
+    Client(ClientConnection),
+}
+
+enum TlsStream {
+    Server(StreamOwned<ServerConnection, TcpStream>),
+    Client(StreamOwned<ClientConnection, TcpStream>),
+}
+
+impl TlsStream {
+    fn send_close_notify(&mut self) {
+        match self {
+            TlsStream::Server(s) => s.conn.send_close_notify(),
+            TlsStream::Client(s) => s.conn.send_close_notify(),
+        }
+        let _ = self.flush();
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            TlsStream::Server(s) => s.read(buf),
+            TlsStream::Client(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            TlsStream::Server(s) => s.write(buf),
+            TlsStream::Client(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            TlsStream::Server(s) => s.flush(),
+            TlsStream::Client(s) => s.flush(),
+        }
+    }
+}
+
+/// A connection of the proxy, plain or TLS, used like a `TcpStream`: clones share it (a TLS session cannot be
+/// split, but each connection is read and written by one thread in turn), and the raw socket stays at hand to
+/// shut down or reset.
+struct Stream {
+    raw: TcpStream,
+    tls: Option<Arc<Mutex<TlsStream>>>,
+}
+
+impl Stream {
+    fn plain(raw: TcpStream) -> Stream {
+        Stream { raw, tls: None }
+    }
+
+    fn tls(raw: TcpStream, connection: TlsConnection) -> io::Result<Stream> {
+        let socket = raw.try_clone()?;
+        let tls = match connection {
+            TlsConnection::Server(c) => TlsStream::Server(StreamOwned::new(c, socket)),
+            TlsConnection::Client(c) => TlsStream::Client(StreamOwned::new(c, socket)),
+        };
+        Ok(Stream {
+            raw,
+            tls: Some(Arc::new(Mutex::new(tls))),
+        })
+    }
+
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(Stream {
+            raw: self.raw.try_clone()?,
+            tls: self.tls.clone(),
+        })
+    }
+
+    fn raw(&self) -> &TcpStream {
+        &self.raw
+    }
+
+    /// Ends the connection, with a TLS `close_notify` first on TLS.
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        if let Some(tls) = &self.tls {
+            lock_tls(tls).send_close_notify();
+        }
+        self.raw.shutdown(how)
+    }
+}
+
+fn lock_tls(tls: &Mutex<TlsStream>) -> MutexGuard<'_, TlsStream> {
+    tls.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).read(buf),
+            None => self.raw.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).write(buf),
+            None => self.raw.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.tls {
+            Some(tls) => lock_tls(tls).flush(),
+            None => self.raw.flush(),
+        }
+    }
 }
 
 /// A HEAD answer carries no body, whatever the status.
@@ -727,21 +914,32 @@ fn status_code(status_line: &str) -> Option<u16> {
 
 /// Sends the request to the registry on a fresh connection and reads its whole answer.
 fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
-    let upstream = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
-    let Some(id) = shared.register(&upstream) else {
+    let socket = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
+    let Some(id) = shared.register(&socket) else {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
             "the proxy is stopping",
         ));
     };
-    let result = exchange(&upstream, request);
+    let result = upstream(shared, socket).and_then(|upstream| exchange(&upstream, request));
     shared.unregister(id);
     result
 }
 
-fn exchange(upstream: &TcpStream, request: &Request) -> io::Result<Response> {
-    upstream.set_read_timeout(Some(IDLE))?;
-    upstream.set_write_timeout(Some(IDLE))?;
+/// The connection to the registry: TLS checked against the test CA, for the registry's IP address, when the
+/// proxy is set so.
+fn upstream(shared: &Shared, socket: TcpStream) -> io::Result<Stream> {
+    let Some(config) = &shared.tls.upstream else {
+        return Ok(Stream::plain(socket));
+    };
+    let name = rustls_pki_types::ServerName::IpAddress(shared.upstream.ip().into());
+    let connection = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
+    Stream::tls(socket, TlsConnection::Client(connection))
+}
+
+fn exchange(upstream: &Stream, request: &Request) -> io::Result<Response> {
+    upstream.raw().set_read_timeout(Some(IDLE))?;
+    upstream.raw().set_write_timeout(Some(IDLE))?;
     let mut head = format!("{} {} HTTP/1.1\r\n", request.method, request.target);
     for (name, value) in &request.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
@@ -1037,6 +1235,7 @@ mod tests {
     fn counted_injections_are_used_up_in_order() {
         let shared = Shared {
             upstream: "127.0.0.1:1".parse().unwrap(),
+            tls: ProxyTls::default(),
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         };

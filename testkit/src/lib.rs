@@ -1,8 +1,10 @@
-//! Real parts for the integration tests: `distribution` registries on free loopback ports, fixture images built on
-//! this machine (static busybox standing in for bases that cannot be pulled here, and real PHP-FPM, nginx and
-//! MariaDB stand-ins made from Debian's archive in `real`), and a proxy that injects faults between a client and a
-//! registry.
+//! Real parts for the integration tests: `distribution` registries on free loopback ports (plain HTTP or TLS from a
+//! test CA in `tls`, open, htpasswd or token auth), fixture images built on this machine (static busybox standing
+//! in for bases that cannot be pulled here, and real PHP-FPM, nginx and MariaDB stand-ins made from Debian's
+//! archive in `real`), a proxy that injects faults between a client and a registry, and a CONNECT proxy standing in
+//! for a company's HTTPS proxy (`connect`).
 
+pub mod connect;
 pub mod faults;
 pub mod fixtures;
 pub mod probe;
@@ -10,6 +12,9 @@ pub mod real;
 pub mod registry;
 pub mod sbom_scanner;
 pub mod stack;
+pub mod tls;
 
-pub use faults::{Fault, FaultProxy, RequestKind};
-pub use registry::Registry;
+pub use connect::{ConnectProxy, Limits, Tunnel};
+pub use faults::{Fault, FaultProxy, ProxyTls, RequestKind};
+pub use registry::{Registry, RegistryBuilder, TokenAuthConfig};
+pub use tls::{bundle_with_system, Ca, CertsDirGuard, ServerCert};

@@ -1,4 +1,7 @@
-//! A real `distribution` registry (`docker-registry serve`) on a free port of 127.0.0.1, stopped on drop.
+//! A real `distribution` registry (`docker-registry serve`) on a free port of 127.0.0.1, stopped on drop: open, or
+//! with htpasswd logins, or with distribution's own bearer-token auth (`auth: token`, the tokens issued by a token
+//! service stand-in the test runs); on plain HTTP, or on TLS with a certificate for `127.0.0.1` and `localhost`
+//! from a test CA (`tls::Ca`), as GHCR and Docker Hub serve HTTPS.
 
 use std::{
     fs,
@@ -6,10 +9,13 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
+
+use crate::tls::{Ca, ServerCert};
 
 /// A registry process with its own storage, config and log in a temporary directory.
 pub struct Registry {
@@ -17,31 +23,100 @@ pub struct Registry {
     port: u16,
     child: Option<Child>,
     htpasswd: Option<(String, String)>,
+    token: Option<TokenAuthConfig>,
+    tls: Option<RegistryTls>,
 }
 
-impl Registry {
-    /// Starts an open registry (no auth).
-    pub fn start() -> anyhow::Result<Registry> {
-        Registry::launch(None)
+/// The CA a TLS registry's certificate comes from, and that certificate.
+struct RegistryTls {
+    ca: Ca,
+    cert: ServerCert,
+}
+
+/// distribution's `auth: token`: the registry answers 401 with a `Bearer` challenge naming `realm` and `service`,
+/// and accepts only JWTs from `issuer` signed by a key whose certificate is in `root_cert_bundle`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenAuthConfig {
+    /// The token service's URL, as the challenge names it.
+    pub realm: String,
+    /// The `service` of the challenge and the audience tokens must name.
+    pub service: String,
+    /// The `iss` tokens must carry.
+    pub issuer: String,
+    /// PEM certificates of the keys that sign tokens.
+    pub root_cert_bundle: PathBuf,
+}
+
+/// How a registry is to be started: `Registry::builder().tls(&ca).htpasswd(user, pass).start()`.
+/// Not `Debug`: it holds a password.
+#[derive(Default)]
+#[must_use]
+pub struct RegistryBuilder {
+    tls: Option<Ca>,
+    htpasswd: Option<(String, String)>,
+    token: Option<TokenAuthConfig>,
+}
+
+impl RegistryBuilder {
+    /// Serves HTTPS with a certificate from `ca` for `127.0.0.1` and `localhost`.
+    pub fn tls(mut self, ca: &Ca) -> RegistryBuilder {
+        self.tls = Some(ca.clone());
+        self
     }
 
-    /// Starts a registry that needs `docker login` with this user and password (bcrypt htpasswd).
-    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Registry> {
-        Registry::launch(Some((user.to_owned(), password.to_owned())))
+    /// Needs `docker login` with this user and password (bcrypt htpasswd).
+    pub fn htpasswd(mut self, user: &str, password: &str) -> RegistryBuilder {
+        self.htpasswd = Some((user.to_owned(), password.to_owned()));
+        self
     }
 
-    fn launch(htpasswd: Option<(String, String)>) -> anyhow::Result<Registry> {
+    /// Needs bearer tokens from the token service `config` names.
+    pub fn token(mut self, config: TokenAuthConfig) -> RegistryBuilder {
+        self.token = Some(config);
+        self
+    }
+
+    pub fn start(self) -> anyhow::Result<Registry> {
+        if self.htpasswd.is_some() && self.token.is_some() {
+            // distribution refuses a config with two auth methods; say so before it does, less cryptically.
+            bail!("a registry takes htpasswd or token auth, not both: drop one from the builder");
+        }
         let dir = tempfile::Builder::new().prefix("20i-registry-").tempdir()?;
         let port = free_port()?;
+        let tls = match self.tls {
+            Some(ca) => Some(RegistryTls {
+                cert: ca.issue(&["127.0.0.1", "localhost"])?,
+                ca,
+            }),
+            None => None,
+        };
         let mut registry = Registry {
             dir,
             port,
             child: None,
-            htpasswd,
+            htpasswd: self.htpasswd,
+            token: self.token,
+            tls,
         };
         registry.write_config()?;
         registry.resume()?;
         Ok(registry)
+    }
+}
+
+impl Registry {
+    /// Starts an open registry (no auth) on plain HTTP.
+    pub fn start() -> anyhow::Result<Registry> {
+        Registry::builder().start()
+    }
+
+    /// Starts a registry on plain HTTP that needs `docker login` with this user and password (bcrypt htpasswd).
+    pub fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Registry> {
+        Registry::builder().htpasswd(user, password).start()
+    }
+
+    pub fn builder() -> RegistryBuilder {
+        RegistryBuilder::default()
     }
 
     /// `127.0.0.1:PORT`: the host part of references to this registry.
@@ -52,6 +127,35 @@ impl Registry {
     /// A namespace under this registry, e.g. `127.0.0.1:PORT/test`.
     pub fn namespace(&self, name: &str) -> String {
         format!("{}/{name}", self.host())
+    }
+
+    /// `https://127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host())
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The CA a TLS registry's certificate chains to.
+    pub fn ca(&self) -> Option<&Ca> {
+        self.tls.as_ref().map(|tls| &tls.ca)
+    }
+
+    /// The CA certificate in PEM, for a TLS registry.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca().map(Ca::pem)
+    }
+
+    /// A TLS registry's certificate (for `127.0.0.1` and `localhost`): what a proxy in front of it presents too.
+    pub fn server_cert(&self) -> Option<&ServerCert> {
+        self.tls.as_ref().map(|tls| &tls.cert)
+    }
+
+    pub fn token_auth(&self) -> Option<&TokenAuthConfig> {
+        self.token.as_ref()
     }
 
     pub fn credentials(&self) -> Option<(&str, &str)> {
@@ -111,16 +215,27 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
              http:\n  addr: {}\n",
-            storage.display(),
+            yaml(&storage.display().to_string()),
             self.host()
         );
+        if let Some(tls) = &self.tls {
+            let (certificate, key) = tls.cert.write(self.dir.path(), "registry")?;
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                yaml(&certificate.display().to_string()),
+                yaml(&key.display().to_string())
+            ));
+        }
         if let Some((user, password)) = &self.htpasswd {
             let file = self.dir.path().join("htpasswd");
             fs::write(&file, htpasswd_line(user, password)?)?;
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
-                file.display()
+                yaml(&file.display().to_string())
             ));
+        }
+        if let Some(token) = &self.token {
+            config.push_str(&token_config(token));
         }
         fs::write(self.dir.path().join("config.yml"), config)?;
         Ok(())
@@ -137,14 +252,18 @@ impl Registry {
                 bail!("the registry exited with {status}");
             }
             // `/v2/` answers 200 when open and 401 with auth: either way it is serving.
-            if let Ok(status) = http_status(self.port, "/v2/") {
+            let status = match &self.tls {
+                Some(tls) => https_status(self.port, "/v2/", tls.ca.client_config()),
+                None => http_status(self.port, "/v2/"),
+            };
+            if let Ok(status) = status {
                 if status == 200 || status == 401 {
                     return Ok(());
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        bail!("no answer on http://{}/v2/ within 20 s", self.host())
+        bail!("no answer on {}/v2/ within 20 s", self.base_url())
     }
 }
 
@@ -152,6 +271,22 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// distribution's `auth: token` section.
+fn token_config(token: &TokenAuthConfig) -> String {
+    format!(
+        "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+        yaml(&token.realm),
+        yaml(&token.service),
+        yaml(&token.issuer),
+        yaml(&token.root_cert_bundle.display().to_string())
+    )
+}
+
+/// A YAML double-quoted scalar: a JSON string is one, so a URL's `:` or a path's space cannot change the config.
+fn yaml(value: &str) -> String {
+    serde_json::Value::from(value).to_string()
 }
 
 /// `docker-registry` (Debian's name for distribution), or `$STACK_REGISTRY_BIN`.
@@ -205,4 +340,50 @@ pub fn http_status(port: u16, path: &str) -> anyhow::Result<u16> {
     text.get(9..12)
         .and_then(|code| code.parse().ok())
         .context("not an HTTP answer")
+}
+
+/// The status code of an HTTPS GET on loopback, the server checked against `client` (for `127.0.0.1`).
+pub fn https_status(
+    port: u16,
+    path: &str,
+    client: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<u16> {
+    let stream =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let connection = rustls::ClientConnection::new(client, name)?;
+    let mut stream = rustls::StreamOwned::new(connection, stream);
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )?;
+    stream.flush()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    let text = std::str::from_utf8(&head)?;
+    text.get(9..12)
+        .and_then(|code| code.parse().ok())
+        .context("not an HTTP answer")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_auth_renders_distributions_section() {
+        let config = token_config(&TokenAuthConfig {
+            realm: "https://127.0.0.1:5001/token".to_owned(),
+            service: "registry.test".to_owned(),
+            issuer: "token-standin".to_owned(),
+            root_cert_bundle: PathBuf::from("/tmp/a b/signer.crt"),
+        });
+        assert_eq!(
+            config,
+            "auth:\n  token:\n    realm: \"https://127.0.0.1:5001/token\"\n    service: \"registry.test\"\n    \
+             issuer: \"token-standin\"\n    rootcertbundle: \"/tmp/a b/signer.crt\"\n"
+        );
+    }
 }
