@@ -392,6 +392,9 @@ impl RegistryClient {
             let mut served = self.send(&source, "GET", None, None, deadline)?;
             let mut body = Checked::new(served.body_mut().as_reader(), digest, size);
             let result = self.stream(&upload, &url, &mut body, size, deadline);
+            if let Some(stalled) = body.stalled.take() {
+                return Err(Failure::transient(FailureKind::Unreachable, stalled));
+            }
             if let Some(mismatch) = body.mismatch.take() {
                 return Err(Failure::transient(FailureKind::DigestMismatch, mismatch));
             }
@@ -484,6 +487,8 @@ struct Checked<'a, R> {
     size: u64,
     /// Why the bytes were refused, for the caller (the upload itself only sees an I/O error).
     mismatch: Option<String>,
+    /// The source went silent past the per-read timeout: a stall, not changed bytes.
+    stalled: Option<String>,
 }
 
 impl<'a, R: Read> Checked<'a, R> {
@@ -495,6 +500,7 @@ impl<'a, R: Read> Checked<'a, R> {
             digest,
             size,
             mismatch: None,
+            stalled: None,
         }
     }
 
@@ -508,6 +514,14 @@ impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
+            Err(error) if is_timeout(&error) => {
+                let why = format!(
+                    "the source of the blob {} went silent after {} of {} bytes: {error}",
+                    self.digest, self.read, self.size
+                );
+                self.stalled = Some(why.clone());
+                return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+            }
             Err(error) => {
                 let why = format!(
                     "the blob {} was cut after {} of {} bytes: {error}",
@@ -548,6 +562,17 @@ impl<R: Read> Read for Checked<'_, R> {
         }
         Ok(0)
     }
+}
+
+/// A read that ended at a timeout (ureq's per-read or global one), as opposed to a connection cut.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ureq::Error>())
+        .is_some_and(|e| matches!(e, ureq::Error::Timeout(_)))
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub struct TransportSettings {
     pub certs_d: PathBuf,
     pub proxies: Proxies,
     pub insecure: InsecureRegistries,
+    /// Tests only: a loopback registry goes through the proxy as a remote one would (unless `NO_PROXY` names
+    /// it), so that a CONNECT proxy on this machine stands in for a company's in front of a registry on it.
+    pub proxy_loopback: bool,
 }
 
 impl TransportSettings {
@@ -53,6 +56,7 @@ impl TransportSettings {
             certs_d: PathBuf::from(DOCKER_CERTS_D),
             proxies: Proxies::from_vars(|name| std::env::var(name).ok())?,
             insecure,
+            proxy_loopback: false,
         })
     }
 }
@@ -329,8 +333,17 @@ impl Proxies {
 
     /// The proxy for `authority` over `scheme`: none for a loopback host or one `NO_PROXY` names.
     pub fn for_authority(&self, authority: &str, scheme: Scheme) -> Option<&ProxyUrl> {
+        self.for_authority_of(authority, scheme, false)
+    }
+
+    fn for_authority_of(
+        &self,
+        authority: &str,
+        scheme: Scheme,
+        proxy_loopback: bool,
+    ) -> Option<&ProxyUrl> {
         let (name, port) = split_host_port(authority);
-        if is_loopback_name(name) {
+        if is_loopback_name(name) && !proxy_loopback {
             return None;
         }
         let port = port.unwrap_or(match scheme {
@@ -472,11 +485,7 @@ impl Transport {
 
     /// The agent that reaches `authority` trusting `trust`'s CAs, through the proxy for it if any.
     fn agent(&self, trust: &str, authority: &str, scheme: Scheme) -> Result<ureq::Agent, Failure> {
-        let proxy = self
-            .settings()?
-            .proxies
-            .for_authority(authority, scheme)
-            .cloned();
+        let proxy = self.proxy(authority, scheme)?;
         let key = (trust.to_owned(), proxy.as_ref().map(|p| p.url.clone()));
         if let Some(agent) = lock(&self.agents).get(&key) {
             return Ok(agent.clone());
@@ -507,6 +516,14 @@ impl Transport {
             .into();
         lock(&self.agents).insert(key, agent.clone());
         Ok(agent)
+    }
+
+    fn proxy(&self, authority: &str, scheme: Scheme) -> Result<Option<ProxyUrl>, Failure> {
+        let settings = self.settings()?;
+        Ok(settings
+            .proxies
+            .for_authority_of(authority, scheme, settings.proxy_loopback)
+            .cloned())
     }
 
     /// Whether docker would use plain HTTP for `authority`: loopback, or an insecure registry (by name, or by
@@ -540,12 +557,7 @@ impl Transport {
         }
         let scheme = if !self.plain_allowed(authority, deadline)? {
             Scheme::Https
-        } else if self
-            .settings()?
-            .proxies
-            .for_authority(authority, Scheme::Https)
-            .is_some()
-        {
+        } else if self.proxy(authority, Scheme::Https)?.is_some() {
             // An insecure registry behind the proxy: its handshake would need the tunnel; HTTPS is assumed.
             Scheme::Https
         } else {

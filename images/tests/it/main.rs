@@ -5,3 +5,4 @@ mod copy;
 mod cosign;
 mod push;
 mod registry;
+mod tls;
