@@ -420,6 +420,9 @@ fn system_roots() -> &'static [CertificateDer<'static>] {
 /// The CAs of a registry host, or why they could not be read (kept: the files are read once).
 type Roots = Result<Arc<Vec<CertificateDer<'static>>>, String>;
 
+/// What an agent is built for: the registry host whose CAs it trusts, the proxy URL it goes through, the scheme.
+type AgentKey = (String, Option<String>, Scheme);
+
 /// What the transport knows per host, and the agents it built.
 pub(super) struct Transport {
     settings: Result<TransportSettings, String>,
@@ -427,8 +430,7 @@ pub(super) struct Transport {
     read_timeout: Duration,
     /// The CAs trusted for a registry host, read once.
     roots: Mutex<HashMap<String, Roots>>,
-    /// `(trust host, proxy)` → agent.
-    agents: Mutex<HashMap<(String, Option<String>), ureq::Agent>>,
+    agents: Mutex<HashMap<AgentKey, ureq::Agent>>,
     /// The scheme found per `host[:port]`.
     schemes: Mutex<HashMap<String, Scheme>>,
 }
@@ -486,11 +488,19 @@ impl Transport {
     /// The agent that reaches `authority` trusting `trust`'s CAs, through the proxy for it if any.
     fn agent(&self, trust: &str, authority: &str, scheme: Scheme) -> Result<ureq::Agent, Failure> {
         let proxy = self.proxy(authority, scheme)?;
-        let key = (trust.to_owned(), proxy.as_ref().map(|p| p.url.clone()));
+        let key = (
+            trust.to_owned(),
+            proxy.as_ref().map(|p| p.url.clone()),
+            scheme,
+        );
         if let Some(agent) = lock(&self.agents).get(&key) {
             return Ok(agent.clone());
         }
-        let roots = self.roots(trust)?;
+        // Plain HTTP needs no CA: the system store (some 100 ms to read) is not read for it.
+        let roots = match scheme {
+            Scheme::Https => self.roots(trust)?,
+            Scheme::Http => Arc::new(Vec::new()),
+        };
         let certs: Vec<ureq::tls::Certificate<'static>> = roots
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
@@ -546,12 +556,7 @@ impl Transport {
 
     /// The scheme to reach `authority` with: HTTPS, unless plain HTTP is allowed there and the server does not
     /// speak TLS (one handshake, remembered).
-    pub(super) fn scheme(
-        &self,
-        authority: &str,
-        trust: &str,
-        deadline: Instant,
-    ) -> Result<Scheme, Failure> {
+    fn scheme(&self, authority: &str, deadline: Instant) -> Result<Scheme, Failure> {
         if let Some(&scheme) = lock(&self.schemes).get(authority) {
             return Ok(scheme);
         }
@@ -561,14 +566,14 @@ impl Transport {
             // An insecure registry behind the proxy: its handshake would need the tunnel; HTTPS is assumed.
             Scheme::Https
         } else {
-            self.probe(authority, trust, deadline)?
+            self.probe(authority, deadline)?
         };
         lock(&self.schemes).insert(authority.to_owned(), scheme);
         Ok(scheme)
     }
 
     /// One TLS handshake with `authority`: whether the server speaks TLS at all.
-    fn probe(&self, authority: &str, trust: &str, deadline: Instant) -> Result<Scheme, Failure> {
+    fn probe(&self, authority: &str, deadline: Instant) -> Result<Scheme, Failure> {
         let (name, port) = split_host_port(authority);
         let port = port.unwrap_or(443);
         let bound = self.connect_timeout.min(left(deadline));
@@ -590,8 +595,9 @@ impl Transport {
         let mut tcp = TcpStream::connect_timeout(&address, bound).map_err(unreachable)?;
         tcp.set_read_timeout(Some(bound)).map_err(unreachable)?;
         tcp.set_write_timeout(Some(bound)).map_err(unreachable)?;
-        let mut store = rustls::RootCertStore::empty();
-        store.add_parsable_certificates(self.roots(trust)?.iter().cloned());
+        // No CA: whether the server speaks TLS is all this asks, and a TLS server then refuses the handshake with
+        // its certificate (unknown issuer), which says so as well as a success would.
+        let store = rustls::RootCertStore::empty();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -627,7 +633,7 @@ impl Transport {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| Failure::fatal(FailureKind::Other, format!("{uri} names no host")))?;
-        let scheme = self.scheme(&authority, trust, deadline)?;
+        let scheme = self.scheme(&authority, deadline)?;
         let agent = self.agent(trust, &authority, scheme)?;
         let mut parts = uri.clone().into_parts();
         parts.scheme = Some(

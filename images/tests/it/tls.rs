@@ -158,7 +158,31 @@ fn a_registry_whose_ca_is_in_the_system_store_is_trusted() -> anyhow::Result<()>
     Ok(())
 }
 
-/// Run by [`a_registry_whose_ca_is_in_the_system_store_is_trusted`] in its mount namespace; nothing otherwise.
+#[test]
+fn a_registry_whose_ca_is_in_the_bundle_ssl_cert_file_names_is_trusted() -> anyhow::Result<()> {
+    let ca = Ca::new()?;
+    let registry = Registry::builder().tls(&ca).start()?;
+    let dir = tempfile::tempdir()?;
+    let bundle = ca.write(dir.path())?;
+    // A process of its own: the system store is read once per process.
+    let output = Command::new(std::env::current_exe()?)
+        .args(["--exact", "tls::system_store_child", "--nocapture"])
+        .env(CHILD_VARIABLE, registry.host())
+        .env("SSL_CERT_FILE", &bundle)
+        .env_remove("SSL_CERT_DIR")
+        .output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("read through the system store"), "{said}");
+    Ok(())
+}
+
+/// Run by [`a_registry_whose_ca_is_in_the_system_store_is_trusted`] in its mount namespace (and with
+/// `SSL_CERT_FILE`); nothing otherwise.
 #[test]
 fn system_store_child() {
     let Ok(host) = std::env::var(CHILD_VARIABLE) else {
