@@ -4,6 +4,12 @@
 //! retries of what is transient. Secrets never reach an argument list or an output: a key's password goes to the
 //! child alone as `COSIGN_PASSWORD`, a key is a file path or `env://COSIGN_KEY`. Failures come back classified
 //! ([`Failure`]), so a caller tells an unsigned image from a registry that is down without reading stderr.
+//!
+//! cosign reaches a registry as the registry client does: `--registry-cacert` names docker's CA for the host
+//! when `/etc/docker/certs.d/HOST[:PORT]/` holds one (added by [`Cosign`] when it runs the command, since it is
+//! a fact of the machine, not of the release), `SSL_CERT_FILE` passes through the environment, and
+//! `--allow-http-registry` is given only for a loopback registry, where cosign tries HTTPS first and verifies
+//! it. `--allow-insecure-registry`, which skips the certificate check, is never given.
 
 use std::{
     fmt,
@@ -173,18 +179,32 @@ pub struct CosignCommand {
     args: Vec<String>,
     /// False for a dry run's command naming an image not built yet.
     runnable: bool,
+    /// The registry hosts the command reaches, for the CA [`Cosign`] gives it.
+    hosts: Vec<String>,
 }
 
-/// Plain HTTP only where every registry named is on this machine (the tests' and `make demo`'s registries).
+/// Plain HTTP allowed only where every registry named is on this machine (the tests' and `make demo`'s
+/// registries), as docker allows it; cosign still tries HTTPS first there, and verifies the certificate.
 fn registry_flags(namespaces: &[&Namespace]) -> Vec<String> {
     if namespaces.iter().all(|n| n.is_loopback()) {
-        vec![
-            "--allow-http-registry".to_owned(),
-            "--allow-insecure-registry".to_owned(),
-        ]
+        vec!["--allow-http-registry".to_owned()]
     } else {
         Vec::new()
     }
+}
+
+fn hosts(namespaces: &[&Namespace]) -> Vec<String> {
+    namespaces.iter().map(|n| n.host().to_owned()).collect()
+}
+
+/// The CA docker reads for `host` in `certs_d`: its `ca.crt`, else its first `*.crt`.
+pub fn docker_ca(certs_d: &Path, host: &str) -> Option<PathBuf> {
+    let files = crate::registry::transport::certs_d_files(certs_d, host).ok()?;
+    files
+        .iter()
+        .find(|f| f.file_name().is_some_and(|n| n == "ca.crt"))
+        .or(files.first())
+        .cloned()
 }
 
 impl CosignCommand {
@@ -197,7 +217,11 @@ impl CosignCommand {
         }
         args.extend(registry_flags(&[image.namespace()]));
         args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand { args, runnable })
+        Ok(CosignCommand {
+            args,
+            runnable,
+            hosts: hosts(&[image.namespace()]),
+        })
     }
 
     /// `cosign verify`: at least one signature of the image's digest verifies; the payloads on standard output.
@@ -207,7 +231,11 @@ impl CosignCommand {
         args.extend(verifier.arguments());
         args.extend(registry_flags(&[image.namespace()]));
         args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand { args, runnable })
+        Ok(CosignCommand {
+            args,
+            runnable,
+            hosts: hosts(&[image.namespace()]),
+        })
     }
 
     /// `cosign copy --only=sig --force`: the image's signatures to the same image in `to`, replacing what is there
@@ -223,7 +251,11 @@ impl CosignCommand {
         ];
         args.extend(registry_flags(&[image.namespace(), to.namespace()]));
         args.extend(["--".to_owned(), source, to.to_string()]);
-        Ok(CosignCommand { args, runnable })
+        Ok(CosignCommand {
+            args,
+            runnable,
+            hosts: hosts(&[image.namespace(), to.namespace()]),
+        })
     }
 
     /// `cosign public-key`: the public half of a private key, PEM on standard output (needs its password).
@@ -231,6 +263,7 @@ impl CosignCommand {
         CosignCommand {
             args: vec!["public-key".to_owned(), key.argument()],
             runnable: true,
+            hosts: Vec::new(),
         }
     }
 
@@ -248,11 +281,31 @@ impl CosignCommand {
                 format!("--output-key-prefix={prefix}"),
             ],
             runnable: true,
+            hosts: Vec::new(),
         })
     }
 
     pub fn args(&self) -> &[String] {
         &self.args
+    }
+
+    /// This command with `--registry-cacert` naming docker's CA for its registry, when `certs_d` has one. cosign
+    /// takes one CA file: with two hosts that each have one (a copy between two private registries), the
+    /// source's is given and the destination must be trusted by the system store or `SSL_CERT_FILE`.
+    pub fn with_docker_ca(&self, certs_d: &Path) -> CosignCommand {
+        let Some(ca) = self.hosts.iter().find_map(|host| docker_ca(certs_d, host)) else {
+            return self.clone();
+        };
+        let mut command = self.clone();
+        let at = command
+            .args
+            .iter()
+            .position(|a| a == "--")
+            .unwrap_or(command.args.len());
+        command
+            .args
+            .insert(at, format!("--registry-cacert={}", ca.display()));
+        command
     }
 }
 
@@ -356,6 +409,11 @@ impl fmt::Display for CosignError {
         )?;
         match self.failure {
             Failure::NotStarted => write!(f, "\n  install cosign (`make setup` does)"),
+            Failure::Registry(FailureKind::Certificate) => write!(
+                f,
+                "\n  put the CA that signed the registry's certificate in /etc/docker/certs.d/HOST[:PORT]/ca.crt \
+                 (given to cosign as --registry-cacert) or in the system store (or the bundle SSL_CERT_FILE names)"
+            ),
             Failure::Key => write!(
                 f,
                 "\n  check the key's path and set {PASSWORD_VARIABLE} to its password (never on the command line)"
@@ -374,6 +432,8 @@ pub struct Cosign {
     /// The private key's password, for the child's environment only; never printed (no `Debug`).
     password: Option<String>,
     docker_config: Option<PathBuf>,
+    /// docker's `certs.d`, where a registry's CA is looked for.
+    certs_d: PathBuf,
     /// The longest one attempt may run.
     pub timeout: Duration,
     pub policy: Policy,
@@ -398,6 +458,7 @@ impl Cosign {
                 .unwrap_or_else(|| PathBuf::from("cosign")),
             password: None,
             docker_config: None,
+            certs_d: PathBuf::from(crate::registry::transport::DOCKER_CERTS_D),
             timeout: Duration::from_secs(180),
             policy: Policy::default(),
         }
@@ -421,6 +482,12 @@ impl Cosign {
     /// Registry logins from `dir` (`DOCKER_CONFIG`), as the docker door uses them.
     pub fn with_docker_config(mut self, dir: &Path) -> Cosign {
         self.docker_config = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Looks for registries' CAs in `dir` instead of `/etc/docker/certs.d` (tests).
+    pub fn with_certs_d(mut self, dir: &Path) -> Cosign {
+        self.certs_d = dir.to_path_buf();
         self
     }
 
@@ -463,6 +530,7 @@ impl Cosign {
     }
 
     fn attempt(&self, command: &CosignCommand) -> Result<Vec<u8>, CosignError> {
+        let command = &command.with_docker_ca(&self.certs_d);
         let error = |failure, stderr: String| CosignError {
             command: command.to_string(),
             failure,
@@ -583,7 +651,7 @@ mod tests {
         );
         check(
             CosignCommand::sign(&Signer::Key(KeyRef::Env), Subject::Image(&local)),
-            &format!("cosign sign --yes --key=env://COSIGN_KEY --tlog-upload=false --allow-http-registry --allow-insecure-registry -- 127.0.0.1:5000/st/php-fpm@{DIGEST}"),
+            &format!("cosign sign --yes --key=env://COSIGN_KEY --tlog-upload=false --allow-http-registry -- 127.0.0.1:5000/st/php-fpm@{DIGEST}"),
         );
         check(
             CosignCommand::sign(&key, Subject::Image(&image("ghcr.io/20i-stack/php-fpm:v1"))),
@@ -600,7 +668,7 @@ mod tests {
         let mirror: Repository = "127.0.0.1:5001/st/php-fpm".parse().unwrap();
         check(
             CosignCommand::copy_signatures(Subject::Image(&local), &mirror),
-            &format!("cosign copy --only=sig --force --allow-http-registry --allow-insecure-registry -- 127.0.0.1:5000/st/php-fpm@{DIGEST} 127.0.0.1:5001/st/php-fpm"),
+            &format!("cosign copy --only=sig --force --allow-http-registry -- 127.0.0.1:5000/st/php-fpm@{DIGEST} 127.0.0.1:5001/st/php-fpm"),
         );
         let docker_hub: Repository = "docker.io/20i/php-fpm".parse().unwrap();
         check(
@@ -620,6 +688,54 @@ mod tests {
         check(
             Ok(CosignCommand::public_key(&"-odd.key".parse().unwrap())),
             "cosign public-key --key=-odd.key",
+        );
+    }
+
+    #[test]
+    fn docker_s_ca_for_the_registry_is_given_to_cosign() {
+        let certs_d = tempfile::tempdir().unwrap();
+        let private = certs_d.path().join("registry.example:5000");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::write(private.join("ca.crt"), "CA").unwrap();
+        let other = certs_d.path().join("other.example");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("b.crt"), "CA").unwrap();
+        std::fs::write(other.join("a.crt"), "CA").unwrap();
+        let key = Signer::Key("/k.key".parse().unwrap());
+        let root = certs_d.path().display();
+        let signed = |reference: &str| {
+            CosignCommand::sign(
+                &key,
+                Subject::Image(&image(&format!("{reference}@{DIGEST}"))),
+            )
+            .unwrap()
+            .with_docker_ca(certs_d.path())
+            .to_string()
+        };
+        assert_eq!(
+            signed("registry.example:5000/a/b"),
+            format!("cosign sign --yes --key=/k.key --tlog-upload=false --registry-cacert={root}/registry.example:5000/ca.crt -- registry.example:5000/a/b@{DIGEST}")
+        );
+        assert_eq!(
+            signed("other.example/a/b"),
+            format!("cosign sign --yes --key=/k.key --tlog-upload=false --registry-cacert={root}/other.example/a.crt -- other.example/a/b@{DIGEST}")
+        );
+        // The port is part of docker's directory name.
+        assert_eq!(
+            signed("registry.example/a/b"),
+            format!("cosign sign --yes --key=/k.key --tlog-upload=false -- registry.example/a/b@{DIGEST}")
+        );
+        assert_eq!(
+            signed("ghcr.io/a/b"),
+            format!("cosign sign --yes --key=/k.key --tlog-upload=false -- ghcr.io/a/b@{DIGEST}")
+        );
+        let to: Repository = "registry.example:5000/c/d".parse().unwrap();
+        assert_eq!(
+            CosignCommand::copy_signatures(Subject::Image(&image(&format!("ghcr.io/a/b@{DIGEST}"))), &to)
+                .unwrap()
+                .with_docker_ca(certs_d.path())
+                .to_string(),
+            format!("cosign copy --only=sig --force --registry-cacert={root}/registry.example:5000/ca.crt -- ghcr.io/a/b@{DIGEST} registry.example:5000/c/d")
         );
     }
 

@@ -82,6 +82,10 @@ pub enum FailureKind {
     NotFound,
     /// The content did not match its digest.
     DigestMismatch,
+    /// The registry's TLS certificate is not trusted (unknown issuer, expired, another name): a CA is missing
+    /// from docker's `certs.d` or the system store, or something between here and the registry rewrites TLS.
+    /// Never worth a retry.
+    Certificate,
     /// A watched command printed nothing for its stall bound and was stopped ([`Docker::watch`]): a registry
     /// that accepted the connection and went silent.
     Stalled,
@@ -93,12 +97,13 @@ pub enum FailureKind {
 
 impl FailureKind {
     /// Every kind, for tables that must say what happens to each.
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         FailureKind::Unreachable,
         FailureKind::RateLimited,
         FailureKind::Unauthorized,
         FailureKind::NotFound,
         FailureKind::DigestMismatch,
+        FailureKind::Certificate,
         FailureKind::Stalled,
         FailureKind::TimedOut,
         FailureKind::Other,
@@ -119,6 +124,19 @@ struct Signs {
 
 /// Checked in this order: an auth failure often says "not found" too, and a rate limit comes with a status.
 const SIGNS: &[Signs] = &[
+    // Before everything: "tls: failed to verify certificate" also says "x509: certificate signed by unknown
+    // authority", which no other kind's phrase matches, and it must never be retried as unreachable.
+    Signs {
+        kind: FailureKind::Certificate,
+        codes: &[],
+        statuses: &[],
+        phrases: &[
+            "x509: certificate signed by unknown authority",
+            "x509: certificate is valid for",
+            "x509: certificate has expired",
+            "tls: failed to verify certificate",
+        ],
+    },
     Signs {
         kind: FailureKind::RateLimited,
         codes: &["toomanyrequests"],
@@ -238,6 +256,7 @@ impl FailureKind {
             FailureKind::Unauthorized => "unauthorised",
             FailureKind::NotFound => "not found",
             FailureKind::DigestMismatch => "digest mismatch",
+            FailureKind::Certificate => "certificate not trusted",
             FailureKind::Stalled => "stalled",
             FailureKind::TimedOut => "timed out",
             FailureKind::Other => "failed",
@@ -765,6 +784,8 @@ mod tests {
             "failed to read expected number of bytes: unexpected EOF",
             Unreachable,
         );
+        check("Error response from daemon: Get \"https://registry.example:5000/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority", Certificate);
+        check("ERROR: failed to do request: Head \"https://10.1.2.3/v2/a/manifests/b\": x509: certificate is valid for other.example, not 10.1.2.3", Certificate);
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }
 

@@ -3,12 +3,14 @@
 //! before it is returned. Bytes that do not hash to the digest asked for (or to the registry's
 //! `Docker-Content-Digest`) are read again, then reported as [`FailureKind::DigestMismatch`]; they never leave here.
 //!
-//! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime.
+//! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime. How a
+//! host is reached (its CAs, HTTPS or plain HTTP, the proxy) is [`transport`]'s.
 
 pub mod auth;
 mod copy;
 pub mod policy;
 mod token;
+pub mod transport;
 
 use std::{
     collections::HashMap,
@@ -24,6 +26,7 @@ pub use auth::{Challenge, Credential};
 pub use copy::Copied;
 pub use policy::Policy;
 pub use token::Scopes;
+pub use transport::TransportSettings;
 
 /// The manifest types this project reads: OCI and Docker, indexes and single-platform manifests.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -152,6 +155,8 @@ impl fmt::Display for RegistryError {
             }
             FailureKind::Unauthorized => write!(f, ": run `docker login {host}` with an account that may do this"),
             FailureKind::NotFound => write!(f, ": check the reference"),
+            // The cause names the places a CA is read from for this host.
+            FailureKind::Certificate => write!(f, ": put the CA that signed {host}'s certificate in one of them, then run again"),
             FailureKind::DigestMismatch => write!(
                 f,
                 ": something between here and {host} changed the bytes; run again, and report it if it persists"
@@ -206,10 +211,8 @@ impl Failure {
 /// The client: cheap to share between threads, one per process is enough.
 pub struct RegistryClient {
     policy: Policy,
-    /// Through the environment's proxy, if any, and HTTPS only.
-    remote: ureq::Agent,
-    /// Registries on this machine: plain HTTP, never through a proxy.
-    loopback: ureq::Agent,
+    /// The agents, per host: its CAs, its scheme, its proxy.
+    transport: transport::Transport,
     /// Where docker's config is read; `None` is `$DOCKER_CONFIG` or `~/.docker`.
     docker_config: Option<PathBuf>,
     /// Per host, what answered its challenges: its last challenge and the authorizations granted, each with
@@ -218,21 +221,19 @@ pub struct RegistryClient {
 }
 
 impl RegistryClient {
+    /// A client on docker's TLS places and this process's proxy variables ([`TransportSettings::from_env`]);
+    /// settings that cannot be read fail its first request, with what to fix.
     pub fn new(policy: Policy) -> RegistryClient {
-        let agent = |loopback: bool| -> ureq::Agent {
-            let config = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_connect(Some(policy.connect_timeout))
-                .timeout_per_read(Some(policy.read_timeout))
-                .timeout_per_write(Some(policy.read_timeout))
-                .user_agent(concat!("20i-stack/", env!("CARGO_PKG_VERSION")))
-                .https_only(!loopback);
-            let config = if loopback { config.proxy(None) } else { config };
-            config.build().into()
-        };
+        RegistryClient::with_settings(policy, TransportSettings::from_env())
+    }
+
+    /// A client on the given transport settings (a test's `certs.d`, its proxy).
+    pub fn with_settings(
+        policy: Policy,
+        settings: anyhow::Result<TransportSettings>,
+    ) -> RegistryClient {
         RegistryClient {
-            remote: agent(false),
-            loopback: agent(true),
+            transport: transport::Transport::new(&policy, settings),
             policy,
             docker_config: None,
             authorizations: Mutex::new(HashMap::new()),
@@ -468,12 +469,11 @@ impl RegistryClient {
                 })?;
                 tags.push(tag);
             }
-            match next {
+            match next.as_deref().map(|next| (next, on_origin(&origin, next))) {
                 None => return Ok(tags),
                 // A next page on another host is not followed: credentials must not leave for elsewhere.
-                Some(next) if next.starts_with('/') => target.url = format!("{origin}{next}"),
-                Some(next) if next.starts_with(&format!("{origin}/")) => target.url = next,
-                Some(next) => {
+                Some((_, Some(url))) => target.url = url,
+                Some((next, None)) => {
                     return Err(target.error(
                         Failure::fatal(
                             FailureKind::Other,
@@ -496,10 +496,24 @@ impl RegistryClient {
     fn with_retries<T>(
         &self,
         target: &Target,
+        attempt: impl FnMut(Instant) -> Result<T, Failure>,
+    ) -> Result<T, RegistryError> {
+        self.with_retries_within(target, self.policy.operation_timeout, attempt)
+    }
+
+    /// [`Self::with_retries`] with `budget` for the whole operation instead of the policy's (a blob's copy gets
+    /// more for its size: [`Policy::blob_timeout`]).
+    fn with_retries_within<T>(
+        &self,
+        target: &Target,
+        budget: Duration,
         mut attempt: impl FnMut(Instant) -> Result<T, Failure>,
     ) -> Result<T, RegistryError> {
         let started = Instant::now();
-        let deadline = started + self.policy.operation_timeout;
+        // A century stands for "no bound" where the budget would overflow the clock.
+        let deadline = started
+            .checked_add(budget)
+            .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
         let mut failed = 0;
         loop {
             let mut failure = match attempt(deadline) {
@@ -517,7 +531,7 @@ impl RegistryClient {
                 failure.cause = format!(
                     "{}; no time left for another attempt within {} s",
                     failure.cause,
-                    self.policy.operation_timeout.as_secs_f64()
+                    budget.as_secs_f64()
                 );
                 return Err(target.error(failure, failed, started.elapsed()));
             }
@@ -670,7 +684,7 @@ impl RegistryClient {
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         self.call(
             &target.url,
-            target.loopback,
+            &target.host,
             deadline,
             |builder| {
                 let mut builder = builder
@@ -688,46 +702,69 @@ impl RegistryClient {
         )
     }
 
-    /// Sends a request built by `build`, bounded by what is left of the operation's time.
+    /// Sends a request built by `build`, bounded by what is left of the operation's time, trusting the CAs of
+    /// the registry `trust` (a token realm is reached with the trust of the registry whose challenge named it).
     fn call(
         &self,
         url: &str,
-        loopback: bool,
+        trust: &str,
         deadline: Instant,
         build: impl FnOnce(ureq::http::request::Builder) -> ureq::http::request::Builder,
         body: Option<&[u8]>,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        self.run_within(loopback, deadline, || {
+        self.run_within(trust, deadline, || {
             build(ureq::http::Request::builder().uri(url)).body(body.unwrap_or_default().to_vec())
         })
     }
 
-    /// Sends the request `build` makes (once there is time left for it) on the agent for a loopback or a remote
-    /// host, bounded by what is left of the operation's time; whatever its status, the response.
+    /// Sends the request `build` makes (once there is time left for it) with the scheme found for its host and
+    /// the agent that trusts `trust`'s CAs, bounded by what is left of the operation's time; whatever its
+    /// status, the response.
     fn run_within<B: ureq::AsSendBody>(
         &self,
-        loopback: bool,
+        trust: &str,
         deadline: Instant,
         build: impl FnOnce() -> Result<ureq::http::Request<B>, ureq::http::Error>,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let agent = if loopback {
-            &self.loopback
-        } else {
-            &self.remote
-        };
+        if deadline.saturating_duration_since(Instant::now()).is_zero() {
+            return Err(Failure::fatal(FailureKind::Unreachable, "out of time"));
+        }
+        let mut request = build().map_err(|e| {
+            Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
+        })?;
+        let (uri, agent) = self
+            .transport
+            .route(request.uri(), trust, deadline)
+            .map_err(|mut failure| {
+                if failure.kind == FailureKind::Certificate {
+                    failure.cause =
+                        format!("{}; {}", failure.cause, self.transport.ca_places(trust));
+                }
+                failure
+            })?;
+        let host = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        *request.uri_mut() = uri;
+        // The scheme's handshake may have used some of the time.
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(Failure::fatal(FailureKind::Unreachable, "out of time"));
         }
-        let request = build().map_err(|e| {
-            Failure::fatal(FailureKind::Other, format!("building the request: {e}"))
-        })?;
-        let request = ureq::RequestExt::with_agent(request, agent)
+        let response = ureq::RequestExt::with_agent(request, &agent)
             .configure()
             .timeout_global(Some(left))
             .build()
             .run();
-        request.map_err(transport_failure)
+        response.map_err(|error| {
+            let mut failure = transport_failure(error);
+            if failure.kind == FailureKind::Certificate {
+                failure.cause = format!(
+                    "{host}'s TLS certificate is not trusted ({}); {}",
+                    failure.cause,
+                    self.transport.ca_places(trust)
+                );
+            }
+            failure
+        })
     }
 
     /// The `Authorization` that answers a challenge: docker's credentials as Basic, or a bearer token fetched
@@ -799,7 +836,6 @@ impl RegistryClient {
                 .collect::<Vec<_>>()
                 .join("&")
         };
-        let loopback = realm.starts_with("http://127.") || realm.starts_with("http://localhost");
         let response = match credential {
             Some(Credential::IdentityToken(refresh)) => {
                 // docker's OAuth flow: a refresh token is traded by a form POST.
@@ -812,7 +848,7 @@ impl RegistryClient {
                 let body = encode(&form);
                 self.call(
                     realm,
-                    loopback,
+                    &target.host,
                     deadline,
                     |b| {
                         b.method("POST")
@@ -827,7 +863,7 @@ impl RegistryClient {
                 let basic = other.and_then(Credential::basic_header);
                 self.call(
                     &url,
-                    loopback,
+                    &target.host,
                     deadline,
                     |b| {
                         let b = b.method("GET");
@@ -925,13 +961,41 @@ fn next_link(link: &str) -> Option<String> {
     })
 }
 
+/// `url` (a path, or absolute) when it is on `origin`, as a URL on `origin`: its host and port, whatever its
+/// scheme (the transport uses the scheme found for the host, so a registry's `http://` link never downgrades).
+fn on_origin(origin: &str, url: &str) -> Option<String> {
+    if url.starts_with('/') {
+        return Some(format!("{origin}{url}"));
+    }
+    let authority = |u: &str| -> Option<String> {
+        let rest = u
+            .strip_prefix("https://")
+            .or_else(|| u.strip_prefix("http://"))?;
+        Some(
+            rest.split('/')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        )
+    };
+    let (Some(own), Some(theirs)) = (authority(origin), authority(url)) else {
+        return None;
+    };
+    if own != theirs {
+        return None;
+    }
+    let after_scheme = url.find("://")? + 3;
+    let path = &url[after_scheme + theirs.len()..];
+    path.starts_with('/').then(|| format!("{origin}{path}"))
+}
+
 /// Where a request goes, and how it is named in errors.
 struct Target {
     operation: Operation,
     host: String,
     reference: String,
+    /// Always `https://` here: the transport puts the scheme found for the host in its place.
     url: String,
-    loopback: bool,
     /// The token scopes the operation needs.
     scopes: Scopes,
 }
@@ -971,10 +1035,7 @@ impl Target {
         below: String,
         action: &str,
     ) -> Target {
-        let namespace = repository.namespace();
-        let loopback = namespace.is_loopback();
-        let scheme = if loopback { "http" } else { "https" };
-        let host = namespace.host().to_owned();
+        let host = repository.namespace().host().to_owned();
         // Docker Hub answers the API on another host than its name, and keeps official images under `library/`.
         let (api_host, path) = match host.as_str() {
             "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
@@ -990,11 +1051,10 @@ impl Target {
         };
         Target {
             operation,
-            url: format!("{scheme}://{api_host}/v2/{path}/{below}"),
+            url: format!("https://{api_host}/v2/{path}/{below}"),
             scopes: Scopes::repository(&path, action),
             host,
             reference,
-            loopback,
         }
     }
 
@@ -1236,9 +1296,12 @@ impl Refusal {
 }
 
 /// A failure below HTTP: connection refused or reset, a timeout, a cut body. TLS and address problems will not
-/// mend by themselves.
+/// mend by themselves; a certificate that is not trusted is [`FailureKind::Certificate`].
 fn transport_failure(error: ureq::Error) -> Failure {
     use ureq::Error::*;
+    if transport::is_certificate_error(&error) {
+        return Failure::fatal(FailureKind::Certificate, error.to_string());
+    }
     match &error {
         Timeout(what) => {
             Failure::transient(FailureKind::Unreachable, format!("timed out ({what})"))
@@ -1346,13 +1409,13 @@ mod tests {
         check_target(
             "127.0.0.1:5000/test/php-fpm:1",
             GetManifest,
-            "http://127.0.0.1:5000/v2/test/php-fpm/manifests/1",
+            "https://127.0.0.1:5000/v2/test/php-fpm/manifests/1",
             "repository:test/php-fpm:pull",
         );
         check_target(
             "localhost:5000/php-fpm:1",
             GetManifest,
-            "http://localhost:5000/v2/php-fpm/manifests/1",
+            "https://localhost:5000/v2/php-fpm/manifests/1",
             "repository:php-fpm:pull",
         );
     }

@@ -417,6 +417,9 @@ fn cause(config: &Config, failure: &PullFailure) -> String {
         Fault::Docker(FailureKind::Unauthorized) => {
             format!("{host} refused to serve {reference} without valid credentials")
         }
+        Fault::Docker(FailureKind::Certificate) => {
+            format!("docker does not trust {host}'s TLS certificate, so {reference} was not pulled")
+        }
         Fault::Docker(FailureKind::NotFound) => {
             let lines: Vec<String> = Matrix::embedded()
                 .php_lines()
@@ -460,6 +463,12 @@ fn remedy(config: &Config, fault: &Fault) -> String {
         ),
         Fault::Docker(FailureKind::Unauthorized) => format!(
             "run `docker login {host}` (the public images need no login: check IMAGE_REGISTRY), {build}"
+        ),
+        // A mirror is not tried: the same missing CA (or TLS-rewriting proxy) would refuse it too, and a user
+        // must learn that the machine does not trust what it talks to.
+        Fault::Docker(FailureKind::Certificate) => format!(
+            "put the CA that signed {host}'s certificate in /etc/docker/certs.d/{host}/ca.crt (or in the system \
+             store, then restart docker), or check IMAGE_REGISTRY, {build}"
         ),
         Fault::Docker(FailureKind::NotFound) => {
             format!("pick a published PHP line with PHP_VERSION, {build}")
@@ -649,6 +658,8 @@ mod tests {
             check_failure(&settings, failure('c', d(DigestMismatch), 2, 0), &[], "stop: the pull from ghcr.io failed: digest mismatch twice at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: the bytes served did not match their digest, and ALLOW_LOCAL_BUILD_FALLBACK=false: run the command again; if it persists, something between here and ghcr.io changes the bytes (a proxy?) or the registry's copy is damaged: report it, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         }
         check_failure(refuse, failure('c', d(Unauthorized), 1, 0), &[], "stop: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `docker login ghcr.io` (the public images need no login: check IMAGE_REGISTRY), or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        check_failure("", failure('c', d(Certificate), 1, 0), &[], "build: docker does not trust ghcr.io's TLS certificate, so ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 was not pulled");
+        check_failure(refuse, failure('c', d(Certificate), 1, 0), &[], "stop: docker does not trust ghcr.io's TLS certificate, so ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 was not pulled, and ALLOW_LOCAL_BUILD_FALLBACK=false: put the CA that signed ghcr.io's certificate in /etc/docker/certs.d/ghcr.io/ca.crt (or in the system store, then restart docker), or check IMAGE_REGISTRY, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         check_failure(&format!("{refuse} PHP_VERSION=8.0"), PullFailure { reference: format!("ghcr.io/20i-stack/php-fpm:v{V}-php-8.0"), ..failure('c', d(NotFound), 1, 0) }, &[], "stop: ghcr.io/20i-stack/php-fpm:v{V}-php-8.0 is not published (this release has PHP 8.1, 8.2, 8.3, 8.4, 8.5; a development build of the launcher has no published images), and ALLOW_LOCAL_BUILD_FALLBACK=false: pick a published PHP line with PHP_VERSION, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         // Another digest than the pin is refused: no mirror (it would serve the same release), the pin's remedy.
         check_failure(&format!("{refuse} {pin}"), failure('c', Fault::NotThePin { got: vec![digest('b')] }, 1, 0), &[], &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 does not have the pinned digest sha256:{}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally", "a".repeat(64)));

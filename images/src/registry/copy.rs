@@ -382,7 +382,8 @@ impl RegistryClient {
             mount
         });
         let mut mount_refused = false;
-        self.with_retries(&upload, |deadline| {
+        // The deadline grows with the blob's size; a stalled transfer is still ended by the per-read timeout.
+        self.with_retries_within(&upload, self.policy.blob_timeout(size), |deadline| {
             let started = match &mount {
                 Some(target) => match self.send(target, "POST", None, None, deadline) {
                     Ok(started) if started.status() == 201 => return Ok(BlobCopy::Mounted),
@@ -417,6 +418,9 @@ impl RegistryClient {
             let mut served = self.send(&source, "GET", None, None, deadline)?;
             let mut body = Checked::new(served.body_mut().as_reader(), digest, size);
             let result = self.stream(&upload, &url, &mut body, size, deadline);
+            if let Some(stalled) = body.stalled.take() {
+                return Err(Failure::transient(FailureKind::Unreachable, stalled));
+            }
             if let Some(mismatch) = body.mismatch.take() {
                 return Err(Failure::transient(FailureKind::DigestMismatch, mismatch));
             }
@@ -444,7 +448,7 @@ impl RegistryClient {
         deadline: Instant,
     ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
         let authorization = self.authorization_ahead(target, deadline)?;
-        let response = self.run_within(target.loopback, deadline, || {
+        let response = self.run_within(&target.host, deadline, || {
             let mut builder = ureq::http::Request::builder()
                 .uri(url)
                 .method("PUT")
@@ -492,7 +496,6 @@ impl Target {
             host: self.host.clone(),
             reference: self.reference.clone(),
             url: format!("{base}/{path}"),
-            loopback: self.loopback,
             scopes: self.scopes.clone(),
         }
     }
@@ -501,13 +504,7 @@ impl Target {
 /// Where to `PUT` the blob: the upload's `Location` (relative, or absolute on the same origin: credentials never
 /// leave for another host) with the digest added to its query.
 fn upload_url(origin: &str, location: &str, digest: &Digest) -> Option<String> {
-    let url = if location.starts_with('/') {
-        format!("{origin}{location}")
-    } else if location.starts_with(&format!("{origin}/")) {
-        location.to_owned()
-    } else {
-        return None;
-    };
+    let url = super::on_origin(origin, location)?;
     let separator = if url.contains('?') { '&' } else { '?' };
     Some(format!(
         "{url}{separator}digest={}",
@@ -525,6 +522,8 @@ struct Checked<'a, R> {
     size: u64,
     /// Why the bytes were refused, for the caller (the upload itself only sees an I/O error).
     mismatch: Option<String>,
+    /// The source went silent past the per-read timeout: a stall, not changed bytes.
+    stalled: Option<String>,
 }
 
 impl<'a, R: Read> Checked<'a, R> {
@@ -536,6 +535,7 @@ impl<'a, R: Read> Checked<'a, R> {
             digest,
             size,
             mismatch: None,
+            stalled: None,
         }
     }
 
@@ -549,6 +549,14 @@ impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = match self.inner.read(buf) {
             Ok(n) => n,
+            Err(error) if is_timeout(&error) => {
+                let why = format!(
+                    "the source of the blob {} went silent after {} of {} bytes: {error}",
+                    self.digest, self.read, self.size
+                );
+                self.stalled = Some(why.clone());
+                return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+            }
             Err(error) => {
                 let why = format!(
                     "the blob {} was cut after {} of {} bytes: {error}",
@@ -589,6 +597,17 @@ impl<R: Read> Read for Checked<'_, R> {
         }
         Ok(0)
     }
+}
+
+/// A read that ended at a timeout (ureq's per-read or global one), as opposed to a connection cut.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    ) || error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<ureq::Error>())
+        .is_some_and(|e| matches!(e, ureq::Error::Timeout(_)))
 }
 
 #[cfg(test)]

@@ -18,8 +18,13 @@ pub struct Policy {
     pub connect_timeout: Duration,
     /// The longest silence while waiting for an answer or reading its body: what ends a stalled registry.
     pub read_timeout: Duration,
-    /// Everything one operation may take, attempts and waits between them included.
+    /// Everything one operation may take, attempts and waits between them included; a blob's copy has more
+    /// ([`Policy::blob_timeout`]).
     pub operation_timeout: Duration,
+    /// The slowest transfer, in bytes per second, a blob's copy is given time for on top of
+    /// `operation_timeout`: a big blob on a slow uplink is not cut short, and a stall is still ended by
+    /// `read_timeout`.
+    pub min_rate: u64,
     /// Attempts per operation, the first included.
     pub attempts: u32,
     /// The wait after the first failed attempt; it doubles after each further one.
@@ -36,6 +41,8 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(300),
+            // 2 Mbit/s: a slow home uplink. 200 MB then gets 300 s + 800 s.
+            min_rate: 256 * 1024,
             attempts: 5,
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(16),
@@ -59,10 +66,11 @@ impl Policy {
     }
 
     /// These numbers with some replaced: `name=value` pairs separated by commas, durations in `ms` or `s`
-    /// (`connect`, `read`, `operation`, `backoff`, `backoff-cap`, `retry-after-cap`) and a count (`attempts`).
+    /// (`connect`, `read`, `operation`, `backoff`, `backoff-cap`, `retry-after-cap`), a count (`attempts`) and
+    /// a rate (`min-rate`, bytes per second with an optional `KiB`, `MiB`, `kB` or `MB` and `/s`).
     pub fn with_overrides(mut self, text: &str) -> anyhow::Result<Policy> {
         const NAMES: &str =
-            "connect, read, operation, attempts, backoff, backoff-cap, retry-after-cap";
+            "connect, read, operation, min-rate, attempts, backoff, backoff-cap, retry-after-cap";
         for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((name, value)) = pair.split_once('=') else {
                 bail!("`{pair}` is not name=value (names: {NAMES})");
@@ -73,6 +81,12 @@ impl Policy {
                     Ok(n) if n >= 1 => n,
                     _ => bail!("attempts=`{value}` is not a whole number from 1"),
                 };
+                continue;
+            }
+            if name == "min-rate" {
+                self.min_rate = parse_rate(value).with_context(|| {
+                    format!("min-rate=`{value}` is not a rate such as 256KiB/s or 1MB/s")
+                })?;
                 continue;
             }
             let slot = match name {
@@ -110,6 +124,38 @@ impl Policy {
             .min(self.backoff_cap);
         // Half fixed, half random: never much shorter than the backoff, never in step with another client.
         ceiling / 2 + ceiling.div_f64(2.0).mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+impl Policy {
+    /// Everything a blob's copy of `size` bytes may take: the operation's time, and the time to move it at
+    /// `min_rate`.
+    pub fn blob_timeout(&self, size: u64) -> Duration {
+        let transfer = Duration::try_from_secs_f64(size as f64 / self.min_rate.max(1) as f64)
+            .unwrap_or(Duration::MAX);
+        self.operation_timeout.saturating_add(transfer)
+    }
+}
+
+/// Bytes per second: `262144`, `256KiB/s`, `1MiB`, `500kB/s`, `2MB`; never zero.
+fn parse_rate(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let text = text.strip_suffix("/s").unwrap_or(text);
+    let (number, unit) = [
+        ("KiB", 1024),
+        ("MiB", 1024 * 1024),
+        ("kB", 1000),
+        ("MB", 1_000_000),
+        ("B", 1),
+    ]
+    .into_iter()
+    .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, unit)))
+    .unwrap_or((text, 1));
+    let number: u64 = number.trim().parse()?;
+    match number.checked_mul(unit) {
+        Some(0) => bail!("zero"),
+        Some(rate) => Ok(rate),
+        None => bail!("too large"),
     }
 }
 
@@ -231,6 +277,7 @@ mod tests {
                 connect_timeout: ms(1000),
                 read_timeout: ms(500),
                 operation_timeout: ms(20_000),
+                min_rate: 256 * 1024,
                 attempts: 3,
                 backoff_base: ms(50),
                 backoff_cap: ms(200),
@@ -259,6 +306,55 @@ mod tests {
             Err("`timeout` is not a policy setting (names: connect, read,"),
         );
         check_overrides("read", Err("`read` is not name=value"));
+        for (text, rate) in [
+            ("min-rate=262144", 262_144),
+            ("min-rate=256KiB/s", 262_144),
+            ("min-rate=1MiB", 1_048_576),
+            ("min-rate=500kB/s", 500_000),
+            ("min-rate=2MB/s", 2_000_000),
+            ("min-rate=10B/s", 10),
+        ] {
+            check_overrides(
+                text,
+                Ok(Policy {
+                    min_rate: rate,
+                    ..Policy::default()
+                }),
+            );
+        }
+        check_overrides("min-rate=0", Err("min-rate=`0` is not a rate"));
+        check_overrides("min-rate=fast", Err("min-rate=`fast` is not a rate"));
+        check_overrides("min-rate=1.5MB", Err("min-rate=`1.5MB` is not a rate"));
+    }
+
+    #[track_caller]
+    fn check_blob_timeout(operation_s: u64, min_rate: u64, size: u64, expected_s: f64) {
+        let policy = Policy {
+            operation_timeout: Duration::from_secs(operation_s),
+            min_rate,
+            ..Policy::default()
+        };
+        assert_eq!(
+            policy.blob_timeout(size),
+            Duration::from_secs_f64(expected_s),
+            "{operation_s} s, {min_rate} B/s, {size} B"
+        );
+    }
+
+    #[test]
+    fn a_blob_s_deadline_grows_with_its_size() {
+        const MB: u64 = 1_000_000;
+        check_blob_timeout(300, 256 * 1024, 0, 300.0);
+        check_blob_timeout(300, 256 * 1024, 256 * 1024, 301.0);
+        // 200 MB over 5 Mbit/s needs 320 s: the default gives it 300 s + 763 s.
+        check_blob_timeout(300, 256 * 1024, 200 * MB, 300.0 + 200e6 / 262_144.0);
+        check_blob_timeout(2, 10 * MB, 50 * MB, 7.0);
+        check_blob_timeout(300, 1, 10, 310.0);
+        let endless = Policy {
+            min_rate: 1,
+            ..Policy::default()
+        };
+        assert_eq!(endless.blob_timeout(u64::MAX), Duration::MAX);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub fn quick() -> Policy {
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_millis(500),
         operation_timeout: Duration::from_secs(20),
+        min_rate: 256 * 1024,
         attempts: 4,
         backoff_base: Duration::from_millis(50),
         backoff_cap: Duration::from_millis(200),

@@ -5,4 +5,5 @@ mod copy;
 mod cosign;
 mod push;
 mod registry;
+mod tls;
 mod tokens;

@@ -523,6 +523,13 @@ impl TokenRegistry {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
+                // A TLS ClientHello (the client tries HTTPS first on loopback too): Go's servers answer this.
+                if reader.fill_buf().is_ok_and(|b| b.first() == Some(&0x16)) {
+                    let _ = stream.write_all(
+                        b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+                    );
+                    continue;
+                }
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap();
                 let mut parts = line.split_whitespace();
