@@ -40,7 +40,8 @@ pub struct HubLimits {
 }
 
 impl Default for HubLimits {
-    /// Docker Hub's anonymous limit (100 pulls per 6 hours), in an organisation's namespace.
+    /// Docker Hub's anonymous limit (100 pulls per 6 hours: `ratelimit-limit: 100;w=21600`, docker/docs#11648),
+    /// in an organisation's namespace.
     fn default() -> HubLimits {
         HubLimits {
             manifest_gets_before_429: 100,
@@ -58,38 +59,45 @@ const HUB_WINDOW: u32 = 21_600;
 /// One way GHCR or Docker Hub differs from `distribution`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rule {
-    /// GHCR: a `WWW-Authenticate` challenge always names `repository:NAME:pull`, even for a PUT or POST
-    /// (cloudflare/serverless-registry#148: "ghcr.io returns a placeholder scope ... `repository:user/image:pull`";
-    /// go-containerregistry and regclient merge their own scopes with the challenge's for this reason).
+    /// GHCR: a `WWW-Authenticate` challenge always names `repository:NAME:pull`, even for a PUT or POST. GHCR
+    /// sending a pull-only "placeholder scope" is cloudflare/serverless-registry#148 (on `/v2/`); that a push's
+    /// own challenge says pull only too is reported by peers; no public source found here. go-containerregistry
+    /// adds a challenge's scope to its own and asks for both (`pkg/v1/remote/transport/bearer.go`).
     ChallengePullOnly,
     /// GHCR: a manifest or tag list of a repository that does not exist answers 403 `DENIED`, where distribution
-    /// answers 404 (mccutchen/go-httpbin#223, seanmorley15/AdventureLog#405: `Head ".../manifests/..."`:
-    /// denied). A client whose token may push there (who may create the package) still gets the 404 a first
-    /// push needs, as does a blob HEAD.
+    /// answers 404 (bytecodealliance/wasm-pkg-tools#40: a non-existent package gives `DENIED` "requested access
+    /// to the resource is denied"; getwud/wud#478: packages never pushed, `Head ".../manifests/latest": denied`).
+    /// A client whose token may push there (who may create the package) still gets the 404 a first push needs,
+    /// as does a blob HEAD: reported by peers; no public source found here (podtato-head/podtato-head#66 saw
+    /// `name unknown` once logged in, where anonymously it was `denied`).
     MissingRepositoryDenied,
     /// GHCR: an upload's `Location` is a path, not a URL (apple/swift-container-plugin#44: "GHCR returns a
     /// relative URL causing uploads to fail").
     RelativeLocation,
-    /// GHCR: tag lists come in pages, `n` capped and a `Link` to the next one (werf/werf#3654,
-    /// argoproj-labs/argocd-image-updater#1660).
+    /// GHCR: tag lists come in pages with a `Link` to the next one, 100 tags when `n` is not given
+    /// (smg-project/smg#2348, argoproj-labs/argocd-image-updater#1660, werf/werf#3654). The stand-in also caps
+    /// `n` (`GHCR_TAG_PAGE`), stricter than GHCR, which answered `n=10000` whole in smg-project/smg#2348.
     TagPages,
-    /// GHCR: `DELETE` answers 405 `UNSUPPORTED` (podman-container-tools/skopeo#1880: "Failed to delete ...
-    /// UNSUPPORTED ... (405 Method Not Allowed)").
+    /// GHCR: `DELETE` answers 405 `UNSUPPORTED` (podman-container-tools/skopeo#1880, first filed as
+    /// containers/skopeo#1880: "Failed to delete ... UNSUPPORTED ... (405 Method Not Allowed)").
     DeleteUnsupported,
     /// Docker Hub: any request on a repository that does not exist answers 401 `UNAUTHORIZED` with a challenge,
     /// even with a valid token, so absent and forbidden look alike (jupyterhub/binderhub#1664 "Docker Hub now
-    /// returns 401 for missing repos"; hashicorp/terraform-provider-docker#140). A push to it is refused too
-    /// unless `HubLimits::push_creates_repository` (docker/cli#1743: "denied: requested access to the resource
-    /// is denied" for a push to a repository that does not exist).
+    /// returns 401 for missing repos"; hashicorp/terraform-provider-docker#140: "401 indiscriminately on both
+    /// unauthorized access to existing images, and non-existent images"). A push to it is refused too unless
+    /// `HubLimits::push_creates_repository` (docker/cli#1743: "denied: requested access to the resource is
+    /// denied" for a push to a repository that does not exist).
     MissingRepositoryUnauthorized,
     /// Docker Hub: an upload's `Location` is an absolute URL, as distribution builds it by default
-    /// (`http.relativeurls: false`); counted on each upload answer that carries one.
+    /// (`http.relativeurls: false`); counted on each upload answer that carries one. Reported by peers; no public
+    /// source found here.
     AbsoluteLocation,
     /// Docker Hub: manifest answers carry `ratelimit-limit: L;w=21600` and `ratelimit-remaining: R;w=21600`
     /// (docker/docs#11648); a HEAD shows them without using a pull (docker/docs#11707).
     RateLimitHeaders,
-    /// Docker Hub: past the limit a manifest GET answers 429 `TOOMANYREQUESTS` (docker/hub-feedback#2093:
-    /// manifest requests are what is counted).
+    /// Docker Hub: past the limit a manifest GET answers 429 `TOOMANYREQUESTS` (docker/docs#21908: "429 Too
+    /// Many Requests - Server message: toomanyrequests" on a `manifests/` GET; docker/docs#11648, in review:
+    /// "it is actually counting manifest requests").
     RateLimited,
     /// Docker Hub: a blob GET answers 307 to a CDN on another origin (opencontainers/distribution-spec#299:
     /// `location: https://production.cloudflare.docker.com/...`).
@@ -97,7 +105,9 @@ pub enum Rule {
     /// The CDN stand-in served a blob.
     CdnServed,
     /// The CDN stand-in refused a request carrying `Authorization` with 400, as Docker Hub's CDN does
-    /// (tetratelabs/car#35: "received 400 status code" until the headers were dropped; ciiiii/cloudflare-docker-proxy#104).
+    /// (tetratelabs/car#35: "received 400 status code" until the headers were dropped, tetratelabs/car#36:
+    /// "Cloudflare R2, the actual storage, rejects requests with the Authorization header";
+    /// ciiiii/cloudflare-docker-proxy#104).
     CdnRefusedAuthorization,
 }
 

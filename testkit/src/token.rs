@@ -38,13 +38,15 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 /// Which token service the stand-in behaves like.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {
-    /// `ghcr.io/token`: a token by GET only; docker's OAuth `POST` answers 405 (open-component-model/ocm#400,
-    /// "unexpected status from POST request to https://ghcr.io/token: 405 Method Not Allowed"). The answer holds
-    /// `token` only.
+    /// `ghcr.io/token`: a token by GET (github/dependabot-action#131 logs `GET https://ghcr.io:443/token?
+    /// service=ghcr.io&scope=...` answered 200); docker's OAuth `POST` answers 405 (open-component-model/ocm#400,
+    /// "unexpected status from POST request to `https://ghcr.io/token`: 405 Method Not Allowed"). The answer holds
+    /// `token` only: reported by peers; no public source found here.
     Ghcr,
-    /// `auth.docker.io/token`: GET, and `POST` with `grant_type=password` or `refresh_token` (distribution's
-    /// `docs/spec/auth/oauth.md`, which documents Docker Hub's service); answers hold `token`, `access_token`,
-    /// `expires_in` (300 s on Docker Hub) and `issued_at`.
+    /// `auth.docker.io/token`: GET, and `POST` with `grant_type=password` or `refresh_token` as distribution's
+    /// `docs/spec/auth/oauth.md` describes it; answers hold `token`, `access_token`, `expires_in` and
+    /// `issued_at`. Docker Hub's tokens last 300 s: one from `auth.docker.io` quoted in Michsior14/docker-mods#11
+    /// has `exp` 300 s after `iat`.
     DockerHub,
 }
 
