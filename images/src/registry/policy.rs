@@ -41,7 +41,7 @@ impl Default for Policy {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             operation_timeout: Duration::from_secs(300),
-            // 2 Mbit/s: a slow home uplink. 200 MB then gets 300 s + 800 s.
+            // 2 Mbit/s: a slow home uplink. 200 MB then gets 300 s + 763 s (200 MiB: 800 s).
             min_rate: 256 * 1024,
             attempts: 5,
             backoff_base: Duration::from_millis(500),
