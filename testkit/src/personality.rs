@@ -62,7 +62,8 @@ pub enum Rule {
     /// GHCR: a `WWW-Authenticate` challenge always names `repository:NAME:pull`, even for a PUT or POST. GHCR
     /// sending a pull-only "placeholder scope" is cloudflare/serverless-registry#148 (on `/v2/`); that a push's
     /// own challenge says pull only too is reported by peers; no public source found here. go-containerregistry
-    /// adds a challenge's scope to its own and asks for both (`pkg/v1/remote/transport/bearer.go`).
+    /// and regclient add a challenge's scope to their own and ask for all of them
+    /// (`pkg/v1/remote/transport/bearer.go`; regclient's `internal/auth/auth.go`, `ProcessChallenge`).
     ChallengePullOnly,
     /// GHCR: a manifest or tag list of a repository that does not exist answers 403 `DENIED`, where distribution
     /// answers 404 (bytecodealliance/wasm-pkg-tools#40: a non-existent package gives `DENIED` "requested access
