@@ -135,6 +135,10 @@ const SIGNS: &[Signs] = &[
             "x509: certificate is valid for",
             "x509: certificate has expired",
             "tls: failed to verify certificate",
+            // A TLS server answering plain HTTP: a client allowed to fall back to HTTP (cosign with
+            // --allow-http-registry on loopback) did so because it did not trust the certificate, and says only
+            // what the fallback met.
+            "client sent an http request to an https server",
         ],
     },
     Signs {
@@ -786,6 +790,7 @@ mod tests {
         );
         check("Error response from daemon: Get \"https://registry.example:5000/v2/\": tls: failed to verify certificate: x509: certificate signed by unknown authority", Certificate);
         check("ERROR: failed to do request: Head \"https://10.1.2.3/v2/a/manifests/b\": x509: certificate is valid for other.example, not 10.1.2.3", Certificate);
+        check("Error: GET http://127.0.0.1:34645/v2/: unexpected status code 400 Bad Request: Client sent an HTTP request to an HTTPS server.", Certificate);
         check("failed commit on ref \"layer-sha256:ab\": \"layer-sha256:ab\" failed size validation: 10 != 12: failed precondition", DigestMismatch);
     }
 

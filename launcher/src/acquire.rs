@@ -31,7 +31,12 @@ use crate::{
 /// Where the image that runs came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
+    /// Cached, and no registry asked (no check due).
     Cache,
+    /// Cached, and the `PULL_POLICY` check asked the registry (answered current, or not answered).
+    CacheChecked {
+        with: Namespace,
+    },
     /// Cached, and its signature read from the registry and verified (VERIFY_SIGNATURE=true).
     CacheVerified {
         signatures_from: Namespace,
@@ -52,6 +57,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Cache => f.write_str("cache (no registry request)"),
+            Origin::CacheChecked { with } => write!(f, "cache (checked with {with})"),
             Origin::CacheVerified { signatures_from } => {
                 write!(f, "cache (its signature read from {signatures_from})")
             }
@@ -215,7 +221,7 @@ pub fn acquire(
     ));
     let (reference, why) = match selection::decide(config, &facts) {
         Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
-            None => {
+            fresh @ (Fresh::Unasked | Fresh::Asked) => {
                 let started = Instant::now();
                 if let Err(failure) = verify_signature(engine, config, &reference, log) {
                     steps.push((
@@ -247,6 +253,9 @@ pub fn acquire(
                             signatures_from: config.registry.clone(),
                         }
                     }
+                    None if fresh == Fresh::Asked => Origin::CacheChecked {
+                        with: config.registry.clone(),
+                    },
                     None => Origin::Cache,
                 };
                 return Ok(Acquired {
@@ -255,7 +264,7 @@ pub fn acquire(
                     steps,
                 });
             }
-            Some(why) => (reference, why),
+            Fresh::Newer(why) => (reference, why),
         },
         Decision::Local(_) => {
             before_work()?;
@@ -337,15 +346,26 @@ pub fn acquire(
     }
 }
 
+/// What a `PULL_POLICY` check did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Fresh {
+    /// No check was due: the registry was not asked.
+    Unasked,
+    /// The registry was asked; the cached image is used (current, pinned, or no answer).
+    Asked,
+    /// The registry serves a newer digest: why to pull it.
+    Newer(String),
+}
+
 /// With `PULL_POLICY` other than `missing` and a check due, asks the registry what the cached image's tag serves
-/// now (a manifest `HEAD`, and a `GET` only for a digest it has not seen) and records the answer. Returns why to pull, when the registry serves a newer
-/// digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
+/// now (a manifest `HEAD`, and a `GET` only for a digest it has not seen) and records the answer: whether it asked, and why to pull when the registry
+/// serves a newer digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
 fn freshen(
     config: &Config,
     facts: &Facts,
     reference: &str,
     log: &mut dyn Write,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Fresh> {
     let path = Checks::path_in(&config.user_dir);
     let mut checks = Checks::load(&path).map_err(Exit::config)?;
     let image: ImageRef = reference
@@ -356,7 +376,7 @@ fn freshen(
         .pull_policy
         .due(checks.get(&image).map(Check::at), now)
     {
-        return Ok(None);
+        return Ok(Fresh::Unasked);
     }
     let cached = facts
         .prebuilt
@@ -377,7 +397,7 @@ fn freshen(
                 "could not check {image} for a republish (PULL_POLICY={}): {error}; starting the cached image",
                 config.pull_policy
             )?;
-            return Ok(None);
+            return Ok(Fresh::Asked);
         }
     };
     checks.record(
@@ -390,8 +410,8 @@ fn freshen(
     )?;
     Ok(
         match freshness::compare(&cached, config.pinned_digest(), remote) {
-            Freshness::Current => None,
-            Freshness::Newer(remote) => Some(match remote.republished {
+            Freshness::Current => Fresh::Asked,
+            Freshness::Newer(remote) => Fresh::Newer(match remote.republished {
                 Some(republished) => republished.to_string(),
                 None => format!("{image} now serves {}", remote.digest),
             }),
@@ -407,7 +427,7 @@ fn freshen(
                     newer.digest,
                     image.with_digest(&newer.digest)
                 )?;
-                None
+                Fresh::Asked
             }
         },
     )

@@ -359,10 +359,16 @@ pub fn after_pull_failure(
 ) -> Next {
     // cosign missing or a key that cannot be read is this machine's setup, not the image's: a local build would
     // hide it, so it stops whatever ALLOW_LOCAL_BUILD_FALLBACK says.
+    // So is a certificate nobody here trusts (docker's pull or cosign's read of the signature): a local build, or
+    // a mirror behind the same TLS-rewriting proxy, would hide that the machine does not trust what it talks to.
     if let Fault::Signature {
-        failure: cosign::Failure::NotStarted | cosign::Failure::Key,
+        failure:
+            cosign::Failure::NotStarted
+            | cosign::Failure::Key
+            | cosign::Failure::Registry(FailureKind::Certificate),
         ..
-    } = &canonical.fault
+    }
+    | Fault::Docker(FailureKind::Certificate) = &canonical.fault
     {
         return Next::Stop {
             message: format!(
@@ -464,11 +470,11 @@ fn remedy(config: &Config, fault: &Fault) -> String {
         Fault::Docker(FailureKind::Unauthorized) => format!(
             "run `docker login {host}` (the public images need no login: check IMAGE_REGISTRY), {build}"
         ),
-        // A mirror is not tried: the same missing CA (or TLS-rewriting proxy) would refuse it too, and a user
-        // must learn that the machine does not trust what it talks to.
+        // A mirror is not tried, nor a fallback build: the same missing CA (or TLS-rewriting proxy) would refuse
+        // the mirror too, and a user must learn that the machine does not trust what it talks to.
         Fault::Docker(FailureKind::Certificate) => format!(
             "put the CA that signed {host}'s certificate in /etc/docker/certs.d/{host}/ca.crt (or in the system \
-             store, then restart docker), or check IMAGE_REGISTRY, {build}"
+             store, then restart docker), or check IMAGE_REGISTRY, or set USE_PREBUILT=false to build locally"
         ),
         Fault::Docker(FailureKind::NotFound) => {
             format!("pick a published PHP line with PHP_VERSION, {build}")
@@ -496,6 +502,11 @@ fn remedy(config: &Config, fault: &Fault) -> String {
             cosign::Failure::Key => "SIGNATURE_KEY must be the path of a readable cosign public key \
                                      (cosign.pub, as the release publishes it)"
                 .to_owned(),
+            cosign::Failure::Registry(FailureKind::Certificate) => format!(
+                "cosign does not trust {host}'s TLS certificate: put the CA that signed it in \
+                 /etc/docker/certs.d/{host}/ca.crt (cosign is given it as --registry-cacert) or in the system store \
+                 (or the bundle SSL_CERT_FILE names), or set VERIFY_SIGNATURE=false to run images unverified"
+            ),
             cosign::Failure::TimedOut | cosign::Failure::Registry(_) => {
                 let keyless = match config.signature {
                     Some(cosign::Verifier::Identity { .. }) => {
@@ -658,8 +669,10 @@ mod tests {
             check_failure(&settings, failure('c', d(DigestMismatch), 2, 0), &[], "stop: the pull from ghcr.io failed: digest mismatch twice at ghcr.io/20i-stack/php-fpm:v{V}-php-8.5: the bytes served did not match their digest, and ALLOW_LOCAL_BUILD_FALLBACK=false: run the command again; if it persists, something between here and ghcr.io changes the bytes (a proxy?) or the registry's copy is damaged: report it, set IMAGE_MIRRORS to a registry holding the same images, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         }
         check_failure(refuse, failure('c', d(Unauthorized), 1, 0), &[], "stop: ghcr.io refused to serve ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 without valid credentials, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `docker login ghcr.io` (the public images need no login: check IMAGE_REGISTRY), or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
-        check_failure("", failure('c', d(Certificate), 1, 0), &[], "build: docker does not trust ghcr.io's TLS certificate, so ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 was not pulled");
-        check_failure(refuse, failure('c', d(Certificate), 1, 0), &[], "stop: docker does not trust ghcr.io's TLS certificate, so ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 was not pulled, and ALLOW_LOCAL_BUILD_FALLBACK=false: put the CA that signed ghcr.io's certificate in /etc/docker/certs.d/ghcr.io/ca.crt (or in the system store, then restart docker), or check IMAGE_REGISTRY, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
+        // A certificate nobody trusts stops, whatever the fallback: no mirror, no build hides it.
+        for settings in ["", refuse] {
+            check_failure(settings, failure('c', d(Certificate), 1, 0), &[], "stop: docker does not trust ghcr.io's TLS certificate, so ghcr.io/20i-stack/php-fpm:v{V}-php-8.5 was not pulled: put the CA that signed ghcr.io's certificate in /etc/docker/certs.d/ghcr.io/ca.crt (or in the system store, then restart docker), or check IMAGE_REGISTRY, or set USE_PREBUILT=false to build locally");
+        }
         check_failure(&format!("{refuse} PHP_VERSION=8.0"), PullFailure { reference: format!("ghcr.io/20i-stack/php-fpm:v{V}-php-8.0"), ..failure('c', d(NotFound), 1, 0) }, &[], "stop: ghcr.io/20i-stack/php-fpm:v{V}-php-8.0 is not published (this release has PHP 8.1, 8.2, 8.3, 8.4, 8.5; a development build of the launcher has no published images), and ALLOW_LOCAL_BUILD_FALLBACK=false: pick a published PHP line with PHP_VERSION, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally");
         // Another digest than the pin is refused: no mirror (it would serve the same release), the pin's remedy.
         check_failure(&format!("{refuse} {pin}"), failure('c', Fault::NotThePin { got: vec![digest('b')] }, 1, 0), &[], &format!("stop: ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 does not have the pinned digest sha256:{}, and ALLOW_LOCAL_BUILD_FALLBACK=false: run `20i pin` again if the release was republished, or remove PHP_FPM_PIN, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally", "a".repeat(64)));
@@ -684,6 +697,7 @@ mod tests {
         // This machine's setup stops, whatever the fallback: a local build would hide it.
         check_failure(key, failure('c', signature(NotStarted), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): not started: {SIGNATURE_NEEDS_COSIGN}"));
         check_failure(key, failure('c', signature(Key), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): key unreadable: SIGNATURE_KEY must be the path of a readable cosign public key (cosign.pub, as the release publishes it)"));
+        check_failure(key, failure('c', signature(Registry(FailureKind::Certificate)), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): certificate not trusted: cosign does not trust ghcr.io's TLS certificate: put the CA that signed it in /etc/docker/certs.d/ghcr.io/ca.crt (cosign is given it as --registry-cacert) or in the system store (or the bundle SSL_CERT_FILE names), or set VERIFY_SIGNATURE=false to run images unverified"));
         check_failure(&format!("{key} {refuse}"), failure('c', signature(Registry(FailureKind::Unreachable)), 1, 0), &[], &format!("stop: the signature of ghcr.io/20i-stack/php-fpm:v{{V}}-php-8.5 (sha256:{b}) could not be checked with the key /keys/cosign.pub (SIGNATURE_KEY): unreachable, and ALLOW_LOCAL_BUILD_FALLBACK=false: the signature is read from ghcr.io: connect and run the command again, or set VERIFY_SIGNATURE=false to run images unverified, or set ALLOW_LOCAL_BUILD_FALLBACK=true (or USE_PREBUILT=false) to build locally"));
     }
 

@@ -77,6 +77,27 @@ impl Hosted {
     }
 
     pub fn start(like: Like, accounts: Accounts, expires_in: Duration) -> anyhow::Result<Hosted> {
+        Hosted::launch(like, accounts, expires_in, true)
+    }
+
+    /// The same with the token service on plain HTTP, for a test that pulls with docker: docker's daemon
+    /// fetches tokens with its own system roots (neither certs.d nor the loopback exception apply to the realm),
+    /// where the test CA cannot be without restarting it. The registry and the proxy in front keep TLS; on the
+    /// real services the realm's certificate is a public CA's, which docker trusts.
+    pub fn start_with_plain_token_service(
+        like: Like,
+        accounts: Accounts,
+        expires_in: Duration,
+    ) -> anyhow::Result<Hosted> {
+        Hosted::launch(like, accounts, expires_in, false)
+    }
+
+    fn launch(
+        like: Like,
+        accounts: Accounts,
+        expires_in: Duration,
+        token_tls: bool,
+    ) -> anyhow::Result<Hosted> {
         let ca = Ca::new()?;
         let dir = tempfile::Builder::new().prefix("20i-hosted-").tempdir()?;
         let ca_file = ca.write(dir.path())?;
@@ -91,9 +112,13 @@ impl Hosted {
             expires_in,
             public_pull: accounts.public_pull,
         };
-        let cert = ca.issue(&["127.0.0.1", "localhost"])?;
-        let tokens = TokenService::start_with_tls(options, cert.server_config())
-            .context("starting the token service stand-in")?;
+        let tokens = if token_tls {
+            let cert = ca.issue(&["127.0.0.1", "localhost"])?;
+            TokenService::start_with_tls(options, cert.server_config())
+        } else {
+            TokenService::start(options)
+        }
+        .context("starting the token service stand-in")?;
         let registry = Registry::builder()
             .tls(&ca)
             .token(tokens.registry_auth())

@@ -29,6 +29,10 @@ use crate::docker::FailureKind;
 pub const DOCKER_CERTS_D: &str = "/etc/docker/certs.d";
 /// Where docker's daemon lists its `insecure-registries`.
 pub const DOCKER_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+/// Tests only: `1` sends loopback registries through the environment's proxy too ([`TransportSettings`]'s
+/// `proxy_loopback`), so that a test of a whole binary can put a CONNECT proxy on this machine in front of a
+/// registry on it. Users never need it: docker itself never proxies loopback.
+pub const PROXY_LOOPBACK_VAR: &str = "STACK_TEST_PROXY_LOOPBACK";
 
 /// Everything from outside that decides how a host is reached.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,7 +60,7 @@ impl TransportSettings {
             certs_d: PathBuf::from(DOCKER_CERTS_D),
             proxies: Proxies::from_vars(|name| std::env::var(name).ok())?,
             insecure,
-            proxy_loopback: false,
+            proxy_loopback: std::env::var(PROXY_LOOPBACK_VAR).is_ok_and(|v| v == "1"),
         })
     }
 }
@@ -633,7 +637,15 @@ impl Transport {
             .authority()
             .map(|a| a.as_str().to_owned())
             .ok_or_else(|| Failure::fatal(FailureKind::Other, format!("{uri} names no host")))?;
-        let scheme = self.scheme(&authority, deadline)?;
+        // A URL the server gave (a token realm, a `Location`) may name plain HTTP: taken as given where docker
+        // would use plain HTTP too. Probing instead would upgrade it to HTTPS whenever a proxy applies (see
+        // `scheme`), and a plain token service would then meet a TLS handshake. Elsewhere it is upgraded.
+        let scheme =
+            if uri.scheme_str() == Some("http") && self.plain_allowed(&authority, deadline)? {
+                Scheme::Http
+            } else {
+                self.scheme(&authority, deadline)?
+            };
         let agent = self.agent(trust, &authority, scheme)?;
         let mut parts = uri.clone().into_parts();
         parts.scheme = Some(

@@ -5,6 +5,7 @@ mod boundaries;
 mod faults;
 mod fresh;
 mod harness;
+mod hosted;
 mod pin;
 mod prune;
 mod pull;
