@@ -225,6 +225,8 @@ impl FaultProxy {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             personality: Mutex::default(),
+            plain_too: Default::default(),
+            plain_connections: Default::default(),
         });
         let acceptor = thread::Builder::new()
             .name(format!("fault-proxy-{}", addr.port()))
@@ -255,6 +257,20 @@ impl FaultProxy {
             _ => ProxyTls::default(),
         };
         FaultProxy::start_with(upstream, tls)
+    }
+
+    /// With `true`, a TLS proxy also serves clients that open in plain HTTP, in plain HTTP. buildx's own
+    /// registry client (`imagetools create`) speaks only plain HTTP to a loopback registry, where it would speak
+    /// HTTPS to ghcr.io or docker.io: this lets it reach a TLS stand-in on 127.0.0.1 at all.
+    pub fn also_plain_http(&self, yes: bool) {
+        use std::sync::atomic::Ordering;
+        self.shared.plain_too.store(yes, Ordering::SeqCst);
+    }
+
+    /// How many connections a TLS proxy served in plain HTTP ([`FaultProxy::also_plain_http`]).
+    pub fn plain_connections(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        self.shared.plain_connections.load(Ordering::SeqCst)
     }
 
     /// Whether clients must speak TLS to the proxy.
@@ -385,6 +401,9 @@ pub(crate) struct Shared {
     /// The GHCR or Docker Hub rules in force (`crate::personality`): a lock of its own, never held while a
     /// request is forwarded.
     personality: Mutex<Option<crate::personality::Active>>,
+    /// A TLS proxy serves a connection that opens in plain HTTP as plain HTTP ([`FaultProxy::also_plain_http`]).
+    plain_too: std::sync::atomic::AtomicBool,
+    plain_connections: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Default)]
@@ -528,8 +547,13 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
     let _ = client.set_nodelay(true);
     let client = match &shared.tls.serve {
         Some(config) => {
+            use std::sync::atomic::Ordering;
             let mut first = [0u8; 1];
-            if client.peek(&mut first)? == 1 && first[0] != TLS_HANDSHAKE {
+            let plain = client.peek(&mut first)? == 1 && first[0] != TLS_HANDSHAKE;
+            if plain && shared.plain_too.load(Ordering::SeqCst) {
+                shared.plain_connections.fetch_add(1, Ordering::SeqCst);
+                Stream::plain(client)
+            } else if plain {
                 // What Go's TLS servers (distribution's) answer to plain HTTP on their port.
                 let mut client = client;
                 client.write_all(
@@ -537,9 +561,11 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 )?;
                 let _ = client.shutdown(Shutdown::Both);
                 return Ok(());
+            } else {
+                let connection =
+                    ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
+                Stream::tls(client, TlsConnection::Server(connection))?
             }
-            let connection = ServerConnection::new(Arc::clone(config)).map_err(io::Error::other)?;
-            Stream::tls(client, TlsConnection::Server(connection))?
         }
         None => Stream::plain(client),
     };
@@ -1271,6 +1297,8 @@ mod tests {
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
             personality: Mutex::default(),
+            plain_too: Default::default(),
+            plain_connections: Default::default(),
         };
         shared.lock().rules = vec![
             (RequestKind::BlobGet, Fault::Status(503).times(2)),

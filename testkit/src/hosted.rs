@@ -25,8 +25,20 @@ pub enum Like {
     /// ghcr.io: challenges name only `:pull`, tokens by GET, 403 `DENIED` for a missing repository, relative
     /// upload locations, paged tag lists, no `DELETE`.
     Ghcr,
-    /// Docker Hub: 401 for a missing repository, tokens that expire, pull limits, blobs served by a CDN.
+    /// Docker Hub: 401 for a missing repository, tokens that expire, pull limits, blobs served by a CDN, no
+    /// `DELETE`.
     DockerHub(HubLimits),
+}
+
+/// How the token service stand-in is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenTransport {
+    /// HTTPS from the test's CA, as ghcr.io/token and auth.docker.io serve it (with public certificates).
+    Https,
+    /// Plain HTTP on loopback. The real services' token endpoints have public certificates that every client
+    /// trusts; the stand-in's CA cannot be given to every client (dockerd's own push of a BuildKit build trusts
+    /// only the system store for a token realm, whatever `certs.d` or its insecure loopback say).
+    PlainHttp,
 }
 
 /// Who may do what: users with passwords, and what each may do under a namespace prefix.
@@ -77,26 +89,16 @@ impl Hosted {
     }
 
     pub fn start(like: Like, accounts: Accounts, expires_in: Duration) -> anyhow::Result<Hosted> {
-        Hosted::launch(like, accounts, expires_in, true)
+        Hosted::start_with(like, accounts, expires_in, TokenTransport::Https)
     }
 
-    /// The same with the token service on plain HTTP, for a test that pulls with docker: docker's daemon
-    /// fetches tokens with its own system roots (neither certs.d nor the loopback exception apply to the realm),
-    /// where the test CA cannot be without restarting it. The registry and the proxy in front keep TLS; on the
-    /// real services the realm's certificate is a public CA's, which docker trusts.
-    pub fn start_with_plain_token_service(
+    /// With the token service on `token`: [`TokenTransport::PlainHttp`] where a client that cannot be given the
+    /// test's CA fetches tokens (dockerd pushing an image it built, which trusts only the system store there).
+    pub fn start_with(
         like: Like,
         accounts: Accounts,
         expires_in: Duration,
-    ) -> anyhow::Result<Hosted> {
-        Hosted::launch(like, accounts, expires_in, false)
-    }
-
-    fn launch(
-        like: Like,
-        accounts: Accounts,
-        expires_in: Duration,
-        token_tls: bool,
+        token: TokenTransport,
     ) -> anyhow::Result<Hosted> {
         let ca = Ca::new()?;
         let dir = tempfile::Builder::new().prefix("20i-hosted-").tempdir()?;
@@ -112,11 +114,10 @@ impl Hosted {
             expires_in,
             public_pull: accounts.public_pull,
         };
-        let tokens = if token_tls {
-            let cert = ca.issue(&["127.0.0.1", "localhost"])?;
-            TokenService::start_with_tls(options, cert.server_config())
-        } else {
-            TokenService::start(options)
+        let cert = ca.issue(&["127.0.0.1", "localhost"])?;
+        let tokens = match token {
+            TokenTransport::Https => TokenService::start_with_tls(options, cert.server_config()),
+            TokenTransport::PlainHttp => TokenService::start(options),
         }
         .context("starting the token service stand-in")?;
         let registry = Registry::builder()

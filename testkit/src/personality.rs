@@ -79,8 +79,10 @@ pub enum Rule {
     /// (smg-project/smg#2348, argoproj-labs/argocd-image-updater#1660, werf/werf#3654). The stand-in also caps
     /// `n` (`GHCR_TAG_PAGE`), stricter than GHCR, which answered `n=10000` whole in smg-project/smg#2348.
     TagPages,
-    /// GHCR: `DELETE` answers 405 `UNSUPPORTED` (podman-container-tools/skopeo#1880, first filed as
-    /// containers/skopeo#1880: "Failed to delete ... UNSUPPORTED ... (405 Method Not Allowed)").
+    /// GHCR and Docker Hub: `DELETE` answers 405 `UNSUPPORTED` (podman-container-tools/skopeo#1880, first filed as
+    /// containers/skopeo#1880: "Failed to
+    /// delete ... UNSUPPORTED ... (405 Method Not Allowed)" on ghcr.io; docker/hub-feedback#2360 "Support the OCI
+    /// delete API": 405 on registry-1.docker.io, where tags are deleted on Docker Hub's own site or API).
     DeleteUnsupported,
     /// Docker Hub: any request on a repository that does not exist answers 401 `UNAUTHORIZED` with a challenge,
     /// even with a valid token, so absent and forbidden look alike (jupyterhub/binderhub#1664 "Docker Hub now
@@ -167,17 +169,25 @@ pub(crate) fn respond(shared: &Shared, request: &Request) -> io::Result<Response
     }
 }
 
+/// Both services refuse the registry API's `DELETE` ([`Rule::DeleteUnsupported`]).
+fn delete_unsupported(shared: &Shared, request: &Request, path: &str) -> Option<Response> {
+    if request.method != "DELETE" || !path.starts_with("/v2/") {
+        return None;
+    }
+    fire(shared, Rule::DeleteUnsupported);
+    Some(error(
+        request,
+        405,
+        "UNSUPPORTED",
+        "The operation is unsupported.",
+        Vec::new(),
+    ))
+}
+
 fn ghcr(shared: &Shared, request: &Request) -> io::Result<Response> {
     let (path, query) = split_target(&request.target);
-    if request.method == "DELETE" && path.starts_with("/v2/") {
-        fire(shared, Rule::DeleteUnsupported);
-        return Ok(error(
-            request,
-            405,
-            "UNSUPPORTED",
-            "The operation is unsupported.",
-            Vec::new(),
-        ));
+    if let Some(refused) = delete_unsupported(shared, request, path) {
+        return Ok(refused);
     }
     let tags = path.ends_with("/tags/list") && request.method == "GET";
     let mut response = if tags {
@@ -284,6 +294,9 @@ fn tag_page(shared: &Shared, request: &Request, path: &str, query: &str) -> io::
 
 fn hub(shared: &Shared, request: &Request, limits: HubLimits) -> io::Result<Response> {
     let (path, _) = split_target(&request.target);
+    if let Some(refused) = delete_unsupported(shared, request, path) {
+        return Ok(refused);
+    }
     let creator = |name: &str| limits.push_creates_repository && may_push(request, name);
     if let Some(name) = repository(path).filter(|name| !creator(name)) {
         if !exists(shared, request, name)? {

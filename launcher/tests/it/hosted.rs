@@ -5,7 +5,7 @@
 //!
 //! docker trusts any certificate on loopback; the in-process client and cosign do not, so a test that needs them
 //! to trust the CA writes it to `/etc/docker/certs.d/127.0.0.1:PORT/` (the registry's own port), removed on drop.
-//! The token service speaks plain HTTP (`Hosted::start_with_plain_token_service`): docker's daemon fetches tokens
+//! The token service speaks plain HTTP (`Hosted::start_with` and `TokenTransport::PlainHttp`): docker's daemon fetches tokens
 //! with its own system roots, where the test CA cannot be. Images are pushed with skopeo, zstd-compressed with a
 //! layer of their own, so that docker's content store has never seen their blobs and a pull fetches them.
 
@@ -24,7 +24,7 @@ use stack_images::{
 };
 use testkit::{
     connect::{ConnectProxy, Limits},
-    hosted::{Accounts, Hosted, Like},
+    hosted::{Accounts, Hosted, Like, TokenTransport},
     tls::CertsDirGuard,
     HubLimits, Personality, Rule,
 };
@@ -48,8 +48,13 @@ impl Published {
     fn ghcr_like() -> Published {
         let accounts = Accounts::owner(USER, PASSWORD, "stack");
         Published::logged_in(
-            Hosted::start_with_plain_token_service(Like::Ghcr, accounts, Duration::from_secs(300))
-                .unwrap(),
+            Hosted::start_with(
+                Like::Ghcr,
+                accounts,
+                Duration::from_secs(300),
+                TokenTransport::PlainHttp,
+            )
+            .unwrap(),
         )
     }
 
@@ -61,10 +66,11 @@ impl Published {
         };
         let accounts = Accounts::owner(USER, PASSWORD, "stack");
         Published::logged_in(
-            Hosted::start_with_plain_token_service(
+            Hosted::start_with(
                 Like::DockerHub(limits),
                 accounts,
                 Duration::from_secs(300),
+                TokenTransport::PlainHttp,
             )
             .unwrap(),
         )

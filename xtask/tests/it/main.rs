@@ -5,6 +5,7 @@ mod boundaries;
 mod dry_run;
 mod faults;
 mod help;
+mod hosted;
 mod injection;
 mod notes;
 mod plan;

@@ -1,15 +1,21 @@
 //! What the release tests share: two `distribution` registries on 127.0.0.1 (the mirror wants a login),
 //! stand-in bases and their lock, a docker config of the test's own, and checks made independently with skopeo.
 //! `Setup::behind_proxies` puts a fault-injecting proxy in front of each registry: the release talks to the
-//! proxies, the checks to the registries themselves.
+//! proxies, the checks to the registries themselves. `Setup::hosted` releases instead to a GHCR-like canonical and
+//! a Docker-Hub-like mirror (`testkit::Hosted`: TLS, token auth, each service's quirks), the bases staying on
+//! the plain loopback registry.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
+    time::Duration,
 };
 
 use stack_images::{docker::Docker, Digest};
-use testkit::{fixtures, FaultProxy, Registry};
+use testkit::{
+    fixtures, Accounts, CertsDirGuard, FaultProxy, Hosted, HubLimits, Like, Registry,
+    TokenTransport,
+};
 
 pub const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
 pub const USER: &str = "releaser";
@@ -26,6 +32,92 @@ pub struct Setup {
     pub proxies: Option<(FaultProxy, FaultProxy)>,
     /// A matrix of fewer lines, for tests about the registries rather than the builds.
     pub matrix: Option<PathBuf>,
+    /// The GHCR-like canonical and Docker-Hub-like mirror the release talks to instead of the plain ones.
+    pub hosted: Option<HostedPair>,
+}
+
+/// Where docker, skopeo, cosign and the xtask's client all read a registry's CA: the hosted registries' CAs are
+/// written there, under their own `127.0.0.1:PORT`, for the length of a test.
+pub const DOCKER_CERTS_D: &str = "/etc/docker/certs.d";
+
+/// A GHCR-like and a Docker-Hub-like registry, the CA of each trusted in docker's `certs.d` while it lives.
+pub struct HostedPair {
+    // The CAs leave certs.d before the registries stop.
+    _trust: [CertsDirGuard; 2],
+    pub ghcr: Hosted,
+    pub hub: Hosted,
+}
+
+impl HostedPair {
+    /// The releaser owns `stack` on the GHCR-like and `mirror` on the Docker-Hub-like (`limits` say whether a
+    /// first push creates a repository there); both serve public images to anyone.
+    pub fn start(limits: HubLimits) -> anyhow::Result<HostedPair> {
+        // dockerd pushes what BuildKit built and fetches that push's token itself, trusting only the system
+        // store there: the token services speak plain HTTP (the registries themselves stay TLS).
+        let ghcr = Hosted::start_with(
+            Like::Ghcr,
+            Accounts::owner(USER, PASSWORD, "stack"),
+            Duration::from_secs(300),
+            TokenTransport::PlainHttp,
+        )?;
+        let hub = Hosted::start_with(
+            Like::DockerHub(limits),
+            Accounts::owner(USER, PASSWORD, "mirror"),
+            Duration::from_secs(300),
+            TokenTransport::PlainHttp,
+        )?;
+        // A split release's merge assembles its index with `buildx imagetools create`, which speaks plain HTTP to
+        // any loopback registry (HTTPS to ghcr.io): the GHCR-like proxy answers it in plain HTTP too.
+        ghcr.proxy.also_plain_http(true);
+        let root = Path::new(DOCKER_CERTS_D);
+        Ok(HostedPair {
+            _trust: [ghcr.trust_in(root)?, hub.trust_in(root)?],
+            ghcr,
+            hub,
+        })
+    }
+
+    fn serves(&self, reference: &str) -> bool {
+        [&self.ghcr, &self.hub]
+            .iter()
+            .any(|hosted| reference.starts_with(&format!("{}/", hosted.host())))
+    }
+}
+
+/// The repository's matrix with only `lines` (the first is the default line) and only `platforms`, written into
+/// `dir`: for tests about registries rather than builds.
+pub fn small_matrix(dir: &Path, lines: &[&str], platforms: &[&str]) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/matrix.toml");
+    let text = std::fs::read_to_string(root)?;
+    let head = &text[..text.find("[[lines]]").expect("the matrix lists lines")];
+    let default = format!("default_line = \"{}\"", lines[0]);
+    let platforms = format!(
+        "platforms = [{}]",
+        platforms
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut matrix = head
+        .lines()
+        .map(|l| {
+            if l.starts_with("default_line") {
+                default.as_str()
+            } else if l.starts_with("platforms") {
+                platforms.as_str()
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in lines {
+        matrix.push_str(&format!("\n[[lines]]\nphp = \"{line}\"\n"));
+    }
+    let path = dir.join("matrix.toml");
+    std::fs::write(&path, matrix)?;
+    Ok(path)
 }
 
 impl Setup {
@@ -56,6 +148,7 @@ impl Setup {
             dir,
             proxies: None,
             matrix: None,
+            hosted: None,
         };
         let lock = setup.lock().display().to_string();
         let refreshed = setup.xtask(&["bases", "refresh", "--source", &source, "--lock", &lock]);
@@ -76,29 +169,28 @@ impl Setup {
         Docker::new()?
             .with_config_dir(setup.docker_config.path())
             .login(&mirror.host(), USER, PASSWORD)?;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/matrix.toml");
-        let text = std::fs::read_to_string(root)?;
-        let head = &text[..text.find("[[lines]]").expect("the matrix lists lines")];
-        let default = format!("default_line = \"{}\"", lines[0]);
-        let mut matrix = head
-            .lines()
-            .map(|l| {
-                if l.starts_with("default_line") {
-                    default.as_str()
-                } else {
-                    l
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        for line in lines {
-            matrix.push_str(&format!("\n[[lines]]\nphp = \"{line}\"\n"));
-        }
-        let path = setup.dir.path().join("matrix.toml");
-        std::fs::write(&path, matrix)?;
+        let path = small_matrix(setup.dir.path(), lines, &["linux/amd64", "linux/arm64"])?;
         setup.matrix = Some(path);
         setup.proxies = Some((canonical, mirror));
         Ok(setup)
+    }
+
+    /// The same bases, released to a GHCR-like canonical and a Docker-Hub-like mirror with `limits`, logged in
+    /// to both, building only `lines` for `platforms`.
+    pub fn hosted(lines: &[&str], platforms: &[&str], limits: HubLimits) -> anyhow::Result<Setup> {
+        let mut setup = Setup::new()?;
+        let pair = HostedPair::start(limits)?;
+        for hosted in [&pair.ghcr, &pair.hub] {
+            hosted.login(setup.docker_config.path(), USER, PASSWORD)?;
+        }
+        setup.matrix = Some(small_matrix(setup.dir.path(), lines, platforms)?);
+        setup.hosted = Some(pair);
+        Ok(setup)
+    }
+
+    /// The GHCR-like canonical and the Docker-Hub-like mirror.
+    pub fn pair(&self) -> &HostedPair {
+        self.hosted.as_ref().expect("Setup::hosted")
     }
 
     /// The proxies in front of the canonical registry and the mirror.
@@ -120,11 +212,25 @@ impl Setup {
     }
 
     pub fn canonical_ns(&self) -> String {
-        self.canonical.namespace("stack")
+        match &self.hosted {
+            Some(pair) => pair.ghcr.namespace("stack"),
+            None => self.canonical.namespace("stack"),
+        }
     }
 
     pub fn mirror_ns(&self) -> String {
-        self.mirror.namespace("mirror")
+        match &self.hosted {
+            Some(pair) => pair.hub.namespace("mirror"),
+            None => self.mirror.namespace("mirror"),
+        }
+    }
+
+    /// skopeo checks the certificate of a hosted registry (its CA is in certs.d) and takes a plain one's HTTP.
+    fn skopeo_tls(&self, reference: &str) -> &'static str {
+        match &self.hosted {
+            Some(pair) if pair.serves(reference) => "--tls-verify=true",
+            _ => "--tls-verify=false",
+        }
     }
 
     pub fn xtask_command(&self, args: &[&str]) -> Command {
@@ -204,7 +310,7 @@ impl Setup {
     pub fn skopeo_digest(&self, reference: &str) -> Option<Digest> {
         let authfile = self.docker_config.path().join("config.json");
         let output = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false", "--authfile"])
+            .args(["inspect", "--raw", self.skopeo_tls(reference), "--authfile"])
             .arg(&authfile)
             .arg(format!("docker://{reference}"))
             .output()
@@ -218,7 +324,7 @@ impl Setup {
         for namespace in [self.canonical_ns(), self.mirror_ns()] {
             let authfile = self.docker_config.path().join("config.json");
             let output = Command::new("skopeo")
-                .args(["list-tags", "--tls-verify=false", "--authfile"])
+                .args(["list-tags", self.skopeo_tls(&namespace), "--authfile"])
                 .arg(&authfile)
                 .arg(format!("docker://{namespace}/php-fpm"))
                 .output()
