@@ -259,9 +259,9 @@ fn a_big_blob_through_a_slow_proxy_finishes_past_the_operation_timeout_and_a_sta
     let destination = Registry::start()?;
     let certs_d = tempfile::tempdir()?;
     let _trusted = ca.trust_for_docker(certs_d.path(), &source.host())?;
-    let big = push_big(&source, 50)?;
+    let big = push_big(&source, 200)?;
     let proxy = ConnectProxy::start(Limits {
-        bytes_per_sec: Some(10_000_000),
+        bytes_per_sec: Some(20_000_000),
         stall_after_bytes: None,
     })?;
     let url = proxy.url();
@@ -274,7 +274,7 @@ fn a_big_blob_through_a_slow_proxy_finishes_past_the_operation_timeout_and_a_sta
     let policy = Policy {
         operation_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(2),
-        min_rate: 8_000_000,
+        min_rate: 16_000_000,
         ..quick()
     };
     let (copier, _logins) = client(policy.clone(), certs_d.path(), &vars, true);
@@ -282,14 +282,15 @@ fn a_big_blob_through_a_slow_proxy_finishes_past_the_operation_timeout_and_a_sta
     let started = Instant::now();
     let copied = copier.copy(&big, &to)?;
     let took = started.elapsed();
-    assert!(copied.bytes_sent > 100_000_000, "{copied:?}");
-    // 50 MB at 10 MB/s: longer than the operation's 2 s, within the blob's 2 s + 50 MB / 8 MB/s.
+    assert!(copied.bytes_sent > 400_000_000, "{copied:?}");
+    // 200 MB a platform at 20 MB/s: 10 s each, past the operation's 2 s, within the blob's 2 s + 200 MB / 16 MB/s
+    // (the case, 200 MB over 5 Mbit/s against 300 s, scaled to seconds).
     assert!(took > policy.operation_timeout, "{took:?}");
     assert!(
         proxy
             .tunnel_stats()
             .iter()
-            .any(|t| t.to_client > 50_000_000),
+            .any(|t| t.to_client > 200_000_000),
         "{:?}",
         proxy.tunnel_stats()
     );
