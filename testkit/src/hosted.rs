@@ -29,6 +29,17 @@ pub enum Like {
     DockerHub(HubLimits),
 }
 
+/// How the token service stand-in is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenTransport {
+    /// HTTPS from the test's CA, as ghcr.io/token and auth.docker.io serve it (with public certificates).
+    Https,
+    /// Plain HTTP on loopback. The real services' token endpoints have public certificates that every client
+    /// trusts; the stand-in's CA cannot be given to every client (dockerd's own push of a BuildKit build trusts
+    /// only the system store for a token realm, whatever `certs.d` or its insecure loopback say).
+    PlainHttp,
+}
+
 /// Who may do what: users with passwords, and what each may do under a namespace prefix.
 #[derive(Clone, Debug)]
 pub struct Accounts {
@@ -77,6 +88,29 @@ impl Hosted {
     }
 
     pub fn start(like: Like, accounts: Accounts, expires_in: Duration) -> anyhow::Result<Hosted> {
+        Hosted::start_with(like, accounts, expires_in, TokenTransport::Https)
+    }
+
+    /// With the token service on `token`: [`TokenTransport::PlainHttp`] where a client that cannot be given the
+    /// test's CA fetches tokens (dockerd pushing an image it built, which trusts only the system store there).
+    pub fn start_with(
+        like: Like,
+        accounts: Accounts,
+        expires_in: Duration,
+        token: TokenTransport,
+    ) -> anyhow::Result<Hosted> {
+        Hosted::start_on(0, like, accounts, expires_in, token)
+    }
+
+    /// The same with the proxy, the address users see, on 127.0.0.1:`port` (a free one for 0): `make demo`'s
+    /// fixed ports. The token service and the registry behind the proxy take free ports.
+    pub fn start_on(
+        port: u16,
+        like: Like,
+        accounts: Accounts,
+        expires_in: Duration,
+        token: TokenTransport,
+    ) -> anyhow::Result<Hosted> {
         let ca = Ca::new()?;
         let dir = tempfile::Builder::new().prefix("20i-hosted-").tempdir()?;
         let ca_file = ca.write(dir.path())?;
@@ -92,14 +126,17 @@ impl Hosted {
             public_pull: accounts.public_pull,
         };
         let cert = ca.issue(&["127.0.0.1", "localhost"])?;
-        let tokens = TokenService::start_with_tls(options, cert.server_config())
-            .context("starting the token service stand-in")?;
+        let tokens = match token {
+            TokenTransport::Https => TokenService::start_with_tls(options, cert.server_config()),
+            TokenTransport::PlainHttp => TokenService::start(options),
+        }
+        .context("starting the token service stand-in")?;
         let registry = Registry::builder()
             .tls(&ca)
             .token(tokens.registry_auth())
             .start()
             .context("starting the registry behind the token service stand-in")?;
-        let proxy = FaultProxy::in_front_of(&registry)?;
+        let proxy = FaultProxy::in_front_of_on(port, &registry)?;
         proxy.set_personality(match like {
             Like::Ghcr => Personality::Ghcr,
             Like::DockerHub(limits) => Personality::DockerHub(limits),

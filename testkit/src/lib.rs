@@ -19,7 +19,7 @@ pub mod token;
 
 pub use connect::{ConnectProxy, Limits, Tunnel};
 pub use faults::{Fault, FaultProxy, ProxyTls, RequestKind};
-pub use hosted::{docker_login, Accounts, Hosted, Like};
+pub use hosted::{docker_login, Accounts, Hosted, Like, TokenTransport};
 pub use personality::{HubLimits, Personality, Rule};
 pub use registry::{Registry, RegistryBuilder, TokenAuthConfig};
 pub use tls::{bundle_with_system, Ca, CertsDirGuard, ServerCert};
