@@ -19,6 +19,7 @@
 # registry over TLS with token auth behind a proxy that answers like the service, on 127.0.0.1:GHCR_PORT and
 # :HUB_PORT. Its state is in $STATE_DIR/hosted/NAME/: user and password (0600, never printed), ghcr/ca.crt and
 # hub/ca.crt (also in /etc/docker/certs.d/127.0.0.1:PORT/ca.crt while it runs), ready, hosted.pid, hosted.log.
+# STACK_CERTS_D names another certs.d root (tests).
 # With --htpasswd FILE (bcrypt, e.g. `htpasswd -Bbn USER PASS > FILE`) the registry asks for basic
 # auth; /v2/ answers 401 without credentials. Docker treats 127.0.0.0/8 registries as insecure (HTTP).
 set -euo pipefail
