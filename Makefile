@@ -7,14 +7,15 @@ setup:
 	bash scripts/setup.sh
 
 # The main job on an embedded default: a complete release of the workspace's version (Cargo.toml, v0.1.0 today;
-# 5 PHP lines x 2 platforms) to two
-# registries on 127.0.0.1 standing in for GHCR and Docker Hub, built from stand-in bases (Docker Hub's php
-# images cannot be pulled here). Prints the digest table and where the notes are; leaves the registries up.
+# 5 PHP lines x 2 platforms) to two registries on 127.0.0.1 standing in for GHCR and Docker Hub (TLS, token auth,
+# their quirks; testkit's hosted-standins), built from stand-in bases (Docker Hub's php images cannot be pulled
+# here). Prints the digest table and where the notes are; leaves the registries up.
 demo: setup
 	cargo xtask demo
 
-# Stop the demo's registries.
+# Stop the demo's registries and take their CAs out of /etc/docker/certs.d.
 demo-down:
+	bash scripts/registry.sh hosted-down demo
 	bash scripts/registry.sh down demo-ghcr
 	bash scripts/registry.sh down demo-hub
 

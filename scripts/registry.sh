@@ -5,12 +5,21 @@
 #        scripts/registry.sh down NAME                         stop (storage is kept)
 #        scripts/registry.sh status                            list registries and whether they run
 #        scripts/registry.sh wipe NAME                         stop and delete, storage included
+#        scripts/registry.sh hosted-up NAME GHCR_PORT HUB_PORT  start the TLS + token stand-ins (idempotent)
+#        scripts/registry.sh hosted-down NAME                   stop them, their CAs out of certs.d
+#        scripts/registry.sh hosted-wipe NAME                   stop them and delete their state
 #
 # State lives in ${STACK_STATE_DIR:-/var/tmp/20i-stack}/registries/NAME/:
 #   config.yml    generated distribution config (delete enabled, access log on)
 #   data/         storage
 #   access.log    access lines (stdout, combined log format) and the registry log (stderr)
 #   registry.pid, port
+# hosted-up runs testkit's `hosted-standins` ($STACK_HOSTED_BIN, else target/debug/hosted-standins: build it
+# with `cargo build -p testkit --bin hosted-standins`): a GHCR-like and a Docker-Hub-like stand-in, each the real
+# registry over TLS with token auth behind a proxy that answers like the service, on 127.0.0.1:GHCR_PORT and
+# :HUB_PORT. Its state is in $STATE_DIR/hosted/NAME/: user and password (0600, never printed), ghcr/ca.crt and
+# hub/ca.crt (also in /etc/docker/certs.d/127.0.0.1:PORT/ca.crt while it runs), ready, hosted.pid, hosted.log.
+# STACK_CERTS_D names another certs.d root (tests).
 # With --htpasswd FILE (bcrypt, e.g. `htpasswd -Bbn USER PASS > FILE`) the registry asks for basic
 # auth; /v2/ answers 401 without credentials. Docker treats 127.0.0.0/8 registries as insecure (HTTP).
 set -euo pipefail
@@ -24,7 +33,7 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '4,7p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -215,6 +224,121 @@ cmd_status() {
   ((any)) || echo "no registries under $REG_ROOT"
 }
 
+HOSTED_ROOT=$STATE_DIR/hosted
+CERTS_D=${STACK_CERTS_D:-/etc/docker/certs.d}
+
+hosted_bin() {
+  local bin=${STACK_HOSTED_BIN:-$(dirname "$0")/../target/debug/hosted-standins}
+  [[ -x $bin ]] || die "$bin not found: run cargo build -p testkit --bin hosted-standins"
+  echo "$bin"
+}
+
+# pid of the running stand-ins NAME, if any (alive, not a zombie, serving this NAME's state directory)
+hosted_pid() {
+  local dir=$HOSTED_ROOT/$1 pid state
+  [[ -f $dir/hosted.pid ]] || return 1
+  pid=$(tr -dc '0-9' <"$dir/hosted.pid")
+  [[ -n $pid ]] || return 1
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
+  [[ -n $state && $state != Z && $state != X ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir " || return 1
+  echo "$pid"
+}
+
+# whether the stand-in on PORT answers /v2/ over TLS with its CA CA_FILE, asking for a token (401)
+tls_answers() { # PORT CA_FILE
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$2" "https://127.0.0.1:$1/v2/" || true)
+  [[ $code == 401 ]]
+}
+
+# removes certs.d/127.0.0.1:PORT when its ca.crt is the one in this state (a stopped stand-in's, left by a kill)
+untrust() { # DIR SUB
+  local ca=$1/$2/ca.crt port trusted
+  port=$(sed -n "s/^$2=127.0.0.1://p" "$1/ports" 2>/dev/null || true)
+  [[ -n $port && -f $ca ]] || return 0
+  trusted=$CERTS_D/127.0.0.1:$port
+  if [[ -f $trusted/ca.crt ]] && cmp -s "$trusted/ca.crt" "$ca"; then
+    rm -rf "$trusted"
+  fi
+}
+
+cmd_hosted_up() {
+  [[ $# -eq 3 ]] || usage
+  local name=$1 ghcr=$2 hub=$3 dir pid bin i
+  valid_name "$name" || die "bad stand-ins name '$name'"
+  valid_port "$ghcr" || die "bad port '$ghcr'"
+  valid_port "$hub" || die "bad port '$hub'"
+  ghcr=$((10#$ghcr)) hub=$((10#$hub))
+  dir=$HOSTED_ROOT/$name
+  if pid=$(hosted_pid "$name"); then
+    if grep -qx "ghcr=127.0.0.1:$ghcr" "$dir/ready" 2>/dev/null && grep -qx "hub=127.0.0.1:$hub" "$dir/ready"; then
+      echo "stand-ins $name already running on 127.0.0.1:$ghcr and :$hub (pid $pid)"
+      return 0
+    fi
+    die "stand-ins $name already running (pid $pid) on other ports; run: $0 hosted-down $name"
+  fi
+  local port
+  for port in "$ghcr" "$hub"; do
+    port_in_use "$port" && die "127.0.0.1:$port is already in use by another process"
+    [[ -e $CERTS_D/127.0.0.1:$port ]] && ! grep -q "=127.0.0.1:$port\$" "$dir/ports" 2>/dev/null &&
+      die "$CERTS_D/127.0.0.1:$port exists and is not this demo's: remove it or pick other ports"
+  done
+  bin=$(hosted_bin)
+  mkdir -p "$dir"
+  for sub in ghcr hub; do untrust "$dir" "$sub"; done
+  printf 'ghcr=127.0.0.1:%s\nhub=127.0.0.1:%s\n' "$ghcr" "$hub" >"$dir/ports"
+  rm -f "$dir/ready" "$dir/hosted.pid"
+  printf '=== %s registry.sh hosted-up %s %s %s\n' "$(date -u +%FT%TZ)" "$name" "$ghcr" "$hub" >>"$dir/hosted.log"
+  # the trailing space in "$dir " is what hosted_pid matches in its command line
+  setsid "$bin" "$dir" "$ghcr" "$hub" "$CERTS_D" >>"$dir/hosted.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$dir/hosted.pid"
+  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
+    if [[ -f $dir/ready ]] && tls_answers "$ghcr" "$dir/ghcr/ca.crt" && tls_answers "$hub" "$dir/hub/ca.crt"; then
+      echo "stand-ins $name up: GHCR-like https://127.0.0.1:$ghcr, Docker-Hub-like https://127.0.0.1:$hub (pid $pid, log $dir/hosted.log)"
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$dir/hosted.log" | sed 's/^/    | /' >&2
+      rm -f "$dir/hosted.pid"
+      die "stand-ins $name exited; see $dir/hosted.log"
+    fi
+    sleep 0.2
+  done
+  tail -n 20 "$dir/hosted.log" | sed 's/^/    | /' >&2
+  die "stand-ins $name did not answer on https://127.0.0.1:$ghcr/v2/ and :$hub within ${START_TIMEOUT}s (pid $pid left running; see $dir/hosted.log)"
+}
+
+cmd_hosted_down() {
+  [[ $# -eq 1 ]] || usage
+  local name=$1 dir pid i
+  valid_name "$name" || die "bad stand-ins name '$name'"
+  dir=$HOSTED_ROOT/$name
+  if pid=$(hosted_pid "$name"); then
+    # SIGTERM: it stops its registries and takes its CAs out of certs.d itself
+    kill "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      hosted_pid "$name" >/dev/null || break
+      sleep 0.2
+    done
+    hosted_pid "$name" >/dev/null && kill -9 "$pid" 2>/dev/null || true
+    echo "stand-ins $name stopped (was pid $pid)"
+  else
+    echo "stand-ins $name are not running"
+  fi
+  for sub in ghcr hub; do untrust "$dir" "$sub"; done
+  rm -f "$dir/hosted.pid" "$dir/ready"
+}
+
+cmd_hosted_wipe() {
+  [[ $# -eq 1 ]] || usage
+  valid_name "$1" || die "bad stand-ins name '$1'"
+  cmd_hosted_down "$1" >/dev/null
+  rm -rf "${HOSTED_ROOT:?}/$1"
+  echo "stand-ins $1 removed with their state"
+}
+
 [[ $# -ge 1 ]] || usage
 sub=$1
 shift
@@ -223,6 +347,9 @@ case $sub in
   down) cmd_down "$@" ;;
   status) cmd_status "$@" ;;
   wipe) cmd_wipe "$@" ;;
+  hosted-up) cmd_hosted_up "$@" ;;
+  hosted-down) cmd_hosted_down "$@" ;;
+  hosted-wipe) cmd_hosted_wipe "$@" ;;
   -h | --help) usage ;;
   *) usage ;;
 esac

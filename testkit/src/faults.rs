@@ -217,7 +217,15 @@ impl FaultProxy {
 
     /// Listens on a free port of 127.0.0.1 and forwards to `upstream`, with TLS on the legs `tls` says.
     pub fn start_with(upstream: SocketAddr, tls: ProxyTls) -> anyhow::Result<FaultProxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the fault proxy")?;
+        FaultProxy::start_on(0, upstream, tls)
+    }
+
+    /// Listens on 127.0.0.1:`port` (a free one for 0) and forwards to `upstream`, with TLS on the legs `tls`
+    /// says. A given port is for what users type, as `make demo`'s registries; tests take a free one.
+    pub fn start_on(port: u16, upstream: SocketAddr, tls: ProxyTls) -> anyhow::Result<FaultProxy> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).with_context(|| {
+            format!("binding the fault proxy to 127.0.0.1:{port}: is the port taken?")
+        })?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
@@ -245,6 +253,11 @@ impl FaultProxy {
     /// A proxy in front of this registry: TLS on both legs for a TLS registry (presenting the registry's own
     /// certificate, which names 127.0.0.1, and trusting its CA), plain HTTP otherwise.
     pub fn in_front_of(registry: &crate::Registry) -> anyhow::Result<FaultProxy> {
+        FaultProxy::in_front_of_on(0, registry)
+    }
+
+    /// The same on 127.0.0.1:`port` (a free one for 0).
+    pub fn in_front_of_on(port: u16, registry: &crate::Registry) -> anyhow::Result<FaultProxy> {
         let upstream = registry
             .host()
             .parse()
@@ -256,7 +269,7 @@ impl FaultProxy {
             },
             _ => ProxyTls::default(),
         };
-        FaultProxy::start_with(upstream, tls)
+        FaultProxy::start_on(port, upstream, tls)
     }
 
     /// With `true`, a TLS proxy also serves clients that open in plain HTTP, in plain HTTP. buildx's own

@@ -100,6 +100,18 @@ impl Hosted {
         expires_in: Duration,
         token: TokenTransport,
     ) -> anyhow::Result<Hosted> {
+        Hosted::start_on(0, like, accounts, expires_in, token)
+    }
+
+    /// The same with the proxy, the address users see, on 127.0.0.1:`port` (a free one for 0): `make demo`'s
+    /// fixed ports. The token service and the registry behind the proxy take free ports.
+    pub fn start_on(
+        port: u16,
+        like: Like,
+        accounts: Accounts,
+        expires_in: Duration,
+        token: TokenTransport,
+    ) -> anyhow::Result<Hosted> {
         let ca = Ca::new()?;
         let dir = tempfile::Builder::new().prefix("20i-hosted-").tempdir()?;
         let ca_file = ca.write(dir.path())?;
@@ -125,7 +137,7 @@ impl Hosted {
             .token(tokens.registry_auth())
             .start()
             .context("starting the registry behind the token service stand-in")?;
-        let proxy = FaultProxy::in_front_of(&registry)?;
+        let proxy = FaultProxy::in_front_of_on(port, &registry)?;
         proxy.set_personality(match like {
             Like::Ghcr => Personality::Ghcr,
             Like::DockerHub(limits) => Personality::DockerHub(limits),

@@ -423,7 +423,7 @@ pub fn php_fpm(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
 
 /// Pushes the PHP base of `line` for linux/amd64 and linux/arm64 (built if needed) to `registry` as one index,
 /// `<registry>/fixtures/php-base-standin:<line>`, the way a release's base sits in Docker Hub: each platform to
-/// its own tag, then `buildx imagetools create` of the index. Returns the index's reference by digest.
+/// its own tag, then the index put in process ([`put_index`]). Returns the index's reference by digest.
 pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<ImageRef> {
     push_php_base_to(&registry.namespace("fixtures").parse()?, line)
 }
@@ -452,14 +452,62 @@ pub fn push_php_base_to(namespace: &Namespace, line: PhpLine) -> anyhow::Result<
         platform_refs.push(remote);
     }
     let index = repository.tagged(&line.to_string().parse()?);
-    let index_text = index.to_string();
-    let mut args = vec!["buildx", "imagetools", "create", "--tag", &index_text];
-    args.extend(platform_refs.iter().map(String::as_str));
-    docker
-        .run(&DockerCommand::new(args))
+    let digest = put_index(&index, &platform_refs)
         .with_context(|| format!("assembling the index {index}"))?;
-    let digest = docker.digest_of(&index_text)?;
     Ok(index.with_digest(&digest))
+}
+
+/// Puts at `index` an index of `platforms` (one per [`Arch::ALL`], in order), through the registry client:
+/// `buildx imagetools create` would do it, but speaks plain HTTP to registries on 127.0.0.1, and `make demo`'s
+/// speak TLS. A platform pushed as an index itself (the containerd store pushes some so) gives its entries.
+fn put_index(index: &ImageRef, platforms: &[String]) -> anyhow::Result<stack_images::Digest> {
+    const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    let client = stack_images::registry::RegistryClient::from_env()?;
+    let mut entries = Vec::new();
+    for (arch, reference) in Arch::ALL.iter().zip(platforms) {
+        let reference: ImageRef = reference.parse()?;
+        let manifest = client.get_manifest(&reference)?;
+        if manifest.media_type == OCI_INDEX || manifest.media_type == DOCKER_LIST {
+            let parsed: serde_json::Value = serde_json::from_slice(&manifest.bytes)
+                .with_context(|| format!("reading the index {reference}"))?;
+            let children = parsed["manifests"].as_array().cloned().unwrap_or_default();
+            entries.extend(
+                children.into_iter().filter(|child| {
+                    child["platform"]["architecture"].as_str() == Some(arch.debian())
+                }),
+            );
+        } else {
+            entries.push(serde_json::json!({
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest.to_string(),
+                "size": manifest.bytes.len(),
+                "platform": {"architecture": arch.debian(), "os": "linux"},
+            }));
+        }
+    }
+    if entries.len() != platforms.len() {
+        bail!(
+            "expected one manifest per platform in {platforms:?}, found {}",
+            entries.len()
+        );
+    }
+    // Docker's list for docker manifests, as imagetools makes it; an OCI index otherwise.
+    let media_type = if entries.iter().all(|e| {
+        e["mediaType"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("application/vnd.docker."))
+    }) {
+        DOCKER_LIST
+    } else {
+        OCI_INDEX
+    };
+    let bytes = serde_json::to_vec_pretty(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "manifests": entries,
+    }))?;
+    Ok(client.put_manifest(index, &bytes, media_type)?)
 }
 
 /// Builds the PHP-FPM stand-in of `line` for linux/amd64 and linux/arm64 over `base` (an index such as

@@ -1,5 +1,10 @@
-//! `cargo xtask demo`: a complete local release on this machine. Two `distribution` registries on loopback
-//! stand in for GHCR and Docker Hub, and the images are built from stand-ins, because Docker Hub's `php` images
+//! `cargo xtask demo`: a complete local release on this machine. Two registries on loopback stand in for GHCR
+//! and Docker Hub as those are reached: the real `distribution` over TLS from a CA made for the demo, with token
+//! auth from the token service stand-in, behind a proxy that answers with each service's quirks (testkit's
+//! `hosted-standins`, started detached by `scripts/registry.sh hosted-up` so they outlive the demo; `make
+//! demo-down` stops them). The demo user's password is made per demo state and only ever read from its 0600
+//! file; `docker login` puts it in the demo's own `DOCKER_CONFIG`, which everything the demo runs uses. The
+//! images are built from stand-ins, because Docker Hub's `php` images
 //! cannot be pulled here: real Debian PHP-FPM for the lines Debian has (8.2, 8.4; `standins.rs`) and busybox for
 //! the others, said line by line. Every other step is the real release. The pins are signed with a throwaway
 //! cosign key pair made for the run (its password random, given to cosign's environment alone), whose public key
@@ -16,7 +21,7 @@ use clap::Args;
 use stack_images::{
     cosign::{Cosign, CosignCommand, Subject, Verifier},
     matrix::MATRIX_PATH,
-    registry::RegistryClient,
+    registry::{transport::DOCKER_CERTS_D, RegistryClient},
     Matrix, PhpLine, ReleaseVersion, Repository,
 };
 use testkit::{real, stack as services};
@@ -76,7 +81,7 @@ impl DemoCmd {
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
         let (canonical_port, mirror_port) = (self.port, self.port + 1);
-        start_registries(sh, canonical_port, mirror_port)?;
+        let docker_config = start_registries(sh, canonical_port, mirror_port)?;
 
         let matrix = Matrix::load(&project_root().join(MATRIX_PATH))?;
         let lines: Vec<(PhpLine, Flavour)> = matrix
@@ -113,19 +118,94 @@ impl DemoCmd {
             &scratch,
         )?;
         print_signature(&plan, &outcome, &keys.join("demo.pub"))?;
-        print_next_steps(&plan, &page, self.busybox);
-        print_start_command(&plan, &outcome, &lines)?;
+        print_next_steps(&plan, &page, self.busybox, &docker_config);
+        print_start_command(&plan, &outcome, &lines, &docker_config)?;
         Ok(())
     }
 }
 
-/// Fresh registries on 127.0.0.1: `canonical_port` for ghcr.io, `mirror_port` for docker.io.
-fn start_registries(sh: &Shell, canonical_port: u16, mirror_port: u16) -> anyhow::Result<()> {
-    eprintln!("==> registries: fresh ones on 127.0.0.1:{canonical_port} (for ghcr.io) and :{mirror_port} (for docker.io)");
-    for (name, port) in [("demo-ghcr", canonical_port), ("demo-hub", mirror_port)] {
-        fresh_registry(sh, name, port)?;
+/// The name of the demo's stand-ins under `scripts/registry.sh`'s state directory.
+const STANDINS: &str = "demo";
+
+/// Where `scripts/registry.sh` keeps the stand-ins' state: `$STACK_STATE_DIR/hosted/demo`.
+fn standins_state() -> PathBuf {
+    std::env::var_os("STACK_STATE_DIR")
+        .map_or_else(|| PathBuf::from("/var/tmp/20i-stack"), PathBuf::from)
+        .join("hosted")
+        .join(STANDINS)
+}
+
+/// Fresh stand-ins on 127.0.0.1: `canonical_port` GHCR-like, `mirror_port` Docker-Hub-like, both over TLS with
+/// token auth, their CAs in docker's `certs.d`; the demo user logged in to both in the demo's own `DOCKER_CONFIG`,
+/// set for this process (so for docker, buildx, cosign and the registry client alike) and returned.
+///
+/// The demo's own config, not the user's `~/.docker`: its password is a throwaway one for registries that go with
+/// `make demo-down`, and a user's config may hand logins to a credential helper (a keychain) that would keep it.
+fn start_registries(sh: &Shell, canonical_port: u16, mirror_port: u16) -> anyhow::Result<PathBuf> {
+    eprintln!(
+        "==> registries: fresh stand-ins on https://127.0.0.1:{canonical_port} (GHCR-like, for ghcr.io) and \
+         https://127.0.0.1:{mirror_port} (Docker-Hub-like, for docker.io): distribution over TLS with token auth"
+    );
+    // The plain HTTP registries of earlier demos held these ports.
+    for old in ["demo-ghcr", "demo-hub"] {
+        cmd!(sh, "bash scripts/registry.sh down {old}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
     }
-    Ok(())
+    let bin = build_bin("testkit", "hosted-standins")?;
+    let (ghcr, hub) = (canonical_port.to_string(), mirror_port.to_string());
+    cmd!(sh, "bash scripts/registry.sh hosted-wipe {STANDINS}")
+        .quiet()
+        .ignore_stdout()
+        .run()?;
+    cmd!(sh, "bash scripts/registry.sh hosted-up {STANDINS} {ghcr} {hub}")
+        .env("STACK_HOSTED_BIN", &bin)
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| {
+            format!(
+                "starting the registry stand-ins on 127.0.0.1:{canonical_port} and :{mirror_port}: is a port \
+                 taken? (--port picks others)"
+            )
+        })?;
+    let state = std::fs::canonicalize(standins_state())
+        .with_context(|| format!("finding {}", standins_state().display()))?;
+    let read = |name: &str| -> anyhow::Result<String> {
+        let path = state.join(name);
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_owned())
+    };
+    let (user, password) = (read("user")?, read("password")?);
+    let docker_config = state.join("docker-config");
+    std::fs::create_dir_all(&docker_config)
+        .with_context(|| format!("creating {}", docker_config.display()))?;
+    for port in [canonical_port, mirror_port] {
+        testkit::docker_login(
+            &docker_config,
+            &format!("127.0.0.1:{port}"),
+            &user,
+            &password,
+        )?;
+    }
+    // Before the release starts its threads: every docker, buildx and cosign run, and the registry client, read it.
+    std::env::set_var("DOCKER_CONFIG", &docker_config);
+    eprintln!(
+        "    user `{user}` (password in {}, 0600) logged in with DOCKER_CONFIG={}; CAs in \
+         /etc/docker/certs.d/127.0.0.1:{canonical_port}/ and :{mirror_port}/ until make demo-down",
+        display_path(&state.join("password")),
+        display_path(&docker_config)
+    );
+    eprintln!(
+        "    Docker-Hub-like mirror: 20istack is the demo user's own namespace, where (as on Docker Hub) the \
+         first push creates 20istack/php-fpm; the release reads the pins asking for push, so it sees an \
+         absence. In an organisation's namespace preflight would stop before pushing and name the repository \
+         to create at https://hub.docker.com/repository/create"
+    );
+    Ok(docker_config)
 }
 
 /// An empty registry `name` on 127.0.0.1:`port` (`scripts/registry.sh`), whatever it held before.
@@ -229,10 +309,12 @@ fn release(
 fn print_signature(plan: &Plan, outcome: &Outcome, public_key: &Path) -> anyhow::Result<()> {
     let pin = plan.build(START_LINE).pin.in_namespace(&plan.mirrors[0]);
     let signed = pin.repository().at(&outcome.pins[&START_LINE].digest);
+    // cosign reads no certs.d: the line names the registry's CA as the release's own cosign runs do.
     let verify = CosignCommand::verify(
         &Verifier::Key(public_key.to_path_buf()),
         Subject::Image(&signed),
-    )?;
+    )?
+    .with_docker_ca(Path::new(DOCKER_CERTS_D));
     println!(
         "\nEvery pin is signed, in both registries, with the key pair made for this demo; its public key:\n  \
          {}\n\
@@ -242,7 +324,7 @@ fn print_signature(plan: &Plan, outcome: &Outcome, public_key: &Path) -> anyhow:
     Ok(())
 }
 
-fn print_next_steps(plan: &Plan, page: &Path, busybox: bool) {
+fn print_next_steps(plan: &Plan, page: &Path, busybox: bool, docker_config: &Path) {
     let (run, built) = if busybox {
         (
             "cat /standin/php-version",
@@ -261,15 +343,20 @@ fn print_next_steps(plan: &Plan, page: &Path, busybox: bool) {
         .tagged(&stack_images::tags::latest());
     let pin = plan.build(START_LINE).pin.in_namespace(&plan.mirrors[0]);
     println!(
-        "\nThe registries are still running, so you can pull and inspect what was published:\n  \
-         docker buildx imagetools inspect {latest}\n  \
-         docker buildx imagetools inspect {latest} --format '{{{{ json .SBOM }}}}'   # made by the scanner stand-in\n  \
+        "\nThe registries are still running, so you can pull and inspect what was published (anyone may pull, \
+         as from the real ones; DOCKER_CONFIG holds the demo user's login, to push):\n  \
+         export DOCKER_CONFIG={}\n  \
+         skopeo inspect --raw docker://{latest}   # the index: both platforms, and their SBOM attestations \
+         (made by the scanner stand-in)\n  \
          docker run --rm {pin} {run}\n  \
-         skopeo inspect --raw --tls-verify=false docker://{pin} | sha256sum\n\
+         skopeo inspect --raw docker://{pin} | sha256sum   # TLS checked with the CA in /etc/docker/certs.d\n\
+         (not `docker buildx imagetools`: it speaks plain HTTP to registries on 127.0.0.1, and these speak only \
+         TLS.)\n\
          Release notes: {}\n\
          Docker Hub's php bases cannot be pulled here, so {built}; images/php-fpm/Dockerfile is what a real \
          release builds.\n\
-         Stop the registries with: make demo-down",
+         Stop the registries (and take their CAs out of /etc/docker/certs.d) with: make demo-down",
+        docker_config.display(),
         display_path(page)
     );
 }
@@ -279,6 +366,7 @@ fn print_start_command(
     plan: &Plan,
     outcome: &Outcome,
     lines: &[(PhpLine, Flavour)],
+    docker_config: &Path,
 ) -> anyhow::Result<()> {
     if !lines.contains(&(START_LINE, Flavour::Real)) || !outcome.pins.contains_key(&START_LINE) {
         println!("\n(--busybox: no real PHP line was published, so there is no stack to start.)");
@@ -291,6 +379,7 @@ fn print_start_command(
     let launcher = build_launcher()?;
     let mirrors: Vec<String> = plan.mirrors.iter().map(ToString::to_string).collect();
     let assignments = [
+        ("DOCKER_CONFIG", docker_config.display().to_string()),
         ("IMAGE_REGISTRY", plan.canonical.to_string()),
         ("IMAGE_MIRRORS", mirrors.join(",")),
         ("PHP_VERSION", START_LINE.to_string()),
@@ -310,8 +399,8 @@ fn print_start_command(
     }
     line.push_str(&format!("{} start", launcher.display()));
     println!(
-        "\nRun the stack from these images (PHP {START_LINE}, pulled from 127.0.0.1:{}) in a directory with an \
-         index.php; it serves on http://127.0.0.1:8080 (`20i stop` and `20i destroy` end it):\n{line}",
+        "\nRun the stack from these images (PHP {START_LINE}, pulled over TLS from the GHCR-like 127.0.0.1:{}, \
+         the Docker-Hub-like mirror behind it, as the demo user of DOCKER_CONFIG) in a directory with an index.php; it serves on http://127.0.0.1:8080 (`20i stop` and `20i destroy` end it):\n{line}",
         plan.canonical.host().rsplit(':').next().unwrap_or_default()
     );
     Ok(())
@@ -319,17 +408,22 @@ fn print_start_command(
 
 /// `target/debug/20i`, built from this checkout: the launcher whose version the demo (or the bench) released.
 pub fn build_launcher() -> anyhow::Result<PathBuf> {
+    build_bin("launcher", "20i")
+}
+
+/// `target/debug/BIN` of `package`, built from this checkout.
+fn build_bin(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = std::process::Command::new(cargo)
-        .args(["build", "--quiet", "-p", "launcher"])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .current_dir(project_root())
         .status()
-        .context("running cargo build -p launcher")?;
+        .with_context(|| format!("running cargo build -p {package} --bin {bin}"))?;
     if !status.success() {
-        bail!("cargo build -p launcher failed: fix the build, then run the command again");
+        bail!("cargo build -p {package} --bin {bin} failed: fix the build, then run the command again");
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| project_root().join("target"));
-    Ok(target.join("debug/20i"))
+    Ok(target.join("debug").join(bin))
 }

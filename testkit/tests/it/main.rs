@@ -3,6 +3,7 @@
 //! QEMU).
 
 mod faults;
+mod hosted_standins;
 mod real;
 mod standins;
 mod tls;
