@@ -19,6 +19,35 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
     let setup = Setup::new()?;
     let summary = assert_ok(&setup.release("v2.0.0", "v1.0.0", &[]));
     assert!(summary.contains("v2.0.0 of php-fpm: done"), "{summary}");
+    // Verifying a moved tag needs only its digest: counted at each registry, a HEAD after the tag's PUT and never a
+    // manifest GET (Docker Hub counts GETs against the pull limit, not HEADs).
+    for registry in [&setup.canonical, &setup.mirror] {
+        let log = registry.log();
+        let lines: Vec<&str> = log.lines().collect();
+        for tag in ["latest", "v2.0.0", "php-8.5"] {
+            let path = format!("/php-fpm/manifests/{tag} HTTP");
+            let request = |method: &str, line: &&str| {
+                line.contains(&format!("\"{method} /v2/")) && line.contains(&path)
+            };
+            let put = lines
+                .iter()
+                .position(|l| request("PUT", l))
+                .unwrap_or_else(|| panic!("{tag} was moved on {}", registry.host()));
+            let after = &lines[put..];
+            assert_eq!(
+                after.iter().filter(|l| request("GET", l)).count(),
+                0,
+                "{tag} on {} was read with GET after it moved",
+                registry.host()
+            );
+            assert!(
+                after.iter().any(|l| request("HEAD", l)),
+                "{tag} on {} was verified with HEAD",
+                registry.host()
+            );
+        }
+    }
+
     // Each line's build cache sits next to the images, for the next release to start from.
     let caches = std::process::Command::new("skopeo")
         .args(["list-tags", "--tls-verify=false"])
