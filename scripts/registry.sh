@@ -75,6 +75,25 @@ answers() { # PORT AUTH(0|1)
   if [[ $2 == 1 ]]; then [[ $code == 401 ]]; else [[ $code == 200 ]]; fi
 }
 
+# Polls CHECK... five times a second for START_TIMEOUT while PID lives: what `up` and `hosted-up` both do after
+# starting their process. Dies, the log's tail shown and PID_FILE removed, if the process exits first; returns 1,
+# the tail shown and the process left running, if the time runs out, so the caller says what did not answer.
+wait_up() { # PID LOG PID_FILE WHAT CHECK...
+  local pid=$1 log=$2 pid_file=$3 what=$4 i
+  shift 4
+  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
+    "$@" && return 0
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$log" | sed 's/^/    | /' >&2
+      rm -f "$pid_file"
+      die "$what exited; see $log"
+    fi
+    sleep 0.2
+  done
+  tail -n 20 "$log" | sed 's/^/    | /' >&2
+  return 1
+}
+
 write_config() { # DIR PORT HTPASSWD_FILE_OR_EMPTY NAME -> stdout
   local dir=$1 port=$2 htpasswd=$3 name=$4
   cat <<EOF
@@ -157,20 +176,10 @@ cmd_up() {
   pid=$!
   echo "$pid" >"$dir/registry.pid"
 
-  local i
-  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
-    if answers "$port" "$auth"; then
-      echo "registry $name up on 127.0.0.1:$port (pid $pid, data $dir/data, log $dir/access.log)"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$dir/access.log" | sed 's/^/    | /' >&2
-      rm -f "$dir/registry.pid"
-      die "registry $name exited; see $dir/access.log"
-    fi
-    sleep 0.2
-  done
-  tail -n 20 "$dir/access.log" | sed 's/^/    | /' >&2
+  if wait_up "$pid" "$dir/access.log" "$dir/registry.pid" "registry $name" answers "$port" "$auth"; then
+    echo "registry $name up on 127.0.0.1:$port (pid $pid, data $dir/data, log $dir/access.log)"
+    return 0
+  fi
   die "registry $name did not answer on http://127.0.0.1:$port/v2/ within ${START_TIMEOUT}s (pid $pid left running; see $dir/access.log)"
 }
 
@@ -253,6 +262,10 @@ tls_answers() { # PORT CA_FILE
 }
 
 # removes certs.d/127.0.0.1:PORT when its ca.crt is the one in this state (a stopped stand-in's, left by a kill)
+hosted_ready() { # DIR GHCR_PORT HUB_PORT
+  [[ -f $1/ready ]] && tls_answers "$2" "$1/ghcr/ca.crt" && tls_answers "$3" "$1/hub/ca.crt"
+}
+
 untrust() { # DIR SUB
   local ca=$1/$2/ca.crt port trusted
   port=$(sed -n "s/^$2=127.0.0.1://p" "$1/ports" 2>/dev/null || true)
@@ -265,7 +278,7 @@ untrust() { # DIR SUB
 
 cmd_hosted_up() {
   [[ $# -eq 3 ]] || usage
-  local name=$1 ghcr=$2 hub=$3 dir pid bin i
+  local name=$1 ghcr=$2 hub=$3 dir pid bin
   valid_name "$name" || die "bad stand-ins name '$name'"
   valid_port "$ghcr" || die "bad port '$ghcr'"
   valid_port "$hub" || die "bad port '$hub'"
@@ -294,19 +307,10 @@ cmd_hosted_up() {
   setsid "$bin" "$dir" "$ghcr" "$hub" "$CERTS_D" >>"$dir/hosted.log" 2>&1 </dev/null &
   pid=$!
   echo "$pid" >"$dir/hosted.pid"
-  for ((i = 0; i < START_TIMEOUT * 5; i++)); do
-    if [[ -f $dir/ready ]] && tls_answers "$ghcr" "$dir/ghcr/ca.crt" && tls_answers "$hub" "$dir/hub/ca.crt"; then
-      echo "stand-ins $name up: GHCR-like https://127.0.0.1:$ghcr, Docker-Hub-like https://127.0.0.1:$hub (pid $pid, log $dir/hosted.log)"
-      return 0
-    fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$dir/hosted.log" | sed 's/^/    | /' >&2
-      rm -f "$dir/hosted.pid"
-      die "stand-ins $name exited; see $dir/hosted.log"
-    fi
-    sleep 0.2
-  done
-  tail -n 20 "$dir/hosted.log" | sed 's/^/    | /' >&2
+  if wait_up "$pid" "$dir/hosted.log" "$dir/hosted.pid" "stand-ins $name" hosted_ready "$dir" "$ghcr" "$hub"; then
+    echo "stand-ins $name up: GHCR-like https://127.0.0.1:$ghcr, Docker-Hub-like https://127.0.0.1:$hub (pid $pid, log $dir/hosted.log)"
+    return 0
+  fi
   die "stand-ins $name did not answer on https://127.0.0.1:$ghcr/v2/ and :$hub within ${START_TIMEOUT}s (pid $pid left running; see $dir/hosted.log)"
 }
 

@@ -77,6 +77,13 @@ impl Setup {
         format!("{}/{path}", self.proxy.host()).parse().unwrap()
     }
 
+    /// The fixture copied to `path` through the proxy, which must succeed: where most tests start; its reference.
+    fn pushed(&self, path: &str) -> ImageRef {
+        let pin = self.at(path);
+        self.client.copy(&self.fixture, &pin).unwrap();
+        pin
+    }
+
     /// The scopes each token request asked for, and what it was granted, as `METHOD asked -> granted`.
     fn token_requests(&self) -> Vec<String> {
         let join = |scopes: &[testkit::Scope]| {
@@ -135,8 +142,7 @@ fn a_tag_moves_on_a_ghcr_like_registry_whose_challenge_says_only_pull() {
 #[test]
 fn a_token_past_its_expires_in_is_replaced_by_a_new_one() {
     let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(2));
-    let pin = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let pin = setup.pushed("team/app:v1");
     let before = setup.tokens.requests().len();
     setup.client.head_manifest(&pin).unwrap();
     std::thread::sleep(Duration::from_millis(2500));
@@ -242,8 +248,7 @@ fn a_docker_hub_like_repository_that_does_not_exist_is_told_apart_from_a_refused
 #[test]
 fn a_refused_mount_on_a_token_registry_is_uploaded_instead() {
     let setup = Setup::new(Flavor::Ghcr, Duration::from_secs(300));
-    let first = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &first).unwrap();
+    let first = setup.pushed("team/app:v1");
     // A mount the registry allows asks for the source's pull beside the destination's push, one scope each.
     let mounted = setup
         .client
@@ -280,8 +285,7 @@ fn a_refused_mount_on_a_token_registry_is_uploaded_instead() {
 #[test]
 fn docker_hub_like_limits_count_gets_not_heads_and_a_429_says_what_remains() {
     let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
-    let pin = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let pin = setup.pushed("team/app:v1");
     let limits = HubLimits {
         manifest_gets_before_429: 1,
         ..HubLimits::default()
@@ -307,8 +311,7 @@ fn docker_hub_like_limits_count_gets_not_heads_and_a_429_says_what_remains() {
 #[test]
 fn a_blob_redirected_to_a_docker_hub_like_cdn_is_read_without_the_registrys_token() {
     let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
-    let pin = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let pin = setup.pushed("team/app:v1");
     setup
         .proxy
         .set_personality(Personality::DockerHub(HubLimits::default()))
@@ -327,8 +330,7 @@ fn a_blob_redirected_to_a_docker_hub_like_cdn_is_read_without_the_registrys_toke
 #[test]
 fn without_a_login_public_images_are_read_and_a_refusal_says_docker_login() {
     let setup = Setup::start(Flavor::DockerHub, Duration::from_secs(300), true);
-    let pin = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let pin = setup.pushed("team/app:v1");
     setup
         .proxy
         .set_personality(Personality::DockerHub(HubLimits::default()))
@@ -386,8 +388,7 @@ fn a_ghcr_like_repository_that_does_not_exist_is_absent_and_has_no_tags_to_list(
 #[test]
 fn a_refresh_token_from_docker_login_is_traded_by_the_oauth_post() {
     let setup = Setup::new(Flavor::DockerHub, Duration::from_secs(300));
-    let pin = setup.at("team/app:v1");
-    setup.client.copy(&setup.fixture, &pin).unwrap();
+    let pin = setup.pushed("team/app:v1");
     // What `docker login` keeps as `identitytoken` for a registry whose token service speaks OAuth.
     let mut answer = ureq::post(setup.tokens.realm())
         .send_form([

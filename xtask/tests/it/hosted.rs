@@ -6,7 +6,7 @@
 //! was not. The CAs are only in docker's `certs.d`, where the xtask, cosign and skopeo read them.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
     time::Duration,
 };
@@ -17,10 +17,12 @@ use stack_images::{
 };
 use testkit::{fixtures, Accounts, Grant, Hosted, HubLimits, Registry, Rule};
 
-use crate::setup::{assert_ok, notes, with_flag, HostedPair, Setup, DOCKER_CERTS_D, LINES};
+use crate::setup::{
+    assert_ok, key_pair, notes, with_flag, HostedPair, Keys, Setup, DOCKER_CERTS_D, KEY_PASSWORD,
+    LINES,
+};
 
 const VERSION: &str = "v3.0.0";
-const KEY_PASSWORD: &str = "a throwaway test password";
 
 /// A user's own namespace on the Docker-Hub-like: the first push creates the repository.
 fn user_namespace() -> HubLimits {
@@ -48,11 +50,7 @@ fn check_served(setup: &Setup, version: &str) -> usize {
     let notes = notes(&setup.notes_dir(), version);
     let references = notes["references"].as_array().unwrap();
     for reference in references {
-        let name = reference["ref"].as_str().unwrap();
-        let served = setup
-            .skopeo_digest(name)
-            .unwrap_or_else(|| panic!("{name} is not served"));
-        assert_eq!(served.as_str(), reference["digest"], "{name}");
+        setup.assert_serves_recorded(reference);
     }
     references.len()
 }
@@ -66,33 +64,6 @@ fn granted_push(hosted: &Hosted, repository: &str) -> bool {
                 .iter()
                 .any(|s| s.name == repository && s.actions.iter().any(|a| a == "push"))
     })
-}
-
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: PathBuf,
-    public: PathBuf,
-}
-
-fn key_pair() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("release");
-    let made = Command::new("cosign")
-        .arg("generate-key-pair")
-        .arg(format!("--output-key-prefix={}", prefix.display()))
-        .env("COSIGN_PASSWORD", KEY_PASSWORD)
-        .output()
-        .expect("cosign is installed by `make setup`");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    Keys {
-        private: prefix.with_extension("key"),
-        public: prefix.with_extension("pub"),
-        _dir: dir,
-    }
 }
 
 /// `cosign verify --key` run independently, trusting the registry's CA as given, with the test's logins.
@@ -312,23 +283,6 @@ fn a_split_release_merged_then_republished_through_ghcr_like_and_docker_hub_like
     Ok(())
 }
 
-/// `cargo xtask prune` of a namespace, with the notes and the small matrix.
-fn prune(setup: &Setup, namespace: &str, extra: &[&str]) -> String {
-    let notes_dir = setup.notes_dir().display().to_string();
-    let matrix = setup.matrix.as_ref().unwrap().display().to_string();
-    let mut args = vec![
-        "prune",
-        "--registry",
-        namespace,
-        "--notes-dir",
-        &notes_dir,
-        "--matrix",
-        &matrix,
-    ];
-    args.extend(extra);
-    assert_ok(&setup.xtask(&args))
-}
-
 #[test]
 fn prune_lists_what_no_tag_reaches_and_both_refuse_the_delete() -> anyhow::Result<()> {
     let setup = Setup::hosted(&["8.5"], &["linux/amd64"], user_namespace())?;
@@ -352,7 +306,7 @@ fn prune_lists_what_no_tag_reaches_and_both_refuse_the_delete() -> anyhow::Resul
     let tags_before = setup.all_tags();
 
     for (hosted, namespace) in [(ghcr, setup.canonical_ns()), (hub, setup.mirror_ns())] {
-        let dry = prune(&setup, &namespace, &[]);
+        let dry = setup.prune(&namespace, &[]);
         assert!(
             dry.contains(&format!(
                 "staging tag {staging_tag} (merged into {VERSION}-php-8.5)"
@@ -367,7 +321,7 @@ fn prune_lists_what_no_tag_reaches_and_both_refuse_the_delete() -> anyhow::Resul
         assert!(listed > 0, "{dry}");
         assert_eq!(hosted.proxy.fired(Rule::DeleteUnsupported), 0);
 
-        let applied = prune(&setup, &namespace, &["--apply"]);
+        let applied = setup.prune(&namespace, &["--apply"]);
         assert!(
             applied.contains(&format!("deleted 0 of {listed}")),
             "{applied}"

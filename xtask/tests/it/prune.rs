@@ -153,25 +153,9 @@ fn prune_lists_only_unreachable_manifests_and_apply_keeps_every_tag_and_notes_di
     let tags_before = setup.all_tags();
     assert!(tags_before.iter().all(|(_, digest)| digest.is_some()));
 
-    let notes_dir = setup.notes_dir().display().to_string();
-    let matrix = setup.matrix.as_ref().unwrap().display().to_string();
-    let prune = |namespace: &str, extra: &[&str]| {
-        let mut args = vec![
-            "prune",
-            "--registry",
-            namespace,
-            "--notes-dir",
-            &notes_dir,
-            "--matrix",
-            &matrix,
-        ];
-        args.extend(extra);
-        assert_ok(&setup.xtask(&args))
-    };
-
     // The dry run lists exactly the staging builds and their children, and deletes nothing.
     let canonical = setup.canonical_ns();
-    let dry = prune(&canonical, &[]);
+    let dry = setup.prune(&canonical, &[]);
     assert_eq!(listed(&dry), expected, "{dry}");
     assert!(
         dry.contains("staging tag v2.0.0-php-8.4-linux-amd64 (merged into v2.0.0-php-8.4)"),
@@ -180,10 +164,10 @@ fn prune_lists_only_unreachable_manifests_and_apply_keeps_every_tag_and_notes_di
     assert!(dry.contains("dry run: nothing deleted"), "{dry}");
     assert_eq!(client.list_tags(&staging)?.len(), 4);
     // The mirror has no staging: nothing there is unreachable.
-    let mirror = prune(&setup.mirror_ns(), &[]);
+    let mirror = setup.prune(&setup.mirror_ns(), &[]);
     assert!(mirror.contains("nothing to prune"), "{mirror}");
 
-    let applied = prune(&canonical, &["--apply"]);
+    let applied = setup.prune(&canonical, &["--apply"]);
     assert!(
         applied.contains(&format!("deleted {} of {}", expected.len(), expected.len())),
         "{applied}"
@@ -192,7 +176,7 @@ fn prune_lists_only_unreachable_manifests_and_apply_keeps_every_tag_and_notes_di
         .list_tags(&staging)
         .map(|t| t.is_empty())
         .unwrap_or(true));
-    let again = prune(&canonical, &[]);
+    let again = setup.prune(&canonical, &[]);
     assert!(again.contains("nothing to prune"), "{again}");
 
     // Every tag serves what it served before, and every digest the notes record still serves its bytes.

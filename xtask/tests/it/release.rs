@@ -70,11 +70,7 @@ fn full_release_to_two_registries_then_older_patch_and_prerelease() -> anyhow::R
         "pins, v2.0.0, php-M.m and latest in 2 registries"
     );
     for reference in references {
-        let name = reference["ref"].as_str().unwrap();
-        let served = setup
-            .skopeo_digest(name)
-            .unwrap_or_else(|| panic!("{name} is not served"));
-        assert_eq!(served.as_str(), reference["digest"], "{name}");
+        let name = setup.assert_serves_recorded(reference);
         let platforms: Vec<&str> = reference["platforms"]
             .as_array()
             .unwrap()

@@ -20,6 +20,8 @@ use testkit::{
 pub const LINES: [&str; 5] = ["8.1", "8.2", "8.3", "8.4", "8.5"];
 pub const USER: &str = "releaser";
 pub const PASSWORD: &str = "test-only-password";
+/// The signing key's password: only ever in a child's environment, so a test can check no output shows it.
+pub const KEY_PASSWORD: &str = "a throwaway test password";
 
 /// Two registries, stand-in bases, a base lock and a docker config with a login to the mirror: what a
 /// maintainer's machine has before `cargo xtask release`.
@@ -247,6 +249,24 @@ impl Setup {
             .expect("running the xtask binary")
     }
 
+    /// `cargo xtask prune` of a namespace with this setup's notes and matrix (the small one: `Setup::matrix` set),
+    /// which must succeed; its stdout.
+    pub fn prune(&self, namespace: &str, extra: &[&str]) -> String {
+        let notes_dir = self.notes_dir().display().to_string();
+        let matrix = self.matrix.as_ref().unwrap().display().to_string();
+        let mut args = vec![
+            "prune",
+            "--registry",
+            namespace,
+            "--notes-dir",
+            &notes_dir,
+            "--matrix",
+            &matrix,
+        ];
+        args.extend(extra);
+        assert_ok(&self.xtask(&args))
+    }
+
     pub fn release_args(&self, version: &str, published: &str, extra: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = [
             "release",
@@ -307,6 +327,18 @@ impl Setup {
     }
 
     /// sha256 of the bytes skopeo fetches: a second client's word on what a reference serves.
+    /// That `reference`, an entry of the notes' `references`, serves to skopeo exactly the digest it records; its
+    /// name, for the caller's own checks.
+    #[track_caller]
+    pub fn assert_serves_recorded<'a>(&self, reference: &'a serde_json::Value) -> &'a str {
+        let name = reference["ref"].as_str().unwrap();
+        let served = self
+            .skopeo_digest(name)
+            .unwrap_or_else(|| panic!("{name} is not served"));
+        assert_eq!(served.as_str(), reference["digest"], "{name}");
+        name
+    }
+
     pub fn skopeo_digest(&self, reference: &str) -> Option<Digest> {
         let authfile = self.docker_config.path().join("config.json");
         let output = Command::new("skopeo")
@@ -399,5 +431,35 @@ pub fn digest_apart(line: &str) -> String {
     match line.find("@sha256:").or_else(|| line.find("@{digest of")) {
         Some(at) => format!("{}@<digest>", &line[..at]),
         None => line,
+    }
+}
+
+/// A cosign key pair in a temp dir of its own, encrypted with [`KEY_PASSWORD`]: what the signed releases sign
+/// with and `cosign verify --key` checks against.
+pub struct Keys {
+    /// Holds the key files: they go with the pair.
+    pub _dir: tempfile::TempDir,
+    pub private: PathBuf,
+    pub public: PathBuf,
+}
+
+pub fn key_pair() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("release");
+    let made = Command::new("cosign")
+        .arg("generate-key-pair")
+        .arg(format!("--output-key-prefix={}", prefix.display()))
+        .env("COSIGN_PASSWORD", KEY_PASSWORD)
+        .output()
+        .expect("cosign is installed by `make setup`");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Keys {
+        private: prefix.with_extension("key"),
+        public: prefix.with_extension("pub"),
+        _dir: dir,
     }
 }

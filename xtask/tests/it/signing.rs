@@ -3,43 +3,15 @@
 //! against each registry itself. A release whose signing fails, or whose mirror loses the signature, stops before
 //! the tag phase: no moving tag exists anywhere, the pins stay as they were, and `--resume` finishes the job.
 
-use std::{path::PathBuf, process::Command};
+use std::process::Command;
 
 use testkit::{fixtures, Fault, RequestKind};
 
-use crate::setup::{assert_ok, digest_apart, notes, Setup};
+use crate::setup::{assert_ok, digest_apart, key_pair, notes, Keys, Setup, KEY_PASSWORD};
 
 const VERSION: &str = "v3.0.0";
-const KEY_PASSWORD: &str = "a throwaway test password";
 /// Short, so a fault the release must not retry through ends it in seconds.
 const POLICY: &str = "connect=1s,read=2s,operation=20s,attempts=2,backoff=100ms,backoff-cap=200ms,retry-after-cap=1s";
-
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: PathBuf,
-    public: PathBuf,
-}
-
-fn key_pair() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let prefix = dir.path().join("release");
-    let made = Command::new("cosign")
-        .arg("generate-key-pair")
-        .arg(format!("--output-key-prefix={}", prefix.display()))
-        .env("COSIGN_PASSWORD", KEY_PASSWORD)
-        .output()
-        .expect("cosign is installed by `make setup`");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    Keys {
-        private: prefix.with_extension("key"),
-        public: prefix.with_extension("pub"),
-        _dir: dir,
-    }
-}
 
 /// A release of the one-line matrix signed with `keys`, `password` in its environment.
 fn release(setup: &Setup, keys: &Keys, password: &str, extra: &[&str]) -> std::process::Output {
