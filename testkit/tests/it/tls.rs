@@ -14,6 +14,8 @@ use testkit::{
     tls, Ca, ConnectProxy, Fault, FaultProxy, Limits, Registry, RequestKind, TokenAuthConfig,
 };
 
+use crate::common::{skopeo, succeeded};
+
 /// A TLS registry, its CA written as `DIR/ca.crt`: what `curl --cacert` and `skopeo --cert-dir DIR` take.
 struct TlsRegistry {
     registry: Registry,
@@ -46,19 +48,13 @@ impl TlsRegistry {
     fn push_blob(&self, repository: &str, bytes: &[u8]) -> Digest {
         let digest = Digest::of(bytes);
         let base = self.registry.base_url();
-        let started = curl(&[
-            "-sS",
+        let headers = curl_headers(&[
             "--cacert",
             self.ca_arg(),
             "-X",
             "POST",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
             &format!("{base}/v2/{repository}/blobs/uploads/"),
         ]);
-        let headers = String::from_utf8_lossy(succeeded(&started)).into_owned();
         let location = headers
             .lines()
             .find_map(|line| {
@@ -127,24 +123,6 @@ impl TlsRegistry {
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
-#[track_caller]
-fn succeeded(output: &Output) -> &[u8] {
-    assert!(
-        output.status.success(),
-        "{:?}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    &output.stdout
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("running skopeo")
-}
-
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
         .args(args)
@@ -154,6 +132,15 @@ fn curl(args: &[&str]) -> Output {
         .env_remove("https_proxy")
         .output()
         .expect("running curl")
+}
+
+/// The response headers curl printed (`-D -`) for a request with these arguments, its body thrown away; the
+/// request must succeed.
+#[track_caller]
+fn curl_headers(args: &[&str]) -> String {
+    let mut all = vec!["-sS", "-D", "-", "-o", "/dev/null"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(succeeded(&curl(&all))).into_owned()
 }
 
 /// curl's exit code and the HTTP status it printed (`-w %{http_code}`).
@@ -250,19 +237,13 @@ fn a_tls_registry_takes_htpasswd_logins_or_distributions_token_auth() {
         .start()
         .unwrap();
     assert_eq!(registry.token_auth(), Some(&token));
-    let answer = curl(&[
-        "-sS",
+    let headers = curl_headers(&[
         "--max-time",
         "20",
         "--cacert",
         ca_arg,
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
         &format!("{}/v2/", registry.base_url()),
     ]);
-    let headers = String::from_utf8_lossy(succeeded(&answer)).into_owned();
     // distribution speaks HTTP/2 over TLS when the client offers it, as GHCR and Docker Hub do.
     assert!(
         headers
@@ -406,21 +387,16 @@ fn through_a_tls_fault_proxy_locations_point_back_at_it_and_a_stall_ends_on_drop
     let setup = TlsRegistry::start();
     let proxy = FaultProxy::in_front_of(&setup.registry).unwrap();
     // The `Host` header goes upstream untouched, so the registry's upload URL names the proxy.
-    let started = curl(&[
-        "-sS",
+    let headers = curl_headers(&[
         "--max-time",
         "20",
         "--cacert",
         setup.ca_arg(),
         "-X",
         "POST",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
         &format!("{}/v2/test/upload/blobs/uploads/", proxy.base_url()),
-    ]);
-    let headers = String::from_utf8_lossy(succeeded(&started)).to_lowercase();
+    ])
+    .to_lowercase();
     assert!(
         headers.contains(&format!("location: {}/v2/test/upload/", proxy.base_url())),
         "{headers}"
