@@ -70,18 +70,12 @@ impl TlsRegistry {
         let separator = if location.contains('?') { '&' } else { '?' };
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), bytes).unwrap();
-        let (code, status) = curl_status(&[
-            "--cacert",
-            self.ca_arg(),
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
+        self.put(
+            "application/octet-stream",
             &format!("@{}", file.path().display()),
             &format!("{location}{separator}digest={digest}"),
-        ]);
-        assert_eq!((code, status.as_str()), (Some(0), "201"), "{repository}");
+            repository,
+        );
         digest
     }
 
@@ -98,26 +92,34 @@ impl TlsRegistry {
             config.len(),
             "stand-in layer: not a real file system".len()
         );
+        self.put(
+            OCI_MANIFEST,
+            &manifest,
+            &format!(
+                "{}/v2/{repository}/manifests/{tag}",
+                self.registry.base_url()
+            ),
+            &format!("{repository}:{tag}"),
+        );
+        Digest::of(manifest.as_bytes())
+    }
+
+    /// PUTs `data` (what curl's `--data-binary` takes: the bytes, or `@FILE`) to `url` as `content_type`,
+    /// trusting the CA; the registry must take it (201), `what` naming it in the failure.
+    #[track_caller]
+    fn put(&self, content_type: &str, data: &str, url: &str, what: &str) {
         let (code, status) = curl_status(&[
             "--cacert",
             self.ca_arg(),
             "-X",
             "PUT",
             "-H",
-            &format!("Content-Type: {OCI_MANIFEST}"),
+            &format!("Content-Type: {content_type}"),
             "--data-binary",
-            &manifest,
-            &format!(
-                "{}/v2/{repository}/manifests/{tag}",
-                self.registry.base_url()
-            ),
+            data,
+            url,
         ]);
-        assert_eq!(
-            (code, status.as_str()),
-            (Some(0), "201"),
-            "{repository}:{tag}"
-        );
-        Digest::of(manifest.as_bytes())
+        assert_eq!((code, status.as_str()), (Some(0), "201"), "{what}");
     }
 }
 
