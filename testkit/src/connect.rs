@@ -6,15 +6,15 @@
 //! machine through it. Everything ends when it is dropped.
 
 use std::{
-    collections::HashMap,
     io::{self, Read, Write},
     net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
-    thread::{self, JoinHandle},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
+
+use crate::server::{Server, Threads};
 
 /// How a tunnel's server-to-client direction is held back; the default holds nothing back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,44 +38,39 @@ pub struct Tunnel {
 
 /// The proxy: a listener thread, a thread per client connection and one more per tunnel, ended on drop.
 pub struct ConnectProxy {
-    addr: SocketAddr,
+    /// Dropped first: stops the threads, which hold `shared` too.
+    server: Server,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
 }
 
 impl ConnectProxy {
     /// Listens on a free port of 127.0.0.1 with these limits on every tunnel.
     pub fn start(limits: Limits) -> anyhow::Result<ConnectProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").context("binding the CONNECT proxy")?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 limits,
                 ..State::default()
             }),
-            changed: Condvar::new(),
+            threads: Arc::default(),
         });
-        let acceptor = thread::Builder::new()
-            .name(format!("connect-proxy-{}", addr.port()))
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || accept(&listener, &shared)
-            })
-            .context("starting the CONNECT proxy's thread")?;
-        Ok(ConnectProxy {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
+        let server = Server::start(listener, Arc::clone(&shared.threads), "connect-proxy", {
+            let shared = Arc::clone(&shared);
+            move |stream| {
+                let _ = serve(&shared, stream);
+            }
         })
+        .context("starting the CONNECT proxy's thread")?;
+        Ok(ConnectProxy { server, shared })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `http://127.0.0.1:PORT`: what `HTTPS_PROXY` or `curl -x` take.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.addr())
     }
 
     /// The limits of tunnels opened from now on.
@@ -104,143 +99,23 @@ impl ConnectProxy {
     }
 }
 
-impl Drop for ConnectProxy {
-    fn drop(&mut self) {
-        {
-            let mut state = self.shared.lock();
-            state.stopping = true;
-            for socket in state.sockets.values() {
-                let _ = socket.shutdown(Shutdown::Both);
-            }
-        }
-        self.shared.changed.notify_all();
-        // The acceptor blocks in accept(): one last connection wakes it to see `stopping`.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        // Sockets are shut down and every wait ends on `stopping`; the bound only guards against a thread stuck
-        // elsewhere, which is then left detached.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut state = self.shared.lock();
-        while state.live > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
-
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when the proxy stops and when a thread ends.
-    changed: Condvar,
+    /// Every thread and open socket of the proxy, client and server, stopped when it is dropped.
+    threads: Arc<Threads>,
 }
 
 #[derive(Default)]
 struct State {
-    stopping: bool,
     limits: Limits,
     tunnels: Vec<Tunnel>,
     refused: usize,
-    /// Every open socket, client and server, so that dropping the proxy can shut them all down.
-    sockets: HashMap<u64, TcpStream>,
-    next_socket: u64,
-    /// Threads still running.
-    live: usize,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A test that panicked while holding the lock must not turn every later call into a second panic.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps a clone of the socket to shut it down on drop; `None` when the proxy is already stopping.
-    fn register(&self, socket: &TcpStream) -> Option<u64> {
-        let mut state = self.lock();
-        if state.stopping {
-            let _ = socket.shutdown(Shutdown::Both);
-            return None;
-        }
-        let clone = socket.try_clone().ok()?;
-        let id = state.next_socket;
-        state.next_socket += 1;
-        state.sockets.insert(id, clone);
-        Some(id)
-    }
-
-    fn unregister(&self, id: u64) {
-        self.lock().sockets.remove(&id);
-    }
-
-    /// Runs `work` on a thread counted in `live`, so that drop waits for it.
-    fn spawn(self: &Arc<Self>, name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
-        self.lock().live += 1;
-        let shared = Arc::clone(self);
-        let spawned = thread::Builder::new().name(name.to_owned()).spawn(move || {
-            work();
-            shared.lock().live -= 1;
-            shared.changed.notify_all();
-        });
-        if let Err(error) = spawned {
-            self.lock().live -= 1;
-            return Err(error);
-        }
-        Ok(())
-    }
-
-    /// Sleeps until `deadline` unless the proxy stops first; true when it stopped.
-    fn sleep_until(&self, deadline: Instant) -> bool {
-        let mut state = self.lock();
-        while !state.stopping {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
-    }
-
-    fn wait_until_stopping(&self) {
-        let mut state = self.lock();
-        while !state.stopping {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.lock().stopping {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let Some(id) = shared.register(&stream) else {
-            return;
-        };
-        let spawned = shared.spawn("connect-proxy-connection", {
-            let shared = Arc::clone(shared);
-            move || {
-                let _ = serve(&shared, stream);
-                shared.unregister(id);
-            }
-        });
-        if spawned.is_err() {
-            shared.unregister(id);
-        }
     }
 }
 
@@ -284,11 +159,11 @@ fn serve(shared: &Arc<Shared>, mut client: TcpStream) -> io::Result<()> {
             return Ok(());
         }
     };
-    let Some(server_id) = shared.register(&server) else {
+    let Some(server_id) = shared.threads.register(&server) else {
         return Ok(());
     };
     let result = tunnel(shared, client, server, target.name);
-    shared.unregister(server_id);
+    shared.threads.unregister(server_id);
     result
 }
 
@@ -315,14 +190,14 @@ fn tunnel(
     to_client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?;
 
     // Client to server on a thread of its own; server to client, the limited direction, here.
-    shared.spawn("connect-proxy-upload", {
+    shared.threads.spawn("connect-proxy-upload", {
         let shared = Arc::clone(shared);
         let mut from_client = client.try_clone()?;
         let mut to_server = server.try_clone()?;
         move || {
             // The client socket is registered again for this thread: the connection's own registration ends
             // with the other direction, which may end first.
-            let Some(id) = shared.register(&from_client) else {
+            let Some(id) = shared.threads.register(&from_client) else {
                 return;
             };
             let _ = pump(
@@ -334,7 +209,7 @@ fn tunnel(
                 Direction::ToServer,
             );
             let _ = to_server.shutdown(Shutdown::Write);
-            shared.unregister(id);
+            shared.threads.unregister(id);
         }
     })?;
     let mut from_server = server;
@@ -377,7 +252,7 @@ fn pump(
         let allowed = match limits.stall_after_bytes {
             Some(cap) if sent >= cap => {
                 // The stall: the connection stays open and silent until the proxy goes.
-                shared.wait_until_stopping();
+                shared.threads.wait_until_stopping();
                 return Ok(());
             }
             Some(cap) => buffer.len().min((cap - sent) as usize),
@@ -400,7 +275,7 @@ fn pump(
         if let Some(rate) = limits.bytes_per_sec {
             // Where a rate of `rate` would have got by now: wait until then.
             let due = start + Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-            if shared.sleep_until(due) {
+            if shared.threads.sleep_until(due) {
                 return Ok(());
             }
         }

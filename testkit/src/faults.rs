@@ -15,12 +15,10 @@
 //! on either. `FaultProxy::in_front_of` picks TLS on both legs for a TLS registry.
 
 use std::{
-    collections::HashMap,
     fmt,
     io::{self, BufRead, BufReader, Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
-    sync::{Arc, Condvar, Mutex, MutexGuard},
-    thread::{self, JoinHandle},
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -28,6 +26,7 @@ use anyhow::Context;
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
 use crate::personality::{Personality, Rule};
+use crate::server::{Server, Threads};
 
 /// What a request asks of a registry, told from its method and path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,9 +203,9 @@ impl fmt::Debug for ProxyTls {
 
 /// The proxy: a listener thread and one thread per client connection, all ended when it is dropped.
 pub struct FaultProxy {
-    addr: SocketAddr,
+    /// Dropped first: stops the threads, which hold `shared` too.
+    server: Server,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
 }
 
 impl FaultProxy {
@@ -226,28 +225,23 @@ impl FaultProxy {
         let listener = TcpListener::bind(("127.0.0.1", port)).with_context(|| {
             format!("binding the fault proxy to 127.0.0.1:{port}: is the port taken?")
         })?;
-        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstream,
             tls,
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            threads: Arc::default(),
             personality: Mutex::default(),
             plain_too: Default::default(),
             plain_connections: Default::default(),
         });
-        let acceptor = thread::Builder::new()
-            .name(format!("fault-proxy-{}", addr.port()))
-            .spawn({
-                let shared = Arc::clone(&shared);
-                move || accept(&listener, &shared)
-            })
-            .context("starting the fault proxy's thread")?;
-        Ok(FaultProxy {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
+        let server = Server::start(listener, Arc::clone(&shared.threads), "fault-proxy", {
+            let shared = Arc::clone(&shared);
+            move |stream| {
+                let _ = serve(&shared, stream);
+            }
         })
+        .context("starting the fault proxy's thread")?;
+        Ok(FaultProxy { server, shared })
     }
 
     /// A proxy in front of this registry: TLS on both legs for a TLS registry (presenting the registry's own
@@ -298,12 +292,12 @@ impl FaultProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `127.0.0.1:PORT`: the host part of references that go through the proxy.
     pub fn host(&self) -> String {
-        self.addr.to_string()
+        self.server.addr().to_string()
     }
 
     /// A namespace through the proxy, e.g. `127.0.0.1:PORT/test`.
@@ -371,46 +365,12 @@ impl FaultProxy {
     }
 }
 
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        {
-            let mut state = self.shared.lock();
-            state.stopping = true;
-            for socket in state.sockets.values() {
-                let _ = socket.shutdown(Shutdown::Both);
-            }
-        }
-        self.shared.changed.notify_all();
-        // The acceptor blocks in accept(): one last connection wakes it to see `stopping`.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
-        // Every socket is shut down and every wait ends on `stopping`, so connection threads end at once; the
-        // bound only guards against a thread stuck elsewhere, which is then left detached.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut state = self.shared.lock();
-        while state.live > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = self
-                .shared
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-    }
-}
-
 pub(crate) struct Shared {
     upstream: SocketAddr,
     tls: ProxyTls,
     state: Mutex<State>,
-    /// Signalled when the proxy stops and when a connection ends.
-    changed: Condvar,
+    /// Every connection thread and open socket of the proxy, client and upstream, stopped when it is dropped.
+    threads: Arc<Threads>,
     /// The GHCR or Docker Hub rules in force (`crate::personality`): a lock of its own, never held while a
     /// request is forwarded.
     personality: Mutex<Option<crate::personality::Active>>,
@@ -421,14 +381,8 @@ pub(crate) struct Shared {
 
 #[derive(Default)]
 struct State {
-    stopping: bool,
     rules: Vec<(RequestKind, Injection)>,
     seen: Vec<SeenRequest>,
-    /// Every open socket, client and upstream, so that dropping the proxy can shut them all down.
-    sockets: HashMap<u64, TcpStream>,
-    next_socket: u64,
-    /// Connection threads still running.
-    live: usize,
 }
 
 impl Shared {
@@ -474,77 +428,6 @@ impl Shared {
             fault: fault.clone(),
         });
         fault
-    }
-
-    /// Keeps a clone of the socket to shut it down on drop; `None` when the proxy is already stopping.
-    fn register(&self, socket: &TcpStream) -> Option<u64> {
-        let mut state = self.lock();
-        if state.stopping {
-            let _ = socket.shutdown(Shutdown::Both);
-            return None;
-        }
-        let clone = socket.try_clone().ok()?;
-        let id = state.next_socket;
-        state.next_socket += 1;
-        state.sockets.insert(id, clone);
-        Some(id)
-    }
-
-    fn unregister(&self, id: u64) {
-        self.lock().sockets.remove(&id);
-    }
-
-    fn wait_until_stopping(&self) {
-        let mut state = self.lock();
-        while !state.stopping {
-            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-
-    /// Sleeps for `duration` unless the proxy stops first; true when it stopped.
-    fn sleep(&self, duration: Duration) -> bool {
-        let deadline = Instant::now() + duration;
-        let mut state = self.lock();
-        while !state.stopping {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            state = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        true
-    }
-}
-
-fn accept(listener: &TcpListener, shared: &Arc<Shared>) {
-    for stream in listener.incoming() {
-        if shared.lock().stopping {
-            return;
-        }
-        let Ok(stream) = stream else { continue };
-        let Some(id) = shared.register(&stream) else {
-            return;
-        };
-        shared.lock().live += 1;
-        let spawned = thread::Builder::new()
-            .name("fault-proxy-connection".to_owned())
-            .spawn({
-                let shared = Arc::clone(shared);
-                move || {
-                    let _ = serve(&shared, stream);
-                    shared.unregister(id);
-                    shared.lock().live -= 1;
-                    shared.changed.notify_all();
-                }
-            });
-        if spawned.is_err() {
-            shared.unregister(id);
-            shared.lock().live -= 1;
-        }
     }
 }
 
@@ -660,7 +543,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 response.write(&mut writer, keep_alive, &response.body)?;
             }
             Some(Fault::Delay(duration)) => {
-                if shared.sleep(duration) {
+                if shared.threads.sleep_until(Instant::now() + duration) {
                     return Ok(());
                 }
                 let response = forward(shared, &request)?;
@@ -670,7 +553,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 let response = forward(shared, &request)?;
                 response.write_head(&mut writer, keep_alive)?;
                 for (i, piece) in response.body.chunks(chunk.max(1)).enumerate() {
-                    if i > 0 && shared.sleep(pause) {
+                    if i > 0 && shared.threads.sleep_until(Instant::now() + pause) {
                         return Ok(());
                     }
                     writer.write_all(piece)?;
@@ -678,7 +561,7 @@ fn serve(shared: &Shared, client: TcpStream) -> io::Result<()> {
                 }
             }
             Some(Fault::Stall) => {
-                shared.wait_until_stopping();
+                shared.threads.wait_until_stopping();
                 return Ok(());
             }
         }
@@ -986,14 +869,14 @@ fn status_code(status_line: &str) -> Option<u16> {
 /// Sends the request to the registry on a fresh connection and reads its whole answer.
 pub(crate) fn forward(shared: &Shared, request: &Request) -> io::Result<Response> {
     let socket = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
-    let Some(id) = shared.register(&socket) else {
+    let Some(id) = shared.threads.register(&socket) else {
         return Err(io::Error::new(
             io::ErrorKind::Interrupted,
             "the proxy is stopping",
         ));
     };
     let result = upstream(shared, socket).and_then(|upstream| exchange(&upstream, request));
-    shared.unregister(id);
+    shared.threads.unregister(id);
     result
 }
 
@@ -1308,7 +1191,7 @@ mod tests {
             upstream: "127.0.0.1:1".parse().unwrap(),
             tls: ProxyTls::default(),
             state: Mutex::new(State::default()),
-            changed: Condvar::new(),
+            threads: Arc::default(),
             personality: Mutex::default(),
             plain_too: Default::default(),
             plain_connections: Default::default(),

@@ -13,6 +13,7 @@ pub mod probe;
 pub mod real;
 pub mod registry;
 pub mod sbom_scanner;
+mod server;
 pub mod stack;
 pub mod tls;
 pub mod token;

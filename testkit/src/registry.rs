@@ -330,16 +330,7 @@ fn htpasswd_line(user: &str, password: &str) -> anyhow::Result<String> {
 pub fn http_status(port: u16, path: &str) -> anyhow::Result<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
-    )?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head)?;
-    let text = std::str::from_utf8(&head)?;
-    text.get(9..12)
-        .and_then(|code| code.parse().ok())
-        .context("not an HTTP answer")
+    get_status(&mut stream, port, path)
 }
 
 /// The status code of an HTTPS GET on loopback, the server checked against `client` (for `127.0.0.1`).
@@ -355,10 +346,16 @@ pub fn https_status(
     let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
     let connection = rustls::ClientConnection::new(client, name)?;
     let mut stream = rustls::StreamOwned::new(connection, stream);
+    get_status(&mut stream, port, path)
+}
+
+/// Sends a bare GET over `stream`, plain or TLS, and reads the status code off the answer's first line.
+fn get_status(stream: &mut (impl Read + Write), port: u16, path: &str) -> anyhow::Result<u16> {
     write!(
         stream,
         "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
     )?;
+    // A TLS stream holds the request in its buffer until flushed; for a TcpStream this does nothing.
     stream.flush()?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head)?;

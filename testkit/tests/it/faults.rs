@@ -12,6 +12,8 @@ use stack_images::{
 };
 use testkit::{fixtures, Fault, FaultProxy, Registry, RequestKind};
 
+use crate::common::{skopeo, succeeded};
+
 /// Every manifest type a registry may hold for the fixture, as docker's clients ask for them.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
@@ -79,24 +81,6 @@ fn curl(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("running curl")
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("running skopeo")
-}
-
-#[track_caller]
-fn succeeded(output: &Output) -> &[u8] {
-    assert!(
-        output.status.success(),
-        "{:?}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    &output.stdout
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! Debian stand-ins (`testkit::real`) running the stack's own files (`make setup` provides docker, mmdebstrap and
 //! QEMU).
 
+mod common;
 mod faults;
 mod hosted_standins;
 mod real;

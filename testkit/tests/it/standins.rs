@@ -27,6 +27,8 @@ struct Standin {
 
 const ALICE: (&str, &str) = ("alice", "alice-password");
 const BOB: (&str, &str) = ("bob", "bob-password");
+/// What the tests' manifest requests accept: the type `push` writes.
+const OCI: [(&str, &str); 1] = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
 impl Standin {
     /// Alice may pull, push and delete under `team`, Bob only pull; nobody else gets anything.
@@ -101,18 +103,26 @@ impl Standin {
     /// An image in `team/app` pushed straight to the registry: one config blob, one layer, and a manifest
     /// under each tag. Returns the layer's bytes and digest.
     fn push_image(&self, tags: &[&str]) -> (Vec<u8>, Digest) {
-        let token = self.token(Some(ALICE), &["repository:team/app:pull,push"]);
-        let base = self.registry.base_url();
         let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
         let layer = b"a layer standing in for a tarball".repeat(100);
-        for blob in [&config, &layer] {
+        self.push(&config, &layer, tags);
+        let digest = Digest::of(&layer);
+        (layer, digest)
+    }
+
+    /// `config` and one uncompressed `layer` in `team/app` as Alice, straight to the registry, and an OCI
+    /// manifest of them under each tag.
+    fn push(&self, config: &[u8], layer: &[u8], tags: &[&str]) {
+        let token = self.token(Some(ALICE), &["repository:team/app:pull,push"]);
+        let base = self.registry.base_url();
+        for blob in [config, layer] {
             self.upload(&base, "team/app", &token, blob);
         }
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
+            "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
         })
         .to_string();
         for tag in tags {
@@ -125,8 +135,6 @@ impl Standin {
             );
             assert_eq!(reply.status, 201, "{}", reply.text());
         }
-        let digest = Digest::of(&layer);
-        (layer, digest)
     }
 }
 
@@ -305,9 +313,8 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
     let standin = Standin::new(Flavor::Ghcr, Duration::from_secs(300));
     standin.push_image(&["1"]);
     let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
-    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
-    let anonymous = standin.http("GET", &manifest, "", &accept, None);
+    let anonymous = standin.http("GET", &manifest, "", &OCI, None);
     assert_eq!(anonymous.status, 401, "{}", anonymous.text());
     let challenge = anonymous.header("www-authenticate").unwrap();
     assert!(
@@ -324,7 +331,7 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
     );
 
     let bob = standin.token(Some(BOB), &["repository:team/app:pull,push"]);
-    let pulled = standin.http("GET", &manifest, &bob, &accept, None);
+    let pulled = standin.http("GET", &manifest, &bob, &OCI, None);
     assert_eq!(pulled.status, 200, "{}", pulled.text());
     // Bob asked for push and got only pull: distribution itself refuses his PUT.
     let pushed = standin.http(
@@ -363,9 +370,7 @@ fn distribution_verifies_the_stand_ins_tokens_and_their_grants() {
     // A stranger, a wrong password, scopes joined by a space, and docker's OAuth POST, which GHCR refuses.
     let stranger = standin.token(None, &["repository:team/app:pull"]);
     assert_eq!(
-        standin
-            .http("GET", &manifest, &stranger, &accept, None)
-            .status,
+        standin.http("GET", &manifest, &stranger, &OCI, None).status,
         401
     );
     assert_eq!(
@@ -402,16 +407,15 @@ fn the_registry_refuses_a_token_once_expires_in_has_passed() {
     let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(2));
     standin.push_image(&["1"]);
     let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
-    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     let reply = standin.token_reply(Some(BOB), &["repository:team/app:pull"]);
     assert_eq!(reply.json()["expires_in"], 2);
     let token = reply.json()["token"].as_str().unwrap().to_owned();
     assert_eq!(
-        standin.http("GET", &manifest, &token, &accept, None).status,
+        standin.http("GET", &manifest, &token, &OCI, None).status,
         200
     );
     std::thread::sleep(Duration::from_millis(3100));
-    let late = standin.http("GET", &manifest, &token, &accept, None);
+    let late = standin.http("GET", &manifest, &token, &OCI, None);
     assert_eq!(late.status, 401, "{}", late.text());
 }
 
@@ -420,7 +424,6 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     let standin = Standin::new(Flavor::DockerHub, Duration::from_secs(300));
     standin.push_image(&["1"]);
     let manifest = format!("http://{}/v2/team/app/manifests/1", standin.registry.host());
-    let accept = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     let post = |form: &str| {
         curl(
             &[
@@ -446,7 +449,7 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     let refresh = body["refresh_token"].as_str().unwrap().to_owned();
     let access = body["access_token"].as_str().unwrap();
     assert_eq!(
-        standin.http("GET", &manifest, access, &accept, None).status,
+        standin.http("GET", &manifest, access, &OCI, None).status,
         200
     );
     let requests = standin.tokens.requests();
@@ -466,9 +469,7 @@ fn docker_hub_flavor_answers_the_oauth_post_with_a_refresh_token() {
     assert_eq!(again.status, 200, "{}", again.text());
     let access = again.json()["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
-        standin
-            .http("GET", &manifest, &access, &accept, None)
-            .status,
+        standin.http("GET", &manifest, &access, &OCI, None).status,
         200
     );
     assert_eq!(
@@ -487,7 +488,6 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     standin.proxy.set_personality(Personality::Ghcr).unwrap();
     let base = standin.proxy.base_url();
     let manifest = format!("{base}/v2/team/app/manifests/1");
-    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
     // distribution asks for pull,push on a PUT; GHCR's challenge says pull.
     let put = standin.http(
@@ -516,7 +516,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
         "GET",
         &format!("{base}/v2/team/missing/manifests/1"),
         &alice,
-        &oci,
+        &OCI,
         None,
     );
     assert_eq!(
@@ -539,7 +539,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
         "HEAD",
         &format!("{base}/v2/team/missing/manifests/1"),
         &creator,
-        &oci,
+        &OCI,
         None,
     );
     assert_eq!(head.status, 404);
@@ -569,7 +569,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
     assert_eq!(seen, tags);
     assert_eq!(standin.proxy.fired(Rule::TagPages), 2);
 
-    let digest = Digest::of(&standin.http("GET", &manifest, &alice, &oci, None).body);
+    let digest = Digest::of(&standin.http("GET", &manifest, &alice, &OCI, None).body);
     let delete = standin.http(
         "DELETE",
         &format!("{base}/v2/team/app/manifests/{digest}"),
@@ -587,7 +587,7 @@ fn the_ghcr_personality_shows_each_of_its_rules() {
         "the registry never saw the DELETE"
     );
     assert_eq!(
-        standin.http("GET", &manifest, &alice, &oci, None).status,
+        standin.http("GET", &manifest, &alice, &OCI, None).status,
         200
     );
 }
@@ -606,7 +606,6 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         .unwrap();
     let base = standin.proxy.base_url();
     let manifest = format!("{base}/v2/team/app/manifests/1");
-    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
     let alice = standin.token(
         Some(ALICE),
         &[
@@ -620,7 +619,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         "GET",
         &format!("{base}/v2/team/missing/manifests/1"),
         &alice,
-        &oci,
+        &OCI,
         None,
     );
     assert_eq!(
@@ -643,7 +642,7 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
     assert_eq!(standin.proxy.fired(Rule::MissingRepositoryUnauthorized), 2);
 
     let remaining = |reply: &Reply| reply.header("ratelimit-remaining").map(str::to_owned);
-    let head = standin.http("HEAD", &manifest, &alice, &oci, None);
+    let head = standin.http("HEAD", &manifest, &alice, &OCI, None);
     assert_eq!(head.status, 200);
     assert_eq!(head.header("ratelimit-limit"), Some("2;w=21600"));
     assert_eq!(
@@ -652,11 +651,11 @@ fn the_docker_hub_personality_shows_each_of_its_rules() {
         "a HEAD is not counted"
     );
     for left in ["1;w=21600", "0;w=21600"] {
-        let get = standin.http("GET", &manifest, &alice, &oci, None);
+        let get = standin.http("GET", &manifest, &alice, &OCI, None);
         assert_eq!(get.status, 200);
         assert_eq!(remaining(&get).as_deref(), Some(left));
     }
-    let limited = standin.http("GET", &manifest, &alice, &oci, None);
+    let limited = standin.http("GET", &manifest, &alice, &OCI, None);
     assert_eq!(
         (limited.status, limited.error_code()),
         (429, "TOOMANYREQUESTS".to_owned())
@@ -783,26 +782,7 @@ fn push_runnable_image(standin: &Standin, tag: &str) {
     })
     .to_string()
     .into_bytes();
-    let token = standin.token(Some(ALICE), &["repository:team/app:pull,push"]);
-    let base = standin.registry.base_url();
-    for blob in [&config, &layer] {
-        standin.upload(&base, "team/app", &token, blob);
-    }
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
-        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", &layer)],
-    })
-    .to_string();
-    let reply = standin.http(
-        "PUT",
-        &format!("{base}/v2/team/app/manifests/{tag}"),
-        &token,
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        Some(manifest.as_bytes()),
-    );
-    assert_eq!(reply.status, 201, "{}", reply.text());
+    standin.push(&config, &layer, &[tag]);
 }
 
 /// `docker ARGS` with its own logins in `config`, and stdin.
@@ -890,7 +870,7 @@ fn docker_pulls_through_the_hub_like_proxy_and_pushes_through_the_ghcr_like_one(
         "HEAD",
         &format!("{}/v2/team/pushed/manifests/1", ghcr.registry.base_url()),
         &alice,
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+        &OCI,
         None,
     );
     assert_eq!(manifest.status, 200);
@@ -909,11 +889,10 @@ fn in_a_hub_users_own_namespace_a_first_push_creates_the_repository() {
         .unwrap();
     let base = standin.proxy.base_url();
     let manifest = format!("{base}/v2/team/new/manifests/1");
-    let oci = [("Accept", "application/vnd.oci.image.manifest.v1+json")];
 
     let creator = standin.token(Some(ALICE), &["repository:team/new:pull,push"]);
     assert_eq!(
-        standin.http("HEAD", &manifest, &creator, &oci, None).status,
+        standin.http("HEAD", &manifest, &creator, &OCI, None).status,
         404
     );
     standin.upload(&base, "team/new", &creator, b"the first blob");
@@ -924,7 +903,7 @@ fn in_a_hub_users_own_namespace_a_first_push_creates_the_repository() {
         "GET",
         &format!("{base}/v2/team/other/manifests/1"),
         &reader,
-        &oci,
+        &OCI,
         None,
     );
     assert_eq!(

@@ -14,6 +14,8 @@ use testkit::{
     tls, Ca, ConnectProxy, Fault, FaultProxy, Limits, Registry, RequestKind, TokenAuthConfig,
 };
 
+use crate::common::{skopeo, succeeded};
+
 /// A TLS registry, its CA written as `DIR/ca.crt`: what `curl --cacert` and `skopeo --cert-dir DIR` take.
 struct TlsRegistry {
     registry: Registry,
@@ -46,19 +48,13 @@ impl TlsRegistry {
     fn push_blob(&self, repository: &str, bytes: &[u8]) -> Digest {
         let digest = Digest::of(bytes);
         let base = self.registry.base_url();
-        let started = curl(&[
-            "-sS",
+        let headers = curl_headers(&[
             "--cacert",
             self.ca_arg(),
             "-X",
             "POST",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
             &format!("{base}/v2/{repository}/blobs/uploads/"),
         ]);
-        let headers = String::from_utf8_lossy(succeeded(&started)).into_owned();
         let location = headers
             .lines()
             .find_map(|line| {
@@ -74,18 +70,12 @@ impl TlsRegistry {
         let separator = if location.contains('?') { '&' } else { '?' };
         let file = tempfile::NamedTempFile::new().unwrap();
         fs::write(file.path(), bytes).unwrap();
-        let (code, status) = curl_status(&[
-            "--cacert",
-            self.ca_arg(),
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
+        self.put(
+            "application/octet-stream",
             &format!("@{}", file.path().display()),
             &format!("{location}{separator}digest={digest}"),
-        ]);
-        assert_eq!((code, status.as_str()), (Some(0), "201"), "{repository}");
+            repository,
+        );
         digest
     }
 
@@ -102,48 +92,38 @@ impl TlsRegistry {
             config.len(),
             "stand-in layer: not a real file system".len()
         );
+        self.put(
+            OCI_MANIFEST,
+            &manifest,
+            &format!(
+                "{}/v2/{repository}/manifests/{tag}",
+                self.registry.base_url()
+            ),
+            &format!("{repository}:{tag}"),
+        );
+        Digest::of(manifest.as_bytes())
+    }
+
+    /// PUTs `data` (what curl's `--data-binary` takes: the bytes, or `@FILE`) to `url` as `content_type`,
+    /// trusting the CA; the registry must take it (201), `what` naming it in the failure.
+    #[track_caller]
+    fn put(&self, content_type: &str, data: &str, url: &str, what: &str) {
         let (code, status) = curl_status(&[
             "--cacert",
             self.ca_arg(),
             "-X",
             "PUT",
             "-H",
-            &format!("Content-Type: {OCI_MANIFEST}"),
+            &format!("Content-Type: {content_type}"),
             "--data-binary",
-            &manifest,
-            &format!(
-                "{}/v2/{repository}/manifests/{tag}",
-                self.registry.base_url()
-            ),
+            data,
+            url,
         ]);
-        assert_eq!(
-            (code, status.as_str()),
-            (Some(0), "201"),
-            "{repository}:{tag}"
-        );
-        Digest::of(manifest.as_bytes())
+        assert_eq!((code, status.as_str()), (Some(0), "201"), "{what}");
     }
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-
-#[track_caller]
-fn succeeded(output: &Output) -> &[u8] {
-    assert!(
-        output.status.success(),
-        "{:?}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    &output.stdout
-}
-
-fn skopeo(args: &[&str]) -> Output {
-    Command::new("skopeo")
-        .args(args)
-        .output()
-        .expect("running skopeo")
-}
 
 fn curl(args: &[&str]) -> Output {
     Command::new("curl")
@@ -154,6 +134,15 @@ fn curl(args: &[&str]) -> Output {
         .env_remove("https_proxy")
         .output()
         .expect("running curl")
+}
+
+/// The response headers curl printed (`-D -`) for a request with these arguments, its body thrown away; the
+/// request must succeed.
+#[track_caller]
+fn curl_headers(args: &[&str]) -> String {
+    let mut all = vec!["-sS", "-D", "-", "-o", "/dev/null"];
+    all.extend_from_slice(args);
+    String::from_utf8_lossy(succeeded(&curl(&all))).into_owned()
 }
 
 /// curl's exit code and the HTTP status it printed (`-w %{http_code}`).
@@ -250,19 +239,13 @@ fn a_tls_registry_takes_htpasswd_logins_or_distributions_token_auth() {
         .start()
         .unwrap();
     assert_eq!(registry.token_auth(), Some(&token));
-    let answer = curl(&[
-        "-sS",
+    let headers = curl_headers(&[
         "--max-time",
         "20",
         "--cacert",
         ca_arg,
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
         &format!("{}/v2/", registry.base_url()),
     ]);
-    let headers = String::from_utf8_lossy(succeeded(&answer)).into_owned();
     // distribution speaks HTTP/2 over TLS when the client offers it, as GHCR and Docker Hub do.
     assert!(
         headers
@@ -406,21 +389,16 @@ fn through_a_tls_fault_proxy_locations_point_back_at_it_and_a_stall_ends_on_drop
     let setup = TlsRegistry::start();
     let proxy = FaultProxy::in_front_of(&setup.registry).unwrap();
     // The `Host` header goes upstream untouched, so the registry's upload URL names the proxy.
-    let started = curl(&[
-        "-sS",
+    let headers = curl_headers(&[
         "--max-time",
         "20",
         "--cacert",
         setup.ca_arg(),
         "-X",
         "POST",
-        "-D",
-        "-",
-        "-o",
-        "/dev/null",
         &format!("{}/v2/test/upload/blobs/uploads/", proxy.base_url()),
-    ]);
-    let headers = String::from_utf8_lossy(succeeded(&started)).to_lowercase();
+    ])
+    .to_lowercase();
     assert!(
         headers.contains(&format!("location: {}/v2/test/upload/", proxy.base_url())),
         "{headers}"
