@@ -423,7 +423,7 @@ pub fn php_fpm(line: PhpLine, arch: Arch) -> anyhow::Result<String> {
 
 /// Pushes the PHP base of `line` for linux/amd64 and linux/arm64 (built if needed) to `registry` as one index,
 /// `<registry>/fixtures/php-base-standin:<line>`, the way a release's base sits in Docker Hub: each platform to
-/// its own tag, then the index put in process ([`put_index`]). Returns the index's reference by digest.
+/// its own tag, then the index put in process (`put_index`). Returns the index's reference by digest.
 pub fn push_php_base(registry: &Registry, line: PhpLine) -> anyhow::Result<ImageRef> {
     push_php_base_to(&registry.namespace("fixtures").parse()?, line)
 }
