@@ -448,3 +448,61 @@ fn a_refresh_token_for_a_ghcr_like_service_says_to_log_in_with_a_password() {
         ("POST", 405)
     );
 }
+
+/// A token-auth registry whose token service is reached through a fault proxy (the realm names the proxy).
+fn behind_a_faulty_token_service() -> (Registry, FaultProxy, TokenService, ImageRef) {
+    let tokens = TokenService::start(TokenOptions {
+        flavor: Flavor::Ghcr,
+        users: vec![],
+        grants: vec![],
+        expires_in: Duration::from_secs(300),
+        public_pull: true,
+    })
+    .unwrap();
+    let token_proxy = FaultProxy::start(tokens.addr()).unwrap();
+    let mut auth = tokens.registry_auth();
+    auth.realm = format!("http://{}/token", token_proxy.host());
+    let registry = Registry::builder().token(auth).start().unwrap();
+    let reference = format!("{}/app:1", registry.namespace("team"))
+        .parse()
+        .unwrap();
+    (registry, token_proxy, tokens, reference)
+}
+
+#[test]
+fn a_stalled_token_service_ends_within_the_policy_and_garbage_is_not_taken_for_a_token() {
+    let (_registry, token_proxy, tokens, reference) = behind_a_faulty_token_service();
+    let no_logins = tempfile::tempdir().unwrap();
+    let client = client_with_logins(no_logins.path());
+
+    // Every token request stalls: each attempt ends at the read timeout, and the operation gives up, bounded.
+    token_proxy.set(RequestKind::Other, Fault::Stall);
+    let started = std::time::Instant::now();
+    let error = client.get_manifest(&reference).unwrap_err();
+    assert!(
+        token_proxy.faulted(RequestKind::Other) >= 1,
+        "the stall fired"
+    );
+    assert_eq!(error.kind, FailureKind::Unreachable, "{error}");
+    assert!(error.attempts > 1, "retried: {error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(tokens.count("GET"), 0, "nothing reached the service");
+
+    // A body cut short is read as a failed attempt, never as a token; the next attempt gets a real one.
+    token_proxy.clear();
+    let stalled = token_proxy.faulted(RequestKind::Other);
+    token_proxy.set(RequestKind::Other, Fault::CutBody.times(1));
+    let error = client.get_manifest(&reference).unwrap_err();
+    assert_eq!(
+        token_proxy.faulted(RequestKind::Other),
+        stalled + 1,
+        "the cut fired"
+    );
+    // With a real token the registry answers what it holds: nothing under this name.
+    assert_eq!(error.kind, FailureKind::NotFound, "{error}");
+    assert!(tokens.count("GET") >= 1);
+}
