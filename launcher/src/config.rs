@@ -1,18 +1,21 @@
-//! Configuration, resolved deterministically: every variable the launcher reads (one table, [`VARS`]: name, kind,
-//! default, what it is for), the layers it reads them from, and the typed value each one ends up with together with
-//! where that value came from.
+//! Configuration, resolved deterministically: every variable the launcher reads (declared once, in one row of
+//! `variables!`: name, type, default, parser, what it is for, where it may be set; the row makes its entry in
+//! [`VARS`], its typed field of [`Config`] and its resolution), the layers it reads them from, and the typed value
+//! each one ends up with together with where that value came from.
 //!
 //! Layers, lowest first: built-in defaults, the stack's `config/stack-vars.yml`, the user's `~/.20i/config`, the
-//! project's `.20i-local`, the environment, command-line flags. Every value is parsed once, here, into its kind's
+//! project's `.20i-local`, the environment, command-line flags. Every value is parsed once, here, into its variable's
 //! type; a bad one is an error naming the variable, the value (never a secret's), the file and line or flag it came
 //! from, and what to write instead. [`resolve`] is a pure function of the layers (plus the home and current
 //! directories); [`load`] is the thin shell that reads them, resolving exactly once.
 
 use std::{
+    any::{Any, TypeId},
     collections::HashMap,
     fmt,
     net::Ipv4Addr,
     path::{Component, Path, PathBuf},
+    str::FromStr,
 };
 
 use crate::freshness::PullPolicy;
@@ -121,100 +124,238 @@ pub struct Inputs {
     pub layers: Vec<Layer>,
 }
 
-/// What a variable holds, and so what it is parsed into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A stack release, `vX.Y.Z`.
-    Release,
-    /// A PHP line, `8.4`.
-    PhpLine,
-    /// `true`/`false`/`1`/`0`.
-    Bool,
-    /// A registry namespace.
-    Namespace,
-    /// Comma-separated registry namespaces, each once.
-    Namespaces,
-    /// `<image>@sha256:…` (or a bare digest), or empty for none.
-    Pin,
-    /// An image reference pinned by digest (`<image>:<tag>@sha256:…`), or empty for none.
-    PinnedImage,
-    /// A directory or file path; a relative one is relative to the file that set it.
-    Path,
-    /// A file path as [`Kind::Path`], or empty for none.
-    OptionalPath,
-    /// A directory compose mounts into a container (`HOST:CONTAINER`), so it cannot contain `:`.
-    MountDir,
-    /// A number of seconds.
-    Seconds,
-    /// When a cached image is checked against its registry: `missing`, `daily`, `weekly`, `always`.
-    PullPolicy,
-    /// A published TCP port.
-    Port,
-    /// The IPv4 address ports are published on.
-    Address,
-    /// A compose project name.
-    ProjectName,
-    /// An image name compose runs as it is.
-    Image,
-    /// An image tag.
-    Tag,
-    /// Anything; passed to compose as it is.
-    Text,
-    /// Anything, never printed.
-    Secret,
+/// A variable the launcher knows, as `--explain`, the docs and the layer checks see it. Its type, parser and default
+/// are in its row of `variables!`: together they are its one declaration.
+#[derive(Debug)]
+pub struct Var {
+    pub name: &'static str,
+    /// What it is for (shown by `--explain` and in the docs).
+    pub about: &'static str,
+    /// It decides where the stack is, so the stack's own `stack-vars.yml` cannot set it.
+    pub locating: bool,
 }
 
-impl Kind {
-    /// Parses `text`; `base` is what a relative path is relative to. The error says what to write instead.
-    fn parse(self, text: &str, base: &Path) -> anyhow::Result<Value> {
-        Ok(match self {
-            Kind::Release => Value::Release(text.parse()?),
-            Kind::PhpLine => Value::Php(text.parse()?),
-            Kind::Bool => Value::Bool(parse_bool(text)?),
-            Kind::Namespace => Value::Namespace(namespace(text)?),
-            Kind::Namespaces => {
-                let mut list: Vec<Namespace> = Vec::new();
-                for item in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-                    let namespace = namespace(item)?;
-                    if list.contains(&namespace) {
-                        bail!("`{namespace}` is listed twice: list each mirror once");
-                    }
-                    list.push(namespace);
-                }
-                Value::Namespaces(list)
+impl Var {
+    /// What a row's flags (`locating`) are unless it names them.
+    const ROW: Var = Var {
+        name: "",
+        about: "",
+        locating: false,
+    };
+}
+
+/// The directories a default may look at.
+pub struct Dirs<'a> {
+    pub home: &'a Path,
+    pub cwd: &'a Path,
+}
+
+/// A default's text and where `--explain` says it came from: `default(text)`, `launcher(text)` (this launcher's
+/// own release) or `derived(FROM, text)` (from the resolved value of FROM, a variable above it).
+macro_rules! fallback {
+    (default($text:expr)) => {
+        ($text.to_string(), Source::Default)
+    };
+    (launcher($text:expr)) => {
+        ($text.to_string(), Source::Launcher)
+    };
+    (derived($from:ident, $text:expr)) => {
+        ($text.to_string(), Source::Derived(stringify!($from)))
+    };
+}
+
+/// The first of its arguments: a row's own parser or shower, else the usual one.
+macro_rules! first {
+    ($given:expr ; $usual:expr) => {
+        $given
+    };
+    ( ; $usual:expr) => {
+        $usual
+    };
+}
+
+/// A variable whose default needs no other variable can be resolved on its own (`load` finds STACK_DIR so): it
+/// gets a function in `alone`. A derived one gets none.
+macro_rules! alone {
+    ($dirs:ident; $name:ident $field:ident $ty:ty; derived($($default:tt)*); $($derived:tt)*) => {};
+    ($dirs:ident; $name:ident $field:ident $ty:ty; $form:ident($($default:tt)*); $parse:expr; $show:expr) => {
+        #[allow(unused_variables)]
+        pub(super) fn $field(r: &Resolver<'_>, entries: &mut Vec<Entry>) -> anyhow::Result<$ty> {
+            let $dirs = r.dirs;
+            r.resolve(&var::$name, entries, || fallback!($form($($default)*)), $parse, $show)
+        }
+    };
+}
+
+/// One row of [`resolve`]'s straight line: a derived default reads the variables above it, by their field names.
+macro_rules! resolve_row {
+    ($r:ident $entries:ident; $name:ident $field:ident $ty:ty; derived($($default:tt)*); $parse:expr; $show:expr) => {
+        let $field: $ty = $r.resolve(
+            &var::$name,
+            $entries,
+            || fallback!(derived($($default)*)),
+            $parse,
+            $show,
+        )?;
+    };
+    ($r:ident $entries:ident; $name:ident $field:ident $ty:ty; $form:ident($($default:tt)*); $($alone:tt)*) => {
+        let $field: $ty = alone::$field($r, $entries)?;
+    };
+}
+
+/// The one declaration of every variable, in resolution and `--explain` order:
+///
+/// `NAME field: Type = default(text), parse F, show G, about "…", flags;`
+///
+/// makes `var::NAME` (a row of [`VARS`]), the typed field `Config::field` and its resolution. `text` is anything
+/// `Display` (it may read `dirs` and, in `derived(FROM, text)`, the fields above it) and is parsed like a setting.
+/// `parse` (text and the directory a relative path is relative to) defaults to `FromStr`, `show` (what compose gets
+/// and `--explain` prints) to `Display`. A variable of type [`Secret`] is a secret: never shown, whatever `show`
+/// returns, and an error about its value does not quote it. The flag `locating` keeps it out of `stack-vars.yml`.
+macro_rules! variables {
+    (
+        $(#[$config_meta:meta])*
+        pub struct Config {
+            $( $(#[$extra_meta:meta])* pub $extra:ident: $extra_ty:ty, )*
+        }
+        with $dirs:ident;
+        $(
+            $name:ident $field:ident: $ty:ty = $form:ident($($default:tt)*)
+                $(, parse $parse:expr)? $(, show $show:expr)?, about $about:literal $(, $flag:ident)*;
+        )*
+    ) => {
+        /// Every variable the launcher knows, by name: the rows of [`VARS`].
+        pub mod var {
+            use super::Var;
+            $(
+                #[doc = $about]
+                // A row that names every flag leaves nothing to `ROW`.
+                #[allow(clippy::needless_update)]
+                pub const $name: Var = Var {
+                    name: stringify!($name),
+                    about: $about,
+                    $($flag: true,)*
+                    ..Var::ROW
+                };
+            )*
+        }
+
+        /// Every variable, in resolution order (a derived default only uses variables above it).
+        pub const VARS: &[Var] = &[$(var::$name),*];
+
+        $(#[$config_meta])*
+        #[derive(Clone, Debug)]
+        pub struct Config {
+            $( #[doc = $about] pub $field: $ty, )*
+            $( $(#[$extra_meta])* pub $extra: $extra_ty, )*
+        }
+
+        /// Each variable whose default needs no other, resolved on its own.
+        mod alone {
+            use super::*;
+            $(
+                alone!($dirs; $name $field $ty; $form($($default)*);
+                    first!($($parse)? ; from_str); first!($($show)? ; displayed));
+            )*
+        }
+
+        impl Config {
+            /// Every variable from the layers, in table order, each recorded in `entries`; the fields that are not
+            /// variables are left empty for [`resolve`] to fill.
+            fn from_layers(r: &Resolver<'_>, entries: &mut Vec<Entry>) -> anyhow::Result<Config> {
+                #[allow(unused_variables)]
+                let $dirs = r.dirs;
+                $(
+                    resolve_row!(r entries; $name $field $ty; $form($($default)*);
+                        first!($($parse)? ; from_str); first!($($show)? ; displayed));
+                )*
+                Ok(Config {
+                    $($field,)*
+                    $($extra: Default::default(),)*
+                })
             }
-            Kind::Pin => Value::Pin(parse_pin(text)?),
-            Kind::PinnedImage => Value::PinnedImage(parse_pinned_image(text)?),
-            Kind::Path | Kind::MountDir => {
-                if text.is_empty() {
-                    bail!("use a path (a relative one is relative to the file that sets it), or remove the setting");
-                }
-                if self == Kind::MountDir && text.contains(':') {
-                    bail!(
-                        "a `:` in this path breaks compose's HOST:CONTAINER volume syntax: use a directory whose \
-                         path has no `:` (move or link the site)"
-                    );
-                }
-                Value::Path(absolute(base, Path::new(text)))
+
+            /// Every variable's typed value, for the checks that go by type (ports).
+            fn typed(&self) -> Vec<(&'static Var, &dyn Any)> {
+                vec![$((&var::$name, &self.$field as &dyn Any)),*]
             }
-            Kind::OptionalPath if text.is_empty() => Value::OptionalPath(None),
-            Kind::OptionalPath => Value::OptionalPath(Some(absolute(base, Path::new(text)))),
-            Kind::Seconds => Value::Seconds(text.parse()?),
-            Kind::PullPolicy => Value::PullPolicy(text.parse()?),
-            Kind::Port => Value::Port(text.parse()?),
-            Kind::Address => Value::Address(parse_address(text)?),
-            Kind::ProjectName => Value::Project(text.parse()?),
-            Kind::Image => Value::Image(text.parse()?),
-            Kind::Tag => Value::Tag(text.parse()?),
-            Kind::Text => Value::Text(text.to_owned()),
-            Kind::Secret => Value::Secret(Secret::new(text.to_owned())),
-        })
-    }
+        }
+    };
+}
+
+/// The usual parser: the type's `FromStr`, whose error says what to write instead.
+fn from_str<T: FromStr>(text: &str, _base: &Path) -> anyhow::Result<T>
+where
+    T::Err: Into<anyhow::Error>,
+{
+    text.parse().map_err(Into::into)
+}
+
+/// The usual way a value is written back: its `Display`.
+fn displayed<T: fmt::Display>(value: &T) -> String {
+    value.to_string()
 }
 
 /// A registry namespace; a trailing `/` is dropped (`127.0.0.1:5000/test/` is `127.0.0.1:5000/test`).
 fn namespace(text: &str) -> anyhow::Result<Namespace> {
     text.strip_suffix('/').unwrap_or(text).parse()
+}
+
+/// Comma-separated registry namespaces, each once.
+fn namespaces(text: &str) -> anyhow::Result<Vec<Namespace>> {
+    let mut list: Vec<Namespace> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let namespace = namespace(item)?;
+        if list.contains(&namespace) {
+            bail!("`{namespace}` is listed twice: list each mirror once");
+        }
+        list.push(namespace);
+    }
+    Ok(list)
+}
+
+fn listed(list: &[Namespace]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A directory or file path; a relative one is relative to `base`, the file that set it.
+fn path(text: &str, base: &Path) -> anyhow::Result<PathBuf> {
+    if text.is_empty() {
+        bail!("use a path (a relative one is relative to the file that sets it), or remove the setting");
+    }
+    Ok(absolute(base, Path::new(text)))
+}
+
+/// A directory compose mounts into a container (`HOST:CONTAINER`), so it cannot contain `:`.
+fn mount_dir(text: &str, base: &Path) -> anyhow::Result<PathBuf> {
+    if text.contains(':') {
+        bail!(
+            "a `:` in this path breaks compose's HOST:CONTAINER volume syntax: use a directory whose path has no \
+             `:` (move or link the site)"
+        );
+    }
+    path(text, base)
+}
+
+/// A file path as [`path`] takes it, or empty for none.
+fn optional_path(text: &str, base: &Path) -> anyhow::Result<Option<PathBuf>> {
+    Ok((!text.is_empty()).then(|| absolute(base, Path::new(text))))
+}
+
+fn path_text(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// An optional value as compose gets it: empty for none.
+fn optional<T: fmt::Display>(value: &Option<T>) -> String {
+    value.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+fn secret(text: &str, _base: &Path) -> anyhow::Result<Secret> {
+    Ok(Secret::new(text.to_owned()))
 }
 
 /// `base/path` with `.` dropped (`./php` is `php`), unless `path` is absolute.
@@ -283,25 +424,9 @@ impl fmt::Display for Pin {
     }
 }
 
-/// A resolved value, typed by its variable's [`Kind`].
+/// A resolved value as text: what compose gets, and what may be printed. The typed value is `Config`'s field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value {
-    Release(ReleaseVersion),
-    Php(PhpLine),
-    Bool(bool),
-    Namespace(Namespace),
-    Namespaces(Vec<Namespace>),
-    Pin(Option<Pin>),
-    PinnedImage(Option<ImageRef>),
-    Path(PathBuf),
-    OptionalPath(Option<PathBuf>),
-    Seconds(Seconds),
-    PullPolicy(PullPolicy),
-    Port(Port),
-    Address(Ipv4Addr),
-    Project(ProjectName),
-    Image(ImageName),
-    Tag(TagText),
     Text(String),
     Secret(Secret),
 }
@@ -311,7 +436,7 @@ impl Value {
     fn exposed(&self) -> String {
         match self {
             Value::Secret(secret) => secret.expose().to_owned(),
-            other => other.plain(),
+            Value::Text(text) => text.clone(),
         }
     }
 
@@ -319,93 +444,8 @@ impl Value {
     pub fn shown(&self) -> String {
         match self {
             Value::Secret(_) => NOT_SHOWN.to_owned(),
-            other => other.plain(),
+            Value::Text(text) => text.clone(),
         }
-    }
-
-    fn plain(&self) -> String {
-        match self {
-            Value::Release(v) => v.to_string(),
-            Value::Php(v) => v.to_string(),
-            Value::Bool(v) => v.to_string(),
-            Value::Namespace(v) => v.to_string(),
-            Value::Namespaces(list) => list
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-            Value::Pin(pin) => pin.as_ref().map(ToString::to_string).unwrap_or_default(),
-            Value::PinnedImage(image) => {
-                image.as_ref().map(ToString::to_string).unwrap_or_default()
-            }
-            Value::Path(path) => path.display().to_string(),
-            Value::OptionalPath(path) => path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            Value::Seconds(v) => v.to_string(),
-            Value::PullPolicy(v) => v.to_string(),
-            Value::Port(v) => v.to_string(),
-            Value::Address(v) => v.to_string(),
-            Value::Project(v) => v.to_string(),
-            Value::Image(v) => v.to_string(),
-            Value::Tag(v) => v.to_string(),
-            Value::Text(v) => v.clone(),
-            Value::Secret(_) => NOT_SHOWN.to_owned(),
-        }
-    }
-}
-
-/// The directories a computed default may look at.
-pub struct Dirs<'a> {
-    pub home: &'a Path,
-    pub cwd: &'a Path,
-}
-
-/// A variable's value when no layer sets it.
-pub enum Fallback {
-    Fixed(&'static str),
-    /// This launcher's own release.
-    Launcher,
-    /// From the home or current directory, or the embedded matrix.
-    Computed(fn(&Dirs) -> String),
-    /// From the resolved value of a variable above it in [`VARS`].
-    Derived(&'static str, fn(&Value) -> String),
-}
-
-/// A variable the launcher knows: one row decides how it is parsed, defaulted, shown and documented.
-pub struct Var {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub default: Fallback,
-    /// False for the variables that decide where the stack is: the stack's own `stack-vars.yml` cannot set them.
-    pub in_stack_vars: bool,
-    /// What it is for (shown by `--explain` and in the docs).
-    pub about: &'static str,
-}
-
-const fn var(name: &'static str, kind: Kind, default: Fallback, about: &'static str) -> Var {
-    Var {
-        name,
-        kind,
-        default,
-        in_stack_vars: true,
-        about,
-    }
-}
-
-/// A variable that decides where the stack is.
-const fn locating(name: &'static str, kind: Kind, default: Fallback, about: &'static str) -> Var {
-    Var {
-        in_stack_vars: false,
-        ..var(name, kind, default, about)
-    }
-}
-
-fn path_of(value: &Value) -> &Path {
-    match value {
-        Value::Path(path) => path,
-        other => unreachable!("a path variable holds {other:?}"),
     }
 }
 
@@ -419,238 +459,105 @@ pub fn release_workflow_identity(version: &ReleaseVersion) -> String {
     )
 }
 
-/// Every variable, in resolution order (a derived default only uses variables above it).
-pub const VARS: &[Var] = &[
-    locating(
-        "STACK_RELEASE",
-        Kind::Release,
-        Fallback::Launcher,
-        "the stack release of this launcher: the vX.Y.Z of every image tag",
-    ),
-    var(
-        "PHP_VERSION",
-        Kind::PhpLine,
-        Fallback::Computed(|_| Matrix::embedded().default_line.to_string()),
-        "the PHP line, major.minor (8.1 ... 8.5)",
-    ),
-    var(
-        "USE_PREBUILT",
-        Kind::Bool,
-        Fallback::Fixed("true"),
-        "pull the pre-built image (true) or build locally (false)",
-    ),
-    var(
-        "ALLOW_LOCAL_BUILD_FALLBACK",
-        Kind::Bool,
-        Fallback::Fixed("true"),
-        "build locally when the pull fails (true) or stop (false)",
-    ),
-    var(
-        "IMAGE_REGISTRY",
-        Kind::Namespace,
-        Fallback::Computed(|_| Matrix::embedded().registries.canonical.to_string()),
-        "registry namespace pulled from",
-    ),
-    // The mirrors hold digest-identical copies of the canonical registry only: another registry (a fork, a
-    // private one) has no mirrors unless they are named.
-    var(
-        "IMAGE_MIRRORS",
-        Kind::Namespaces,
-        Fallback::Derived("IMAGE_REGISTRY", |registry| {
-            let matrix = Matrix::embedded();
-            if registry.plain() == matrix.registries.canonical.as_str() {
-                let mirrors: Vec<String> = matrix
-                    .registries
-                    .mirrors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                mirrors.join(",")
-            } else {
-                String::new()
-            }
-        }),
-        "comma-separated mirror namespaces tried when the registry is unreachable or rate limited",
-    ),
-    var(
-        "PHP_FPM_PIN",
-        Kind::Pin,
-        Fallback::Fixed(""),
-        "the pinned image digest (`20i pin` writes it): a pull with another digest is refused",
-    ),
-    var(
-        "VERIFY_SIGNATURE",
-        Kind::Bool,
-        Fallback::Fixed("false"),
-        "verify the pre-built image's cosign signature before running it (needs cosign): with SIGNATURE_KEY, \
-         or keyless with SIGNATURE_IDENTITY and SIGNATURE_ISSUER",
-    ),
-    var(
-        "SIGNATURE_KEY",
-        Kind::OptionalPath,
-        Fallback::Fixed(""),
-        "the cosign public key the release signs with (its notes say where it is); empty: keyless",
-    ),
-    var(
-        "SIGNATURE_IDENTITY",
-        Kind::Text,
-        Fallback::Derived("STACK_RELEASE", |release| match release {
-            Value::Release(version) => release_workflow_identity(version),
-            other => unreachable!("STACK_RELEASE holds {other:?}"),
-        }),
-        "the keyless signer: the release workflow run of this release (its certificate identity)",
-    ),
-    var(
-        "SIGNATURE_ISSUER",
-        Kind::Text,
-        Fallback::Fixed(cosign::GITHUB_ISSUER),
-        "who vouched for the keyless signer: GitHub Actions' OIDC issuer",
-    ),
-    locating(
-        "STACK_DIR",
-        Kind::Path,
-        Fallback::Computed(|c| c.home.join("docker/20i-stack").display().to_string()),
-        "the stack: compose file, config/stack-vars.yml, the PHP-FPM build context",
-    ),
-    locating(
-        "STACK_FILE",
-        Kind::Path,
-        Fallback::Derived("STACK_DIR", |dir| {
-            path_of(dir)
-                .join("docker-compose.yml")
-                .display()
-                .to_string()
-        }),
-        "the compose file started",
-    ),
-    var(
-        "PHP_FPM_CONTEXT",
-        Kind::Path,
-        Fallback::Derived("STACK_DIR", |dir| {
-            path_of(dir).join("images/php-fpm").display().to_string()
-        }),
-        "the PHP-FPM build context (its Dockerfile) for local builds",
-    ),
-    var(
-        "PHP_BASE",
-        Kind::PinnedImage,
-        Fallback::Fixed(""),
-        "a local build's base image, pinned by digest (a mirror of Docker Hub's php); empty: the shipped base lock's",
-    ),
-    var(
-        "WAIT_TIMEOUT",
-        Kind::Seconds,
-        Fallback::Fixed("120"),
-        "seconds `20i start` waits for every service to be healthy",
-    ),
-    var(
-        "PULL_STALL_TIMEOUT",
-        Kind::Seconds,
-        Fallback::Fixed("300"),
-        "seconds a pull may go without output from docker before it is stopped as stalled (then the mirror)",
-    ),
-    var(
-        "PULL_POLICY",
-        Kind::PullPolicy,
-        Fallback::Fixed("missing"),
-        "when a cached image is checked against its registry for a republish: missing (never), daily, weekly, always",
-    ),
-    var(
-        "PULL_TIMEOUT",
-        Kind::Seconds,
-        Fallback::Fixed("1800"),
-        "seconds one registry's pull may take in all, retries included, before it is stopped",
-    ),
-    var(
-        "CODE_DIR",
-        Kind::MountDir,
-        Fallback::Computed(|c| c.cwd.display().to_string()),
-        "the site served, mounted at /var/www/site",
-    ),
-    var(
-        "COMPOSE_PROJECT_NAME",
-        Kind::ProjectName,
-        Fallback::Derived("CODE_DIR", |dir| {
-            let name = path_of(dir).file_name().unwrap_or_default();
-            ProjectName::from_dir_name(&name.to_string_lossy()).to_string()
-        }),
-        "the compose project (containers, network, volumes)",
-    ),
-    var(
-        "BIND_ADDRESS",
-        Kind::Address,
-        Fallback::Fixed("127.0.0.1"),
-        "host address the published ports listen on",
-    ),
-    var(
-        "HOST_PORT",
-        Kind::Port,
-        Fallback::Fixed("80"),
-        "host port of the web server",
-    ),
-    var(
-        "NGINX_IMAGE",
-        Kind::Image,
-        Fallback::Fixed("nginx:1.25-alpine"),
-        "the web server image",
-    ),
-    var(
-        "MYSQL_VERSION",
-        Kind::Tag,
-        Fallback::Fixed("10.6"),
-        "the MariaDB version",
-    ),
-    var(
-        "MARIADB_IMAGE",
-        Kind::Image,
-        Fallback::Derived("MYSQL_VERSION", |version| {
-            format!("mariadb:{}", version.plain())
-        }),
-        "the database image",
-    ),
-    var(
-        "MYSQL_PORT",
-        Kind::Port,
-        Fallback::Fixed("3306"),
-        "host port of the database",
-    ),
-    var(
-        "MYSQL_DATABASE",
-        Kind::Text,
-        Fallback::Fixed("site"),
-        "database created on first start",
-    ),
-    var(
-        "MYSQL_USER",
-        Kind::Text,
-        Fallback::Fixed("site"),
-        "database user created on first start",
-    ),
-    var(
-        "MYSQL_PASSWORD",
-        Kind::Secret,
-        Fallback::Fixed("site"),
-        "that user's password",
-    ),
-    var(
-        "MYSQL_ROOT_PASSWORD",
-        Kind::Secret,
-        Fallback::Fixed("root"),
-        "the database root password",
-    ),
-    var(
-        "PMA_IMAGE",
-        Kind::Image,
-        Fallback::Fixed("phpmyadmin/phpmyadmin:latest"),
-        "the phpMyAdmin image",
-    ),
-    var(
-        "PMA_PORT",
-        Kind::Port,
-        Fallback::Fixed("8081"),
-        "host port of phpMyAdmin",
-    ),
-];
+/// The mirrors hold digest-identical copies of the canonical registry only: another registry (a fork, a private
+/// one) has no mirrors unless they are named.
+fn default_mirrors(registry: &Namespace) -> String {
+    let matrix = Matrix::embedded();
+    if registry.as_str() == matrix.registries.canonical.as_str() {
+        listed(&matrix.registries.mirrors)
+    } else {
+        String::new()
+    }
+}
+
+variables! {
+    /// The resolved configuration: a typed field for every variable, what they decide together (the pin, the
+    /// signature check), and every entry with its source for `--explain`.
+    pub struct Config {
+        /// The selected pre-built image with the pinned digest.
+        pub pin: Option<ImageRef>,
+        /// With VERIFY_SIGNATURE=true: what the pre-built image's signature must verify against.
+        pub signature: Option<Verifier>,
+        /// `~/.20i`: user config and modules.
+        pub user_dir: PathBuf,
+        /// Table order, then variables the launcher does not know, in the order first seen.
+        pub entries: Vec<Entry>,
+    }
+    with dirs;
+
+    STACK_RELEASE release: ReleaseVersion = launcher(concat!("v", env!("CARGO_PKG_VERSION"))),
+        about "the stack release of this launcher: the vX.Y.Z of every image tag", locating;
+    PHP_VERSION php: PhpLine = default(Matrix::embedded().default_line),
+        about "the PHP line, major.minor (8.1 ... 8.5)";
+    USE_PREBUILT use_prebuilt: bool = default(true), parse |text, _| parse_bool(text),
+        about "pull the pre-built image (true) or build locally (false)";
+    ALLOW_LOCAL_BUILD_FALLBACK allow_fallback: bool = default(true), parse |text, _| parse_bool(text),
+        about "build locally when the pull fails (true) or stop (false)";
+    IMAGE_REGISTRY registry: Namespace = default(Matrix::embedded().registries.canonical),
+        parse |text, _| namespace(text),
+        about "registry namespace pulled from";
+    IMAGE_MIRRORS mirrors: Vec<Namespace> = derived(IMAGE_REGISTRY, default_mirrors(&registry)),
+        parse |text, _| namespaces(text), show |list| listed(list),
+        about "comma-separated mirror namespaces tried when the registry is unreachable or rate limited";
+    PHP_FPM_PIN php_fpm_pin: Option<Pin> = default(""), parse |text, _| parse_pin(text), show optional,
+        about "the pinned image digest (`20i pin` writes it): a pull with another digest is refused";
+    VERIFY_SIGNATURE verify_signature: bool = default(false), parse |text, _| parse_bool(text),
+        about "verify the pre-built image's cosign signature before running it (needs cosign): with SIGNATURE_KEY, \
+               or keyless with SIGNATURE_IDENTITY and SIGNATURE_ISSUER";
+    SIGNATURE_KEY signature_key: Option<PathBuf> = default(""), parse optional_path,
+        show |key| key.as_deref().map(path_text).unwrap_or_default(),
+        about "the cosign public key the release signs with (its notes say where it is); empty: keyless";
+    SIGNATURE_IDENTITY signature_identity: String =
+        derived(STACK_RELEASE, release_workflow_identity(&release)),
+        about "the keyless signer: the release workflow run of this release (its certificate identity)";
+    SIGNATURE_ISSUER signature_issuer: String = default(cosign::GITHUB_ISSUER),
+        about "who vouched for the keyless signer: GitHub Actions' OIDC issuer";
+    STACK_DIR stack_dir: PathBuf = default(dirs.home.join("docker/20i-stack").display()),
+        parse path, show |dir| path_text(dir),
+        about "the stack: compose file, config/stack-vars.yml, the PHP-FPM build context", locating;
+    STACK_FILE stack_file: PathBuf = derived(STACK_DIR, stack_dir.join("docker-compose.yml").display()),
+        parse path, show |file| path_text(file),
+        about "the compose file started", locating;
+    PHP_FPM_CONTEXT build_context: PathBuf = derived(STACK_DIR, stack_dir.join("images/php-fpm").display()),
+        parse path, show |dir| path_text(dir),
+        about "the PHP-FPM build context (its Dockerfile) for local builds";
+    PHP_BASE base: Option<ImageRef> = default(""), parse |text, _| parse_pinned_image(text), show optional,
+        about "a local build's base image, pinned by digest (a mirror of Docker Hub's php); empty: the shipped base \
+               lock's";
+    WAIT_TIMEOUT wait_timeout: Seconds = default(120),
+        about "seconds `20i start` waits for every service to be healthy";
+    PULL_STALL_TIMEOUT pull_stall_timeout: Seconds = default(300),
+        about "seconds a pull may go without output from docker before it is stopped as stalled (then the mirror)";
+    PULL_POLICY pull_policy: PullPolicy = default(PullPolicy::default()),
+        about "when a cached image is checked against its registry for a republish: missing (never), daily, weekly, \
+               always";
+    PULL_TIMEOUT pull_timeout: Seconds = default(1800),
+        about "seconds one registry's pull may take in all, retries included, before it is stopped";
+    CODE_DIR code_dir: PathBuf = default(dirs.cwd.display()), parse mount_dir, show |dir| path_text(dir),
+        about "the site served, mounted at /var/www/site";
+    COMPOSE_PROJECT_NAME project: ProjectName = derived(
+            CODE_DIR,
+            ProjectName::from_dir_name(&code_dir.file_name().unwrap_or_default().to_string_lossy())
+        ),
+        about "the compose project (containers, network, volumes)";
+    BIND_ADDRESS bind_address: Ipv4Addr = default("127.0.0.1"), parse |text, _| parse_address(text),
+        about "host address the published ports listen on";
+    HOST_PORT host_port: Port = default(80), about "host port of the web server";
+    NGINX_IMAGE nginx_image: ImageName = default("nginx:1.25-alpine"), about "the web server image";
+    MYSQL_VERSION mysql_version: TagText = default("10.6"), about "the MariaDB version";
+    MARIADB_IMAGE mariadb_image: ImageName = derived(MYSQL_VERSION, format!("mariadb:{mysql_version}")),
+        about "the database image";
+    MYSQL_PORT mysql_port: Port = default(3306), about "host port of the database";
+    MYSQL_DATABASE mysql_database: String = default("site"), about "database created on first start";
+    MYSQL_USER mysql_user: String = default("site"), about "database user created on first start";
+    MYSQL_PASSWORD mysql_password: Secret = default("site"), parse secret, show |s| s.expose().to_owned(),
+        about "that user's password";
+    MYSQL_ROOT_PASSWORD mysql_root_password: Secret = default("root"), parse secret,
+        show |s| s.expose().to_owned(),
+        about "the database root password";
+    PMA_IMAGE pma_image: ImageName = default("phpmyadmin/phpmyadmin:latest"), about "the phpMyAdmin image";
+    PMA_PORT pma_port: Port = default(8081), about "host port of phpMyAdmin";
+}
 
 /// The table row of a variable the launcher knows.
 pub fn known(name: &str) -> Option<&'static Var> {
@@ -680,39 +587,6 @@ impl Entry {
             place: self.place.as_ref(),
         }
     }
-}
-
-/// The resolved configuration: typed values for the launcher, every entry with its source for `--explain`.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub release: ReleaseVersion,
-    pub php: PhpLine,
-    pub use_prebuilt: bool,
-    pub allow_fallback: bool,
-    pub registry: Namespace,
-    pub mirrors: Vec<Namespace>,
-    /// The selected pre-built image with the pinned digest.
-    pub pin: Option<ImageRef>,
-    /// With VERIFY_SIGNATURE=true: what the pre-built image's signature must verify against.
-    pub signature: Option<Verifier>,
-    pub stack_dir: PathBuf,
-    pub stack_file: PathBuf,
-    pub build_context: PathBuf,
-    /// `PHP_BASE`: a local build's base instead of the shipped lock's.
-    pub base: Option<ImageRef>,
-    pub wait_timeout: Seconds,
-    pub pull_stall_timeout: Seconds,
-    pub pull_policy: PullPolicy,
-    pub pull_timeout: Seconds,
-    pub code_dir: PathBuf,
-    pub project: ProjectName,
-    pub bind_address: Ipv4Addr,
-    pub host_port: Port,
-    pub pma_port: Port,
-    /// `~/.20i`: user config and modules.
-    pub user_dir: PathBuf,
-    /// Table order, then variables the launcher does not know, in the order first seen.
-    pub entries: Vec<Entry>,
 }
 
 /// The namespace of images built on this machine: never pushed, never pulled.
@@ -796,7 +670,7 @@ impl Config {
     }
 }
 
-/// The error for a value its variable's kind does not accept: the value (unless secret), where it came from, and
+/// The error for a value its variable's type does not accept: the value (unless secret), where it came from, and
 /// what to write instead.
 fn invalid(
     name: &str,
@@ -833,54 +707,57 @@ impl<'a> Index<'a> {
     }
 }
 
-/// One known variable: its winning setting or default, parsed by its kind.
-fn resolve_var(
-    var: &Var,
-    index: &Index,
-    earlier: &[Entry],
-    context: &Dirs,
-) -> anyhow::Result<Entry> {
-    let (text, source, place) = match index.winners.get(var.name) {
-        Some((layer, setting)) => (
-            setting.value.clone(),
-            layer.source.clone(),
-            setting.place.clone(),
-        ),
-        None => match &var.default {
-            Fallback::Fixed(text) => ((*text).to_owned(), Source::Default, None),
-            Fallback::Launcher => (
-                concat!("v", env!("CARGO_PKG_VERSION")).to_owned(),
-                Source::Launcher,
-                None,
+/// What resolving a variable reads: the winning settings, and the directories a default may look at.
+struct Resolver<'a> {
+    index: Index<'a>,
+    dirs: &'a Dirs<'a>,
+}
+
+impl Resolver<'_> {
+    /// One variable: its winning setting, else its default, parsed by `parse` and recorded in `entries` as `show`
+    /// writes it (a [`Secret`] as a secret, whatever `show` says).
+    fn resolve<T: 'static>(
+        &self,
+        var: &Var,
+        entries: &mut Vec<Entry>,
+        default: impl FnOnce() -> (String, Source),
+        parse: fn(&str, &Path) -> anyhow::Result<T>,
+        show: fn(&T) -> String,
+    ) -> anyhow::Result<T> {
+        let (text, source, place) = match self.index.winners.get(var.name) {
+            Some((layer, setting)) => (
+                setting.value.clone(),
+                layer.source.clone(),
+                setting.place.clone(),
             ),
-            Fallback::Computed(compute) => (compute(context), Source::Default, None),
-            Fallback::Derived(from, derive) => {
-                let from_value = &earlier
-                    .iter()
-                    .find(|e| e.name == *from)
-                    .unwrap_or_else(|| {
-                        panic!("{} is derived from {from}, which comes later", var.name)
-                    })
-                    .value;
-                (derive(from_value), Source::Derived(from), None)
+            None => {
+                let (text, source) = default();
+                (text, source, None)
             }
-        },
-    };
-    let base = source.base_dir().unwrap_or(context.cwd).to_path_buf();
-    let value = var.kind.parse(&text, &base).map_err(|why| {
-        let origin = Origin {
-            source: &source,
-            place: place.as_ref(),
         };
-        invalid(var.name, &text, var.kind == Kind::Secret, &origin, &why)
-    })?;
-    Ok(Entry {
-        name: var.name.to_owned(),
-        value,
-        source,
-        place,
-        known: true,
-    })
+        let secret = TypeId::of::<T>() == TypeId::of::<Secret>();
+        let base = source.base_dir().unwrap_or(self.dirs.cwd).to_path_buf();
+        let value = parse(&text, &base).map_err(|why| {
+            let origin = Origin {
+                source: &source,
+                place: place.as_ref(),
+            };
+            invalid(var.name, &text, secret, &origin, &why)
+        })?;
+        let text = show(&value);
+        entries.push(Entry {
+            name: var.name.to_owned(),
+            value: if secret {
+                Value::Secret(Secret::new(text))
+            } else {
+                Value::Text(text)
+            },
+            source,
+            place,
+            known: true,
+        });
+        Ok(value)
+    }
 }
 
 /// The stack's `stack-vars.yml` cannot say where the stack is.
@@ -890,7 +767,7 @@ fn check_stack_vars(inputs: &Inputs) -> anyhow::Result<()> {
             continue;
         };
         for setting in &layer.values {
-            if known(&setting.name).is_some_and(|v| !v.in_stack_vars) {
+            if known(&setting.name).is_some_and(|v| v.locating) {
                 let origin = Origin {
                     source: &layer.source,
                     place: setting.place.as_ref(),
@@ -941,86 +818,48 @@ fn extras(inputs: &Inputs) -> Vec<Entry> {
     extras
 }
 
-/// The typed value of a known variable, by the variant its kind parses into.
-macro_rules! typed {
-    ($entries:expr, $name:literal, $variant:ident) => {
-        match &$entries
-            .iter()
-            .find(|e| e.name == $name)
-            .expect(concat!($name, " is in VARS"))
-            .value
-        {
-            Value::$variant(value) => value.clone(),
-            other => unreachable!("{} holds {other:?}", $name),
-        }
-    };
+/// The entry of a variable in [`VARS`], for an error that names where its value came from.
+fn entry_of<'a>(entries: &'a [Entry], var: &Var) -> &'a Entry {
+    entries
+        .iter()
+        .find(|e| e.name == var.name)
+        .expect("every variable in VARS has an entry")
 }
 
 /// Resolves every variable from the layers: the topmost layer that sets it wins, else its default.
 pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
     check_stack_vars(inputs)?;
-    let index = Index::new(inputs);
-    let context = Dirs {
+    let dirs = Dirs {
         home: &inputs.home,
         cwd: &inputs.cwd,
     };
+    let resolver = Resolver {
+        index: Index::new(inputs),
+        dirs: &dirs,
+    };
     let mut entries: Vec<Entry> = Vec::with_capacity(VARS.len());
-    for var in VARS {
-        let entry = resolve_var(var, &index, &entries, &context)?;
-        entries.push(entry);
-    }
-    let registry = typed!(entries, "IMAGE_REGISTRY", Namespace);
-    let mirrors = typed!(entries, "IMAGE_MIRRORS", Namespaces);
-    if mirrors.contains(&registry) {
-        let entry = entries
-            .iter()
-            .find(|e| e.name == "IMAGE_MIRRORS")
-            .expect("in VARS");
+    let mut config = Config::from_layers(&resolver, &mut entries)?;
+    if config.mirrors.contains(&config.registry) {
+        let entry = entry_of(&entries, &var::IMAGE_MIRRORS);
         bail!(
-            "IMAGE_MIRRORS={} (from {}) is not valid: `{registry}` is IMAGE_REGISTRY itself: list only other \
-             registries holding the same images, or set IMAGE_MIRRORS= for none",
+            "IMAGE_MIRRORS={} (from {}) is not valid: `{}` is IMAGE_REGISTRY itself: list only other registries \
+             holding the same images, or set IMAGE_MIRRORS= for none",
             quoted(&entry.shown()),
-            entry.origin()
+            entry.origin(),
+            config.registry
         );
     }
-    check_ports(&entries)?;
-    let mut config = Config {
-        release: typed!(entries, "STACK_RELEASE", Release),
-        php: typed!(entries, "PHP_VERSION", Php),
-        use_prebuilt: typed!(entries, "USE_PREBUILT", Bool),
-        allow_fallback: typed!(entries, "ALLOW_LOCAL_BUILD_FALLBACK", Bool),
-        registry,
-        mirrors,
-        pin: None,
-        signature: signature(&entries)?,
-        stack_dir: typed!(entries, "STACK_DIR", Path),
-        stack_file: typed!(entries, "STACK_FILE", Path),
-        build_context: typed!(entries, "PHP_FPM_CONTEXT", Path),
-        base: typed!(entries, "PHP_BASE", PinnedImage),
-        wait_timeout: typed!(entries, "WAIT_TIMEOUT", Seconds),
-        pull_stall_timeout: typed!(entries, "PULL_STALL_TIMEOUT", Seconds),
-        pull_policy: typed!(entries, "PULL_POLICY", PullPolicy),
-        pull_timeout: typed!(entries, "PULL_TIMEOUT", Seconds),
-        code_dir: typed!(entries, "CODE_DIR", Path),
-        project: typed!(entries, "COMPOSE_PROJECT_NAME", Project),
-        bind_address: typed!(entries, "BIND_ADDRESS", Address),
-        host_port: typed!(entries, "HOST_PORT", Port),
-        pma_port: typed!(entries, "PMA_PORT", Port),
-        user_dir: inputs.home.join(".20i"),
-        entries: Vec::new(),
-    };
-    if let Some(pin) = typed!(entries, "PHP_FPM_PIN", Pin) {
+    check_ports(&config, &entries)?;
+    config.signature = signature(&config, &entries)?;
+    config.user_dir = inputs.home.join(".20i");
+    if let Some(pin) = &config.php_fpm_pin {
         let selected = config.prebuilt_image();
-        if let Pin::Reference(reference) = &pin {
+        if let Pin::Reference(reference) = pin {
             let same = reference.repository() == selected.repository()
                 && reference
                     .tag()
                     .is_none_or(|tag| Some(tag) == selected.tag());
             if !same {
-                let entry = entries
-                    .iter()
-                    .find(|e| e.name == "PHP_FPM_PIN")
-                    .expect("in VARS");
                 let pinned = match reference.tag() {
                     Some(tag) => reference.repository().tagged(tag).to_string(),
                     None => reference.repository().to_string(),
@@ -1028,7 +867,7 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
                 bail!(
                     "PHP_FPM_PIN from {} pins {pinned}, but this configuration selects {selected}: run `20i pin` \
                      again, or remove PHP_FPM_PIN",
-                    entry.origin()
+                    entry_of(&entries, &var::PHP_FPM_PIN).origin()
                 );
             }
         }
@@ -1041,50 +880,51 @@ pub fn resolve(inputs: &Inputs) -> anyhow::Result<Config> {
 
 /// VERIFY_SIGNATURE's verifier: the key when SIGNATURE_KEY is set, else the keyless identity and issuer, which
 /// must both be named.
-fn signature(entries: &[Entry]) -> anyhow::Result<Option<Verifier>> {
-    if !typed!(entries, "VERIFY_SIGNATURE", Bool) {
+fn signature(config: &Config, entries: &[Entry]) -> anyhow::Result<Option<Verifier>> {
+    if !config.verify_signature {
         return Ok(None);
     }
-    if let Some(key) = typed!(entries, "SIGNATURE_KEY", OptionalPath) {
-        return Ok(Some(Verifier::Key(key)));
+    if let Some(key) = &config.signature_key {
+        return Ok(Some(Verifier::Key(key.clone())));
     }
-    let identity = typed!(entries, "SIGNATURE_IDENTITY", Text);
-    let issuer = typed!(entries, "SIGNATURE_ISSUER", Text);
-    for (name, text) in [
-        ("SIGNATURE_IDENTITY", &identity),
-        ("SIGNATURE_ISSUER", &issuer),
+    for (var, text) in [
+        (&var::SIGNATURE_IDENTITY, &config.signature_identity),
+        (&var::SIGNATURE_ISSUER, &config.signature_issuer),
     ] {
-        let entry = entries.iter().find(|e| e.name == name).expect("in VARS");
         if text.trim().is_empty() || text.chars().any(char::is_control) {
+            let entry = entry_of(entries, var);
             bail!(
-                "{name}={} (from {}) is not valid with VERIFY_SIGNATURE=true and no SIGNATURE_KEY: name the \
-                 keyless signer (remove the setting for the release workflow's own), or set SIGNATURE_KEY to the \
-                 release's public key",
+                "{}={} (from {}) is not valid with VERIFY_SIGNATURE=true and no SIGNATURE_KEY: name the keyless \
+                 signer (remove the setting for the release workflow's own), or set SIGNATURE_KEY to the release's \
+                 public key",
+                var.name,
                 quoted(&entry.shown()),
                 entry.origin()
             );
         }
     }
-    Ok(Some(Verifier::Identity { identity, issuer }))
+    Ok(Some(Verifier::Identity {
+        identity: config.signature_identity.clone(),
+        issuer: config.signature_issuer.clone(),
+    }))
 }
 
 /// The published ports are one per service: two services on one host port would fail only when compose starts them.
-fn check_ports(entries: &[Entry]) -> anyhow::Result<()> {
-    let ports: Vec<(&Entry, Port)> = entries
-        .iter()
-        .filter_map(|e| match e.value {
-            Value::Port(port) => Some((e, port)),
-            _ => None,
-        })
+/// Every variable of type [`Port`] is one.
+fn check_ports(config: &Config, entries: &[Entry]) -> anyhow::Result<()> {
+    let ports: Vec<(&Var, Port)> = config
+        .typed()
+        .into_iter()
+        .filter_map(|(var, value)| Some((var, *value.downcast_ref::<Port>()?)))
         .collect();
     for (at, (first, port)) in ports.iter().enumerate() {
         if let Some((second, _)) = ports[at + 1..].iter().find(|(_, other)| other == port) {
             bail!(
                 "{}={port} (from {}) and {}={port} (from {}) are the same host port: give each service its own",
                 first.name,
-                first.origin(),
+                entry_of(entries, first).origin(),
                 second.name,
-                second.origin()
+                entry_of(entries, second).origin()
             );
         }
     }
@@ -1355,13 +1195,15 @@ fn read_layer(source: Source, path: &Path, syntax: Syntax) -> anyhow::Result<Opt
 /// Where the stack is, from the layers without `stack-vars.yml` (which cannot set it): decides which
 /// `stack-vars.yml` is read.
 fn stack_dir_of(inputs: &Inputs) -> anyhow::Result<PathBuf> {
-    let var = known("STACK_DIR").expect("in VARS");
-    let context = Dirs {
+    let dirs = Dirs {
         home: &inputs.home,
         cwd: &inputs.cwd,
     };
-    let entry = resolve_var(var, &Index::new(inputs), &[], &context)?;
-    Ok(path_of(&entry.value).to_path_buf())
+    let resolver = Resolver {
+        index: Index::new(inputs),
+        dirs: &dirs,
+    };
+    alone::stack_dir(&resolver, &mut Vec::new())
 }
 
 /// What resolution cannot see: that CODE_DIR is a directory that exists.
@@ -1370,7 +1212,7 @@ fn check_signature_key(config: &Config) -> anyhow::Result<()> {
     let Some(Verifier::Key(path)) = &config.signature else {
         return Ok(());
     };
-    let entry = config.entry("SIGNATURE_KEY").expect("in VARS");
+    let entry = entry_of(&config.entries, &var::SIGNATURE_KEY);
     let problem = match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => return Ok(()),
         Ok(_) => "is not a file",
@@ -1386,7 +1228,7 @@ fn check_signature_key(config: &Config) -> anyhow::Result<()> {
 }
 
 fn check_paths(config: &Config) -> anyhow::Result<()> {
-    let entry = config.entry("CODE_DIR").expect("in VARS");
+    let entry = entry_of(&config.entries, &var::CODE_DIR);
     let path = &config.code_dir;
     let problem = match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => return Ok(()),
@@ -1690,6 +1532,29 @@ mod tests {
         );
     }
 
+    /// A variable is a secret exactly when its type is [`Secret`]: its entry is one, so nothing prints it.
+    #[test]
+    fn a_variable_is_secret_by_its_type() {
+        let settings = "MYSQL_PASSWORD=hunter2\nMYSQL_ROOT_PASSWORD=hunter3\n";
+        let config = resolve(&inputs(vec![layer(project(), settings)])).unwrap();
+        let typed = config.typed();
+        assert_eq!(typed.len(), VARS.len());
+        let mut secrets = Vec::new();
+        for ((row, value), var) in typed.iter().zip(VARS) {
+            let name = var.name;
+            assert_eq!(row.name, name);
+            let entry = config.entry(name).unwrap();
+            let secret = matches!(entry.value, Value::Secret(_));
+            assert_eq!(value.is::<Secret>(), secret, "{name}");
+            if secret {
+                assert_eq!(entry.shown(), NOT_SHOWN);
+                secrets.push(name);
+            }
+        }
+        assert_eq!(secrets, ["MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"]);
+        assert_eq!(config.mysql_password.expose(), "hunter2");
+    }
+
     /// No secret from any layer in any error or shown value.
     #[test]
     fn secrets_are_never_shown() {
@@ -1887,17 +1752,11 @@ mod tests {
         );
     }
 
-    /// Every derived default names a variable above it, and every table row's default parses.
+    /// Every name is declared once, and every default parses (a derived one only reads variables above it: the
+    /// compiler holds to that, since a row's default sees only the fields declared before it).
     #[test]
     fn the_table_is_consistent() {
         for (at, var) in VARS.iter().enumerate() {
-            if let Fallback::Derived(from, _) = var.default {
-                assert!(
-                    VARS[..at].iter().any(|v| v.name == from),
-                    "{} from {from}",
-                    var.name
-                );
-            }
             assert!(
                 VARS[..at].iter().all(|v| v.name != var.name),
                 "{} twice",
