@@ -1,24 +1,43 @@
 //! `cargo xtask`: the maintainers' commands for the 20i stack images (plan, release, bases, ...).
 
+#[path = "release/bake.rs"]
 mod bake;
+#[path = "maintain/bases.rs"]
 mod bases;
+#[path = "dev/bench.rs"]
 mod bench;
+#[path = "release/credentials.rs"]
 mod credentials;
+#[path = "dev/demo.rs"]
 mod demo;
+#[path = "release/execute.rs"]
 mod execute;
+#[path = "release/git.rs"]
 mod git;
+#[path = "release/inputs.rs"]
 mod inputs;
+#[path = "release/lock.rs"]
 mod lock;
+#[path = "maintain/notes.rs"]
 mod notes;
+#[path = "release/plan.rs"]
 mod plan;
+#[path = "maintain/prune.rs"]
 mod prune;
+#[path = "release/release.rs"]
 mod release;
+#[path = "maintain/republish.rs"]
 mod republish;
+#[path = "release/signing.rs"]
 mod signing;
+#[path = "maintain/sizes.rs"]
 mod sizes;
+#[path = "release/split.rs"]
 mod split;
+#[path = "dev/standins.rs"]
 mod standins;
 mod table;
+#[path = "maintain/workflows.rs"]
 mod workflows;
 
 use std::{

@@ -81,9 +81,9 @@ const MIRROR_LOGIN: &str = "docker.io"; // secrets DOCKERHUB_USERNAME, DOCKERHUB
 
 /// The templates, by the file each one generates under `.github/workflows/`.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("ci.yml", include_str!("../templates/ci.yml")),
-    ("release.yml", include_str!("../templates/release.yml")),
-    ("bases.yml", include_str!("../templates/bases.yml")),
+    ("ci.yml", include_str!("../../templates/ci.yml")),
+    ("release.yml", include_str!("../../templates/release.yml")),
+    ("bases.yml", include_str!("../../templates/bases.yml")),
 ];
 
 /// Where the workflows live, relative to the project root.
