@@ -13,7 +13,7 @@ use clap::Args;
 use stack_images::{matrix::MATRIX_PATH, Matrix};
 use xshell::Shell;
 
-use crate::{display_path, notes::first_difference, project_root};
+use crate::{display_path, maintain::notes::first_difference, project_root};
 
 /// GitHub-hosted runner of each platform: a release builds every platform natively, on its own runner.
 pub const RUNNERS: &[(&str, &str)] = &[

@@ -25,10 +25,11 @@ use stack_images::{
 };
 
 use crate::{
-    bake, credentials,
-    notes::{PlatformRecord, Reference},
-    plan::{BakeOutput, Phase, Plan, Step},
-    signing::Signing,
+    maintain::notes::{PlatformRecord, Reference},
+    release::bake,
+    release::credentials,
+    release::plan::{self, BakeOutput, Phase, Plan, Step},
+    release::signing::Signing,
 };
 
 /// How the executor treats pins that already exist.
@@ -67,7 +68,7 @@ pub struct Outcome {
     /// Republish: the digest each pin had before, per registry and line.
     pub old_pins: BTreeMap<(Namespace, PhpLine), Digest>,
     /// Every reference pushed or moved, with what it now points at.
-    pub references: Vec<crate::notes::Reference>,
+    pub references: Vec<crate::maintain::notes::Reference>,
     pub signed: usize,
     pub already_signed: usize,
     pub signatures_copied: usize,
@@ -338,7 +339,7 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
         Step::ReadBack { php, pin, .. } => {
             let read = match plan.bake_output() {
                 Some(BakeOutput::Staging { platform }) => {
-                    let staging = bake::staging(plan.build(*php), platform)
+                    let staging = plan::staging(plan.build(*php), platform)
                         .expect("staging references are checked when the bake file is written");
                     names.reported(staging.repository(), *php, platform)
                 }
@@ -1622,7 +1623,7 @@ impl<'a> Executor<'a> {
                         .outcome
                         .signatures
                         .get(&(reference.namespace().clone(), php))?;
-                    Some(crate::notes::SignatureRecord {
+                    Some(crate::maintain::notes::SignatureRecord {
                         digest: digest.clone(),
                         verify: self
                             .plan

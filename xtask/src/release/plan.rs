@@ -12,13 +12,13 @@ use stack_images::{
     digest::Predicate,
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
-    Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
+    Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
 };
 use xshell::Shell;
 
 use crate::{
-    inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
-    signing::Signing,
+    release::inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
+    release::signing::Signing,
     table,
 };
 
@@ -650,7 +650,7 @@ impl Plan {
             .any(|step| matches!(step, Step::Seed { .. }));
         for build in self.builds.iter().filter(|_| seeds) {
             let to = match &output {
-                BakeOutput::Staging { platform } => crate::bake::staging(build, platform)?,
+                BakeOutput::Staging { platform } => staging(build, platform)?,
                 BakeOutput::Pins | BakeOutput::ByDigest { .. } => build.pin.clone(),
             };
             for to in std::iter::once(to).chain(build.cache.clone()) {
@@ -986,4 +986,14 @@ impl PlanCmd {
         }
         Ok(())
     }
+}
+/// The staging reference of one line and platform: `<canonical repository>-staging:<pin>-<os>-<arch>`.
+pub fn staging(build: &Build, platform: &str) -> anyhow::Result<ImageRef> {
+    let repository = build.pin.repository();
+    let name: RepoName = format!("{}-staging", repository.name()).parse()?;
+    let pin = build.pin.tag().expect("a pin has a tag");
+    let tag: Tag = format!("{pin}-{}", platform.replace('/', "-"))
+        .parse()
+        .context("the staging tag of a split build")?;
+    Ok(repository.namespace().repository(&name).tagged(&tag))
 }
