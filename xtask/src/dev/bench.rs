@@ -26,7 +26,7 @@ use crate::{
     release::execute::{Mode, Outcome},
     release::git::Revision,
     release::inputs::{Published, ReleaseArgs},
-    release::plan::{self, Plan, Step},
+    release::plan::{self, Plan, Step, TagStep},
     release::release,
     release::signing::SigningFlag,
     table,
@@ -784,7 +784,7 @@ fn naive_commands(plan: &Plan) -> Vec<DockerCommand> {
             let mut tags = vec![build.pin.clone()];
             tags.extend(plan.mirrors.iter().map(|m| build.pin.in_namespace(m)));
             tags.extend(plan.steps.iter().filter_map(|step| match step {
-                Step::Tag { php, to, .. } if *php == build.php => Some(to.clone()),
+                Step::Tag(TagStep { php, to, .. }) if *php == build.php => Some(to.clone()),
                 _ => None,
             }));
             let context = project_root().join(&build.context);

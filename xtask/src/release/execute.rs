@@ -28,7 +28,12 @@ use crate::{
     maintain::notes::{PlatformRecord, Reference},
     release::bake,
     release::credentials,
-    release::plan::{self, BakeOutput, Phase, Plan, Step},
+    release::plan::{
+        self, AssembleStep, BakeOutput, BakeStep, CopySignatureStep, CopyStep, EngineStep,
+        FindStep, LoginStep, Phase, Plan, ReadBackStep, ScannerStep, SeedStep, SignStep,
+        SigningReadyStep, SizeStep, Step, TagStep, VerifyAttestationsStep, VerifySignatureStep,
+        VerifyStep,
+    },
     release::signing::Signing,
 };
 
@@ -298,31 +303,35 @@ fn bake_command(work_dir: &Path) -> DockerCommand {
 /// What one step does, in the order its handler does it.
 pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<Action> {
     match step {
-        Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
-        Step::Login { .. } => Vec::new(),
-        Step::Find { pin, .. } | Step::Scanner { image: pin, .. } => {
+        Step::Engine(EngineStep { .. }) => {
+            vec![Action::Docker(server_version()), Action::Docker(builder())]
+        }
+        Step::Login(LoginStep { .. }) => Vec::new(),
+        Step::Find(FindStep { pin, .. }) | Step::Scanner(ScannerStep { image: pin, .. }) => {
             vec![Action::Read(Named::Known(pin.clone()))]
         }
-        Step::Verify { reference, .. } => vec![Action::Head(Named::Known(reference.clone()))],
-        Step::VerifyAttestations { php, reference, .. } => names
+        Step::Verify(VerifyStep { reference, .. }) => {
+            vec![Action::Head(Named::Known(reference.clone()))]
+        }
+        Step::VerifyAttestations(VerifyAttestationsStep { php, reference, .. }) => names
             .attestations(plan, reference.repository(), *php)
             .into_iter()
             .map(Action::Read)
             .collect(),
-        Step::Seed {
+        Step::Seed(SeedStep {
             base,
             platforms,
             to,
             ..
-        } => vec![Action::Seed(Seed {
+        }) => vec![Action::Seed(Seed {
             base: base.clone(),
             platforms: platforms.clone(),
             to: to.repository().clone(),
         })],
-        Step::Bake { .. } => vec![Action::Docker(bake_command(work_dir))],
-        Step::Assemble {
+        Step::Bake(BakeStep { .. }) => vec![Action::Docker(bake_command(work_dir))],
+        Step::Assemble(AssembleStep {
             php, pin, sources, ..
-        } => {
+        }) => {
             let mut args = vec![
                 "buildx".to_owned(),
                 "imagetools".into(),
@@ -336,7 +345,7 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             args.extend(sources.iter().map(ToString::to_string));
             vec![Action::Docker(DockerCommand::new(args))]
         }
-        Step::ReadBack { php, pin, .. } => {
+        Step::ReadBack(ReadBackStep { php, pin, .. }) => {
             let read = match plan.bake_output() {
                 Some(BakeOutput::Staging { platform }) => {
                     let staging = plan::staging(plan.build(*php), platform)
@@ -350,24 +359,24 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
             };
             vec![Action::Read(read)]
         }
-        Step::Copy { php, from, to, .. } => vec![Action::Copy {
+        Step::Copy(CopyStep { php, from, to, .. }) => vec![Action::Copy {
             from: names.pin(from.repository(), *php),
             to: to.clone(),
         }],
-        Step::Tag { php, from, to, .. } => vec![Action::Put {
+        Step::Tag(TagStep { php, from, to, .. }) => vec![Action::Put {
             to: to.clone(),
             from: names.pin(from.repository(), *php),
         }],
-        Step::Size { php, pin, .. } => names
+        Step::Size(SizeStep { php, pin, .. }) => names
             .platforms(plan, pin.repository(), *php)
             .into_iter()
             .map(Action::Read)
             .collect(),
-        Step::SigningReady { .. } => match &plan.signing {
+        Step::SigningReady(SigningReadyStep { .. }) => match &plan.signing {
             Signing::Key { key, .. } => vec![Action::Cosign(CosignCommand::public_key(key))],
             Signing::Keyless { .. } | Signing::None => Vec::new(),
         },
-        Step::Sign { php, pin, .. } => {
+        Step::Sign(SignStep { php, pin, .. }) => {
             let signer = plan
                 .signing
                 .signer()
@@ -381,11 +390,13 @@ pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<
                 ),
             ]
         }
-        Step::CopySignature { php, from, to, .. } => vec![Action::CopySignature {
-            from: names.pin(from.repository(), *php),
-            to: to.repository().clone(),
-        }],
-        Step::VerifySignature { php, reference, .. } => {
+        Step::CopySignature(CopySignatureStep { php, from, to, .. }) => {
+            vec![Action::CopySignature {
+                from: names.pin(from.repository(), *php),
+                to: to.repository().clone(),
+            }]
+        }
+        Step::VerifySignature(VerifySignatureStep { php, reference, .. }) => {
             let pin = names.pin(reference.repository(), *php);
             vec![verify_signature(plan, &pin), Action::ReadSignature(pin)]
         }
@@ -595,46 +606,48 @@ impl Ctx<'_> {
     /// Performs one step of a concurrent phase; what it found is recorded afterwards, in step order.
     fn perform(&self, docker: &Docker, step: &Step, actions: &[Action]) -> anyhow::Result<Done> {
         match step {
-            Step::Engine { platforms, .. } => {
+            Step::Engine(EngineStep { platforms, .. }) => {
                 check_engine(docker, actions, platforms)?;
                 Ok(Done::Nothing)
             }
-            Step::Login { registry, .. } => {
+            Step::Login(LoginStep { registry, .. }) => {
                 check_login(registry)?;
                 Ok(Done::Nothing)
             }
-            Step::Find { php, pin, .. } => self.find(docker, *php, pin, &actions[0]),
-            Step::Copy { php, to, .. } => self.copy(docker, *php, to, &actions[0]),
-            Step::Verify {
+            Step::Find(FindStep { php, pin, .. }) => self.find(docker, *php, pin, &actions[0]),
+            Step::Copy(CopyStep { php, to, .. }) => self.copy(docker, *php, to, &actions[0]),
+            Step::Verify(VerifyStep {
                 phase,
                 php,
                 reference,
-            } => self.verify(docker, *phase, *php, reference, &actions[0]),
-            Step::Scanner { image, .. } => {
+            }) => self.verify(docker, *phase, *php, reference, &actions[0]),
+            Step::Scanner(ScannerStep { image, .. }) => {
                 check_scanner(docker, self.client, image, &actions[0])?;
                 Ok(Done::Nothing)
             }
-            Step::VerifyAttestations { php, reference, .. } => {
+            Step::VerifyAttestations(VerifyAttestationsStep { php, reference, .. }) => {
                 self.verify_attestations(docker, *php, reference, actions)
             }
-            Step::Size { php, .. } => self.size(docker, *php, actions),
-            Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
-            Step::SigningReady { .. } => self.signing_ready(docker, actions),
-            Step::Sign { pin, .. } => self.sign(docker, pin, actions),
-            Step::CopySignature { from, to, .. } => {
+            Step::Size(SizeStep { php, .. }) => self.size(docker, *php, actions),
+            Step::Tag(TagStep { php, from, to, .. }) => {
+                self.tag(docker, *php, from, to, &actions[0])
+            }
+            Step::SigningReady(SigningReadyStep { .. }) => self.signing_ready(docker, actions),
+            Step::Sign(SignStep { pin, .. }) => self.sign(docker, pin, actions),
+            Step::CopySignature(CopySignatureStep { from, to, .. }) => {
                 self.copy_signature(docker, &actions[0]).with_context(|| {
                     format!("copying the signature of {from} to {}", to.repository())
                 })?;
                 eprintln!("    copied the signature of {from} to {to}");
                 Ok(Done::SignatureCopied)
             }
-            Step::VerifySignature { php, reference, .. } => {
+            Step::VerifySignature(VerifySignatureStep { php, reference, .. }) => {
                 self.verify_signature(docker, *php, reference, actions)
             }
-            Step::Seed { .. }
-            | Step::Bake { .. }
-            | Step::Assemble { .. }
-            | Step::ReadBack { .. } => {
+            Step::Seed(SeedStep { .. })
+            | Step::Bake(BakeStep { .. })
+            | Step::Assemble(AssembleStep { .. })
+            | Step::ReadBack(ReadBackStep { .. }) => {
                 unreachable!("build steps run one after the other")
             }
         }
@@ -1133,7 +1146,7 @@ impl<'a> Executor<'a> {
                 .plan
                 .steps_in(phase)
                 .filter_map(|step| match step {
-                    Step::Seed { php, .. } => {
+                    Step::Seed(SeedStep { php, .. }) => {
                         match actions(self.plan, step, &self.work_dir, &names).pop() {
                             Some(Action::Seed(seed)) => Some((*php, seed)),
                             other => unreachable!("a seed step's action is a seed, not {other:?}"),
@@ -1146,14 +1159,16 @@ impl<'a> Executor<'a> {
                 let actions = actions(self.plan, step, &self.work_dir, &Names::Run(&self.outcome));
                 match step {
                     // Run alongside the bake, by `bake`.
-                    Step::Seed { .. } => {}
-                    Step::Bake { lines, output, .. } => {
+                    Step::Seed(SeedStep { .. }) => {}
+                    Step::Bake(BakeStep { lines, output, .. }) => {
                         self.bake(lines, output, docker_command(&actions[0]), &seeds)?
                     }
-                    Step::Assemble { php, pin, .. } => {
+                    Step::Assemble(AssembleStep { php, pin, .. }) => {
                         self.assemble(*php, pin, docker_command(&actions[0]))?
                     }
-                    Step::ReadBack { php, pin, .. } => self.read_back(*php, pin, &actions[0])?,
+                    Step::ReadBack(ReadBackStep { php, pin, .. }) => {
+                        self.read_back(*php, pin, &actions[0])?
+                    }
                     other => unreachable!("{other:?} is not a build step"),
                 }
             }
@@ -1196,7 +1211,10 @@ impl<'a> Executor<'a> {
             .collect();
         let mut queues: BTreeMap<String, VecDeque<usize>> = BTreeMap::new();
         for (n, step) in steps.iter().enumerate() {
-            queues.entry(registry_of(step)).or_default().push_back(n);
+            queues
+                .entry(step.registry().unwrap_or_default().to_owned())
+                .or_default()
+                .push_back(n);
         }
         let ctx = Ctx {
             plan: self.plan,
@@ -1601,12 +1619,12 @@ impl<'a> Executor<'a> {
         let mut references = Vec::new();
         for step in &self.plan.steps {
             let (php, reference, kind) = match step {
-                Step::Verify {
+                Step::Verify(VerifyStep {
                     phase: Phase::VerifyPins,
                     php,
                     reference,
-                } => (*php, reference, TagKind::Pin),
-                Step::Tag { php, to, kind, .. } if self.outcome.moved.contains(to) => {
+                }) => (*php, reference, TagKind::Pin),
+                Step::Tag(TagStep { php, to, kind, .. }) if self.outcome.moved.contains(to) => {
                     (*php, to, *kind)
                 }
                 _ => continue,
@@ -1644,27 +1662,6 @@ impl<'a> Executor<'a> {
             });
         }
         self.outcome.references = references;
-    }
-}
-
-/// The registry a step talks to, for the per-registry bound; steps that talk to none share one queue.
-fn registry_of(step: &Step) -> String {
-    match step {
-        Step::Login { registry, .. } => registry.host().to_owned(),
-        Step::Find { pin, .. }
-        | Step::ReadBack { pin, .. }
-        | Step::Size { pin, .. }
-        | Step::Assemble { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Copy { to, .. }
-        | Step::Tag { to, .. }
-        | Step::CopySignature { to, .. }
-        | Step::Seed { to, .. } => to.namespace().host().to_owned(),
-        Step::Sign { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Verify { reference, .. }
-        | Step::VerifyAttestations { reference, .. }
-        | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
-        Step::Scanner { image, .. } => image.namespace().host().to_owned(),
-        Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
     }
 }
 
