@@ -1,33 +1,10 @@
 //! `cargo xtask`: the maintainers' commands for the 20i stack images (plan, release, bases, ...).
 
-mod bake;
-mod bases;
-mod bench;
-mod credentials;
-mod demo;
-mod execute;
-mod git;
-mod inputs;
-mod lock;
-mod notes;
-mod plan;
-mod prune;
-mod release;
-mod republish;
-mod signing;
-mod sizes;
-mod split;
-mod standins;
-mod table;
-mod workflows;
-
-use std::{
-    path::{Path, PathBuf},
-    process::ExitCode,
-};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use xshell::Shell;
+use xtask::{dev, maintain, project_root, release, Exit};
 
 #[derive(Parser)]
 #[command(
@@ -43,26 +20,26 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Print what releasing a version would build, push and tag, without touching docker or the network
-    Plan(plan::PlanCmd),
+    Plan(release::plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
-    Release(Box<release::ReleaseCmd>),
+    Release(Box<release::release::ReleaseCmd>),
     /// A complete local release to registries on 127.0.0.1, built from stand-in bases
-    Demo(demo::DemoCmd),
+    Demo(dev::demo::DemoCmd),
     /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)
-    Republish(republish::RepublishCmd),
+    Republish(maintain::republish::RepublishCmd),
     /// Regenerate release pages from their JSON, or check them (--check)
-    Notes(notes::NotesCmd),
+    Notes(maintain::notes::NotesCmd),
     /// Image sizes across releases; --check fails on an unjustified regression
-    Sizes(sizes::SizesCmd),
+    Sizes(maintain::sizes::SizesCmd),
     /// Write the GitHub workflows generated from the image matrix, or check them (--check)
-    Workflows(workflows::WorkflowsCmd),
+    Workflows(maintain::workflows::WorkflowsCmd),
     /// Measure releases and the launcher against what they replace, on loopback registries (prints, never asserts)
-    Bench(bench::BenchCmd),
+    Bench(dev::bench::BenchCmd),
     /// Read or refresh the digest-pinned base images (images/bases/*.lock.toml)
     #[command(subcommand)]
-    Bases(bases::BasesCmd),
+    Bases(maintain::bases::BasesCmd),
     /// List what a registry holds that no tag and no release's notes reach; --apply deletes it
-    Prune(prune::PruneCmd),
+    Prune(maintain::prune::PruneCmd),
 }
 
 fn main() -> ExitCode {
@@ -84,27 +61,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error that chooses the exit code: a check exits 1 when it found something and 2 when it could not tell.
-#[derive(Debug)]
-pub struct Exit {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl Exit {
-    pub fn new(code: u8, error: anyhow::Error) -> Exit {
-        Exit { code, error }
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:#}", self.error)
-    }
-}
-
-impl std::error::Error for Exit {}
-
 fn run(cli: Cli) -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
@@ -120,21 +76,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(cmd) => cmd.run(&sh),
         Command::Prune(cmd) => cmd.run(&sh),
     }
-}
-
-/// The workspace root: every path the xtask prints or records is relative to it.
-pub fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives in the workspace root")
-        .to_path_buf()
-}
-
-/// `path` relative to the project root when it is inside it, for stable output.
-pub fn display_path(path: &Path) -> String {
-    let root = project_root();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
 }

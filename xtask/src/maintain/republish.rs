@@ -7,11 +7,11 @@ use xshell::Shell;
 
 use crate::{
     display_path,
-    execute::Mode,
-    inputs::ReleaseArgs,
-    notes::{DigestChange, ReleaseNotes, Republish},
-    plan,
-    release::{self, Dirs},
+    maintain::notes::{DigestChange, ReleaseNotes, Republish},
+    release::execute::Mode,
+    release::inputs::ReleaseArgs,
+    release::plan,
+    release::release::{self, Dirs},
 };
 
 #[derive(Args, Debug)]
@@ -119,7 +119,7 @@ impl RepublishCmd {
             bases: rebuilt.bases,
             changes,
         });
-        let (json, page) = crate::notes::write(&notes, &notes_dir)?;
+        let (json, page) = crate::maintain::notes::write(&notes, &notes_dir)?;
 
         print!(
             "{}",

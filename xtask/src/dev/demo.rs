@@ -28,15 +28,16 @@ use testkit::{real, stack as services};
 use xshell::{cmd, Shell};
 
 use crate::{
-    bases, display_path,
-    execute::{Mode, Outcome},
-    git::Revision,
-    inputs::{Published, ReleaseArgs},
-    plan::{self, Plan},
+    dev::standins::{self, Flavour},
+    display_path,
+    maintain::bases,
     project_root,
-    release::{self, Dirs},
-    signing::SigningFlag,
-    standins::{self, Flavour},
+    release::execute::{Mode, Outcome},
+    release::git::Revision,
+    release::inputs::{Published, ReleaseArgs},
+    release::plan::{self, Plan},
+    release::release::{self, Dirs},
+    release::signing::SigningFlag,
 };
 
 /// A fresh key pair in `dir` (`demo.key`, `demo.pub`) under a random password, which only the returned door
@@ -266,7 +267,7 @@ fn release(
         version,
         published: Some(Published(Vec::new())),
         // The demo is not a release of this commit's tag: build whatever is checked out.
-        revision: Some(Revision::Full(crate::git::head_revision(sh)?)),
+        revision: Some(Revision::Full(crate::release::git::head_revision(sh)?)),
         time: None,
         registry: Some(format!("127.0.0.1:{canonical_port}/20i-stack").parse()?),
         mirror: vec![format!("127.0.0.1:{mirror_port}/20istack").parse()?],
@@ -297,7 +298,7 @@ fn release(
         cosign,
     )?;
     let notes = release::release_notes(&plan, &outcome);
-    let (json, page) = crate::notes::write(&notes, &dirs.notes_dir())?;
+    let (json, page) = crate::maintain::notes::write(&notes, &dirs.notes_dir())?;
     print!(
         "{}",
         release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])

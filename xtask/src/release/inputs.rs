@@ -18,10 +18,9 @@ use stack_images::{
 use xshell::Shell;
 
 use crate::{
-    display_path,
-    git::{self, Revision},
-    project_root,
-    signing::{Signing, SigningFlag},
+    display_path, project_root,
+    release::git::{self, Revision},
+    release::signing::{Signing, SigningFlag},
 };
 
 /// Flags shared by every command that plans a release.

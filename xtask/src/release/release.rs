@@ -9,12 +9,14 @@ use xshell::Shell;
 
 use crate::{
     display_path,
-    execute::{self, Executor, Mode, Outcome},
-    inputs::ReleaseArgs,
-    lock::ReleaseLock,
-    notes::{self, BaseRecord, ImageRecord, ReleaseNotes},
-    plan::{self, Plan},
-    project_root, split, table,
+    maintain::notes::{self, BaseRecord, ImageRecord, ReleaseNotes},
+    project_root,
+    release::execute::{self, Executor, Mode, Outcome},
+    release::inputs::ReleaseArgs,
+    release::lock::ReleaseLock,
+    release::plan::{self, Plan},
+    release::split,
+    table,
 };
 
 #[derive(Args, Debug)]

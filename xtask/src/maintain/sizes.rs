@@ -11,7 +11,7 @@ use xshell::Shell;
 
 use crate::{
     display_path,
-    notes::{self, megabytes, ReleaseNotes, SizeFlag},
+    maintain::notes::{self, megabytes, ReleaseNotes, SizeFlag},
     project_root, table,
 };
 
@@ -174,7 +174,7 @@ impl Justifications {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notes::tests::sample;
+    use crate::maintain::notes::tests::sample;
 
     const MB: u64 = 1_000_000;
 

@@ -12,13 +12,13 @@ use stack_images::{
     digest::Predicate,
     matrix::Attestations,
     tags::{self, Skipped, TagKind},
-    Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName,
+    Base, CommitId, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
 };
 use xshell::Shell;
 
 use crate::{
-    inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
-    signing::Signing,
+    release::inputs::{LauncherVersion, PlanInputs, PublishedFrom, ReleaseArgs},
+    release::signing::Signing,
     table,
 };
 
@@ -165,135 +165,219 @@ impl BakeOutput {
     }
 }
 
-/// One action of a release. Each turns into its docker commands in one place (`execute::commands`), for the run
-/// and for `--dry-run` alike.
+/// One action of a release, each variant with a named payload holding what it needs (its phase, lines and
+/// references, decided here); `execute::actions` turns a step into what it does, for the run and `--dry-run`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Step {
-    /// The engine answers and its builder can build every platform wanted.
-    Engine {
-        phase: Phase,
-        platforms: Vec<String>,
-    },
-    /// Docker holds a login for the registry (read from its config and credential helpers; no command).
-    Login { phase: Phase, registry: Namespace },
-    /// Whether a pin exists already, and what it holds.
-    Find {
-        phase: Phase,
-        php: PhpLine,
-        pin: ImageRef,
-    },
-    /// While the bake runs, copy the blobs of the line's base image for `platforms` into `to`'s repository, so
-    /// that the push and the mirror copy after the build find them there. Best effort: a seed that fails costs
-    /// only the time it was meant to save, and the release goes on.
-    Seed {
-        phase: Phase,
-        php: PhpLine,
-        base: ImageRef,
-        platforms: Vec<String>,
-        to: ImageRef,
-    },
-    /// Build `lines` in one bake and push them.
-    Bake {
-        phase: Phase,
-        lines: Vec<PhpLine>,
-        output: BakeOutput,
-    },
-    /// Make one line's pin an index of per-platform images built elsewhere (`release merge`).
-    Assemble {
-        phase: Phase,
-        php: PhpLine,
-        pin: ImageRef,
-        sources: Vec<ImageRef>,
-    },
-    /// Read back what a bake or an assembly pushed: the registry's bytes must be what buildx reported.
-    ReadBack {
-        phase: Phase,
-        php: PhpLine,
-        pin: ImageRef,
-    },
-    /// Copy the index of the pin `from` to `to` without rebuilding, so both have one digest.
-    Copy {
-        phase: Phase,
-        php: PhpLine,
-        from: ImageRef,
-        to: ImageRef,
-    },
-    /// The SBOM scanner can be read from its registry, where BuildKit pulls it: else the release would lose
-    /// its SBOMs, so it stops before building.
-    Scanner { phase: Phase, image: ImageRef },
-    /// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
-    Verify {
-        phase: Phase,
-        php: PhpLine,
-        reference: ImageRef,
-    },
-    /// Check that, in `reference`'s registry, every platform image of the pin has its attestation manifest and
-    /// that it holds what the plan attests (SBOM, provenance).
-    VerifyAttestations {
-        phase: Phase,
-        php: PhpLine,
-        reference: ImageRef,
-    },
-    /// The compressed size of every platform image of the pin.
-    Size {
-        phase: Phase,
-        php: PhpLine,
-        pin: ImageRef,
-    },
-    /// The release can sign: the private key reads with its password and is the public key's pair, or the
-    /// workflow's OIDC token is there.
-    SigningReady { phase: Phase },
-    /// Sign the canonical pin's index digest.
-    Sign {
-        phase: Phase,
-        php: PhpLine,
-        pin: ImageRef,
-    },
-    /// Copy the signature of the pin `from` to the same digest in `to`'s repository.
-    CopySignature {
-        phase: Phase,
-        php: PhpLine,
-        from: ImageRef,
-        to: ImageRef,
-    },
-    /// The signature of `reference`'s pin digest verifies in its registry, and is the canonical one.
-    VerifySignature {
-        phase: Phase,
-        php: PhpLine,
-        reference: ImageRef,
-    },
-    /// Point the moving tag `to` at the pin `from` (same registry).
-    Tag {
-        phase: Phase,
-        kind: TagKind,
-        php: PhpLine,
-        from: ImageRef,
-        to: ImageRef,
-    },
+    Engine(EngineStep),
+    Login(LoginStep),
+    Find(FindStep),
+    Seed(SeedStep),
+    Bake(BakeStep),
+    Assemble(AssembleStep),
+    ReadBack(ReadBackStep),
+    Copy(CopyStep),
+    Scanner(ScannerStep),
+    Verify(VerifyStep),
+    VerifyAttestations(VerifyAttestationsStep),
+    Size(SizeStep),
+    SigningReady(SigningReadyStep),
+    Sign(SignStep),
+    CopySignature(CopySignatureStep),
+    VerifySignature(VerifySignatureStep),
+    Tag(TagStep),
+}
+
+/// The engine answers and its builder can build every platform wanted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineStep {
+    pub phase: Phase,
+    pub platforms: Vec<String>,
+}
+
+/// Docker holds a login for the registry (read from its config and credential helpers; no command).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoginStep {
+    pub phase: Phase,
+    pub registry: Namespace,
+}
+
+/// Whether a pin exists already, and what it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FindStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub pin: ImageRef,
+}
+
+/// While the bake runs, copy the blobs of the line's base image for `platforms` into `to`'s repository, so
+/// that the push and the mirror copy after the build find them there. Best effort: a seed that fails costs
+/// only the time it was meant to save, and the release goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SeedStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub base: ImageRef,
+    pub platforms: Vec<String>,
+    pub to: ImageRef,
+}
+
+/// Build `lines` in one bake and push them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BakeStep {
+    pub phase: Phase,
+    pub lines: Vec<PhpLine>,
+    pub output: BakeOutput,
+}
+
+/// Make one line's pin an index of per-platform images built elsewhere (`release merge`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AssembleStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub pin: ImageRef,
+    pub sources: Vec<ImageRef>,
+}
+
+/// Read back what a bake or an assembly pushed: the registry's bytes must be what buildx reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadBackStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub pin: ImageRef,
+}
+
+/// Copy the index of the pin `from` to `to` without rebuilding, so both have one digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopyStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub from: ImageRef,
+    pub to: ImageRef,
+}
+
+/// The SBOM scanner can be read from its registry, where BuildKit pulls it: else the release would lose
+/// its SBOMs, so it stops before building.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScannerStep {
+    pub phase: Phase,
+    pub image: ImageRef,
+}
+
+/// Check that `reference` has the digest of the canonical pin of `php` and lists every platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub reference: ImageRef,
+}
+
+/// Check that, in `reference`'s registry, every platform image of the pin has its attestation manifest and
+/// that it holds what the plan attests (SBOM, provenance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyAttestationsStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub reference: ImageRef,
+}
+
+/// The compressed size of every platform image of the pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SizeStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub pin: ImageRef,
+}
+
+/// The release can sign: the private key reads with its password and is the public key's pair, or the
+/// workflow's OIDC token is there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SigningReadyStep {
+    pub phase: Phase,
+}
+
+/// Sign the canonical pin's index digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SignStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub pin: ImageRef,
+}
+
+/// Copy the signature of the pin `from` to the same digest in `to`'s repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CopySignatureStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub from: ImageRef,
+    pub to: ImageRef,
+}
+
+/// The signature of `reference`'s pin digest verifies in its registry, and is the canonical one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifySignatureStep {
+    pub phase: Phase,
+    pub php: PhpLine,
+    pub reference: ImageRef,
+}
+
+/// Point the moving tag `to` at the pin `from` (same registry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagStep {
+    pub phase: Phase,
+    pub kind: TagKind,
+    pub php: PhpLine,
+    pub from: ImageRef,
+    pub to: ImageRef,
 }
 
 impl Step {
     pub fn phase(&self) -> Phase {
         match self {
-            Step::Engine { phase, .. }
-            | Step::Login { phase, .. }
-            | Step::Find { phase, .. }
-            | Step::Seed { phase, .. }
-            | Step::Bake { phase, .. }
-            | Step::Assemble { phase, .. }
-            | Step::ReadBack { phase, .. }
-            | Step::Copy { phase, .. }
-            | Step::Scanner { phase, .. }
-            | Step::Verify { phase, .. }
-            | Step::VerifyAttestations { phase, .. }
-            | Step::Size { phase, .. }
-            | Step::SigningReady { phase }
-            | Step::Sign { phase, .. }
-            | Step::CopySignature { phase, .. }
-            | Step::VerifySignature { phase, .. }
-            | Step::Tag { phase, .. } => *phase,
+            Step::Engine(EngineStep { phase, .. })
+            | Step::Login(LoginStep { phase, .. })
+            | Step::Find(FindStep { phase, .. })
+            | Step::Seed(SeedStep { phase, .. })
+            | Step::Bake(BakeStep { phase, .. })
+            | Step::Assemble(AssembleStep { phase, .. })
+            | Step::ReadBack(ReadBackStep { phase, .. })
+            | Step::Copy(CopyStep { phase, .. })
+            | Step::Scanner(ScannerStep { phase, .. })
+            | Step::Verify(VerifyStep { phase, .. })
+            | Step::VerifyAttestations(VerifyAttestationsStep { phase, .. })
+            | Step::Size(SizeStep { phase, .. })
+            | Step::SigningReady(SigningReadyStep { phase })
+            | Step::Sign(SignStep { phase, .. })
+            | Step::CopySignature(CopySignatureStep { phase, .. })
+            | Step::VerifySignature(VerifySignatureStep { phase, .. })
+            | Step::Tag(TagStep { phase, .. }) => *phase,
         }
+    }
+
+    /// The registry host a step talks to, fixed by the plan (the executor bounds its requests per host); `None`
+    /// for the steps that talk to no registry themselves.
+    pub fn registry(&self) -> Option<&str> {
+        let reference = match self {
+            Step::Login(LoginStep { registry, .. }) => return Some(registry.host()),
+            Step::Find(FindStep { pin, .. })
+            | Step::ReadBack(ReadBackStep { pin, .. })
+            | Step::Size(SizeStep { pin, .. })
+            | Step::Assemble(AssembleStep { pin, .. }) => pin,
+            Step::Copy(CopyStep { to, .. })
+            | Step::Tag(TagStep { to, .. })
+            | Step::CopySignature(CopySignatureStep { to, .. })
+            | Step::Seed(SeedStep { to, .. }) => to,
+            Step::Sign(SignStep { pin, .. }) => pin,
+            Step::Verify(VerifyStep { reference, .. })
+            | Step::VerifyAttestations(VerifyAttestationsStep { reference, .. })
+            | Step::VerifySignature(VerifySignatureStep { reference, .. }) => reference,
+            Step::Scanner(ScannerStep { image, .. }) => image,
+            Step::Engine(EngineStep { .. })
+            | Step::Bake(BakeStep { .. })
+            | Step::SigningReady(SigningReadyStep { .. }) => return None,
+        };
+        Some(reference.namespace().host())
     }
 }
 
@@ -315,29 +399,29 @@ fn signing_steps(
     pin_in: impl Fn(&Namespace, PhpLine) -> ImageRef,
 ) {
     for build in builds {
-        steps.push(Step::Sign {
+        steps.push(Step::Sign(SignStep {
             phase: Phase::Sign,
             php: build.php,
             pin: build.pin.clone(),
-        });
+        }));
     }
     for mirror in mirrors {
         for build in builds {
-            steps.push(Step::CopySignature {
+            steps.push(Step::CopySignature(CopySignatureStep {
                 phase: Phase::MirrorSignatures,
                 php: build.php,
                 from: build.pin.clone(),
                 to: pin_in(mirror, build.php),
-            });
+            }));
         }
     }
     for namespace in std::iter::once(canonical).chain(mirrors) {
         for build in builds {
-            steps.push(Step::VerifySignature {
+            steps.push(Step::VerifySignature(VerifySignatureStep {
                 phase: Phase::VerifySignatures,
                 php: build.php,
                 reference: pin_in(namespace, build.php),
-            });
+            }));
         }
     }
 }
@@ -408,34 +492,34 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         });
     }
 
-    let mut steps = vec![Step::Engine {
+    let mut steps = vec![Step::Engine(EngineStep {
         phase: Phase::Preflight,
         platforms: matrix.platforms.clone(),
-    }];
+    })];
     if inputs.signing.signs() {
-        steps.push(Step::SigningReady {
+        steps.push(Step::SigningReady(SigningReadyStep {
             phase: Phase::Preflight,
-        });
+        }));
     }
     for namespace in matrix.namespaces() {
-        steps.push(Step::Login {
+        steps.push(Step::Login(LoginStep {
             phase: Phase::Preflight,
             registry: namespace.clone(),
-        });
+        }));
         for tag in tag_set.pins() {
-            steps.push(Step::Find {
+            steps.push(Step::Find(FindStep {
                 phase: Phase::Preflight,
                 php: tag.php,
                 pin: pin_in(namespace, &tag.tag),
-            });
+            }));
         }
     }
     let sbom_scanner = matrix.sbom_scanner().cloned();
     if let Some(scanner) = &sbom_scanner {
-        steps.push(Step::Scanner {
+        steps.push(Step::Scanner(ScannerStep {
             phase: Phase::Preflight,
             image: scanner.clone(),
-        });
+        }));
     }
     // The build cache is pushed too, with the base's layers in it: its repository is seeded as well.
     let caches = builds
@@ -448,54 +532,54 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
     });
     if inputs.seed {
         for (build, to) in pins.chain(caches) {
-            steps.push(Step::Seed {
+            steps.push(Step::Seed(SeedStep {
                 phase: Phase::Build,
                 php: build.php,
                 base: build.base.reference.clone(),
                 platforms: build.platforms.clone(),
                 to,
-            });
+            }));
         }
     }
-    steps.push(Step::Bake {
+    steps.push(Step::Bake(BakeStep {
         phase: Phase::Build,
         lines: builds.iter().map(|b| b.php).collect(),
         output: BakeOutput::Pins,
-    });
+    }));
     for build in &builds {
-        steps.push(Step::ReadBack {
+        steps.push(Step::ReadBack(ReadBackStep {
             phase: Phase::Build,
             php: build.php,
             pin: build.pin.clone(),
-        });
+        }));
     }
     for mirror in &matrix.registries.mirrors {
         for tag in tag_set.pins() {
-            steps.push(Step::Copy {
+            steps.push(Step::Copy(CopyStep {
                 phase: Phase::Mirror,
                 php: tag.php,
                 from: pin_in(canonical, &tag.tag),
                 to: pin_in(mirror, &tag.tag),
-            });
+            }));
         }
     }
     for namespace in matrix.namespaces() {
         for tag in tag_set.pins() {
-            steps.push(Step::Verify {
+            steps.push(Step::Verify(VerifyStep {
                 phase: Phase::VerifyPins,
                 php: tag.php,
                 reference: pin_in(namespace, &tag.tag),
-            });
+            }));
         }
     }
     if matrix.attestations != Attestations::None || sbom_scanner.is_some() {
         for namespace in matrix.namespaces() {
             for tag in tag_set.pins() {
-                steps.push(Step::VerifyAttestations {
+                steps.push(Step::VerifyAttestations(VerifyAttestationsStep {
                     phase: Phase::VerifyPins,
                     php: tag.php,
                     reference: pin_in(namespace, &tag.tag),
-                });
+                }));
             }
         }
     }
@@ -509,30 +593,30 @@ pub fn compute(inputs: &PlanInputs) -> anyhow::Result<Plan> {
         );
     }
     for build in &builds {
-        steps.push(Step::Size {
+        steps.push(Step::Size(SizeStep {
             phase: Phase::Sizes,
             php: build.php,
             pin: build.pin.clone(),
-        });
+        }));
     }
     for namespace in matrix.namespaces() {
         for tag in tag_set.moving() {
-            steps.push(Step::Tag {
+            steps.push(Step::Tag(TagStep {
                 phase: Phase::MoveTags,
                 kind: tag.kind,
                 php: tag.php,
                 from: pin_in(namespace, &tags::pin_tag(version, tag.php)),
                 to: pin_in(namespace, &tag.tag),
-            });
+            }));
         }
     }
     for namespace in matrix.namespaces() {
         for tag in tag_set.moving() {
-            steps.push(Step::Verify {
+            steps.push(Step::Verify(VerifyStep {
                 phase: Phase::VerifyTags,
                 php: tag.php,
                 reference: pin_in(namespace, &tag.tag),
-            });
+            }));
         }
     }
     debug_assert!(
@@ -596,7 +680,7 @@ impl Plan {
     /// Where the plan's bake pushes; `None` when the pins are assembled instead.
     pub fn bake_output(&self) -> Option<&BakeOutput> {
         self.steps.iter().find_map(|step| match step {
-            Step::Bake { output, .. } => Some(output),
+            Step::Bake(BakeStep { output, .. }) => Some(output),
             _ => None,
         })
     }
@@ -627,19 +711,19 @@ impl Plan {
             }
         };
         let mut steps = vec![
-            Step::Engine {
+            Step::Engine(EngineStep {
                 phase: Phase::Preflight,
                 platforms: vec![platform.to_owned()],
-            },
-            Step::Login {
+            }),
+            Step::Login(LoginStep {
                 phase: Phase::Preflight,
                 registry: self.canonical.clone(),
-            },
+            }),
         ];
         // Each platform's runner runs the scanner: each checks it can before building.
         steps.extend(
             self.steps_in(Phase::Preflight)
-                .filter(|s| matches!(s, Step::Scanner { .. }))
+                .filter(|s| matches!(s, Step::Scanner(ScannerStep { .. })))
                 .cloned(),
         );
         // A runner pushes to the canonical registry only (the merge mirrors): it seeds the repository it pushes
@@ -647,30 +731,30 @@ impl Plan {
         let seeds = self
             .steps
             .iter()
-            .any(|step| matches!(step, Step::Seed { .. }));
+            .any(|step| matches!(step, Step::Seed(SeedStep { .. })));
         for build in self.builds.iter().filter(|_| seeds) {
             let to = match &output {
-                BakeOutput::Staging { platform } => crate::bake::staging(build, platform)?,
+                BakeOutput::Staging { platform } => staging(build, platform)?,
                 BakeOutput::Pins | BakeOutput::ByDigest { .. } => build.pin.clone(),
             };
             for to in std::iter::once(to).chain(build.cache.clone()) {
-                steps.push(Step::Seed {
+                steps.push(Step::Seed(SeedStep {
                     phase: Phase::Build,
                     php: build.php,
                     base: build.base.reference.clone(),
                     platforms: vec![platform.to_owned()],
                     to,
-                });
+                }));
             }
         }
-        steps.push(Step::Bake {
+        steps.push(Step::Bake(BakeStep {
             phase: Phase::Build,
             lines: self.builds.iter().map(|b| b.php).collect(),
             output,
-        });
+        }));
         steps.extend(
             self.steps_in(Phase::Build)
-                .filter(|s| matches!(s, Step::ReadBack { .. }))
+                .filter(|s| matches!(s, Step::ReadBack(ReadBackStep { .. })))
                 .cloned(),
         );
         Ok(Plan {
@@ -720,31 +804,31 @@ impl Plan {
             .steps
             .iter()
             .filter_map(|step| match step {
-                Step::Engine { .. }
-                | Step::Login { .. }
-                | Step::Scanner { .. }
-                | Step::SigningReady { .. } => Some(step.clone()),
-                Step::Bake {
+                Step::Engine(EngineStep { .. })
+                | Step::Login(LoginStep { .. })
+                | Step::Scanner(ScannerStep { .. })
+                | Step::SigningReady(SigningReadyStep { .. }) => Some(step.clone()),
+                Step::Bake(BakeStep {
                     phase,
                     output,
                     lines: baked,
-                } => Some(Step::Bake {
+                }) => Some(Step::Bake(BakeStep {
                     phase: *phase,
                     output: output.clone(),
                     lines: baked.iter().copied().filter(kept).collect(),
-                }),
-                Step::Find { php, .. }
-                | Step::Seed { php, .. }
-                | Step::Assemble { php, .. }
-                | Step::ReadBack { php, .. }
-                | Step::Copy { php, .. }
-                | Step::Verify { php, .. }
-                | Step::VerifyAttestations { php, .. }
-                | Step::Size { php, .. }
-                | Step::Sign { php, .. }
-                | Step::CopySignature { php, .. }
-                | Step::VerifySignature { php, .. }
-                | Step::Tag { php, .. } => kept(php).then(|| step.clone()),
+                })),
+                Step::Find(FindStep { php, .. })
+                | Step::Seed(SeedStep { php, .. })
+                | Step::Assemble(AssembleStep { php, .. })
+                | Step::ReadBack(ReadBackStep { php, .. })
+                | Step::Copy(CopyStep { php, .. })
+                | Step::Verify(VerifyStep { php, .. })
+                | Step::VerifyAttestations(VerifyAttestationsStep { php, .. })
+                | Step::Size(SizeStep { php, .. })
+                | Step::Sign(SignStep { php, .. })
+                | Step::CopySignature(CopySignatureStep { php, .. })
+                | Step::VerifySignature(VerifySignatureStep { php, .. })
+                | Step::Tag(TagStep { php, .. }) => kept(php).then(|| step.clone()),
             })
             .collect();
         Ok(Plan {
@@ -760,22 +844,22 @@ impl Plan {
         let mut steps = Vec::new();
         for step in &self.steps {
             match step {
-                Step::Bake { lines, .. } => {
+                Step::Bake(BakeStep { lines, .. }) => {
                     for php in lines {
                         let sources = sources.get(php).with_context(|| {
                             format!("no per-platform images of PHP {php} to merge")
                         })?;
-                        steps.push(Step::Assemble {
+                        steps.push(Step::Assemble(AssembleStep {
                             phase: Phase::Build,
                             php: *php,
                             pin: self.build(*php).pin.clone(),
                             sources: sources.clone(),
-                        });
+                        }));
                     }
                 }
                 // Nothing is scanned or built here: the per-platform builds made the SBOMs, and
                 // verify-attestations checks the assembled pins hold them; their runners seeded what they pushed.
-                Step::Scanner { .. } | Step::Seed { .. } => {}
+                Step::Scanner(ScannerStep { .. }) | Step::Seed(SeedStep { .. }) => {}
                 step => steps.push(step.clone()),
             }
         }
@@ -876,21 +960,21 @@ impl Plan {
         let mut rows = Vec::new();
         for (n, step) in self.steps.iter().enumerate() {
             let (action, what) = match step {
-                Step::Engine { platforms, .. } => (
+                Step::Engine(EngineStep { platforms, .. }) => (
                     "engine",
                     format!("docker answers and builds {}", platforms.join(", ")),
                 ),
-                Step::Login { registry, .. } => (
+                Step::Login(LoginStep { registry, .. }) => (
                     "login",
                     format!("docker holds a login for {}", registry.host()),
                 ),
-                Step::Find { pin, .. } => ("find", pin.to_string()),
-                Step::Seed {
+                Step::Find(FindStep { pin, .. }) => ("find", pin.to_string()),
+                Step::Seed(SeedStep {
                     base,
                     platforms,
                     to,
                     ..
-                } => (
+                }) => (
                     "seed",
                     format!(
                         "{} <- blobs of {}:{} ({}), while building",
@@ -900,7 +984,7 @@ impl Plan {
                         platforms.join(", ")
                     ),
                 ),
-                Step::Bake { lines, output, .. } => {
+                Step::Bake(BakeStep { lines, output, .. }) => {
                     let lines: Vec<String> = lines.iter().map(ToString::to_string).collect();
                     let to = match output.platform() {
                         None => format!("for {}", self.platforms.join(", ")),
@@ -908,27 +992,29 @@ impl Plan {
                     };
                     ("bake", format!("PHP {} {to}", lines.join(", ")))
                 }
-                Step::Assemble { pin, sources, .. } => {
+                Step::Assemble(AssembleStep { pin, sources, .. }) => {
                     ("assemble", format!("{pin} <- {} images", sources.len()))
                 }
-                Step::ReadBack { pin, .. } => ("read back", pin.to_string()),
-                Step::Copy { from, to, .. } => ("copy", format!("{from} -> {to}")),
-                Step::Scanner { image, .. } => ("scanner", format!("{image} (SBOM generator)")),
-                Step::Verify { reference, .. } => ("verify", reference.to_string()),
-                Step::VerifyAttestations { reference, .. } => (
+                Step::ReadBack(ReadBackStep { pin, .. }) => ("read back", pin.to_string()),
+                Step::Copy(CopyStep { from, to, .. }) => ("copy", format!("{from} -> {to}")),
+                Step::Scanner(ScannerStep { image, .. }) => {
+                    ("scanner", format!("{image} (SBOM generator)"))
+                }
+                Step::Verify(VerifyStep { reference, .. }) => ("verify", reference.to_string()),
+                Step::VerifyAttestations(VerifyAttestationsStep { reference, .. }) => (
                     "attests",
                     format!("{reference}: {}", self.attested_names(" + ")),
                 ),
-                Step::Size { pin, .. } => ("size", pin.to_string()),
-                Step::SigningReady { .. } => ("signing", self.signing.describe()),
-                Step::Sign { pin, .. } => ("sign", pin.to_string()),
-                Step::CopySignature { from, to, .. } => {
+                Step::Size(SizeStep { pin, .. }) => ("size", pin.to_string()),
+                Step::SigningReady(SigningReadyStep { .. }) => ("signing", self.signing.describe()),
+                Step::Sign(SignStep { pin, .. }) => ("sign", pin.to_string()),
+                Step::CopySignature(CopySignatureStep { from, to, .. }) => {
                     ("copy signature", format!("{from} -> {to}"))
                 }
-                Step::VerifySignature { reference, .. } => {
+                Step::VerifySignature(VerifySignatureStep { reference, .. }) => {
                     ("verify signature", reference.to_string())
                 }
-                Step::Tag { from, to, .. } => (
+                Step::Tag(TagStep { from, to, .. }) => (
                     "tag",
                     format!(
                         "{to} -> {}",
@@ -986,4 +1072,14 @@ impl PlanCmd {
         }
         Ok(())
     }
+}
+/// The staging reference of one line and platform: `<canonical repository>-staging:<pin>-<os>-<arch>`.
+pub fn staging(build: &Build, platform: &str) -> anyhow::Result<ImageRef> {
+    let repository = build.pin.repository();
+    let name: RepoName = format!("{}-staging", repository.name()).parse()?;
+    let pin = build.pin.tag().expect("a pin has a tag");
+    let tag: Tag = format!("{pin}-{}", platform.replace('/', "-"))
+        .parse()
+        .context("the staging tag of a split build")?;
+    Ok(repository.namespace().repository(&name).tagged(&tag))
 }

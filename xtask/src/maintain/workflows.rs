@@ -13,7 +13,7 @@ use clap::Args;
 use stack_images::{matrix::MATRIX_PATH, Matrix};
 use xshell::Shell;
 
-use crate::{display_path, notes::first_difference, project_root};
+use crate::{display_path, maintain::notes::first_difference, project_root};
 
 /// GitHub-hosted runner of each platform: a release builds every platform natively, on its own runner.
 pub const RUNNERS: &[(&str, &str)] = &[
@@ -81,9 +81,9 @@ const MIRROR_LOGIN: &str = "docker.io"; // secrets DOCKERHUB_USERNAME, DOCKERHUB
 
 /// The templates, by the file each one generates under `.github/workflows/`.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("ci.yml", include_str!("../templates/ci.yml")),
-    ("release.yml", include_str!("../templates/release.yml")),
-    ("bases.yml", include_str!("../templates/bases.yml")),
+    ("ci.yml", include_str!("../../templates/ci.yml")),
+    ("release.yml", include_str!("../../templates/release.yml")),
+    ("bases.yml", include_str!("../../templates/bases.yml")),
 ];
 
 /// Where the workflows live, relative to the project root.

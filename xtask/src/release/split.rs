@@ -13,8 +13,8 @@ use stack_images::{docker::Docker, registry::RegistryClient, ImageRef, PhpLine, 
 
 use crate::{
     display_path,
-    execute::{Executor, Mode},
-    plan::Plan,
+    release::execute::{Executor, Mode},
+    release::plan::Plan,
 };
 
 /// What one platform's run pushed: one single-platform image per line, by digest.

@@ -4,23 +4,12 @@
 
 use anyhow::Context;
 use serde_json::{json, Map, Value};
-use stack_images::{ImageRef, PhpLine, RepoName, Tag};
+use stack_images::{PhpLine, Tag};
 
 use crate::{
-    plan::{BakeOutput, Build, Plan},
     project_root,
+    release::plan::{self, BakeOutput, Build, Plan},
 };
-
-/// The staging reference of one line and platform: `<canonical repository>-staging:<pin>-<os>-<arch>`.
-pub fn staging(build: &Build, platform: &str) -> anyhow::Result<ImageRef> {
-    let repository = build.pin.repository();
-    let name: RepoName = format!("{}-staging", repository.name()).parse()?;
-    let pin = build.pin.tag().expect("a pin has a tag");
-    let tag: Tag = format!("{pin}-{}", platform.replace('/', "-"))
-        .parse()
-        .context("the staging tag of a split build")?;
-    Ok(repository.namespace().repository(&name).tagged(&tag))
-}
 
 fn annotations(build: &Build, levels: &[&str]) -> Vec<String> {
     // buildx 0.13 takes one level per entry: `index,manifest:` in one entry becomes a literal key.
@@ -72,7 +61,7 @@ pub fn bake_file(plan: &Plan, lines: &[PhpLine], output: &BakeOutput) -> anyhow:
             BakeOutput::Staging { platform } => (
                 vec![platform.to_owned()],
                 vec!["manifest"],
-                vec![staging(build, platform)?.to_string()],
+                vec![plan::staging(build, platform)?.to_string()],
                 "type=image,push=true,oci-mediatypes=true".to_owned(),
             ),
         };

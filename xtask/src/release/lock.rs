@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::plan::Plan;
+use crate::release::plan::Plan;
 
 /// Held for as long as the release runs; the operating system releases it when the process ends, however it ends.
 #[derive(Debug)]

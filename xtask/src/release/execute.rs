@@ -1,8 +1,10 @@
-//! Executes a release plan step by step, phase by phase. [`actions`] turns a step into what it does at the two
-//! doors: docker commands (builds) and registry requests made in process (every manifest read, hashed here, every
-//! mirror copy, registry to registry, and every tag move, a PUT of verified bytes). The run and `--dry-run` both call it, so a dry
-//! run cannot drift from a run (a test holds the dry run to the journal of a real one). Each step kind has one
-//! handler. The registry-bound phases run their steps concurrently, a few at a time per registry.
+//! Executes a release plan step by step, phase by phase. [`work`] turns a step's payload into what it does, typed
+//! and named: docker commands (builds), cosign commands, and registry requests made in process (every manifest
+//! read, hashed here, every mirror copy, registry to registry, and every tag move, a PUT of verified bytes). The
+//! run performs that work in one `match` through its doors (docker, registry, cosign), which journal every call
+//! once; `--dry-run` lists the same work's [`Work::actions`], so a dry run cannot drift from a run (a test holds
+//! the dry run to the journal of a real one). The build phase runs one step after another; the others run their
+//! steps concurrently, a few at a time per registry.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -19,16 +21,21 @@ use anyhow::{bail, ensure, Context};
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Docker, DockerCommand, DockerError, FailureKind},
-    registry::{Absence, Manifest, RegistryClient, RegistryError},
+    registry::{Absence, Copied, Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
     Digest, ImageRef, IndexSummary, Namespace, PhpLine, Repository,
 };
 
 use crate::{
-    bake, credentials,
-    notes::{PlatformRecord, Reference},
-    plan::{BakeOutput, Phase, Plan, Step},
-    signing::Signing,
+    maintain::notes::{PlatformRecord, Reference},
+    release::bake,
+    release::credentials,
+    release::plan::{
+        self, AssembleStep, BakeOutput, BakeStep, CopySignatureStep, CopyStep, EngineStep,
+        FindStep, LoginStep, Phase, Plan, ReadBackStep, ScannerStep, SeedStep, SignStep, SizeStep,
+        Step, TagStep, VerifyAttestationsStep, VerifySignatureStep, VerifyStep,
+    },
+    release::signing::Signing,
 };
 
 /// How the executor treats pins that already exist.
@@ -67,7 +74,7 @@ pub struct Outcome {
     /// Republish: the digest each pin had before, per registry and line.
     pub old_pins: BTreeMap<(Namespace, PhpLine), Digest>,
     /// Every reference pushed or moved, with what it now points at.
-    pub references: Vec<crate::notes::Reference>,
+    pub references: Vec<crate::maintain::notes::Reference>,
     pub signed: usize,
     pub already_signed: usize,
     pub signatures_copied: usize,
@@ -106,14 +113,6 @@ pub enum Named {
 }
 
 impl Named {
-    /// The reference; a run always knows its digests by the time it names them.
-    fn known(&self) -> &ImageRef {
-        match self {
-            Named::Known(reference) => reference,
-            Named::Pending { .. } => unreachable!("a run names only digests it knows"),
-        }
-    }
-
     /// What a cosign command names: the image by digest, or the dry run's placeholder.
     fn subject(&self) -> Subject<'_> {
         match self {
@@ -294,119 +293,297 @@ fn bake_command(work_dir: &Path) -> DockerCommand {
     ])
 }
 
-/// What one step does, in the order its handler does it.
-pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<Action> {
-    match step {
-        Step::Engine { .. } => vec![Action::Docker(server_version()), Action::Docker(builder())],
-        Step::Login { .. } => Vec::new(),
-        Step::Find { pin, .. } | Step::Scanner { image: pin, .. } => {
-            vec![Action::Read(Named::Known(pin.clone()))]
+/// What one step does at the doors, named and typed: built from the step's payload by [`work`], run by the
+/// executor (one `match`), listed by the dry run ([`Work::actions`]).
+pub enum Work<'p> {
+    /// Run one after another in the build phase, with the executor's state in hand.
+    Build(BuildWork<'p>),
+    /// Run concurrently, a few at a time per registry host.
+    Concurrent(ConcurrentWork<'p>),
+}
+
+/// The build phase's work: the bake (with its seeds alongside) or an assembly, then each line read back.
+pub enum BuildWork<'p> {
+    Seed {
+        step: &'p SeedStep,
+        seed: Seed,
+    },
+    Bake {
+        step: &'p BakeStep,
+        command: DockerCommand,
+    },
+    Assemble {
+        step: &'p AssembleStep,
+        command: DockerCommand,
+    },
+    ReadBack {
+        step: &'p ReadBackStep,
+        read: Named,
+    },
+}
+
+/// The work of every other phase: checks, copies, signatures and tags.
+pub enum ConcurrentWork<'p> {
+    Engine {
+        step: &'p EngineStep,
+        version: DockerCommand,
+        builder: DockerCommand,
+    },
+    Login(&'p LoginStep),
+    Find {
+        step: &'p FindStep,
+        read: Named,
+    },
+    Scanner {
+        step: &'p ScannerStep,
+        read: Named,
+    },
+    Verify {
+        step: &'p VerifyStep,
+        head: Named,
+    },
+    VerifyAttestations {
+        step: &'p VerifyAttestationsStep,
+        reads: Vec<Named>,
+    },
+    Copy {
+        step: &'p CopyStep,
+        from: Named,
+    },
+    Tag {
+        step: &'p TagStep,
+        from: Named,
+    },
+    Size {
+        step: &'p SizeStep,
+        reads: Vec<Named>,
+    },
+    /// With a key: the key's pair checked against the public key given.
+    SigningReady {
+        key: Option<KeyPair<'p>>,
+    },
+    /// Verified first: a resumed release does not sign a pin its own signature already covers.
+    Sign {
+        step: &'p SignStep,
+        verify: CosignCommand,
+        sign: CosignCommand,
+    },
+    CopySignature {
+        step: &'p CopySignatureStep,
+        from: Named,
+    },
+    VerifySignature {
+        step: &'p VerifySignatureStep,
+        verify: CosignCommand,
+        read: Named,
+    },
+}
+
+/// A signing key and the public key given for it: cosign derives the key's public half, which must be that one.
+pub struct KeyPair<'p> {
+    derive: CosignCommand,
+    key: String,
+    public_key: &'p Path,
+}
+
+/// What one step does, decided from its payload, the plan and the digests known so far.
+pub fn work<'p>(plan: &'p Plan, step: &'p Step, work_dir: &Path, names: &Names) -> Work<'p> {
+    let concurrent = match step {
+        Step::Seed(step) => {
+            return Work::Build(BuildWork::Seed {
+                step,
+                seed: Seed {
+                    base: step.base.clone(),
+                    platforms: step.platforms.clone(),
+                    to: step.to.repository().clone(),
+                },
+            })
         }
-        Step::Verify { reference, .. } => vec![Action::Head(Named::Known(reference.clone()))],
-        Step::VerifyAttestations { php, reference, .. } => names
-            .attestations(plan, reference.repository(), *php)
-            .into_iter()
-            .map(Action::Read)
-            .collect(),
-        Step::Seed {
-            base,
-            platforms,
-            to,
-            ..
-        } => vec![Action::Seed(Seed {
-            base: base.clone(),
-            platforms: platforms.clone(),
-            to: to.repository().clone(),
-        })],
-        Step::Bake { .. } => vec![Action::Docker(bake_command(work_dir))],
-        Step::Assemble {
-            php, pin, sources, ..
-        } => {
-            let mut args = vec![
-                "buildx".to_owned(),
-                "imagetools".into(),
-                "create".into(),
-                "--progress=plain".into(),
-            ];
-            for annotation in bake::index_annotations(plan.build(*php)) {
-                args.extend(["--annotation".to_owned(), annotation]);
-            }
-            args.extend(["--tag".to_owned(), pin.to_string()]);
-            args.extend(sources.iter().map(ToString::to_string));
-            vec![Action::Docker(DockerCommand::new(args))]
+        Step::Bake(step) => {
+            return Work::Build(BuildWork::Bake {
+                step,
+                command: bake_command(work_dir),
+            })
         }
-        Step::ReadBack { php, pin, .. } => {
+        Step::Assemble(step) => {
+            return Work::Build(BuildWork::Assemble {
+                step,
+                command: assemble_command(plan, step),
+            })
+        }
+        Step::ReadBack(step) => {
             let read = match plan.bake_output() {
                 Some(BakeOutput::Staging { platform }) => {
-                    let staging = bake::staging(plan.build(*php), platform)
+                    let staging = plan::staging(plan.build(step.php), platform)
                         .expect("staging references are checked when the bake file is written");
-                    names.reported(staging.repository(), *php, platform)
+                    names.reported(staging.repository(), step.php, platform)
                 }
                 Some(BakeOutput::ByDigest { platform }) => {
-                    names.reported(pin.repository(), *php, platform)
+                    names.reported(step.pin.repository(), step.php, platform)
                 }
-                Some(BakeOutput::Pins) | None => Named::Known(pin.clone()),
+                Some(BakeOutput::Pins) | None => Named::Known(step.pin.clone()),
             };
-            vec![Action::Read(read)]
+            return Work::Build(BuildWork::ReadBack { step, read });
         }
-        Step::Copy { php, from, to, .. } => vec![Action::Copy {
-            from: names.pin(from.repository(), *php),
-            to: to.clone(),
-        }],
-        Step::Tag { php, from, to, .. } => vec![Action::Put {
-            to: to.clone(),
-            from: names.pin(from.repository(), *php),
-        }],
-        Step::Size { php, pin, .. } => names
-            .platforms(plan, pin.repository(), *php)
-            .into_iter()
-            .map(Action::Read)
-            .collect(),
-        Step::SigningReady { .. } => match &plan.signing {
-            Signing::Key { key, .. } => vec![Action::Cosign(CosignCommand::public_key(key))],
-            Signing::Keyless { .. } | Signing::None => Vec::new(),
+        Step::Engine(step) => ConcurrentWork::Engine {
+            step,
+            version: server_version(),
+            builder: builder(),
         },
-        Step::Sign { php, pin, .. } => {
+        Step::Login(step) => ConcurrentWork::Login(step),
+        Step::Find(step) => ConcurrentWork::Find {
+            step,
+            read: Named::Known(step.pin.clone()),
+        },
+        Step::Scanner(step) => ConcurrentWork::Scanner {
+            step,
+            read: Named::Known(step.image.clone()),
+        },
+        Step::Verify(step) => ConcurrentWork::Verify {
+            step,
+            head: Named::Known(step.reference.clone()),
+        },
+        Step::VerifyAttestations(step) => ConcurrentWork::VerifyAttestations {
+            step,
+            reads: names.attestations(plan, step.reference.repository(), step.php),
+        },
+        Step::Copy(step) => ConcurrentWork::Copy {
+            step,
+            from: names.pin(step.from.repository(), step.php),
+        },
+        Step::Tag(step) => ConcurrentWork::Tag {
+            step,
+            from: names.pin(step.from.repository(), step.php),
+        },
+        Step::Size(step) => ConcurrentWork::Size {
+            step,
+            reads: names.platforms(plan, step.pin.repository(), step.php),
+        },
+        Step::SigningReady(_) => ConcurrentWork::SigningReady {
+            key: match &plan.signing {
+                Signing::Key { key, public_key } => Some(KeyPair {
+                    derive: CosignCommand::public_key(key),
+                    key: key.to_string(),
+                    public_key,
+                }),
+                Signing::Keyless { .. } | Signing::None => None,
+            },
+        },
+        Step::Sign(step) => {
             let signer = plan
                 .signing
                 .signer()
                 .expect("a plan signs only with a signer");
-            let pin = names.pin(pin.repository(), *php);
-            // Verified first: a resumed release does not sign a pin its own signature already covers.
-            vec![
-                verify_signature(plan, &pin),
-                Action::Cosign(
-                    CosignCommand::sign(&signer, pin.subject()).expect("a pin is named by digest"),
-                ),
-            ]
+            let pin = names.pin(step.pin.repository(), step.php);
+            ConcurrentWork::Sign {
+                step,
+                verify: verify_signature(plan, &pin),
+                sign: CosignCommand::sign(&signer, pin.subject())
+                    .expect("a pin is named by digest"),
+            }
         }
-        Step::CopySignature { php, from, to, .. } => vec![Action::CopySignature {
-            from: names.pin(from.repository(), *php),
-            to: to.repository().clone(),
-        }],
-        Step::VerifySignature { php, reference, .. } => {
-            let pin = names.pin(reference.repository(), *php);
-            vec![verify_signature(plan, &pin), Action::ReadSignature(pin)]
+        Step::CopySignature(step) => ConcurrentWork::CopySignature {
+            step,
+            from: names.pin(step.from.repository(), step.php),
+        },
+        Step::VerifySignature(step) => {
+            let pin = names.pin(step.reference.repository(), step.php);
+            ConcurrentWork::VerifySignature {
+                step,
+                verify: verify_signature(plan, &pin),
+                read: pin,
+            }
+        }
+    };
+    Work::Concurrent(concurrent)
+}
+
+impl Work<'_> {
+    /// What the work does at the doors, in the order it does it: what the dry run prints and a run journals.
+    pub fn actions(&self) -> Vec<Action> {
+        match self {
+            Work::Build(BuildWork::Seed { seed, .. }) => vec![Action::Seed(seed.clone())],
+            Work::Build(BuildWork::Bake { command, .. } | BuildWork::Assemble { command, .. }) => {
+                vec![Action::Docker(command.clone())]
+            }
+            Work::Build(BuildWork::ReadBack { read, .. }) => vec![Action::Read(read.clone())],
+            Work::Concurrent(work) => work.actions(),
         }
     }
 }
 
+impl ConcurrentWork<'_> {
+    fn actions(&self) -> Vec<Action> {
+        match self {
+            ConcurrentWork::Engine {
+                version, builder, ..
+            } => vec![
+                Action::Docker(version.clone()),
+                Action::Docker(builder.clone()),
+            ],
+            ConcurrentWork::Login(_) => Vec::new(),
+            ConcurrentWork::Find { read, .. } | ConcurrentWork::Scanner { read, .. } => {
+                vec![Action::Read(read.clone())]
+            }
+            ConcurrentWork::Verify { head, .. } => vec![Action::Head(head.clone())],
+            ConcurrentWork::VerifyAttestations { reads, .. }
+            | ConcurrentWork::Size { reads, .. } => {
+                reads.iter().cloned().map(Action::Read).collect()
+            }
+            ConcurrentWork::Copy { step, from } => vec![Action::Copy {
+                from: from.clone(),
+                to: step.to.clone(),
+            }],
+            ConcurrentWork::Tag { step, from } => vec![Action::Put {
+                to: step.to.clone(),
+                from: from.clone(),
+            }],
+            ConcurrentWork::SigningReady { key } => key
+                .iter()
+                .map(|pair| Action::Cosign(pair.derive.clone()))
+                .collect(),
+            ConcurrentWork::Sign { verify, sign, .. } => {
+                vec![Action::Cosign(verify.clone()), Action::Cosign(sign.clone())]
+            }
+            ConcurrentWork::CopySignature { step, from } => vec![Action::CopySignature {
+                from: from.clone(),
+                to: step.to.repository().clone(),
+            }],
+            ConcurrentWork::VerifySignature { verify, read, .. } => vec![
+                Action::Cosign(verify.clone()),
+                Action::ReadSignature(read.clone()),
+            ],
+        }
+    }
+}
+
+/// What one step does, in the order it does it.
+pub fn actions(plan: &Plan, step: &Step, work_dir: &Path, names: &Names) -> Vec<Action> {
+    work(plan, step, work_dir, names).actions()
+}
+
+fn assemble_command(plan: &Plan, step: &AssembleStep) -> DockerCommand {
+    let mut args = vec![
+        "buildx".to_owned(),
+        "imagetools".into(),
+        "create".into(),
+        "--progress=plain".into(),
+    ];
+    for annotation in bake::index_annotations(plan.build(step.php)) {
+        args.extend(["--annotation".to_owned(), annotation]);
+    }
+    args.extend(["--tag".to_owned(), step.pin.to_string()]);
+    args.extend(step.sources.iter().map(ToString::to_string));
+    DockerCommand::new(args)
+}
+
 /// `cosign verify` of the pin's signature with the plan's verifier.
-fn verify_signature(plan: &Plan, pin: &Named) -> Action {
+fn verify_signature(plan: &Plan, pin: &Named) -> CosignCommand {
     let verifier = plan
         .signing
         .verifier()
         .expect("a plan verifies only what it signs");
-    Action::Cosign(
-        CosignCommand::verify(&verifier, pin.subject()).expect("a pin is named by digest"),
-    )
-}
-
-fn cosign_command(action: &Action) -> &CosignCommand {
-    match action {
-        Action::Cosign(command) => command,
-        other => unreachable!("a signing step's action is a cosign command, not {other}"),
-    }
+    CosignCommand::verify(&verifier, pin.subject()).expect("a pin is named by digest")
 }
 
 /// Everything a run of `plan` does, in order, with digests not yet known as placeholders.
@@ -417,19 +594,14 @@ pub fn dry_run_actions(plan: &Plan, work_dir: &Path) -> Vec<Action> {
         .collect()
 }
 
-fn docker_command(action: &Action) -> &DockerCommand {
-    match action {
-        Action::Docker(command) => command,
-        other => unreachable!("a docker step's action is a docker command, not {other}"),
-    }
-}
-
 /// Docker answers and its builder can build every platform wanted.
-fn check_engine(docker: &Docker, actions: &[Action], wanted: &[String]) -> anyhow::Result<()> {
-    let [version, builder] = actions else {
-        unreachable!("an engine step runs two commands")
-    };
-    let version = docker.output(docker_command(version)).map_err(|e| {
+fn check_engine(
+    docker: &Docker,
+    version: &DockerCommand,
+    builder: &DockerCommand,
+    wanted: &[String],
+) -> anyhow::Result<()> {
+    let version = docker.output(version).map_err(|e| {
         anyhow::Error::new(e)
             .context("the docker engine does not answer: start it (`make setup` does)")
     })?;
@@ -437,7 +609,7 @@ fn check_engine(docker: &Docker, actions: &[Action], wanted: &[String]) -> anyho
         "    docker engine {}",
         String::from_utf8_lossy(&version).trim()
     );
-    let builder = String::from_utf8_lossy(&docker.output(docker_command(builder))?).into_owned();
+    let builder = String::from_utf8_lossy(&docker.output(builder)?).into_owned();
     let platforms: Vec<&str> = builder
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Platforms:"))
@@ -462,13 +634,8 @@ fn check_engine(docker: &Docker, actions: &[Action], wanted: &[String]) -> anyho
 
 /// The SBOM scanner is in its registry as named (its bytes match its digest): BuildKit pulls it there during the
 /// build, so a release that cannot read it would build images without SBOMs, and stops here instead.
-fn check_scanner(
-    docker: &Docker,
-    client: &RegistryClient,
-    scanner: &ImageRef,
-    action: &Action,
-) -> anyhow::Result<()> {
-    read(docker, client, action).map_err(|error| {
+fn check_scanner(doors: Doors<'_>, scanner: &ImageRef, read: &Named) -> anyhow::Result<()> {
+    doors.read(known(read)?).map_err(|error| {
         let why = error.kind.describe();
         anyhow::Error::new(error).context(format!(
             "the SBOM scanner {scanner} cannot be used ({why}): the images would have no SBOM, so nothing is \
@@ -555,86 +722,155 @@ const PER_REGISTRY: usize = 4;
 /// What a step needs to be performed on any thread: read-only, shared.
 struct Ctx<'a> {
     plan: &'a Plan,
-    client: &'a RegistryClient,
-    cosign: &'a Cosign,
     mode: Mode,
     outcome: &'a Outcome,
     existing: &'a BTreeMap<(Namespace, PhpLine), (IndexSummary, Manifest)>,
 }
 
-/// A manifest read through the registry door, recorded in the journal first.
-fn read(
-    docker: &Docker,
-    client: &RegistryClient,
-    action: &Action,
-) -> Result<Manifest, RegistryError> {
-    let Action::Read(image) = action else {
-        unreachable!("a read step's action is a read, not {action}")
-    };
-    docker.record_line(&action.to_string());
-    client.get_manifest(image.known())
+/// The doors a step goes through, with the journal in front: each request to a registry or to cosign is
+/// recorded once, as the dry run prints it, then made (docker journals its own commands).
+#[derive(Clone, Copy)]
+struct Doors<'a> {
+    docker: &'a Docker,
+    client: &'a RegistryClient,
+    cosign: &'a Cosign,
 }
 
-fn read_index(
-    docker: &Docker,
-    client: &RegistryClient,
-    action: &Action,
-) -> anyhow::Result<(IndexSummary, Manifest)> {
-    let manifest = read(docker, client, action)?;
-    let index = IndexSummary::parse(&manifest.bytes).with_context(|| {
-        let Action::Read(image) = action else {
-            unreachable!()
-        };
-        format!("reading the manifest of {image}")
-    })?;
+impl Doors<'_> {
+    fn journal(&self, action: Action) {
+        self.docker.record_line(&action.to_string());
+    }
+
+    /// A manifest's exact bytes, checked against the digest named or served.
+    fn read(&self, image: &ImageRef) -> Result<Manifest, RegistryError> {
+        self.journal(Action::Read(Named::Known(image.clone())));
+        self.client.get_manifest(image)
+    }
+
+    /// A manifest read with a token that asks for push too: what tells an absent pin from a refused push.
+    fn read_to_push(&self, image: &ImageRef) -> Result<Manifest, RegistryError> {
+        self.journal(Action::Read(Named::Known(image.clone())));
+        self.client.get_manifest_to_push(image)
+    }
+
+    fn head(&self, image: &ImageRef) -> Result<Digest, RegistryError> {
+        self.journal(Action::Head(Named::Known(image.clone())));
+        Ok(self.client.head_manifest(image)?.digest)
+    }
+
+    fn copy(&self, from: &ImageRef, to: &ImageRef) -> Result<Copied, RegistryError> {
+        self.journal(Action::Copy {
+            from: Named::Known(from.clone()),
+            to: to.clone(),
+        });
+        self.client.copy(from, to)
+    }
+
+    /// Stores `manifest` (the bytes of the pin `from`) under the tag `to`; the digest the registry reports.
+    fn put(
+        &self,
+        to: &ImageRef,
+        from: &ImageRef,
+        manifest: &Manifest,
+    ) -> Result<Digest, RegistryError> {
+        self.journal(Action::Put {
+            to: to.clone(),
+            from: Named::Known(from.clone()),
+        });
+        self.client
+            .put_manifest(to, &manifest.bytes, &manifest.media_type)
+    }
+
+    /// Copies the signature manifest of `pin` to the same tag of `to`.
+    fn copy_signature(&self, pin: &ImageRef, to: &Repository) -> Result<(), RegistryError> {
+        self.journal(Action::CopySignature {
+            from: Named::Known(pin.clone()),
+            to: to.clone(),
+        });
+        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        self.client
+            .copy(&pin.repository().tagged(&tag), &to.tagged(&tag))?;
+        Ok(())
+    }
+
+    /// The digest of the signature manifest of `pin` (all that is compared across registries: a `HEAD`).
+    fn signature_digest(&self, pin: &ImageRef) -> Result<Digest, RegistryError> {
+        self.journal(Action::ReadSignature(Named::Known(pin.clone())));
+        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
+        Ok(self
+            .client
+            .head_manifest(&pin.repository().tagged(&tag))?
+            .digest)
+    }
+
+    fn cosign(&self, command: &CosignCommand) -> Result<Vec<u8>, cosign::CosignError> {
+        self.journal(Action::Cosign(command.clone()));
+        self.cosign.output(command)
+    }
+}
+
+/// The reference a run names: a placeholder reaching a door is an error, never a request.
+fn known(named: &Named) -> anyhow::Result<&ImageRef> {
+    match named {
+        Named::Known(reference) => Ok(reference),
+        Named::Pending { .. } => {
+            bail!("{named} is a dry run's placeholder: a run names only digests it knows")
+        }
+    }
+}
+
+/// A manifest read through the doors that must be an index.
+fn read_index(doors: Doors<'_>, image: &ImageRef) -> anyhow::Result<(IndexSummary, Manifest)> {
+    let manifest = doors.read(image)?;
+    let index = IndexSummary::parse(&manifest.bytes)
+        .with_context(|| format!("reading the manifest of {image}"))?;
     Ok((index, manifest))
 }
 
 impl Ctx<'_> {
-    /// Performs one step of a concurrent phase; what it found is recorded afterwards, in step order.
-    fn perform(&self, docker: &Docker, step: &Step, actions: &[Action]) -> anyhow::Result<Done> {
-        match step {
-            Step::Engine { platforms, .. } => {
-                check_engine(docker, actions, platforms)?;
+    /// Performs the work of one step of a concurrent phase; what it found is recorded afterwards, in step order.
+    fn perform(&self, doors: Doors<'_>, work: &ConcurrentWork<'_>) -> anyhow::Result<Done> {
+        match work {
+            ConcurrentWork::Engine {
+                step,
+                version,
+                builder,
+            } => {
+                check_engine(doors.docker, version, builder, &step.platforms)?;
                 Ok(Done::Nothing)
             }
-            Step::Login { registry, .. } => {
-                check_login(registry)?;
+            ConcurrentWork::Login(step) => {
+                check_login(&step.registry)?;
                 Ok(Done::Nothing)
             }
-            Step::Find { php, pin, .. } => self.find(docker, *php, pin, &actions[0]),
-            Step::Copy { php, to, .. } => self.copy(docker, *php, to, &actions[0]),
-            Step::Verify {
-                phase,
-                php,
-                reference,
-            } => self.verify(docker, *phase, *php, reference, &actions[0]),
-            Step::Scanner { image, .. } => {
-                check_scanner(docker, self.client, image, &actions[0])?;
+            ConcurrentWork::Find { step, read } => self.find(doors, step, read),
+            ConcurrentWork::Copy { step, from } => self.copy(doors, step, from),
+            ConcurrentWork::Verify { step, head } => self.verify(doors, step, head),
+            ConcurrentWork::Scanner { step, read } => {
+                check_scanner(doors, &step.image, read)?;
                 Ok(Done::Nothing)
             }
-            Step::VerifyAttestations { php, reference, .. } => {
-                self.verify_attestations(docker, *php, reference, actions)
+            ConcurrentWork::VerifyAttestations { step, reads } => {
+                self.verify_attestations(doors, step, reads)
             }
-            Step::Size { php, .. } => self.size(docker, *php, actions),
-            Step::Tag { php, from, to, .. } => self.tag(docker, *php, from, to, &actions[0]),
-            Step::SigningReady { .. } => self.signing_ready(docker, actions),
-            Step::Sign { pin, .. } => self.sign(docker, pin, actions),
-            Step::CopySignature { from, to, .. } => {
-                self.copy_signature(docker, &actions[0]).with_context(|| {
-                    format!("copying the signature of {from} to {}", to.repository())
-                })?;
-                eprintln!("    copied the signature of {from} to {to}");
+            ConcurrentWork::Size { step, reads } => self.size(doors, step.php, reads),
+            ConcurrentWork::Tag { step, from } => self.tag(doors, step, from),
+            ConcurrentWork::SigningReady { key } => self.signing_ready(doors, key.as_ref()),
+            ConcurrentWork::Sign { step, verify, sign } => {
+                self.sign(doors, &step.pin, verify, sign)
+            }
+            ConcurrentWork::CopySignature { step, from } => {
+                let (from_pin, to) = (&step.from, &step.to);
+                doors
+                    .copy_signature(known(from)?, to.repository())
+                    .with_context(|| {
+                        format!("copying the signature of {from_pin} to {}", to.repository())
+                    })?;
+                eprintln!("    copied the signature of {from_pin} to {to}");
                 Ok(Done::SignatureCopied)
             }
-            Step::VerifySignature { php, reference, .. } => {
-                self.verify_signature(docker, *php, reference, actions)
-            }
-            Step::Seed { .. }
-            | Step::Bake { .. }
-            | Step::Assemble { .. }
-            | Step::ReadBack { .. } => {
-                unreachable!("build steps run one after the other")
+            ConcurrentWork::VerifySignature { step, verify, read } => {
+                self.verify_signature(doors, step, verify, read)
             }
         }
     }
@@ -644,20 +880,11 @@ impl Ctx<'_> {
     /// 404, GHCR's 403 `DENIED` (a first push creates the repository), and Docker Hub's 401 after a token
     /// from docker's login, where a push is refused too: that stops the release here, before anything is
     /// pushed, with the repository to create and where.
-    fn find(
-        &self,
-        docker: &Docker,
-        php: PhpLine,
-        pin: &ImageRef,
-        action: &Action,
-    ) -> anyhow::Result<Done> {
-        let Action::Read(image) = action else {
-            unreachable!("a find step's action is a read, not {action}")
-        };
-        docker.record_line(&action.to_string());
+    fn find(&self, doors: Doors<'_>, step: &FindStep, read: &Named) -> anyhow::Result<Done> {
+        let (php, pin) = (step.php, &step.pin);
         // With push asked for: the release pushes there, and that is what tells a repository Docker Hub lets a
         // first push create from one it refuses (see `create_first`).
-        let found = match self.client.get_manifest_to_push(image.known()) {
+        let found = match doors.read_to_push(known(read)?) {
             Ok(manifest) => match IndexSummary::parse(&manifest.bytes) {
                 Ok(index) => FoundPin::Index(index, manifest),
                 Err(_) => FoundPin::Manifest(manifest.digest),
@@ -691,19 +918,16 @@ impl Ctx<'_> {
         ))
     }
 
-    /// Runs a cosign command through its door, recorded in the journal first.
-    fn cosign(&self, docker: &Docker, action: &Action) -> Result<Vec<u8>, cosign::CosignError> {
-        docker.record_line(&action.to_string());
-        self.cosign.output(cosign_command(action))
-    }
-
     /// Signs the canonical pin, unless a signature of it already verifies (a resumed release): signing again would
     /// add a second signature and change the signature's digest under the mirrors' copies.
-    fn sign(&self, docker: &Docker, pin: &ImageRef, actions: &[Action]) -> anyhow::Result<Done> {
-        let [verify, sign] = actions else {
-            unreachable!("a pin's signature is checked, then the pin signed")
-        };
-        match self.cosign(docker, verify) {
+    fn sign(
+        &self,
+        doors: Doors<'_>,
+        pin: &ImageRef,
+        verify: &CosignCommand,
+        sign: &CosignCommand,
+    ) -> anyhow::Result<Done> {
+        match doors.cosign(verify) {
             Ok(_) => {
                 eprintln!("    {pin} is signed already (its signature verifies)");
                 return Ok(Done::AlreadySigned);
@@ -718,34 +942,25 @@ impl Ctx<'_> {
                     .context(format!("checking whether {pin} is signed already")))
             }
         }
-        self.cosign(docker, sign)
+        doors
+            .cosign(sign)
             .with_context(|| format!("signing {pin}"))?;
         eprintln!("    signed {pin}");
         Ok(Done::Signed)
     }
 
-    /// Copies a pin's signature manifest, in process, to the same tag of the mirror's repository: `cosign copy
-    /// --only=sig` (2.5) would also copy the image under a `sha256-<digest>` tag per manifest, tags no one asked
-    /// for. The registry stores the very bytes, so the verify phase can hold every registry to one signature.
-    fn copy_signature(&self, docker: &Docker, action: &Action) -> anyhow::Result<()> {
-        let Action::CopySignature { from, to } = action else {
-            unreachable!("a signature copy's action is a signature copy, not {action}")
-        };
-        docker.record_line(&action.to_string());
-        let pin = from.known();
-        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
-        self.client
-            .copy(&pin.repository().tagged(&tag), &to.tagged(&tag))?;
-        Ok(())
-    }
-
     /// Before anything is built: the private key reads (its password is right) and is the public key's pair, or
     /// the workflow's OIDC token is there.
-    fn signing_ready(&self, docker: &Docker, actions: &[Action]) -> anyhow::Result<Done> {
+    fn signing_ready(&self, doors: Doors<'_>, pair: Option<&KeyPair<'_>>) -> anyhow::Result<Done> {
         self.plan.signing.ready()?;
-        if let Signing::Key { key, public_key } = &self.plan.signing {
-            let derived = self
-                .cosign(docker, &actions[0])
+        if let Some(KeyPair {
+            derive,
+            key,
+            public_key,
+        }) = pair
+        {
+            let derived = doors
+                .cosign(derive)
                 .with_context(|| format!("reading the signing key {key}"))?;
             let given = std::fs::read(public_key).with_context(|| {
                 format!("reading --signing-public-key {}", public_key.display())
@@ -763,16 +978,14 @@ impl Ctx<'_> {
     /// registries once the phase is done).
     fn verify_signature(
         &self,
-        docker: &Docker,
-        php: PhpLine,
-        reference: &ImageRef,
-        actions: &[Action],
+        doors: Doors<'_>,
+        step: &VerifySignatureStep,
+        verify: &CosignCommand,
+        read: &Named,
     ) -> anyhow::Result<Done> {
-        let [verify, read_signature] = actions else {
-            unreachable!("a signature is verified, then its manifest read")
-        };
+        let (php, reference) = (step.php, &step.reference);
         let digest = self.pin_digest(php);
-        self.cosign(docker, verify).map_err(|error| {
+        doors.cosign(verify).map_err(|error| {
             let why = match error.failure {
                 cosign::Failure::NoSignature => "has no signature there",
                 cosign::Failure::NotVerified => "has no signature there that verifies",
@@ -783,21 +996,14 @@ impl Ctx<'_> {
                 digest.short()
             ))
         })?;
-        let Action::ReadSignature(image) = read_signature else {
-            unreachable!("the second action reads the signature")
-        };
-        docker.record_line(&read_signature.to_string());
-        let pin = image.known();
-        let tag = cosign::signature_tag(pin.digest().expect("a pin is named by digest"));
         // Its digest is all that is compared (the same signature in every registry): a HEAD.
-        let signature = self
-            .client
-            .head_manifest(&pin.repository().tagged(&tag))
+        let signature = doors
+            .signature_digest(known(read)?)
             .with_context(|| format!("reading the signature of {reference}"))?;
         Ok(Done::SignatureVerified(
             reference.namespace().clone(),
             php,
-            signature.digest,
+            signature,
         ))
     }
 
@@ -806,13 +1012,8 @@ impl Ctx<'_> {
     }
 
     /// Copies a pin to a mirror by digest; an existing mirror pin is kept only if it is the same image.
-    fn copy(
-        &self,
-        docker: &Docker,
-        php: PhpLine,
-        to: &ImageRef,
-        action: &Action,
-    ) -> anyhow::Result<Done> {
+    fn copy(&self, doors: Doors<'_>, step: &CopyStep, from: &Named) -> anyhow::Result<Done> {
+        let (php, to) = (step.php, &step.to);
         let digest = self.pin_digest(php);
         if let Some((there, _)) = self.existing.get(&(to.namespace().clone(), php)) {
             if there.digest == *digest {
@@ -827,13 +1028,8 @@ impl Ctx<'_> {
                 );
             }
         }
-        let Action::Copy { from, .. } = action else {
-            unreachable!("a copy step's action is a registry copy, not {action}")
-        };
-        docker.record_line(&action.to_string());
-        let copied = self
-            .client
-            .copy(from.known(), to)
+        let copied = doors
+            .copy(known(from)?, to)
             .with_context(|| format!("copying {from} to {to}"))?;
         ensure!(
             copied.digest == *digest,
@@ -856,23 +1052,13 @@ impl Ctx<'_> {
 
     /// The reference serves the digest of its line's canonical pin, which lists every platform. A `HEAD` says
     /// the digest; the pin's bytes, hashed to that digest when it was read back, say the platforms.
-    fn verify(
-        &self,
-        docker: &Docker,
-        phase: Phase,
-        php: PhpLine,
-        reference: &ImageRef,
-        action: &Action,
-    ) -> anyhow::Result<Done> {
+    fn verify(&self, doors: Doors<'_>, step: &VerifyStep, head: &Named) -> anyhow::Result<Done> {
+        let (phase, php, reference) = (step.phase, step.php, &step.reference);
         if phase == Phase::VerifyTags && self.outcome.left_alone.contains(reference) {
             return Ok(Done::Nothing);
         }
         let expected = self.pin_digest(php);
-        let Action::Head(image) = action else {
-            unreachable!("a verify step's action is a HEAD, not {action}")
-        };
-        docker.record_line(&action.to_string());
-        let served = self.client.head_manifest(image.known())?.digest;
+        let served = doors.head(known(head)?)?;
         if served != *expected {
             bail!("{reference} serves {served} but PHP {php}'s pin is {expected}");
         }
@@ -887,11 +1073,11 @@ impl Ctx<'_> {
     /// same phase holds `reference` to that digest, so the attestation digests are the same in every registry.
     fn verify_attestations(
         &self,
-        docker: &Docker,
-        php: PhpLine,
-        reference: &ImageRef,
-        actions: &[Action],
+        doors: Doors<'_>,
+        step: &VerifyAttestationsStep,
+        reads: &[Named],
     ) -> anyhow::Result<Done> {
+        let (php, reference) = (step.php, &step.reference);
         let index = &self.outcome.pins[&php];
         let unattested: Vec<&str> = index
             .platforms
@@ -907,11 +1093,9 @@ impl Ctx<'_> {
             unattested.join(", ")
         );
         let attested = index.platforms.iter().filter(|p| p.attestation.is_some());
-        for (platform, action) in attested.zip(actions) {
-            let Action::Read(manifest) = action else {
-                unreachable!("an attestation check reads")
-            };
-            let bytes = read(docker, self.client, action)
+        for (platform, manifest) in attested.zip(reads) {
+            let bytes = doors
+                .read(known(manifest)?)
                 .map_err(|error| {
                     let lost = error.kind == FailureKind::NotFound;
                     anyhow::Error::new(error).context(if lost {
@@ -942,15 +1126,15 @@ impl Ctx<'_> {
                 );
             }
         }
-        Ok(Done::AttestationsVerified(actions.len()))
+        Ok(Done::AttestationsVerified(reads.len()))
     }
 
     /// Compressed size of every platform image, read once from the canonical registry (mirrors hold the same).
-    fn size(&self, docker: &Docker, php: PhpLine, actions: &[Action]) -> anyhow::Result<Done> {
+    fn size(&self, doors: Doors<'_>, php: PhpLine, reads: &[Named]) -> anyhow::Result<Done> {
         let platforms = &self.outcome.pins[&php].platforms;
         let mut sizes = Vec::new();
-        for (platform, action) in platforms.iter().zip(actions) {
-            let manifest = read(docker, self.client, action)?;
+        for (platform, read) in platforms.iter().zip(reads) {
+            let manifest = doors.read(known(read)?)?;
             let size = stack_images::digest::compressed_size(&manifest.bytes)
                 .with_context(|| format!("reading the size of PHP {php} {}", platform.platform))?;
             sizes.push((platform.platform.clone(), size));
@@ -960,17 +1144,11 @@ impl Ctx<'_> {
 
     /// Points a moving tag at its verified pin by storing the pin's own bytes, read and hashed here, under the
     /// tag. A republish moves only the tags that pointed at this release's old images.
-    fn tag(
-        &self,
-        docker: &Docker,
-        php: PhpLine,
-        from: &ImageRef,
-        to: &ImageRef,
-        action: &Action,
-    ) -> anyhow::Result<Done> {
+    fn tag(&self, doors: Doors<'_>, step: &TagStep, pin: &Named) -> anyhow::Result<Done> {
+        let (php, from, to) = (step.php, &step.from, &step.to);
         if self.mode == Mode::Republish {
             let old = self.outcome.old_pins.get(&(to.namespace().clone(), php));
-            let current = match self.client.head_manifest(to) {
+            let current = match doors.client.head_manifest(to) {
                 Ok(head) => Some(head.digest),
                 Err(error) if error.is_absent() => None,
                 Err(error) => return Err(error.into()),
@@ -995,11 +1173,7 @@ impl Ctx<'_> {
             manifest.digest == *self.pin_digest(php),
             "the bytes kept for PHP {php} are not its verified pin's: nothing was moved to them"
         );
-        docker.record_line(&action.to_string());
-        let stored = match self
-            .client
-            .put_manifest(to, &manifest.bytes, &manifest.media_type)
-        {
+        let stored = match doors.put(to, known(pin)?, manifest) {
             Ok(stored) => stored,
             // The registry stored other bytes than the ones sent, every time: the tag may now serve them.
             Err(error) if error.kind == FailureKind::DigestMismatch => {
@@ -1125,40 +1299,36 @@ impl<'a> Executor<'a> {
         }
     }
 
-    fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
-        if phase == Phase::Build {
-            let names = Names::Run(&self.outcome);
-            let seeds: Vec<(PhpLine, Seed)> = self
-                .plan
-                .steps_in(phase)
-                .filter_map(|step| match step {
-                    Step::Seed { php, .. } => {
-                        match actions(self.plan, step, &self.work_dir, &names).pop() {
-                            Some(Action::Seed(seed)) => Some((*php, seed)),
-                            other => unreachable!("a seed step's action is a seed, not {other:?}"),
-                        }
-                    }
-                    _ => None,
-                })
-                .collect();
-            for step in self.plan.steps_in(phase) {
-                let actions = actions(self.plan, step, &self.work_dir, &Names::Run(&self.outcome));
-                match step {
-                    // Run alongside the bake, by `bake`.
-                    Step::Seed { .. } => {}
-                    Step::Bake { lines, output, .. } => {
-                        self.bake(lines, output, docker_command(&actions[0]), &seeds)?
-                    }
-                    Step::Assemble { php, pin, .. } => {
-                        self.assemble(*php, pin, docker_command(&actions[0]))?
-                    }
-                    Step::ReadBack { php, pin, .. } => self.read_back(*php, pin, &actions[0])?,
-                    other => unreachable!("{other:?} is not a build step"),
-                }
-            }
-            return Ok(());
+    /// The doors of this run, with the executor's own docker.
+    fn doors(&self) -> Doors<'_> {
+        Doors {
+            docker: self.docker,
+            client: &self.client,
+            cosign: &self.cosign,
         }
-        let done = self.concurrently(phase)?;
+    }
+
+    fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            plan: self.plan,
+            mode: self.mode,
+            outcome: &self.outcome,
+            existing: &self.existing,
+        }
+    }
+
+    fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let names = Names::Run(&self.outcome);
+        let mut works = Vec::new();
+        for step in plan.steps_in(phase) {
+            match work(plan, step, &self.work_dir, &names) {
+                Work::Concurrent(work) => works.push((step, work)),
+                // A phase that builds runs one step after another: what it reads back depends on the bake.
+                Work::Build(_) => return self.one_by_one(phase),
+            }
+        }
+        let done = self.concurrently(&works)?;
         let verified_before = self.outcome.verified;
         for done in done {
             self.record(done);
@@ -1184,29 +1354,53 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
+    /// The build phase, one step after another: the bake (or the assemblies) with the seeds alongside, then
+    /// each line read back, each step's work decided when it starts, with the digests known by then.
+    fn one_by_one(&mut self, phase: Phase) -> anyhow::Result<()> {
+        let plan = self.plan;
+        let names = Names::Run(&self.outcome);
+        let seeds: Vec<(PhpLine, Seed)> = plan
+            .steps_in(phase)
+            .filter_map(|step| match work(plan, step, &self.work_dir, &names) {
+                Work::Build(BuildWork::Seed { step, seed }) => Some((step.php, seed)),
+                _ => None,
+            })
+            .collect();
+        for step in plan.steps_in(phase) {
+            match work(plan, step, &self.work_dir, &Names::Run(&self.outcome)) {
+                // Run alongside the bake, by `bake`.
+                Work::Build(BuildWork::Seed { .. }) => {}
+                Work::Build(BuildWork::Bake { step, command }) => {
+                    self.bake(&step.lines, &step.output, &command, &seeds)?
+                }
+                Work::Build(BuildWork::Assemble { step, command }) => {
+                    self.assemble(step.php, &step.pin, &command)?
+                }
+                Work::Build(BuildWork::ReadBack { step, read }) => {
+                    self.read_back(step.php, &step.pin, &read)?
+                }
+                Work::Concurrent(work) => {
+                    let done = self.ctx().perform(self.doors(), &work)?;
+                    self.record(done);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the steps of a phase at most [`PER_REGISTRY`] at a time per registry host; the first failure in step
     /// order is the phase's, and once one failed no further step starts.
-    fn concurrently(&self, phase: Phase) -> anyhow::Result<Vec<Done>> {
-        let steps: Vec<&Step> = self.plan.steps_in(phase).collect();
-        let names = Names::Run(&self.outcome);
-        let planned: Vec<Vec<Action>> = steps
-            .iter()
-            .map(|step| actions(self.plan, step, &self.work_dir, &names))
-            .collect();
+    fn concurrently(&self, works: &[(&Step, ConcurrentWork<'_>)]) -> anyhow::Result<Vec<Done>> {
         let mut queues: BTreeMap<String, VecDeque<usize>> = BTreeMap::new();
-        for (n, step) in steps.iter().enumerate() {
-            queues.entry(registry_of(step)).or_default().push_back(n);
+        for (n, (step, _)) in works.iter().enumerate() {
+            queues
+                .entry(step.registry().unwrap_or_default().to_owned())
+                .or_default()
+                .push_back(n);
         }
-        let ctx = Ctx {
-            plan: self.plan,
-            client: &self.client,
-            cosign: &self.cosign,
-            mode: self.mode,
-            outcome: &self.outcome,
-            existing: &self.existing,
-        };
+        let ctx = self.ctx();
         let results: Vec<Mutex<Option<anyhow::Result<Done>>>> =
-            steps.iter().map(|_| Mutex::new(None)).collect();
+            works.iter().map(|_| Mutex::new(None)).collect();
         let failed = AtomicBool::new(false);
         let queues: Vec<Mutex<VecDeque<usize>>> = queues.into_values().map(Mutex::new).collect();
         let mut workers = Vec::new();
@@ -1222,8 +1416,8 @@ impl<'a> Executor<'a> {
         }
         std::thread::scope(|scope| {
             for (queue, docker) in workers {
-                let (ctx, steps, planned, results, failed) =
-                    (&ctx, &steps, &planned, &results, &failed);
+                let (ctx, client, cosign, results, failed) =
+                    (&ctx, &self.client, &self.cosign, &results, &failed);
                 scope.spawn(move || loop {
                     if failed.load(Ordering::SeqCst) {
                         break;
@@ -1231,7 +1425,12 @@ impl<'a> Executor<'a> {
                     let Some(n) = queue.lock().expect("a worker panicked").pop_front() else {
                         break;
                     };
-                    let result = ctx.perform(&docker, steps[n], &planned[n]);
+                    let doors = Doors {
+                        docker: &docker,
+                        client,
+                        cosign,
+                    };
+                    let result = ctx.perform(doors, &works[n].1);
                     if result.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -1427,8 +1626,7 @@ impl<'a> Executor<'a> {
             .map(|(_, seed)| seed)
             .collect();
         for seed in &seeds {
-            self.docker
-                .record_line(&Action::Seed((*seed).clone()).to_string());
+            self.doors().journal(Action::Seed((*seed).clone()));
         }
         let built = self.seeding(&seeds, || {
             with_retries(|| self.docker.run_logged(command, &log))
@@ -1558,7 +1756,7 @@ impl<'a> Executor<'a> {
     }
 
     /// Reads back what was pushed: the registry's bytes decide, and they must be what buildx reported.
-    fn read_back(&mut self, php: PhpLine, pin: &ImageRef, action: &Action) -> anyhow::Result<()> {
+    fn read_back(&mut self, php: PhpLine, pin: &ImageRef, read: &Named) -> anyhow::Result<()> {
         if self.outcome.kept.contains(&php) {
             return Ok(());
         }
@@ -1567,18 +1765,15 @@ impl<'a> Executor<'a> {
             self.plan.bake_output()
         {
             // Read by digest: the client checks the bytes against it.
-            let Action::Read(image) = action else {
-                unreachable!("a read back reads")
-            };
-            read(self.docker, &self.client, action)
+            let image = known(read)?;
+            self.doors()
+                .read(image)
                 .with_context(|| format!("reading back {image}"))?;
             eprintln!("    pushed {image}");
-            self.outcome
-                .platform_images
-                .insert(php, image.known().clone());
+            self.outcome.platform_images.insert(php, image.clone());
             return Ok(());
         }
-        let (index, manifest) = read_index(self.docker, &self.client, action)?;
+        let (index, manifest) = read_index(self.doors(), known(read)?)?;
         if let Some(reported) = reported {
             ensure!(
                 index.digest == reported,
@@ -1600,12 +1795,12 @@ impl<'a> Executor<'a> {
         let mut references = Vec::new();
         for step in &self.plan.steps {
             let (php, reference, kind) = match step {
-                Step::Verify {
+                Step::Verify(VerifyStep {
                     phase: Phase::VerifyPins,
                     php,
                     reference,
-                } => (*php, reference, TagKind::Pin),
-                Step::Tag { php, to, kind, .. } if self.outcome.moved.contains(to) => {
+                }) => (*php, reference, TagKind::Pin),
+                Step::Tag(TagStep { php, to, kind, .. }) if self.outcome.moved.contains(to) => {
                     (*php, to, *kind)
                 }
                 _ => continue,
@@ -1622,7 +1817,7 @@ impl<'a> Executor<'a> {
                         .outcome
                         .signatures
                         .get(&(reference.namespace().clone(), php))?;
-                    Some(crate::notes::SignatureRecord {
+                    Some(crate::maintain::notes::SignatureRecord {
                         digest: digest.clone(),
                         verify: self
                             .plan
@@ -1643,27 +1838,6 @@ impl<'a> Executor<'a> {
             });
         }
         self.outcome.references = references;
-    }
-}
-
-/// The registry a step talks to, for the per-registry bound; steps that talk to none share one queue.
-fn registry_of(step: &Step) -> String {
-    match step {
-        Step::Login { registry, .. } => registry.host().to_owned(),
-        Step::Find { pin, .. }
-        | Step::ReadBack { pin, .. }
-        | Step::Size { pin, .. }
-        | Step::Assemble { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Copy { to, .. }
-        | Step::Tag { to, .. }
-        | Step::CopySignature { to, .. }
-        | Step::Seed { to, .. } => to.namespace().host().to_owned(),
-        Step::Sign { pin, .. } => pin.namespace().host().to_owned(),
-        Step::Verify { reference, .. }
-        | Step::VerifyAttestations { reference, .. }
-        | Step::VerifySignature { reference, .. } => reference.namespace().host().to_owned(),
-        Step::Scanner { image, .. } => image.namespace().host().to_owned(),
-        Step::Engine { .. } | Step::Bake { .. } | Step::SigningReady { .. } => String::new(),
     }
 }
 

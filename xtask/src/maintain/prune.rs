@@ -24,7 +24,7 @@ use stack_images::{
 };
 use xshell::Shell;
 
-use crate::{display_path, notes, project_root, split::PlatformDigests, table};
+use crate::{display_path, maintain::notes, project_root, release::split::PlatformDigests, table};
 
 #[derive(Args, Debug)]
 pub struct PruneCmd {

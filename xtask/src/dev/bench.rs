@@ -21,13 +21,14 @@ use testkit::{fixtures, stack as services};
 use xshell::Shell;
 
 use crate::{
-    execute::{Mode, Outcome},
-    git::Revision,
-    inputs::{Published, ReleaseArgs},
-    plan::{self, Plan, Step},
-    project_root, release,
-    signing::SigningFlag,
-    standins::{self, Flavour},
+    dev::standins::{self, Flavour},
+    project_root,
+    release::execute::{Mode, Outcome},
+    release::git::Revision,
+    release::inputs::{Published, ReleaseArgs},
+    release::plan::{self, Plan, Step, TagStep},
+    release::release,
+    release::signing::SigningFlag,
     table,
 };
 
@@ -212,7 +213,7 @@ struct Loopback {
 
 impl Loopback {
     fn fresh(&self, sh: &Shell) -> anyhow::Result<()> {
-        crate::demo::fresh_registry(sh, self.name, self.port)
+        crate::dev::demo::fresh_registry(sh, self.name, self.port)
             .context("the bench's registries: pick free ports with --port")
     }
 
@@ -329,7 +330,7 @@ impl Bench {
             matrix: (PathBuf::new(), PathBuf::new()),
             lines: lines.clone(),
             verify_matrices: Vec::new(),
-            revision: crate::git::head_revision(sh)?,
+            revision: crate::release::git::head_revision(sh)?,
             scratch,
             context,
             real,
@@ -371,7 +372,7 @@ impl Bench {
             let matrix_path = bench.scratch.join(format!("{name}.matrix.toml"));
             std::fs::write(&matrix_path, matrix_text(lines, platforms))?;
             let matrix = Matrix::load(&matrix_path)?;
-            let (lock, _) = crate::bases::refresh(&matrix, source, None)?;
+            let (lock, _) = crate::maintain::bases::refresh(&matrix, source, None)?;
             let lock_path = bench.scratch.join(format!("{name}.lock.toml"));
             std::fs::write(&lock_path, lock.render())
                 .with_context(|| format!("writing {}", lock_path.display()))?;
@@ -460,7 +461,7 @@ impl Bench {
             for command in &commands {
                 // The same retry policy as the release's docker calls: distribution answers a 500 now and then
                 // while buildx pushes several tags of one manifest at once.
-                crate::execute::with_retries(|| {
+                crate::release::execute::with_retries(|| {
                     attempts.set(attempts.get() + 1);
                     docker.run_logged(command, &log)
                 })
@@ -622,7 +623,7 @@ impl Bench {
     /// start by pull against by local build.
     fn launcher(&self, rounds: u32, raw: &mut Raw) -> anyhow::Result<()> {
         eprintln!("==> launcher: building target/debug/20i and the service stand-ins");
-        let launcher = crate::demo::build_launcher()?;
+        let launcher = crate::dev::demo::build_launcher()?;
         let image = match self.lines.iter().rev().find(|(_, f)| *f == Flavour::Real) {
             Some((php, _)) if self.real => {
                 // The last cold release's pin of the line (its registries stay up until the bench ends).
@@ -783,7 +784,7 @@ fn naive_commands(plan: &Plan) -> Vec<DockerCommand> {
             let mut tags = vec![build.pin.clone()];
             tags.extend(plan.mirrors.iter().map(|m| build.pin.in_namespace(m)));
             tags.extend(plan.steps.iter().filter_map(|step| match step {
-                Step::Tag { php, to, .. } if *php == build.php => Some(to.clone()),
+                Step::Tag(TagStep { php, to, .. }) if *php == build.php => Some(to.clone()),
                 _ => None,
             }));
             let context = project_root().join(&build.context);
