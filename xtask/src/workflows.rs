@@ -4,7 +4,10 @@
 //! `images/matrix.toml`, the one place that lists platforms and registries: the release's per-platform build
 //! jobs, the digests files the merge reads, the platforms QEMU emulates and the registries logged in to all come
 //! from it. Action pins (full commit SHAs) and the runner of each platform are tables below, so a change is one
-//! line and every workflow follows. `--check` fails on a stale file, showing the first differing line.
+//! line and every workflow follows. `--check` fails on a stale file, showing the first differing line. The tests
+//! hold the permissions to least privilege (`contents: write` only where a release page or pull request is written,
+//! `id-token: write` only where images or archives are signed), every job to a timeout and every action to a
+//! pinned row of `ACTIONS`.
 
 use std::path::{Path, PathBuf};
 
@@ -406,7 +409,7 @@ mod tests {
                 in_jobs = true;
                 continue;
             }
-            if !in_jobs || line.trim().is_empty() {
+            if !in_jobs || line.trim().is_empty() || line.trim_start().starts_with('#') {
                 continue;
             }
             if indent == 2 && line.trim_end().ends_with(':') {
@@ -425,6 +428,118 @@ mod tests {
             }
         }
         jobs
+    }
+
+    /// The generated workflow `file`.
+    fn workflow(file: &str) -> String {
+        generate(&Matrix::embedded())
+            .unwrap()
+            .into_iter()
+            .find(|(f, _)| *f == file)
+            .unwrap_or_else(|| panic!("no workflow {file}"))
+            .1
+    }
+
+    /// The text of `job` in `workflow`: its lines up to the next job.
+    #[track_caller]
+    fn job(workflow: &str, job: &str) -> String {
+        let start = workflow
+            .find(&format!("\n  {job}:\n"))
+            .unwrap_or_else(|| panic!("no job {job}"));
+        let body = &workflow[start + job.len() + 5..];
+        let end = body
+            .lines()
+            .scan(0, |offset, line| {
+                let at = *offset;
+                *offset += line.len() + 1;
+                Some((at, line))
+            })
+            .find(|(_, line)| {
+                line.len() > 2 && line.starts_with("  ") && !line[2..].starts_with([' ', '#'])
+            })
+            .map_or(body.len(), |(at, _)| at);
+        body[..end].to_owned()
+    }
+
+    fn perms(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn every_release_job_has_least_privilege() {
+        let release = workflow("release.yml");
+        assert!(release.contains("\npermissions: {}\n"));
+        let read = perms(&["contents: read"]);
+        let push = perms(&["contents: read", "packages: write"]);
+        let sign = perms(&["contents: read", "packages: write", "id-token: write"]);
+        assert_eq!(
+            job_permissions(&release),
+            vec![
+                ("plan".to_owned(), read),
+                ("build".to_owned(), push),
+                ("merge".to_owned(), sign.clone()),
+                ("republish".to_owned(), sign),
+                (
+                    "notes".to_owned(),
+                    perms(&["contents: write", "pull-requests: write"])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_release_page_and_the_bases_pull_request_write_and_only_signers_get_oidc() {
+        // (permission, the jobs of every workflow that hold it)
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "contents: write",
+                &[("release.yml", "notes"), ("bases.yml", "update")],
+            ),
+            (
+                "id-token: write",
+                &[("release.yml", "merge"), ("release.yml", "republish")],
+            ),
+            (
+                "pull-requests: write",
+                &[("release.yml", "notes"), ("bases.yml", "update")],
+            ),
+            (
+                "packages: write",
+                &[
+                    ("release.yml", "build"),
+                    ("release.yml", "merge"),
+                    ("release.yml", "republish"),
+                ],
+            ),
+        ];
+        let workflows = generate(&Matrix::embedded()).unwrap();
+        for (permission, expected) in cases {
+            let mut holders = Vec::new();
+            for (file, text) in &workflows {
+                for (job, entries) in job_permissions(text) {
+                    if entries.iter().any(|e| e == permission) {
+                        holders.push((*file, job));
+                    }
+                }
+            }
+            let mut expected: Vec<(&str, String)> =
+                expected.iter().map(|(f, j)| (*f, j.to_string())).collect();
+            expected.sort();
+            holders.sort();
+            assert_eq!(holders, expected, "{permission}");
+        }
+    }
+
+    #[test]
+    fn every_job_has_a_timeout() {
+        for (file, text) in generate(&Matrix::embedded()).unwrap() {
+            for (name, _) in job_permissions(&text) {
+                assert!(
+                    job(&text, &name).contains("\n    timeout-minutes: "),
+                    "{file}: job {name} has no timeout-minutes"
+                );
+            }
+        }
     }
 
     #[test]
@@ -469,6 +584,14 @@ mod tests {
                             && sha.bytes().all(|b| b.is_ascii_hexdigit())
                             && !comment.is_empty(),
                         "{file}:{}: `{uses}` is not pinned by SHA with a # vX.Y.Z comment",
+                        n + 1
+                    );
+                    assert!(
+                        ACTIONS
+                            .iter()
+                            .any(|a| reference == format!("{}@{}", a.name, a.sha)
+                                && comment == &a.version[1..]),
+                        "{file}:{}: `{uses}` is not a row of ACTIONS",
                         n + 1
                     );
                 }
