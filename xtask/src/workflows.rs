@@ -32,6 +32,22 @@ pub const REAL_STACK_PATHS: &[&str] = &[
     "launcher/tests/it/harness.rs",
 ];
 
+/// What the launcher's macOS CI job runs for (`ci.yml`, job `launcher-macos`): a change to any of these paths (the
+/// launcher, the crate compiled into it, their dependencies, the job itself).
+pub const LAUNCHER_PATHS: &[&str] = &[
+    "launcher/",
+    "images/",
+    "Cargo.lock",
+    "Cargo.toml",
+    ".github/workflows/ci.yml",
+];
+
+/// The GitHub-hosted Apple Silicon runner: the release's macOS archives and CI's macOS job. Checked on 2026-12-02:
+/// `macos-13` (the last Intel default) was retired on 2025-12-04 (actions/runner-images#13046), `macos-14` on
+/// 2026-11-02 (#13518); `macos-26` is generally available since 2026-02-26 and `macos-latest` since July 2026
+/// (#14167). A numbered label, so an image change is a reviewed line here, not a silent move of `macos-latest`.
+pub const MACOS_RUNNER: &str = "macos-26";
+
 /// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
 pub const HOST_PLATFORM: &str = "linux/amd64";
 
@@ -246,6 +262,8 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
 
     let mut values = vec![
         ("host_runner".to_owned(), host_runner.to_owned()),
+        ("macos_runner".to_owned(), MACOS_RUNNER.to_owned()),
+        ("launcher_paths".to_owned(), LAUNCHER_PATHS.join(" ")),
         ("real_stack_matrix".to_owned(), real_stack_matrix),
         ("real_stack_paths".to_owned(), REAL_STACK_PATHS.join(" ")),
         ("platforms".to_owned(), matrix.platforms.join(", ")),
@@ -387,12 +405,15 @@ mod tests {
                 assert!(ci.contains(&entry), "{entry}");
             }
         }
-        assert!(ci.contains("git diff --quiet HEAD^1 HEAD -- images/ launcher/stack/ "));
+        assert!(ci.contains(
+            "[[ $EVENT != pull_request ]] || ! git diff --quiet HEAD^1 HEAD -- \"$@\"\n"
+        ));
+        assert!(ci.contains(&format!("if touches {}; then", REAL_STACK_PATHS.join(" "))));
         assert!(ci.contains("if: needs.changes.outputs.real-stack == 'true'"));
         assert!(ci.contains("run: |\n          cargo test -p launcher --test it real_stack::\n"));
         assert_eq!(
             job_permissions(ci),
-            ["ci", "changes", "real-stack"]
+            ["ci", "changes", "real-stack", "launcher-macos"]
                 .map(|job| (job.to_owned(), vec!["contents: read".to_owned()]))
                 .to_vec()
         );
@@ -539,6 +560,23 @@ mod tests {
                     "{file}: job {name} has no timeout-minutes"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn ci_builds_and_tests_the_launcher_on_macos_when_it_changes() {
+        let ci = workflow("ci.yml");
+        let macos = job(&ci, "launcher-macos");
+        assert!(
+            macos.contains(&format!("    runs-on: {MACOS_RUNNER}\n")),
+            "{macos}"
+        );
+        assert!(macos.contains("    if: needs.changes.outputs.launcher-macos == 'true'\n"));
+        assert!(macos.contains("cargo test --locked -p launcher --bins\n"));
+        assert!(macos.contains("cargo test --locked -p stack-images --lib\n"));
+        assert!(ci.contains(&format!("if touches {}; then", LAUNCHER_PATHS.join(" "))));
+        for path in ["launcher/", "images/", "Cargo.lock"] {
+            assert!(LAUNCHER_PATHS.contains(&path), "{path}");
         }
     }
 
