@@ -3,11 +3,11 @@
 //! `.github/workflows/*.yml` are rendered from templates embedded here (`xtask/templates/`) and
 //! `images/matrix.toml`, the one place that lists platforms and registries: the release's per-platform build
 //! jobs, the digests files the merge reads, the platforms QEMU emulates and the registries logged in to all come
-//! from it. Action pins (full commit SHAs) and the runner of each platform are tables below, so a change is one
-//! line and every workflow follows. `--check` fails on a stale file, showing the first differing line. The tests
-//! hold the permissions to least privilege (`contents: write` only where a release page or pull request is written,
-//! `id-token: write` only where images or archives are signed), every job to a timeout and every action to a
-//! pinned row of `ACTIONS`.
+//! from it. Action pins (full commit SHAs), the runner of each platform and the launcher's archive builds (runner
+//! and targets, `LAUNCHER_BUILDS`) are tables below, so a change is one line and every workflow follows. `--check`
+//! fails on a stale file, showing the first differing line. The tests hold the permissions to least privilege
+//! (`contents: write` only where a release page or pull request is written, `id-token: write` only where images
+//! or archives are signed), every job to a timeout and every action to a pinned row of `ACTIONS`.
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +47,36 @@ pub const LAUNCHER_PATHS: &[&str] = &[
 /// 2026-11-02 (#13518); `macos-26` is generally available since 2026-02-26 and `macos-latest` since July 2026
 /// (#14167). A numbered label, so an image change is a reviewed line here, not a silent move of `macos-latest`.
 pub const MACOS_RUNNER: &str = "macos-26";
+
+/// The launcher's release archives: the runners of the release's `launcher` jobs, each with the targets of the
+/// launcher distribution contract it builds (docs/releasing.md). Both macOS targets share one Apple Silicon runner:
+/// Apple's toolchain links either architecture, and GitHub has been retiring its Intel images.
+pub const LAUNCHER_BUILDS: &[LauncherBuild] = &[
+    LauncherBuild {
+        name: "linux-x86_64",
+        runner: "ubuntu-24.04",
+        targets: &["x86_64-unknown-linux-musl"],
+    },
+    LauncherBuild {
+        name: "linux-aarch64",
+        runner: "ubuntu-24.04-arm",
+        targets: &["aarch64-unknown-linux-musl"],
+    },
+    LauncherBuild {
+        name: "macos",
+        runner: MACOS_RUNNER,
+        targets: &["aarch64-apple-darwin", "x86_64-apple-darwin"],
+    },
+];
+
+/// One `launcher` job of the release: a runner and the targets it builds, one `cargo xtask dist build` each.
+#[derive(Debug, Clone, Copy)]
+pub struct LauncherBuild {
+    /// The job's name and its artifact's suffix (`launcher-archives-NAME`).
+    pub name: &'static str,
+    pub runner: &'static str,
+    pub targets: &'static [&'static str],
+}
 
 /// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
 pub const HOST_PLATFORM: &str = "linux/amd64";
@@ -260,9 +290,20 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
 
+    let mut launcher_matrix = String::new();
+    for build in LAUNCHER_BUILDS {
+        launcher_matrix.push_str(&format!(
+            "- name: {}\n  runner: {}\n  targets: {}\n",
+            build.name,
+            build.runner,
+            build.targets.join(" ")
+        ));
+    }
+
     let mut values = vec![
         ("host_runner".to_owned(), host_runner.to_owned()),
         ("macos_runner".to_owned(), MACOS_RUNNER.to_owned()),
+        ("launcher_matrix".to_owned(), launcher_matrix),
         ("launcher_paths".to_owned(), LAUNCHER_PATHS.join(" ")),
         ("real_stack_matrix".to_owned(), real_stack_matrix),
         ("real_stack_paths".to_owned(), REAL_STACK_PATHS.join(" ")),
@@ -496,8 +537,9 @@ mod tests {
         assert_eq!(
             job_permissions(&release),
             vec![
-                ("plan".to_owned(), read),
+                ("plan".to_owned(), read.clone()),
                 ("build".to_owned(), push),
+                ("launcher".to_owned(), read),
                 ("merge".to_owned(), sign.clone()),
                 ("republish".to_owned(), sign),
                 (
@@ -561,6 +603,80 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_launcher_is_built_for_every_target_of_the_dist_contract_on_its_runner() {
+        let release = workflow("release.yml");
+        let launcher = job(&release, "launcher");
+        // (target, the runner that builds it): the contract's four, each once.
+        let cases = [
+            ("x86_64-unknown-linux-musl", "ubuntu-24.04"),
+            ("aarch64-unknown-linux-musl", "ubuntu-24.04-arm"),
+            ("aarch64-apple-darwin", MACOS_RUNNER),
+            ("x86_64-apple-darwin", MACOS_RUNNER),
+        ];
+        let built: Vec<&str> = LAUNCHER_BUILDS
+            .iter()
+            .flat_map(|b| b.targets.iter().copied())
+            .collect();
+        assert_eq!(built.len(), cases.len(), "{built:?}");
+        for (target, runner) in cases {
+            let build = LAUNCHER_BUILDS
+                .iter()
+                .find(|b| b.targets.contains(&target))
+                .unwrap_or_else(|| panic!("{target} is not built"));
+            assert_eq!(build.runner, runner, "{target}");
+            assert!(
+                launcher.contains(&format!(
+                    "- name: {}\n            runner: {runner}\n            targets: {}\n",
+                    build.name,
+                    build.targets.join(" ")
+                )),
+                "{target}:\n{launcher}"
+            );
+        }
+        assert!(launcher.contains("    needs: plan\n"));
+        assert!(launcher.contains("cargo xtask dist build --target \"$target\" --out dist\n"));
+        assert!(launcher.contains("        if: runner.os == 'Linux'\n"));
+        assert!(launcher.contains("name: launcher-archives-${{ matrix.name }}\n"));
+    }
+
+    #[test]
+    fn the_merge_seals_the_archives_before_any_tag_moves_and_the_notes_attach_them() {
+        let release = workflow("release.yml");
+        let merge = job(&release, "merge");
+        assert!(merge.contains("    needs: [build, launcher]\n"), "{merge}");
+        let position = |text: &str, needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+        };
+        // In order: the archives, cosign, the seal, the release that moves tags and records the archives, and
+        // the sealed folder kept for the notes job.
+        let steps = [
+            "pattern: launcher-archives-*\n          path: dist\n",
+            "uses: sigstore/cosign-installer@",
+            "run: cargo xtask dist seal dist --keyless\n",
+            "--launcher-dist dist\n",
+            "cargo xtask release merge \"$VERSION\"",
+            "name: launcher-dist-${{ env.VERSION }}\n          path: dist/\n",
+        ];
+        let at: Vec<usize> = steps.iter().map(|s| position(&merge, s)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{steps:?} at {at:?}");
+
+        let notes = job(&release, "notes");
+        let upload = position(
+            &notes,
+            "gh release upload \"$VERSION\" \"${files[@]}\" --clobber",
+        );
+        assert!(position(&notes, "name: launcher-dist-${{ env.VERSION }}\n") < upload);
+        assert_eq!(
+            notes
+                .matches("if: needs.merge.result == 'success'\n")
+                .count(),
+            2,
+            "a republish has no launcher to attach:\n{notes}"
+        );
     }
 
     #[test]
