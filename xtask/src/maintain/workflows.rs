@@ -3,8 +3,11 @@
 //! `.github/workflows/*.yml` are rendered from templates embedded here (`xtask/templates/`) and
 //! `images/matrix.toml`, the one place that lists platforms and registries: the release's per-platform build
 //! jobs, the digests files the merge reads, the platforms QEMU emulates and the registries logged in to all come
-//! from it. Action pins (full commit SHAs) and the runner of each platform are tables below, so a change is one
-//! line and every workflow follows. `--check` fails on a stale file, showing the first differing line.
+//! from it. Action pins (full commit SHAs), the runner of each platform and the launcher's archive builds (runner
+//! and targets, `LAUNCHER_BUILDS`) are tables below, so a change is one line and every workflow follows. `--check`
+//! fails on a stale file, showing the first differing line. The tests hold the permissions to least privilege
+//! (`contents: write` only where a release page or pull request is written, `id-token: write` only where images
+//! or archives are signed), every job to a timeout and every action to a pinned row of `ACTIONS`.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +31,52 @@ pub const REAL_STACK_PATHS: &[&str] = &[
     "launcher/tests/it/real_stack.rs",
     "launcher/tests/it/harness.rs",
 ];
+
+/// What the launcher's macOS CI job runs for (`ci.yml`, job `launcher-macos`): a change to any of these paths (the
+/// launcher, the crate compiled into it, their dependencies, the job itself).
+pub const LAUNCHER_PATHS: &[&str] = &[
+    "launcher/",
+    "images/",
+    "Cargo.lock",
+    "Cargo.toml",
+    ".github/workflows/ci.yml",
+];
+
+/// The GitHub-hosted Apple Silicon runner: the release's macOS archives and CI's macOS job. Checked on 2026-12-02:
+/// `macos-13` (the last Intel default) was retired on 2025-12-04 (actions/runner-images#13046), `macos-14` on
+/// 2026-11-02 (#13518); `macos-26` is generally available since 2026-02-26 and `macos-latest` since July 2026
+/// (#14167). A numbered label, so an image change is a reviewed line here, not a silent move of `macos-latest`.
+pub const MACOS_RUNNER: &str = "macos-26";
+
+/// The launcher's release archives: the runners of the release's `launcher` jobs, each with the targets of the
+/// launcher distribution contract it builds (docs/releasing.md). Both macOS targets share one Apple Silicon runner:
+/// Apple's toolchain links either architecture, and GitHub has been retiring its Intel images.
+pub const LAUNCHER_BUILDS: &[LauncherBuild] = &[
+    LauncherBuild {
+        name: "linux-x86_64",
+        runner: "ubuntu-24.04",
+        targets: &["x86_64-unknown-linux-musl"],
+    },
+    LauncherBuild {
+        name: "linux-aarch64",
+        runner: "ubuntu-24.04-arm",
+        targets: &["aarch64-unknown-linux-musl"],
+    },
+    LauncherBuild {
+        name: "macos",
+        runner: MACOS_RUNNER,
+        targets: &["aarch64-apple-darwin", "x86_64-apple-darwin"],
+    },
+];
+
+/// One `launcher` job of the release: a runner and the targets it builds, one `cargo xtask dist build` each.
+#[derive(Debug, Clone, Copy)]
+pub struct LauncherBuild {
+    /// The job's name and its artifact's suffix (`launcher-archives-NAME`).
+    pub name: &'static str,
+    pub runner: &'static str,
+    pub targets: &'static [&'static str],
+}
 
 /// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
 pub const HOST_PLATFORM: &str = "linux/amd64";
@@ -241,8 +290,21 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
 
+    let mut launcher_matrix = String::new();
+    for build in LAUNCHER_BUILDS {
+        launcher_matrix.push_str(&format!(
+            "- name: {}\n  runner: {}\n  targets: {}\n",
+            build.name,
+            build.runner,
+            build.targets.join(" ")
+        ));
+    }
+
     let mut values = vec![
         ("host_runner".to_owned(), host_runner.to_owned()),
+        ("macos_runner".to_owned(), MACOS_RUNNER.to_owned()),
+        ("launcher_matrix".to_owned(), launcher_matrix),
+        ("launcher_paths".to_owned(), LAUNCHER_PATHS.join(" ")),
         ("real_stack_matrix".to_owned(), real_stack_matrix),
         ("real_stack_paths".to_owned(), REAL_STACK_PATHS.join(" ")),
         ("platforms".to_owned(), matrix.platforms.join(", ")),
@@ -384,12 +446,15 @@ mod tests {
                 assert!(ci.contains(&entry), "{entry}");
             }
         }
-        assert!(ci.contains("git diff --quiet HEAD^1 HEAD -- images/ launcher/stack/ "));
+        assert!(ci.contains(
+            "[[ $EVENT != pull_request ]] || ! git diff --quiet HEAD^1 HEAD -- \"$@\"\n"
+        ));
+        assert!(ci.contains(&format!("if touches {}; then", REAL_STACK_PATHS.join(" "))));
         assert!(ci.contains("if: needs.changes.outputs.real-stack == 'true'"));
         assert!(ci.contains("run: |\n          cargo test -p launcher --test it real_stack::\n"));
         assert_eq!(
             job_permissions(ci),
-            ["ci", "changes", "real-stack"]
+            ["ci", "changes", "real-stack", "launcher-macos"]
                 .map(|job| (job.to_owned(), vec!["contents: read".to_owned()]))
                 .to_vec()
         );
@@ -406,7 +471,7 @@ mod tests {
                 in_jobs = true;
                 continue;
             }
-            if !in_jobs || line.trim().is_empty() {
+            if !in_jobs || line.trim().is_empty() || line.trim_start().starts_with('#') {
                 continue;
             }
             if indent == 2 && line.trim_end().ends_with(':') {
@@ -425,6 +490,210 @@ mod tests {
             }
         }
         jobs
+    }
+
+    /// The generated workflow `file`.
+    fn workflow(file: &str) -> String {
+        generate(&Matrix::embedded())
+            .unwrap()
+            .into_iter()
+            .find(|(f, _)| *f == file)
+            .unwrap_or_else(|| panic!("no workflow {file}"))
+            .1
+    }
+
+    /// The text of `job` in `workflow`: its lines up to the next job.
+    #[track_caller]
+    fn job(workflow: &str, job: &str) -> String {
+        let start = workflow
+            .find(&format!("\n  {job}:\n"))
+            .unwrap_or_else(|| panic!("no job {job}"));
+        let body = &workflow[start + job.len() + 5..];
+        let end = body
+            .lines()
+            .scan(0, |offset, line| {
+                let at = *offset;
+                *offset += line.len() + 1;
+                Some((at, line))
+            })
+            .find(|(_, line)| {
+                line.len() > 2 && line.starts_with("  ") && !line[2..].starts_with([' ', '#'])
+            })
+            .map_or(body.len(), |(at, _)| at);
+        body[..end].to_owned()
+    }
+
+    fn perms(entries: &[&str]) -> Vec<String> {
+        entries.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn every_release_job_has_least_privilege() {
+        let release = workflow("release.yml");
+        assert!(release.contains("\npermissions: {}\n"));
+        let read = perms(&["contents: read"]);
+        let push = perms(&["contents: read", "packages: write"]);
+        let sign = perms(&["contents: read", "packages: write", "id-token: write"]);
+        assert_eq!(
+            job_permissions(&release),
+            vec![
+                ("plan".to_owned(), read.clone()),
+                ("build".to_owned(), push),
+                ("launcher".to_owned(), read),
+                ("merge".to_owned(), sign.clone()),
+                ("republish".to_owned(), sign),
+                (
+                    "notes".to_owned(),
+                    perms(&["contents: write", "pull-requests: write"])
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_the_release_page_and_the_bases_pull_request_write_and_only_signers_get_oidc() {
+        // (permission, the jobs of every workflow that hold it)
+        let cases: &[(&str, &[(&str, &str)])] = &[
+            (
+                "contents: write",
+                &[("release.yml", "notes"), ("bases.yml", "update")],
+            ),
+            (
+                "id-token: write",
+                &[("release.yml", "merge"), ("release.yml", "republish")],
+            ),
+            (
+                "pull-requests: write",
+                &[("release.yml", "notes"), ("bases.yml", "update")],
+            ),
+            (
+                "packages: write",
+                &[
+                    ("release.yml", "build"),
+                    ("release.yml", "merge"),
+                    ("release.yml", "republish"),
+                ],
+            ),
+        ];
+        let workflows = generate(&Matrix::embedded()).unwrap();
+        for (permission, expected) in cases {
+            let mut holders = Vec::new();
+            for (file, text) in &workflows {
+                for (job, entries) in job_permissions(text) {
+                    if entries.iter().any(|e| e == permission) {
+                        holders.push((*file, job));
+                    }
+                }
+            }
+            let mut expected: Vec<(&str, String)> =
+                expected.iter().map(|(f, j)| (*f, j.to_string())).collect();
+            expected.sort();
+            holders.sort();
+            assert_eq!(holders, expected, "{permission}");
+        }
+    }
+
+    #[test]
+    fn every_job_has_a_timeout() {
+        for (file, text) in generate(&Matrix::embedded()).unwrap() {
+            for (name, _) in job_permissions(&text) {
+                assert!(
+                    job(&text, &name).contains("\n    timeout-minutes: "),
+                    "{file}: job {name} has no timeout-minutes"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_launcher_is_built_for_every_target_of_the_dist_contract_on_its_runner() {
+        let release = workflow("release.yml");
+        let launcher = job(&release, "launcher");
+        // (target, the runner that builds it): the contract's four, each once.
+        let cases = [
+            ("x86_64-unknown-linux-musl", "ubuntu-24.04"),
+            ("aarch64-unknown-linux-musl", "ubuntu-24.04-arm"),
+            ("aarch64-apple-darwin", MACOS_RUNNER),
+            ("x86_64-apple-darwin", MACOS_RUNNER),
+        ];
+        let built: Vec<&str> = LAUNCHER_BUILDS
+            .iter()
+            .flat_map(|b| b.targets.iter().copied())
+            .collect();
+        assert_eq!(built.len(), cases.len(), "{built:?}");
+        for (target, runner) in cases {
+            let build = LAUNCHER_BUILDS
+                .iter()
+                .find(|b| b.targets.contains(&target))
+                .unwrap_or_else(|| panic!("{target} is not built"));
+            assert_eq!(build.runner, runner, "{target}");
+            assert!(
+                launcher.contains(&format!(
+                    "- name: {}\n            runner: {runner}\n            targets: {}\n",
+                    build.name,
+                    build.targets.join(" ")
+                )),
+                "{target}:\n{launcher}"
+            );
+        }
+        assert!(launcher.contains("    needs: plan\n"));
+        assert!(launcher.contains("cargo xtask dist build --target \"$target\" --out dist\n"));
+        assert!(launcher.contains("        if: runner.os == 'Linux'\n"));
+        assert!(launcher.contains("name: launcher-archives-${{ matrix.name }}\n"));
+    }
+
+    #[test]
+    fn the_merge_seals_the_archives_before_any_tag_moves_and_the_notes_attach_them() {
+        let release = workflow("release.yml");
+        let merge = job(&release, "merge");
+        assert!(merge.contains("    needs: [build, launcher]\n"), "{merge}");
+        let position = |text: &str, needle: &str| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+        };
+        // In order: the archives, cosign, the seal, the release that moves tags and records the archives, and
+        // the sealed folder kept for the notes job.
+        let steps = [
+            "pattern: launcher-archives-*\n          path: dist\n",
+            "uses: sigstore/cosign-installer@",
+            "run: cargo xtask dist seal dist --keyless\n",
+            "--launcher-dist dist\n",
+            "cargo xtask release merge \"$VERSION\"",
+            "name: launcher-dist-${{ env.VERSION }}\n          path: dist/\n",
+        ];
+        let at: Vec<usize> = steps.iter().map(|s| position(&merge, s)).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{steps:?} at {at:?}");
+
+        let notes = job(&release, "notes");
+        let upload = position(
+            &notes,
+            "gh release upload \"$VERSION\" \"${files[@]}\" --clobber",
+        );
+        assert!(position(&notes, "name: launcher-dist-${{ env.VERSION }}\n") < upload);
+        assert_eq!(
+            notes
+                .matches("if: needs.merge.result == 'success'\n")
+                .count(),
+            2,
+            "a republish has no launcher to attach:\n{notes}"
+        );
+    }
+
+    #[test]
+    fn ci_builds_and_tests_the_launcher_on_macos_when_it_changes() {
+        let ci = workflow("ci.yml");
+        let macos = job(&ci, "launcher-macos");
+        assert!(
+            macos.contains(&format!("    runs-on: {MACOS_RUNNER}\n")),
+            "{macos}"
+        );
+        assert!(macos.contains("    if: needs.changes.outputs.launcher-macos == 'true'\n"));
+        assert!(macos.contains("cargo test --locked -p launcher --bins\n"));
+        assert!(macos.contains("cargo test --locked -p stack-images --lib\n"));
+        assert!(ci.contains(&format!("if touches {}; then", LAUNCHER_PATHS.join(" "))));
+        for path in ["launcher/", "images/", "Cargo.lock"] {
+            assert!(LAUNCHER_PATHS.contains(&path), "{path}");
+        }
     }
 
     #[test]
@@ -469,6 +738,14 @@ mod tests {
                             && sha.bytes().all(|b| b.is_ascii_hexdigit())
                             && !comment.is_empty(),
                         "{file}:{}: `{uses}` is not pinned by SHA with a # vX.Y.Z comment",
+                        n + 1
+                    );
+                    assert!(
+                        ACTIONS
+                            .iter()
+                            .any(|a| reference == format!("{}@{}", a.name, a.sha)
+                                && comment == &a.version[1..]),
+                        "{file}:{}: `{uses}` is not a row of ACTIONS",
                         n + 1
                     );
                 }
