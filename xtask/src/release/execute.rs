@@ -1319,12 +1319,16 @@ impl<'a> Executor<'a> {
 
     fn phase(&mut self, phase: Phase) -> anyhow::Result<()> {
         let plan = self.plan;
+        // A phase that builds runs one step after another: what it reads back depends on the bake, so its
+        // work is decided step by step, once the digests before it are known.
+        if plan.steps_in(phase).any(Step::builds) {
+            return self.one_by_one(phase);
+        }
         let names = Names::Run(&self.outcome);
         let mut works = Vec::new();
         for step in plan.steps_in(phase) {
             match work(plan, step, &self.work_dir, &names) {
                 Work::Concurrent(work) => works.push((step, work)),
-                // A phase that builds runs one step after another: what it reads back depends on the bake.
                 Work::Build(_) => return self.one_by_one(phase),
             }
         }
@@ -1361,6 +1365,7 @@ impl<'a> Executor<'a> {
         let names = Names::Run(&self.outcome);
         let seeds: Vec<(PhpLine, Seed)> = plan
             .steps_in(phase)
+            .filter(|step| matches!(step, Step::Seed(_)))
             .filter_map(|step| match work(plan, step, &self.work_dir, &names) {
                 Work::Build(BuildWork::Seed { step, seed }) => Some((step.php, seed)),
                 _ => None,

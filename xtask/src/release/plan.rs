@@ -333,6 +333,14 @@ pub struct TagStep {
 }
 
 impl Step {
+    /// A step of the build: what it does depends on what the steps before it built.
+    pub fn builds(&self) -> bool {
+        matches!(
+            self,
+            Step::Seed(_) | Step::Bake(_) | Step::Assemble(_) | Step::ReadBack(_)
+        )
+    }
+
     pub fn phase(&self) -> Phase {
         match self {
             Step::Engine(EngineStep { phase, .. })
