@@ -551,10 +551,10 @@ variables! {
     MYSQL_DATABASE mysql_database: String = default("site"), about "database created on first start";
     MYSQL_USER mysql_user: String = default("site"), about "database user created on first start";
     MYSQL_PASSWORD mysql_password: Secret = default("site"), parse secret, show |s| s.expose().to_owned(),
-        about "that user's password";
+        about "that user's password (the default `site` is documented, so not hidden in output)";
     MYSQL_ROOT_PASSWORD mysql_root_password: Secret = default("root"), parse secret,
         show |s| s.expose().to_owned(),
-        about "the database root password";
+        about "the database root password (the default `root` is documented, so not hidden in output)";
     PMA_IMAGE pma_image: ImageName = default("phpmyadmin/phpmyadmin:latest"), about "the phpMyAdmin image";
     PMA_PORT pma_port: Port = default(8081), about "host port of phpMyAdmin";
 }
@@ -649,25 +649,69 @@ impl Config {
     }
 
     /// The secret values, so text from outside (docker's messages) can be cleaned of them before it is printed.
+    /// A documented default ([`DOCUMENTED_DEFAULTS`]) is no secret: anyone can read it in the docs, and hiding
+    /// `site` would mangle every path and project name that holds the word.
     pub fn secret_values(&self) -> Vec<&str> {
         self.entries
             .iter()
             .filter_map(|e| match &e.value {
-                Value::Secret(secret) if !secret.expose().is_empty() => Some(secret.expose()),
+                Value::Secret(secret) if !secret.expose().is_empty() => Some((e, secret.expose())),
                 _ => None,
             })
+            .filter(|(e, value)| !is_documented_default(&e.name, value))
+            .map(|(_, value)| value)
             .collect()
     }
 
-    /// `text` with every secret value replaced by `(not shown)`.
+    /// `text` with every secret value replaced by `(not shown)` where it stands as a value (see
+    /// [`crate::redact`]): never inside other words.
     pub fn redact(&self, text: &str) -> String {
-        let mut secrets = self.secret_values();
-        // The longest first, so a secret containing another is replaced whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.into_iter().fold(text.to_owned(), |text, secret| {
-            text.replace(secret, "(not shown)")
+        crate::redact::redact(text, &self.secret_values())
+    }
+
+    /// The password variables left at their documented default while the published ports listen beyond
+    /// loopback (BIND_ADDRESS): anyone on the network can log in with them.
+    pub fn exposed_defaults(&self) -> Vec<&'static str> {
+        if self.bind_address.is_loopback() {
+            return Vec::new();
+        }
+        DOCUMENTED_DEFAULTS
+            .iter()
+            .filter(|(name, default)| {
+                self.entry(name)
+                    .is_some_and(|e| matches!(&e.value, Value::Secret(s) if s.expose() == *default))
+            })
+            .map(|(name, _)| *name)
+            .collect()
+    }
+
+    /// The warning printed once by `20i start` (and a line of `20i doctor`) when [`Config::exposed_defaults`] is
+    /// not empty.
+    pub fn exposed_defaults_warning(&self) -> Option<String> {
+        let names = self.exposed_defaults();
+        (!names.is_empty()).then(|| {
+            format!(
+                "BIND_ADDRESS={} publishes the stack beyond this machine, and {} {} the documented default: set                  {} in the project's .20i-local, or BIND_ADDRESS=127.0.0.1",
+                self.bind_address,
+                names.join(" and "),
+                if names.len() == 1 { "is" } else { "are" },
+                names
+                    .iter()
+                    .map(|n| format!("{n}=<a password of your own>"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
         })
     }
+}
+
+/// The passwords' documented defaults (docs/prebuilt-images.md, the variables' help): public, so not redacted.
+/// A test checks them against the `variables!` rows.
+pub const DOCUMENTED_DEFAULTS: &[(&str, &str)] =
+    &[("MYSQL_PASSWORD", "site"), ("MYSQL_ROOT_PASSWORD", "root")];
+
+fn is_documented_default(name: &str, value: &str) -> bool {
+    DOCUMENTED_DEFAULTS.contains(&(name, value))
 }
 
 /// The error for a value its variable's type does not accept: the value (unless secret), where it came from, and
@@ -1557,6 +1601,47 @@ mod tests {
 
     /// No secret from any layer in any error or shown value.
     #[test]
+    fn documented_defaults_are_not_hidden_and_warn_beyond_loopback() {
+        let config = resolve(&inputs(vec![])).unwrap();
+        for (name, default) in DOCUMENTED_DEFAULTS {
+            let entry = config.entry(name).unwrap();
+            assert!(
+                matches!(&entry.value, Value::Secret(s) if s.expose() == *default),
+                "{name}'s default is not {default}"
+            );
+        }
+        assert!(config.secret_values().is_empty());
+        let line = "project site3 in /home/u/mysite, MYSQL_PASSWORD=site, /root";
+        assert_eq!(config.redact(line), line);
+        assert_eq!(config.exposed_defaults_warning(), None);
+        let table: &[(&str, &[&str])] = &[
+            ("BIND_ADDRESS=127.0.0.1", &[]),
+            (
+                "BIND_ADDRESS=0.0.0.0",
+                &["MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"],
+            ),
+            (
+                "BIND_ADDRESS=192.168.1.5\nMYSQL_PASSWORD=x",
+                &["MYSQL_ROOT_PASSWORD"],
+            ),
+            (
+                "BIND_ADDRESS=0.0.0.0\nMYSQL_PASSWORD=x\nMYSQL_ROOT_PASSWORD=y",
+                &[],
+            ),
+        ];
+        for (text, expected) in table {
+            let config = resolve(&inputs(vec![layer(project(), text)])).unwrap();
+            assert_eq!(config.exposed_defaults(), *expected, "{text}");
+        }
+        let config = resolve(&inputs(vec![layer(project(), "BIND_ADDRESS=0.0.0.0\n")])).unwrap();
+        let warning = config.exposed_defaults_warning().unwrap();
+        assert!(
+            warning.contains("MYSQL_PASSWORD=<a password of your own>"),
+            "{warning}"
+        );
+    }
+
+    #[test]
     fn secrets_are_never_shown() {
         let layers = vec![
             layer(
@@ -1574,8 +1659,8 @@ mod tests {
         assert!(!shown.contains("hunter"), "{shown}");
         assert!(!format!("{config:?}").contains("hunter"));
         assert_eq!(
-            config.redact("a hunter2 b hunter5"),
-            "a (not shown) b (not shown)"
+            config.redact("a hunter2 b hunter5 hunter22"),
+            "a (not shown) b (not shown) hunter22"
         );
         let env = config.compose_env();
         assert!(env.contains(&("DB_PASS".to_owned(), "hunter3".to_owned())));

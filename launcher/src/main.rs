@@ -15,6 +15,7 @@ mod logs;
 mod pin;
 mod prune;
 mod pull;
+mod redact;
 mod selection;
 mod stack;
 mod start;

@@ -24,6 +24,9 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
     ensure_stack(config, &mut log)?;
+    if let Some(warning) = config.exposed_defaults_warning() {
+        writeln!(log, "warning: {warning}")?;
+    }
     // The stack's files first, then compose's reading of them, and only then the image: a broken file is
     // reported as one, before anything is pulled or built. A cached image needs neither, so then compose reads
     // the files only in `up` (which loads them before it touches a container), and `config` runs only if `up`
