@@ -13,6 +13,9 @@ pub const CONFIG: u8 = 2;
 pub const IMAGE: u8 = 3;
 /// The stack did not start or did not become healthy in WAIT_TIMEOUT.
 pub const STACK: u8 = 4;
+/// A check `20i start` runs before pulling failed (a port taken, the engine too old, CODE_DIR unreadable by the
+/// containers): nothing was pulled or started.
+pub const PREFLIGHT: u8 = 5;
 
 /// The table printed under `20i --help`.
 pub const HELP: &str = "\
@@ -22,7 +25,9 @@ Exit codes:
   2  invalid command line or configuration (a bad value, no compose file at STACK_FILE, a compose
      or module file compose refuses)
   3  the PHP-FPM image could not be obtained (pull failed with the fallback off, or the build failed)
-  4  the stack did not start, or was not healthy within WAIT_TIMEOUT";
+  4  the stack did not start, or was not healthy within WAIT_TIMEOUT
+  5  a check before the start failed (a host port taken, the engine too old, CODE_DIR not readable by
+     the containers): nothing was pulled or started; `20i doctor` shows every check";
 
 /// An error that decides the exit code.
 #[derive(Debug)]
@@ -42,6 +47,13 @@ impl Exit {
     pub fn image(message: String) -> Exit {
         Exit {
             code: IMAGE,
+            message,
+        }
+    }
+
+    pub fn preflight(message: String) -> Exit {
+        Exit {
+            code: PREFLIGHT,
             message,
         }
     }

@@ -13,6 +13,7 @@ mod image;
 mod init;
 mod logs;
 mod pin;
+mod preflight;
 mod prune;
 mod pull;
 mod redact;

@@ -13,6 +13,7 @@ use crate::{
     config::{self, Config, Loaded, Source},
     engine::{seconds, Engine},
     exit::Exit,
+    preflight,
     selection::{self, BaseImage, Build, Decision},
     stack::{self, Compose, Health, Unready},
 };
@@ -33,6 +34,7 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     // fails, to tell a broken file from an unhealthy stack: one docker process fewer on every cached start.
     let mut compose = Compose::new(config, &config.selected_reference())?;
     let engine = Engine::new()?;
+    preflight::before_start(config, &engine)?;
     let mut validated = false;
     let acquired = acquire::acquire(&engine, config, &mut log, &mut || {
         compose.validate(&engine, config)?;

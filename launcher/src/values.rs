@@ -22,6 +22,12 @@ impl FromStr for Port {
     }
 }
 
+impl Port {
+    pub fn number(self) -> u16 {
+        self.0
+    }
+}
+
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -93,8 +93,14 @@ impl Site {
             .prefix("20i-home-")
             .tempdir()
             .unwrap();
+        // tempfile makes the folder 0700; the site's folder must be readable by the containers' users (what
+        // `20i start` checks first), and so must be its own folder's contents.
         let code = home.path().join(&project);
         std::fs::create_dir_all(&code).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&code, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
         std::fs::write(code.join("index.html"), "hello from the site\n").unwrap();
         let context = home.path().join("php-fpm-standin");
         let [web, database, admin] = standins::free_ports().unwrap().map(|p| p.to_string());
