@@ -6,6 +6,7 @@ mod acquire;
 mod completions;
 mod config;
 mod destroy;
+mod doctor;
 mod engine;
 mod exit;
 mod freshness;
@@ -150,6 +151,30 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Check, without changing anything, what a start needs: each line ok, warning or failed, and what to do
+    #[command(
+        long_about = "Check, without changing anything, what `20i start` needs, one line per check: ok, \
+                            warning or failed, and what to do. The engine answers and is new enough; compose v2 \
+                            and buildx; the image store; the engine's platform against the image's (a warning \
+                            when it would run under emulation); the configured host ports free (naming what \
+                            holds one); free disk space; the configuration resolves (naming the layer of a bad \
+                            value); compose accepts the stack and module files; the containers can read \
+                            CODE_DIR; cosign and a key with VERIFY_SIGNATURE=true; with --online, each registry \
+                            answers with docker's credentials.\n\n\
+                            Exit 0 when no check failed (warnings included), 1 otherwise."
+    )]
+    Doctor {
+        /// Also ask each registry (IMAGE_REGISTRY, IMAGE_MIRRORS) for the image, with docker's credentials
+        #[arg(long)]
+        online: bool,
+        /// Print the checks as JSON
+        #[arg(long)]
+        json: bool,
+        /// Free disk space the engine must have (decimal units: 500M, 2G, 1.5T); a large value is how a test
+        /// simulates a full disk
+        #[arg(long, value_name = "SIZE", default_value = "2G")]
+        min_free_disk: doctor::DiskSize,
+    },
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -182,6 +207,20 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
             place: Some(config::Place::Flag("20i pin")),
         });
     }
+    if let Command::Doctor {
+        online,
+        json,
+        min_free_disk,
+    } = cli.command
+    {
+        // Doctor reports a configuration that does not resolve as one of its lines.
+        let options = doctor::Options {
+            online,
+            json,
+            min_free_disk,
+        };
+        return doctor::run(flags, &options);
+    }
     let loaded = config::load(flags).map_err(exit::Exit::config)?;
     match cli.command {
         Command::Start { explain: true } => start::explain(&loaded),
@@ -195,7 +234,7 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         Command::Init { force } => init::run(&loaded.config, force),
         Command::Pin { notes } => pin::run(&loaded.config, &notes),
         Command::Prune { apply } => prune::run(&loaded.config, apply),
-        Command::Completions { .. } => Ok(()),
+        Command::Completions { .. } | Command::Doctor { .. } => Ok(()),
     }
 }
 
@@ -220,7 +259,15 @@ mod tests {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "20i", &mut script);
             let script = String::from_utf8(script).unwrap();
-            for word in ["start", "destroy", "explain", "php-version", "use-prebuilt"] {
+            for word in [
+                "start",
+                "destroy",
+                "explain",
+                "php-version",
+                "use-prebuilt",
+                "doctor",
+                "min-free-disk",
+            ] {
                 assert!(script.contains(word), "{shell:?} completion lacks {word}");
             }
         }
@@ -230,7 +277,7 @@ mod tests {
     fn help_texts() {
         let mut command = Cli::command();
         insta::assert_snapshot!("help", command.render_long_help().to_string());
-        for sub in ["start", "logs", "pin"] {
+        for sub in ["start", "logs", "pin", "doctor"] {
             let help = command
                 .find_subcommand_mut(sub)
                 .expect("subcommand")

@@ -28,7 +28,7 @@ pub enum Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Status::Ok => "ok",
             Status::Warning => "warning",
             Status::Failed => "failed",
@@ -86,7 +86,7 @@ impl Line {
 /// `failed  ports  HOST_PORT=8080 is taken by …: set …`.
 impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<8} {:<14} {}", self.status, self.check, self.found)?;
+        write!(f, "{:<8} {:<16} {}", self.status, self.check, self.found)?;
         if let Some(fix) = &self.fix {
             write!(f, ": {fix}")?;
         }
