@@ -308,7 +308,8 @@ fn stack_files(engine: &Engine, config: &Config) -> Line {
         ),
         Err(error) => {
             let text = format!("{error:#}");
-            match text.split_once('\n') {
+            // The fix is the message's last line; compose's own message above it may have several.
+            match text.rsplit_once('\n') {
                 Some((found, fix)) => Line::failed("stack files", found.trim(), fix.trim()),
                 // The message says what to do itself (`no compose file at …: run `20i init` …`).
                 None => Line {

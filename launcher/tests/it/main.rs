@@ -2,6 +2,7 @@
 //! services (`make setup` provides them); every compose project a test starts is torn down by its guard.
 
 mod boundaries;
+mod doctor;
 mod faults;
 mod fresh;
 mod harness;
