@@ -23,6 +23,7 @@ mod stack;
 mod start;
 mod status;
 mod stop;
+mod summary;
 mod values;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
@@ -114,11 +115,18 @@ enum Command {
         /// Print every input that decides the image (value and source) and what start would do; start nothing
         #[arg(long)]
         explain: bool,
+        /// Print the summary (site, services, image, steps) as JSON
+        #[arg(long, conflicts_with = "explain")]
+        json: bool,
     },
     /// Stop the stack's containers (they keep their data)
     Stop,
-    /// Show the stack's containers and their health
-    Status,
+    /// Show the site's URL, each service's state, health and address, and the PHP-FPM image; start nothing
+    Status {
+        /// Print the summary as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the services' logs
     Logs {
         /// Keep following new output
@@ -223,10 +231,13 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     }
     let loaded = config::load(flags).map_err(exit::Exit::config)?;
     match cli.command {
-        Command::Start { explain: true } => start::explain(&loaded),
-        Command::Start { explain: false } => start::run(&loaded.config, started),
+        Command::Start { explain: true, .. } => start::explain(&loaded),
+        Command::Start {
+            explain: false,
+            json,
+        } => start::run(&loaded.config, started, json),
         Command::Stop => stop::run(&loaded.config),
-        Command::Status => status::run(&loaded.config),
+        Command::Status { json } => status::run(&loaded.config, json),
         Command::Logs { follow, services } => logs::run(&loaded.config, follow, &services),
         Command::Destroy => destroy::run(&loaded.config),
         Command::Image => image::run(&loaded.config),

@@ -2,7 +2,7 @@
 //! image ran, where it came from and how long each step took. `--explain` prints every input instead.
 
 use std::{
-    io::Write,
+    io::{IsTerminal, Write},
     time::{Duration, Instant},
 };
 
@@ -11,17 +11,18 @@ use anyhow::Context;
 use crate::{
     acquire::{self, Acquired},
     config::{self, Config, Loaded, Source},
-    engine::{seconds, Engine},
+    engine::Engine,
     exit::Exit,
     preflight,
     selection::{self, BaseImage, Build, Decision},
     stack::{self, Compose, Health, Unready},
+    summary::{self, Phase, Step, Times},
 };
 
 /// An `up --wait` that returns this close to its timeout may have given up on a service without saying so.
 const UP_TIMEOUT_MARGIN: Duration = Duration::from_secs(2);
 
-pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
+pub fn run(config: &Config, started: Instant, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let mut log = std::io::stderr();
     ensure_stack(config, &mut log)?;
@@ -94,7 +95,7 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     }
     let up_took = up_started.elapsed();
     report(
-        &mut out, config, &acquired, &compose, up_took, &engine, started,
+        &mut out, config, &acquired, &compose, up_took, &engine, started, json,
     )?;
     Ok(())
 }
@@ -211,6 +212,8 @@ fn ensure_stack(config: &Config, log: &mut dyn Write) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The summary after a start: one `docker ps` and one `docker image inspect` (for the digest) more.
+#[allow(clippy::too_many_arguments)]
 fn report(
     out: &mut dyn Write,
     config: &Config,
@@ -219,34 +222,56 @@ fn report(
     up_took: Duration,
     engine: &Engine,
     started: Instant,
+    json: bool,
 ) -> anyhow::Result<()> {
-    writeln!(out, "php-fpm  {} ({})", acquired.reference, acquired.origin)?;
-    for (what, took) in &acquired.steps {
-        writeln!(out, "  {what:<60} {}", seconds(*took))?;
-    }
     let modules = compose.files.len() - 1;
     let started_what = if modules == 0 {
         "started the stack, every service healthy".to_owned()
     } else {
         format!("started the stack and {modules} module(s), every service healthy")
     };
-    writeln!(out, "  {started_what:<60} {}", seconds(up_took))?;
-    writeln!(
-        out,
-        "stack    {} is up: site http://{}:{}, phpMyAdmin http://{}:{}",
-        config.project, config.bind_address, config.host_port, config.bind_address, config.pma_port
-    )?;
+    let mut steps: Vec<Step> = acquired
+        .steps
+        .iter()
+        .map(|(what, took)| Step {
+            phase: summary::phase_of(what),
+            what: what.clone(),
+            seconds: took.as_secs_f64(),
+        })
+        .collect();
+    steps.push(Step {
+        phase: Phase::Start,
+        what: started_what,
+        seconds: up_took.as_secs_f64(),
+    });
+    let listed =
+        summary::list(engine, &compose.project).context("listing the stack's containers")?;
+    let image = summary::php_fpm(
+        engine,
+        &acquired.reference,
+        Some(acquired.origin.to_string()),
+    );
+    let mut summary = summary::gather(config, &listed, image, steps);
     let total = started.elapsed();
     let docker = engine.docker_time();
-    let own = total.saturating_sub(docker);
-    writeln!(
-        out,
-        "time     total {:.3} s, docker {:.3} s, launcher {:.3} s ({:.1}% of the total)",
-        total.as_secs_f64(),
-        docker.as_secs_f64(),
-        own.as_secs_f64(),
-        100.0 * own.as_secs_f64() / total.as_secs_f64().max(f64::EPSILON)
-    )?;
+    summary.time = Some(Times {
+        total_seconds: total.as_secs_f64(),
+        docker_seconds: docker.as_secs_f64(),
+        launcher_seconds: total.saturating_sub(docker).as_secs_f64(),
+    });
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&summary)?)
+    } else if std::io::stdout().is_terminal() {
+        // On a terminal the site's URL is what the eye finds first: its line in bold.
+        let text = summary::render(&summary);
+        match text.split_once('\n') {
+            Some((first, rest)) => format!("\x1b[1m{first}\x1b[0m\n{rest}"),
+            None => text,
+        }
+    } else {
+        summary::render(&summary)
+    };
+    out.write_all(config.redact(&text).as_bytes())?;
     Ok(())
 }
 

@@ -1,17 +1,35 @@
-//! `20i status`: the stack's containers, their state and health (`docker compose ps`), and the pre-built image
+//! `20i status`: the same summary `20i start` ends with, without starting anything (the site's URL, each
+//! service's state, health and address, the PHP-FPM image with its digest; `--json` too), then the pre-built image
 //! selected: its digests, its release, and what the last republish check saw (from `~/.20i/state`, no request).
 
 use anyhow::Context;
 
-use crate::{acquire, config::Config, engine::Engine, freshness::Checks, stack::Compose};
+use stack_images::docker::DockerCommand;
 
-pub fn run(config: &Config) -> anyhow::Result<()> {
+use crate::{acquire, config::Config, engine::Engine, freshness::Checks, stack::Compose, summary};
+
+pub fn run(config: &Config, json: bool) -> anyhow::Result<()> {
     let compose = Compose::new(config, &config.selected_reference())?;
     let engine = Engine::new()?;
     compose.validate(&engine, config)?;
-    engine
-        .run_attached(&compose.command(["ps", "--all"]), &compose.env)
+    let listed = summary::list(&engine, &compose.project)
         .with_context(|| format!("listing the containers of project {}", config.project))?;
+    // The image the PHP-FPM container runs, else the one `20i start` would.
+    let running = listed
+        .iter()
+        .find(|l| l.service == "apache")
+        .and_then(|l| container_image(&engine, &l.container));
+    let reference = running.unwrap_or_else(|| config.selected_reference());
+    let image = summary::php_fpm(&engine, &reference, None);
+    let summary = summary::gather(config, &listed, image, Vec::new());
+    if json {
+        println!(
+            "{}",
+            config.redact(&serde_json::to_string_pretty(&summary)?)
+        );
+        return Ok(());
+    }
+    print!("{}", config.redact(&summary::render(&summary)));
     if config.use_prebuilt {
         let image = config.prebuilt_image();
         let local = acquire::inspect_local(&engine, &image.to_string())?;
@@ -22,6 +40,14 @@ pub fn run(config: &Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The image reference a container was created from.
+fn container_image(engine: &Engine, container: &str) -> Option<String> {
+    let command = DockerCommand::new(["inspect", "--format", "{{.Config.Image}}", "--", container]);
+    let bytes = engine.output(&command).ok()?;
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    (!text.is_empty()).then_some(text)
 }
 
 /// What `status` says of the selected pre-built image.
