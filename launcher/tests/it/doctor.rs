@@ -339,3 +339,76 @@ fn start_with_a_taken_port_stops_before_pulling_naming_the_port_and_its_variable
     );
     assert!(site.containers().is_empty(), "{:?}", site.containers());
 }
+
+#[test]
+fn start_and_status_json_show_the_same_site_services_and_image() {
+    let registry = testkit::Registry::start().unwrap();
+    let namespace = registry.namespace("stack");
+    let (image, _) = publish_php_fpm_standin(&namespace, "8.5");
+    let mut site = Site::new("summary");
+    site.set("IMAGE_REGISTRY", &namespace);
+    site.cleanup_images.push(image.clone());
+    let port = site.var("HOST_PORT").unwrap().to_owned();
+    let started = site.run(&["start", "--json"], &[]).ok();
+    let start: serde_json::Value =
+        serde_json::from_str(&started.stdout).expect("start --json prints JSON");
+    let url = format!("http://127.0.0.1:{port}/");
+    assert_eq!(start["site"], url.as_str(), "{}", started.stdout);
+    assert_eq!(start["php_fpm"]["reference"], image.as_str());
+    assert!(start["php_fpm"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        start["php_fpm"]["origin"],
+        format!("pulled from {namespace}").as_str()
+    );
+    let phases: Vec<&str> = start["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["phase"].as_str().unwrap())
+        .collect();
+    assert!(
+        phases.contains(&"pull") && phases.last() == Some(&"start"),
+        "{phases:?}"
+    );
+    let services: Vec<(&str, &str)> = start["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["service"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        services,
+        [
+            ("apache", "running"),
+            ("mariadb", "running"),
+            ("nginx", "running"),
+            ("phpmyadmin", "running")
+        ]
+    );
+    let mysql = format!("127.0.0.1:{}", site.var("MYSQL_PORT").unwrap());
+    assert!(
+        start["services"][1]["reach"]
+            .as_str()
+            .unwrap()
+            .starts_with(&mysql),
+        "{}",
+        started.stdout
+    );
+    // The URL printed answers (200; the nginx stand-in serves its own page).
+    let _page = testkit::probe::http_get(
+        port.parse().unwrap(),
+        "/",
+        std::time::Duration::from_secs(10),
+    )
+    .expect("the site's URL answers 200");
+
+    let status = site.run(&["status", "--json"], &[]).ok();
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(status["site"], start["site"]);
+    assert_eq!(status["services"], start["services"]);
+    assert_eq!(status["php_fpm"]["digest"], start["php_fpm"]["digest"]);
+    assert!(status.get("steps").is_none());
+}
