@@ -167,10 +167,7 @@ fn checks(
     lines.push(buildx(engine, use_prebuilt));
     if let Ok(info) = &info {
         lines.push(if info.containerd_store {
-            Line::ok(
-                "image store",
-                "containerd (multi-platform images, progress per layer)",
-            )
+            Line::ok("image store", "containerd (multi-platform images)")
         } else {
             Line::ok(
                 "image store",
