@@ -408,6 +408,8 @@ fn an_unlocked_line_says_its_base_is_not_pinned() {
 fn secrets_never_appear_in_any_output() {
     let bare = Bare::tripwire();
     let docker = std::env::var_os("DOCKER").map_or_else(|| PathBuf::from("docker"), PathBuf::from);
+    // Free ports: `start` checks them before it pulls, and the defaults (80, 3306, 8081) may be another's.
+    let [web, database, admin] = testkit::stack::free_ports().unwrap().map(|p| p.to_string());
     let with_real_docker = |args: &[&str], env: &[(&str, &str)]| {
         let mut env: Vec<(&str, &str)> = env.to_vec();
         let docker = docker.display().to_string();
@@ -421,6 +423,11 @@ fn secrets_never_appear_in_any_output() {
             .env("DOCKER", &docker);
         env.push(("IMAGE_REGISTRY", "127.0.0.1:9/nowhere"));
         env.push(("ALLOW_LOCAL_BUILD_FALLBACK", "false"));
+        env.extend([
+            ("HOST_PORT", web.as_str()),
+            ("MYSQL_PORT", database.as_str()),
+            ("PMA_PORT", admin.as_str()),
+        ]);
         for (name, value) in env {
             command.env(name, value);
         }
