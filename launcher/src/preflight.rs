@@ -382,7 +382,8 @@ pub fn access(mode: u32, uid: u32, gid: u32, user: &ContainerUser) -> u32 {
 /// CODE_DIR readable and traversable by the containers' users. Docker mounts the folder itself, so the folders
 /// above it do not matter (a site of mode 0755 under a 0750 home is served); the folder and each entry at its top
 /// (where `index.php` is) do: the first one a container user cannot read is named, with the `chmod` that fixes it.
-#[cfg(unix)]
+/// Linux only: Docker Desktop's file sharing (macOS, Windows) does not go by these bits.
+#[cfg(target_os = "linux")]
 pub fn code_dir(dir: &Path) -> Line {
     use std::os::unix::fs::MetadataExt;
     let check = "CODE_DIR";
@@ -459,7 +460,7 @@ pub fn code_dir(dir: &Path) -> Line {
     )
 }
 
-#[cfg(not(unix))]
+#[cfg(not(target_os = "linux"))]
 pub fn code_dir(dir: &Path) -> Line {
     Line::ok(
         "CODE_DIR",
@@ -609,7 +610,7 @@ mod tests {
         }
     }
 
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     #[test]
     fn code_dirs() {
         use std::os::unix::fs::PermissionsExt;
