@@ -931,3 +931,128 @@ fn plural(n: usize) -> &'static str {
         "s"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The notes of a one-line release `version` whose pin is `pin` and whose `php-8.4` (when `line` is given)
+    /// is `line`, in one registry, signed keyless.
+    fn notes(version: &str, pin: char, line: Option<char>) -> ReleaseNotes {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let entry = |tag: &str, kind: &str, d: char| {
+            format!(
+                r#"{{"ref": "ghcr.io/s/php-fpm:{tag}", "registry": "ghcr.io/s", "tag": "{tag}", "kind": "{kind}",
+                    "php": "8.4", "digest": "{}", "platforms": []{}}}"#,
+                digest(d),
+                if kind == "pin" {
+                    format!(
+                        r#", "signature": {{"digest": "{}", "verify": "cosign verify"}}"#,
+                        digest('f')
+                    )
+                } else {
+                    String::new()
+                }
+            )
+        };
+        let mut references = vec![entry(&format!("{version}-php-8.4"), "pin", pin)];
+        if let Some(line) = line {
+            references.push(entry("php-8.4", "line", line));
+        }
+        let text = format!(
+            r#"{{"version": "{version}", "prerelease": {}, "revision": "0123456789abcdef0123456789abcdef01234567",
+  "date": "2026-11-25", "created": "2026-11-25T10:00:00Z", "image": "php-fpm", "canonical": "ghcr.io/s",
+  "mirrors": [], "attestations": "provenance", "bases": [], "skipped": [],
+  "signing": {{"mode": "keyless", "identity": "https://github.com/o/r/.github/workflows/release.yml@refs/tags/{version}",
+               "issuer": "https://token.actions.githubusercontent.com"}},
+  "images": [{{"php": "8.4", "digest": "{}", "platforms": [
+    {{"platform": "linux/amd64", "size": 1, "digest": "{}", "attestation": "{}"}}]}}],
+  "references": [{}]}}"#,
+            version.contains('-'),
+            digest(pin),
+            digest('1'),
+            digest('2'),
+            references.join(",\n")
+        );
+        ReleaseNotes::parse(&text).unwrap()
+    }
+
+    /// Each check as `kind place expected (release)`.
+    fn describe(checks: &[Check]) -> Vec<String> {
+        checks
+            .iter()
+            .map(|check| {
+                let kind = match check {
+                    Check::Tag { .. } => "tag",
+                    Check::Child { .. } => "child",
+                    Check::Signature { .. } => "signature",
+                    Check::Verify { .. } => "verify",
+                };
+                let expected = expected(check);
+                format!(
+                    "{kind} {} {} ({})",
+                    check.place(),
+                    &expected[..expected.len().min(10)],
+                    check.release()
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_moving_tag_is_held_to_the_newest_release_that_records_it_and_each_item_is_read_once() {
+        let all = [
+            notes("v1.0.0", 'a', Some('a')),
+            notes("v1.1.0", 'b', Some('b')),
+            // A prerelease moves no line tag: its notes record none.
+            notes("v1.2.0-rc.1", 'c', None),
+        ];
+        let no_key = |_: &ReleaseNotes, _: &str| -> Result<PathBuf, String> { unreachable!() };
+        // (which releases, signature checks, the checks planned)
+        let cases: [(Option<&str>, SignatureCheck, &[&str]); 3] = [
+            (
+                None,
+                SignatureCheck::Digest,
+                &[
+                    "tag ghcr.io/s/php-fpm:v1.2.0-rc.1-php-8.4 sha256:ccc (v1.2.0-rc.1)",
+                    "child ghcr.io/s/php-fpm@sha256:1111111111111111111111111111111111111111111111111111111111111111 sha256:111 (v1.2.0-rc.1)",
+                    "child ghcr.io/s/php-fpm@sha256:2222222222222222222222222222222222222222222222222222222222222222 sha256:222 (v1.2.0-rc.1)",
+                    "signature ghcr.io/s/php-fpm:v1.2.0-rc.1-php-8.4 sha256:fff (v1.2.0-rc.1)",
+                    "tag ghcr.io/s/php-fpm:v1.1.0-php-8.4 sha256:bbb (v1.1.0)",
+                    "signature ghcr.io/s/php-fpm:v1.1.0-php-8.4 sha256:fff (v1.1.0)",
+                    "tag ghcr.io/s/php-fpm:php-8.4 sha256:bbb (v1.1.0)",
+                    "tag ghcr.io/s/php-fpm:v1.0.0-php-8.4 sha256:aaa (v1.0.0)",
+                    "signature ghcr.io/s/php-fpm:v1.0.0-php-8.4 sha256:fff (v1.0.0)",
+                ],
+            ),
+            // One release: its superseded php-8.4 is not its to check.
+            (
+                Some("v1.0.0"),
+                SignatureCheck::Digest,
+                &[
+                    "tag ghcr.io/s/php-fpm:v1.0.0-php-8.4 sha256:aaa (v1.0.0)",
+                    "child ghcr.io/s/php-fpm@sha256:1111111111111111111111111111111111111111111111111111111111111111 sha256:111 (v1.0.0)",
+                    "child ghcr.io/s/php-fpm@sha256:2222222222222222222222222222222222222222222222222222222222222222 sha256:222 (v1.0.0)",
+                    "signature ghcr.io/s/php-fpm:v1.0.0-php-8.4 sha256:fff (v1.0.0)",
+                ],
+            ),
+            (
+                Some("v1.1.0"),
+                SignatureCheck::Verify,
+                &[
+                    "tag ghcr.io/s/php-fpm:v1.1.0-php-8.4 sha256:bbb (v1.1.0)",
+                    "child ghcr.io/s/php-fpm@sha256:1111111111111111111111111111111111111111111111111111111111111111 sha256:111 (v1.1.0)",
+                    "child ghcr.io/s/php-fpm@sha256:2222222222222222222222222222222222222222222222222222222222222222 sha256:222 (v1.1.0)",
+                    "signature ghcr.io/s/php-fpm:v1.1.0-php-8.4 sha256:fff (v1.1.0)",
+                    "verify ghcr.io/s/php-fpm:v1.1.0-php-8.4 a verified (v1.1.0)",
+                    "tag ghcr.io/s/php-fpm:php-8.4 sha256:bbb (v1.1.0)",
+                ],
+            ),
+        ];
+        for (only, signatures, expected) in cases {
+            let only: Option<ReleaseVersion> = only.map(|v| v.parse().unwrap());
+            let checks = plan(&all, only.as_ref(), signatures, &no_key);
+            assert_eq!(describe(&checks), expected, "{only:?}");
+        }
+    }
+}
