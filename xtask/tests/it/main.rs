@@ -10,6 +10,7 @@ mod hosted;
 mod injection;
 mod notes;
 mod plan;
+mod progress;
 mod prune;
 mod release;
 mod sbom;
