@@ -197,6 +197,8 @@ impl std::fmt::Display for Finding {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
     Holds,
+    /// Not tried: what it depends on drifted, and that finding says so.
+    Skipped,
     Drift {
         kind: Kind,
         found: String,
@@ -344,7 +346,7 @@ impl Report {
             .zip(&self.outcomes)
             .filter_map(|(check, outcome)| {
                 let (kind, found, expected) = match outcome {
-                    Outcome::Holds => return None,
+                    Outcome::Holds | Outcome::Skipped => return None,
                     Outcome::Drift {
                         kind,
                         found,
@@ -481,7 +483,7 @@ impl<'a> Auditor<'a> {
             Check::Verify { pin, verifier, .. } => {
                 if !self.signed.contains(pin) {
                     // Its signature manifest drifted or was not read: that finding says so already.
-                    return Outcome::Holds;
+                    return Outcome::Skipped;
                 }
                 let verifier = match verifier {
                     Ok(verifier) => verifier,
@@ -583,7 +585,7 @@ pub fn plan_repairs(report: &Report, all: &[ReleaseNotes], auditor: &Auditor) ->
     let mut repairs = Vec::new();
     for (check, outcome) in report.checks.iter().zip(&report.outcomes) {
         let finding = match outcome {
-            Outcome::Holds => continue,
+            Outcome::Holds | Outcome::Skipped => continue,
             _ => findings
                 .next()
                 .expect("one finding per outcome that is not Holds"),
@@ -603,8 +605,18 @@ pub fn plan_repairs(report: &Report, all: &[ReleaseNotes], auditor: &Auditor) ->
             .chain(&notes.mirrors)
             .map(|n: &Namespace| n.repository(&notes.image))
             .collect();
+        let tagged = match check {
+            Check::Tag { reference, .. } => reference,
+            Check::Child { of, .. } => of,
+            Check::Signature { tagged, .. } | Check::Verify { tagged, .. } => tagged,
+        };
+        let line = notes
+            .references
+            .iter()
+            .find(|r| r.reference == *tagged)
+            .map_or_else(|| "M.m".to_owned(), |r| r.php.to_string());
         let republish = format!(
-            "no registry holds {expected} any more: republish the line (`cargo xtask republish {} --lines M.m \
+            "no registry holds {expected} any more: republish the line (`cargo xtask republish {} --lines {line} \
              --reason …`) or restore the manifest from a backup, then run the audit again",
             notes.version
         );
@@ -780,6 +792,7 @@ impl AuditCmd {
         let holds = report.count(|o| *o == Outcome::Holds);
         let unchecked = report.count(|o| matches!(o, Outcome::Unchecked(_)));
         let drifted = report.count(|o| matches!(o, Outcome::Drift { .. }));
+        let skipped = report.count(|o| *o == Outcome::Skipped);
 
         let repairs = if self.repair {
             plan_repairs(&report, &all, &auditor)
@@ -797,11 +810,16 @@ impl AuditCmd {
             }
             println!(
                 "audited {} release{} ({}): {} checks, {holds} hold, {drifted} drifted, {unchecked} could not be \
-                 checked, in {:.2} s",
+                 checked{}, in {:.2} s",
                 releases.len(),
                 plural(releases.len()),
                 releases.join(", "),
                 report.checks.len(),
+                if skipped > 0 {
+                    format!(", {skipped} not tried (a signature that drifted is not verified)")
+                } else {
+                    String::new()
+                },
                 report.seconds
             );
         }

@@ -317,7 +317,10 @@ fn audit_reports_each_drift_as_it_is_and_repair_puts_back_what_verified_bytes_al
     eprintln!("{}", text(&repaired));
     let out = String::from_utf8_lossy(&repaired.stdout);
     assert_eq!(out.matches("repaired: ").count(), 3, "{out}");
-    assert!(out.contains("republish"), "{out}");
+    assert!(
+        out.contains("republish the line (`cargo xtask republish v1.1.0 --lines 8.5"),
+        "{out}"
+    );
     for (entry, registry) in [(&pin82, "mirror"), (&line84, "stack")] {
         let name = direct(&setup, entry["ref"].as_str().unwrap());
         assert_eq!(
