@@ -429,6 +429,15 @@ fn freshen(
                 )?;
                 Fresh::Asked
             }
+            Freshness::Overwritten { recorded, found } => {
+                writeln!(
+                    log,
+                    "{image} now serves {found}, not the {recorded} recorded here, and its index says no republish: \
+                     a pin never changes, so it was overwritten. Not pulled: starting the cached image. Tell the \
+                     project's maintainers (`cargo xtask audit` finds and repairs this)"
+                )?;
+                Fresh::Asked
+            }
         },
     )
 }

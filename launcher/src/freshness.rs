@@ -146,21 +146,31 @@ pub enum Freshness {
     Current,
     /// The registry serves another digest: pull it.
     Newer(Remote),
-    /// A pin holds the image, and the registry serves another digest: keep the pin, say how to move it.
+    /// A pin holds the image, and the registry serves a republished digest: keep the pin, say how to move it.
     PinnedButNewer { pinned: Digest, newer: Remote },
+    /// The registry serves another digest under the pin tag (every pre-built image is a `vX.Y.Z-php-M.m` pin)
+    /// without a republish's annotations: the pin was overwritten. Reported and never pulled (`cargo xtask
+    /// audit` finds and repairs it on the project's side).
+    Overwritten { recorded: Digest, found: Digest },
 }
 
 /// Compares what is cached (known by these digests, one per repository it came from) and pinned with what the
-/// registry serves.
+/// registry serves. Only a republish (its index says when and why) changes a pin tag's digest: any other change
+/// is an overwrite.
 pub fn compare(cached: &[Digest], pin: Option<&Digest>, remote: Remote) -> Freshness {
-    match pin {
-        Some(pinned) if *pinned != remote.digest => Freshness::PinnedButNewer {
+    match (pin, cached.first()) {
+        (Some(pinned), _) if *pinned == remote.digest => Freshness::Current,
+        (None, _) if cached.contains(&remote.digest) => Freshness::Current,
+        (Some(pinned), _) if remote.republished.is_some() => Freshness::PinnedButNewer {
             pinned: pinned.clone(),
             newer: remote,
         },
-        Some(_) => Freshness::Current,
-        None if cached.contains(&remote.digest) => Freshness::Current,
-        None => Freshness::Newer(remote),
+        (None, _) if remote.republished.is_some() => Freshness::Newer(remote),
+        (Some(recorded), _) | (None, Some(recorded)) => Freshness::Overwritten {
+            recorded: recorded.clone(),
+            found: remote.digest,
+        },
+        (None, None) => Freshness::Newer(remote),
     }
 }
 
@@ -289,24 +299,52 @@ mod tests {
             digest: digest(c),
             republished: None,
         };
+        let republished = |c| Remote {
+            digest: digest(c),
+            republished: Some(Republished {
+                date: "2026-12-01".to_owned(),
+                reason: "CVE".to_owned(),
+            }),
+        };
+        let overwritten = |recorded, found| Freshness::Overwritten {
+            recorded: digest(recorded),
+            found: digest(found),
+        };
         let cached = [digest('a'), digest('e')];
-        assert_eq!(compare(&cached, None, remote('a')), Freshness::Current);
-        assert_eq!(compare(&cached, None, remote('e')), Freshness::Current);
-        assert_eq!(
-            compare(&cached, None, remote('b')),
-            Freshness::Newer(remote('b'))
-        );
-        assert_eq!(
-            compare(&cached, Some(&digest('a')), remote('a')),
-            Freshness::Current
-        );
-        assert_eq!(
-            compare(&cached, Some(&digest('a')), remote('b')),
-            Freshness::PinnedButNewer {
-                pinned: digest('a'),
-                newer: remote('b')
-            }
-        );
+        let a = Some(digest('a'));
+        // (cached, pin, what the registry serves, what it means)
+        let cases = [
+            (&cached[..], None, remote('a'), Freshness::Current),
+            (&cached, None, remote('e'), Freshness::Current),
+            (
+                &cached,
+                None,
+                republished('b'),
+                Freshness::Newer(republished('b')),
+            ),
+            (&cached, None, remote('b'), overwritten('a', 'b')),
+            (&[], None, remote('b'), Freshness::Newer(remote('b'))),
+            (&cached, a.clone(), remote('a'), Freshness::Current),
+            (
+                &cached,
+                a.clone(),
+                republished('b'),
+                Freshness::PinnedButNewer {
+                    pinned: digest('a'),
+                    newer: republished('b'),
+                },
+            ),
+            (&cached, a.clone(), remote('b'), overwritten('a', 'b')),
+            (&[], a, remote('b'), overwritten('a', 'b')),
+        ];
+        for (cached, pin, remote, expected) in cases {
+            let described = format!("{cached:?} {pin:?} {remote:?}");
+            assert_eq!(
+                compare(cached, pin.as_ref(), remote),
+                expected,
+                "{described}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod dev;
 pub mod maintain;
+pub mod progress;
 pub mod release;
 mod table;
 

@@ -40,6 +40,8 @@ enum Command {
     Bases(maintain::bases::BasesCmd),
     /// List what a registry holds that no tag and no release's notes reach; --apply deletes it
     Prune(maintain::prune::PruneCmd),
+    /// Check every release's pins, tags, platforms and signatures in every registry; --repair puts back drift
+    Audit(maintain::audit::AuditCmd),
 }
 
 fn main() -> ExitCode {
@@ -75,5 +77,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bases(cmd) => cmd.run(&sh),
         Command::Bench(cmd) => cmd.run(&sh),
         Command::Prune(cmd) => cmd.run(&sh),
+        Command::Audit(cmd) => cmd.run(&sh),
     }
 }

@@ -289,15 +289,21 @@ fn a_pull_policy_check_through_ghcr_like_sends_head_and_sees_a_moved_tag() {
         "the check sent a manifest GET"
     );
 
-    // The tag moved: the check says so and the new digest is pulled.
+    // The pin tag overwritten (other bytes, no republish annotations): reported, not pulled; the cached image
+    // stays.
     let (_, moved) = ghcr.push("8.5", "second");
-    let newer = site.run(&["pull"], &[("PULL_POLICY", "always")]).ok();
-    newer.expect_stdout(&format!("(pulled from {})", ghcr.namespace()));
+    let gets = ghcr.manifest_requests("GET");
+    let overwritten = site.run(&["pull"], &[("PULL_POLICY", "always")]).ok();
+    overwritten.expect_stdout(&format!("(cache (checked with {}))", ghcr.namespace()));
     assert!(
-        said(&newer).contains(&format!("{image} now serves {moved}")),
+        said(&overwritten).contains(&format!("{image} now serves {moved}"))
+            && said(&overwritten).contains("it was overwritten. Not pulled"),
         "{}",
-        said(&newer)
+        said(&overwritten)
     );
+    assert!(!said(&overwritten).contains("(pulled from"));
+    // At most one GET read its annotations (a digest not seen before); docker pulled nothing.
+    assert!(ghcr.manifest_requests("GET") <= gets + 1);
 }
 
 #[test]

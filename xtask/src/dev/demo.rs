@@ -9,7 +9,9 @@
 //! the others, said line by line. Every other step is the real release. The pins are signed with a throwaway
 //! cosign key pair made for the run (its password random, given to cosign's environment alone), whose public key
 //! the demo names with a `cosign verify` line to run by hand. It ends with the one-line `20i start` that runs the
-//! stack from what it published, with the real nginx and MariaDB stand-ins.
+//! stack from what it published, with the real nginx and MariaDB stand-ins. It says which of its phases it is in
+//! and for how long (`crate::progress`), the release's own phases and steps inside it, and every long wait (the
+//! stand-ins under emulation, the bake whose log goes to a file) says it is still at it at least every 10 s.
 
 use std::{
     io::Read,
@@ -31,6 +33,7 @@ use crate::{
     dev::standins::{self, Flavour},
     display_path,
     maintain::bases,
+    progress::Progress,
     project_root,
     release::execute::{Mode, Outcome},
     release::git::Revision,
@@ -82,7 +85,13 @@ impl DemoCmd {
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
         let (canonical_port, mirror_port) = (self.port, self.port + 1);
-        let docker_config = start_registries(sh, canonical_port, mirror_port)?;
+        // Stand-ins under emulation and the build (its log in a file) take minutes: never silent for long.
+        let progress = Progress::detect();
+        let phases = 6;
+        progress.phase(1, phases, "registries");
+        let docker_config = progress.heartbeat("starting the registries", || {
+            start_registries(sh, canonical_port, mirror_port)
+        })?;
 
         let matrix = Matrix::load(&project_root().join(MATRIX_PATH))?;
         let lines: Vec<(PhpLine, Flavour)> = matrix
@@ -90,25 +99,29 @@ impl DemoCmd {
             .into_iter()
             .map(|php| (php, Flavour::of(php, !self.busybox)))
             .collect();
+        progress.phase(2, phases, "bases");
         announce(&lines);
         let source: Repository =
             format!("127.0.0.1:{canonical_port}/fixtures/php-standin").parse()?;
-        let lock = publish_bases(&matrix, &source, &lines, &scratch)?;
+        let lock = publish_bases(&matrix, &source, &lines, &scratch, &progress)?;
         let context = scratch.join("context");
         standins::write_context(&context, &lines)?;
         let scanner_namespace = format!("127.0.0.1:{canonical_port}/fixtures");
-        eprintln!("==> SBOM scanner stand-in: {scanner_namespace}/{} (testkit/standins/sbom-scanner; docker/buildkit-syft-scanner needs Docker Hub)", testkit::sbom_scanner::NAME);
-        let scanner: stack_images::ImageRef = testkit::sbom_scanner::push(&scanner_namespace)
+        progress.phase(3, phases, "SBOM scanner");
+        eprintln!("    SBOM scanner stand-in: {scanner_namespace}/{} (testkit/standins/sbom-scanner; docker/buildkit-syft-scanner needs Docker Hub)", testkit::sbom_scanner::NAME);
+        let scanner: stack_images::ImageRef = progress
+            .heartbeat("building the SBOM scanner stand-in", || {
+                testkit::sbom_scanner::push(&scanner_namespace)
+            })
             .context("building the SBOM scanner stand-in")?
             .parse()?;
 
         let keys = scratch.join("cosign");
-        eprintln!(
-            "==> signing key: a throwaway cosign key pair in {}",
-            display_path(&keys)
-        );
+        progress.phase(4, phases, "signing key");
+        eprintln!("    a throwaway cosign key pair in {}", display_path(&keys));
         let cosign = throwaway_keys(&keys)?;
 
+        progress.phase(5, phases, "release (its own phases follow)");
         let (plan, outcome, page) = release(
             sh,
             canonical_port,
@@ -120,7 +133,8 @@ impl DemoCmd {
         )?;
         print_signature(&plan, &outcome, &keys.join("demo.pub"))?;
         print_next_steps(&plan, &page, self.busybox, &docker_config);
-        print_start_command(&plan, &outcome, &lines, &docker_config)?;
+        progress.phase(6, phases, "the stack's other services");
+        print_start_command(&plan, &outcome, &lines, &docker_config, &progress)?;
         Ok(())
     }
 }
@@ -228,7 +242,7 @@ pub fn fresh_registry(sh: &Shell, name: &str, port: u16) -> anyhow::Result<()> {
 
 /// Says, line by line, what each image is built from.
 fn announce(lines: &[(PhpLine, Flavour)]) {
-    eprintln!("==> what each line is built from (Docker Hub's php images cannot be pulled here):");
+    eprintln!("    what each line is built from (Docker Hub's php images cannot be pulled here):");
     for (php, flavour) in lines {
         eprintln!("    PHP {php}: {}", flavour.describe());
     }
@@ -240,9 +254,14 @@ fn publish_bases(
     source: &Repository,
     lines: &[(PhpLine, Flavour)],
     scratch: &Path,
+    progress: &Progress,
 ) -> anyhow::Result<PathBuf> {
-    eprintln!("==> bases: {source}:<M.m>-fpm-alpine (both platforms; a real one is Debian's PHP laid out like the php image)");
-    standins::push_bases(source, lines, &RegistryClient::from_env()?)?;
+    eprintln!("    bases: {source}:<M.m>-fpm-alpine (both platforms; a real one is Debian's PHP laid out like the php image)");
+    let client = RegistryClient::from_env()?;
+    progress.heartbeat(
+        "making and pushing the stand-in bases (arm64 under emulation)",
+        || standins::push_bases(source, lines, &client),
+    )?;
     let (lock, _) = bases::refresh(matrix, source, None)?;
     let lock_path = scratch.join("standin.lock.toml");
     std::fs::write(&lock_path, lock.render())
@@ -368,16 +387,26 @@ fn print_start_command(
     outcome: &Outcome,
     lines: &[(PhpLine, Flavour)],
     docker_config: &Path,
+    progress: &Progress,
 ) -> anyhow::Result<()> {
     if !lines.contains(&(START_LINE, Flavour::Real)) || !outcome.pins.contains_key(&START_LINE) {
         println!("\n(--busybox: no real PHP line was published, so there is no stack to start.)");
         return Ok(());
     }
-    eprintln!("==> the stack's other services: real nginx and MariaDB stand-ins from Debian, the phpMyAdmin stand-in");
-    let nginx = real::nginx().context("making the real nginx stand-in")?;
-    let mariadb = real::mariadb().context("making the real MariaDB stand-in")?;
-    services::service_standins().context("building the phpMyAdmin stand-in")?;
-    let launcher = build_launcher()?;
+    eprintln!("    real nginx and MariaDB stand-ins from Debian, the phpMyAdmin stand-in");
+    let nginx = progress
+        .heartbeat("making the real nginx stand-in", real::nginx)
+        .context("making the real nginx stand-in")?;
+    let mariadb = progress
+        .heartbeat("making the real MariaDB stand-in", real::mariadb)
+        .context("making the real MariaDB stand-in")?;
+    progress
+        .heartbeat(
+            "building the phpMyAdmin stand-in",
+            services::service_standins,
+        )
+        .context("building the phpMyAdmin stand-in")?;
+    let launcher = progress.heartbeat("building the launcher", build_launcher)?;
     let mirrors: Vec<String> = plan.mirrors.iter().map(ToString::to_string).collect();
     let assignments = [
         ("DOCKER_CONFIG", docker_config.display().to_string()),

@@ -1,5 +1,7 @@
-//! The maintainers' commands around releases: bases, notes and sizes, prune, republish, the generated workflows.
+//! The maintainers' commands around releases: the audit of what was published, bases, notes and sizes,
+//! prune, republish, the generated workflows.
 
+pub mod audit;
 pub mod bases;
 pub mod notes;
 pub mod prune;

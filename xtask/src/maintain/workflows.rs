@@ -7,7 +7,8 @@
 //! and targets, `LAUNCHER_BUILDS`) are tables below, so a change is one line and every workflow follows. `--check`
 //! fails on a stale file, showing the first differing line. The tests hold the permissions to least privilege
 //! (`contents: write` only where a release page or pull request is written, `id-token: write` only where images
-//! or archives are signed), every job to a timeout and every action to a pinned row of `ACTIONS`.
+//! or archives are signed, `issues: write` only where the audit reports drift, `packages: write` in the audit only
+//! for the repair run by hand), every job to a timeout and every action to a pinned row of `ACTIONS`.
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("ci.yml", include_str!("../../templates/ci.yml")),
     ("release.yml", include_str!("../../templates/release.yml")),
     ("bases.yml", include_str!("../../templates/bases.yml")),
+    ("audit.yml", include_str!("../../templates/audit.yml")),
 ];
 
 /// Where the workflows live, relative to the project root.
@@ -572,8 +574,10 @@ mod tests {
                     ("release.yml", "build"),
                     ("release.yml", "merge"),
                     ("release.yml", "republish"),
+                    ("audit.yml", "repair"),
                 ],
             ),
+            ("issues: write", &[("audit.yml", "issue")]),
         ];
         let workflows = generate(&Matrix::embedded()).unwrap();
         for (permission, expected) in cases {
@@ -591,6 +595,31 @@ mod tests {
             holders.sort();
             assert_eq!(holders, expected, "{permission}");
         }
+    }
+
+    #[test]
+    fn the_audit_reads_only_and_writes_packages_only_in_a_repair_asked_for_by_hand() {
+        let audit = workflow("audit.yml");
+        assert!(audit.contains("\npermissions: {}\n"));
+        assert_eq!(
+            job_permissions(&audit),
+            vec![
+                ("audit".to_owned(), perms(&["contents: read"])),
+                ("issue".to_owned(), perms(&["issues: write"])),
+                (
+                    "repair".to_owned(),
+                    perms(&["contents: read", "packages: write"])
+                ),
+            ]
+        );
+        let repair = job(&audit, "repair");
+        assert!(repair.contains("if: github.event_name == 'workflow_dispatch' && inputs.repair\n"));
+        // The reason reaches the script through the environment, never spliced into it.
+        assert!(repair.contains("REASON: ${{ inputs.reason }}"));
+        assert!(!audit.contains("run: echo ${{"));
+        assert!(job(&audit, "audit").contains("cargo xtask audit >"));
+        assert!(repair.contains("cargo xtask audit --repair >"));
+        assert!(job(&audit, "issue").contains("if: needs.audit.outputs.drift == 'true'"));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Mutex,
     },
     time::{Duration, Instant},
@@ -28,6 +28,7 @@ use stack_images::{
 
 use crate::{
     maintain::notes::{PlatformRecord, Reference},
+    progress::Progress,
     release::bake,
     release::credentials,
     release::plan::{
@@ -1212,6 +1213,8 @@ pub struct Executor<'a> {
     existing: BTreeMap<(Namespace, PhpLine), (IndexSummary, Manifest)>,
     /// Pins that hold a single manifest: left by an interrupted push, replaced when resuming.
     incomplete: Vec<ImageRef>,
+    /// Phase n/N, step n/N and the time elapsed, on standard error.
+    progress: Progress,
 }
 
 impl<'a> Executor<'a> {
@@ -1232,6 +1235,7 @@ impl<'a> Executor<'a> {
             outcome: Outcome::default(),
             existing: BTreeMap::new(),
             incomplete: Vec::new(),
+            progress: Progress::detect(),
         }
     }
 
@@ -1245,11 +1249,12 @@ impl<'a> Executor<'a> {
     pub fn run(mut self) -> anyhow::Result<Outcome> {
         std::fs::create_dir_all(&self.work_dir)
             .with_context(|| format!("creating {}", self.work_dir.display()))?;
-        for phase in Phase::ALL {
-            if self.plan.steps_in(phase).next().is_none() {
-                continue;
-            }
-            eprintln!("==> {}", phase.name());
+        let phases: Vec<Phase> = Phase::ALL
+            .into_iter()
+            .filter(|phase| self.plan.steps_in(*phase).next().is_some())
+            .collect();
+        for (n, phase) in phases.iter().copied().enumerate() {
+            self.progress.phase(n + 1, phases.len(), phase.name());
             let started = Instant::now();
             let result = self.phase(phase);
             self.outcome.timings.push((phase.name(), started.elapsed()));
@@ -1371,7 +1376,12 @@ impl<'a> Executor<'a> {
                 _ => None,
             })
             .collect();
-        for step in plan.steps_in(phase) {
+        let steps = plan.steps_in(phase).count();
+        for (n, step) in plan.steps_in(phase).enumerate() {
+            // Said when the next one starts: a step's work is done by then.
+            if let Some(previous) = n.checked_sub(1).and_then(|m| plan.steps_in(phase).nth(m)) {
+                self.progress.step(n, steps, &label(previous));
+            }
             match work(plan, step, &self.work_dir, &Names::Run(&self.outcome)) {
                 // Run alongside the bake, by `bake`.
                 Work::Build(BuildWork::Seed { .. }) => {}
@@ -1390,6 +1400,9 @@ impl<'a> Executor<'a> {
                 }
             }
         }
+        if let Some(last) = plan.steps_in(phase).last() {
+            self.progress.step(steps, steps, &label(last));
+        }
         Ok(())
     }
 
@@ -1407,6 +1420,7 @@ impl<'a> Executor<'a> {
         let results: Vec<Mutex<Option<anyhow::Result<Done>>>> =
             works.iter().map(|_| Mutex::new(None)).collect();
         let failed = AtomicBool::new(false);
+        let finished = AtomicUsize::new(0);
         let queues: Vec<Mutex<VecDeque<usize>>> = queues.into_values().map(Mutex::new).collect();
         let mut workers = Vec::new();
         for queue in &queues {
@@ -1421,8 +1435,15 @@ impl<'a> Executor<'a> {
         }
         std::thread::scope(|scope| {
             for (queue, docker) in workers {
-                let (ctx, client, cosign, results, failed) =
-                    (&ctx, &self.client, &self.cosign, &results, &failed);
+                let (ctx, client, cosign, results, failed, finished, progress) = (
+                    &ctx,
+                    &self.client,
+                    &self.cosign,
+                    &results,
+                    &failed,
+                    &finished,
+                    &self.progress,
+                );
                 scope.spawn(move || loop {
                     if failed.load(Ordering::SeqCst) {
                         break;
@@ -1438,6 +1459,9 @@ impl<'a> Executor<'a> {
                     let result = ctx.perform(doors, &works[n].1);
                     if result.is_err() {
                         failed.store(true, Ordering::SeqCst);
+                    } else {
+                        let count = finished.fetch_add(1, Ordering::SeqCst) + 1;
+                        progress.step(count, works.len(), &label(works[n].0));
                     }
                     *results[n].lock().expect("a worker panicked") = Some(result);
                 });
@@ -1633,9 +1657,13 @@ impl<'a> Executor<'a> {
         for seed in &seeds {
             self.doors().journal(Action::Seed((*seed).clone()));
         }
-        let built = self.seeding(&seeds, || {
-            with_retries(|| self.docker.run_logged(command, &log))
-        });
+        let built = self
+            .progress
+            .heartbeat(&format!("building PHP {}", names.join(", ")), || {
+                self.seeding(&seeds, || {
+                    with_retries(|| self.docker.run_logged(command, &log))
+                })
+            });
         built.map_err(|e| match output {
             BakeOutput::ByDigest { .. } => e.context(
                 "push-by-digest needs a builder that supports it (docker-container); the engine's own docker \
@@ -1843,6 +1871,33 @@ impl<'a> Executor<'a> {
             });
         }
         self.outcome.references = references;
+    }
+}
+
+/// What a step is, for progress lines: its kind and the registry it talks to.
+fn label(step: &Step) -> String {
+    let kind = match step {
+        Step::Engine(_) => "engine check",
+        Step::Login(_) => "login",
+        Step::Find(_) => "find the pin",
+        Step::Seed(_) => "seed",
+        Step::Bake(_) => "bake",
+        Step::Assemble(_) => "assemble",
+        Step::ReadBack(_) => "read back",
+        Step::Copy(_) => "copy",
+        Step::Scanner(_) => "SBOM scanner",
+        Step::Verify(_) => "verify",
+        Step::VerifyAttestations(_) => "verify attestations",
+        Step::Size(_) => "size",
+        Step::SigningReady(_) => "signing ready",
+        Step::Sign(_) => "sign",
+        Step::CopySignature(_) => "copy the signature",
+        Step::VerifySignature(_) => "verify the signature",
+        Step::Tag(_) => "tag",
+    };
+    match step.registry() {
+        Some(host) => format!("{kind} on {host}"),
+        None => kind.to_owned(),
     }
 }
 

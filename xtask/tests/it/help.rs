@@ -11,6 +11,7 @@ fn help_snapshots() {
         ("help_republish", &["republish", "--help"]),
         ("help_bases_refresh", &["bases", "refresh", "--help"]),
         ("help_prune", &["prune", "--help"]),
+        ("help_audit", &["audit", "--help"]),
     ] {
         let output = xtask(args);
         assert!(output.status.success(), "{args:?}");

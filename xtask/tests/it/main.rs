@@ -1,5 +1,6 @@
 //! Tests of the xtask binary as a maintainer runs it; those that push use registries on 127.0.0.1.
 
+mod audit;
 mod bases;
 mod boundaries;
 mod dry_run;
@@ -9,6 +10,7 @@ mod hosted;
 mod injection;
 mod notes;
 mod plan;
+mod progress;
 mod prune;
 mod release;
 mod sbom;
