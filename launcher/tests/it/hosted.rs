@@ -258,7 +258,7 @@ fn pull_and_start_from_a_ghcr_like_canonical_and_a_docker_hub_like_mirror() {
 }
 
 #[test]
-fn a_pull_policy_check_through_ghcr_like_sends_head_and_sees_a_moved_tag() {
+fn a_pull_policy_check_through_ghcr_like_sends_head_and_refuses_an_overwritten_pin() {
     let ghcr = Published::ghcr_like();
     ghcr.trust(true);
     let (image, _) = ghcr.push("8.5", "first");
