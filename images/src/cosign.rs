@@ -13,17 +13,19 @@
 
 use std::{
     fmt,
-    io::Read,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     str::FromStr,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
 
-use crate::{docker::FailureKind, registry::Policy, Digest, ImageRef, Namespace, Repository, Tag};
+use crate::{
+    failure::{retry_saying, FailureKind, Policy},
+    process::{self, Bounds, End},
+    Digest, ImageRef, Namespace, Repository, Tag,
+};
 
 /// The issuer of the tokens GitHub Actions gives a job with `id-token: write`: what keyless signatures of the
 /// release workflow are checked against.
@@ -312,7 +314,7 @@ impl CosignCommand {
 /// Shell-quoted, so a printed command can be pasted into a terminal.
 impl fmt::Display for CosignCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::docker::write_shell_quoted(f, "cosign", &self.args)
+        process::write_shell_quoted(f, "cosign", &self.args)
     }
 }
 
@@ -400,7 +402,7 @@ pub struct CosignError {
 
 impl fmt::Display for CosignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail = crate::docker::stderr_tail(&self.stderr, 4);
+        let tail = process::stderr_tail(&self.stderr, 4);
         write!(
             f,
             "`{}` failed ({}):\n  {tail}",
@@ -500,28 +502,16 @@ impl Cosign {
                 stderr: "a dry run's placeholder digest cannot be run".to_owned(),
             });
         }
-        let mut failed = 0;
-        loop {
-            match self.attempt(command) {
-                Ok(stdout) => return Ok(stdout),
-                Err(error) if error.failure.transient() && failed + 1 < self.policy.attempts => {
-                    failed += 1;
-                    let wait = self.policy.wait_before_retry(
-                        failed,
-                        None,
-                        crate::registry::policy::jitter(),
-                    );
-                    eprintln!(
-                        "    {} ({}); retrying in {:.1} s",
-                        error.command,
-                        error.failure.describe(),
-                        wait.as_secs_f64()
-                    );
-                    thread::sleep(wait);
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        retry_saying(
+            &self.policy,
+            || self.attempt(command),
+            |error| {
+                error
+                    .failure
+                    .transient()
+                    .then(|| format!("{} ({})", error.command, error.failure.describe()))
+            },
+        )
     }
 
     /// Runs a command for its effect.
@@ -537,64 +527,30 @@ impl Cosign {
             stderr: self.redact(stderr),
         };
         let mut process = Command::new(&self.binary);
-        process
-            .args(&command.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        process.args(&command.args);
         if let Some(password) = &self.password {
             process.env(PASSWORD_VARIABLE, password);
         }
         if let Some(dir) = &self.docker_config {
             process.env("DOCKER_CONFIG", dir);
         }
-        let mut child = process.spawn().map_err(|e| {
-            error(
-                Failure::NotStarted,
-                format!("starting {}: {e}", self.binary.display()),
-            )
-        })?;
-        let drain = |stream: Option<Box<dyn Read + Send>>| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                if let Some(mut stream) = stream {
-                    let _ = stream.read_to_end(&mut bytes);
-                }
-                bytes
-            })
+        // No stall bound: cosign says nothing until it is done.
+        let bounds = Bounds {
+            stall: self.timeout,
+            total: self.timeout,
         };
-        let stdout = drain(
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let stderr = drain(
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if started.elapsed() < self.timeout => {
-                    thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-            }
-        };
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-        match status {
-            Some(status) if status.success() => Ok(stdout),
-            Some(_) => Err(error(Failure::classify(&stderr), stderr)),
-            None => Err(error(
+        let finished =
+            process::supervise(&mut process, None, Some(bounds), &mut |_| {}).map_err(|e| {
+                error(
+                    Failure::NotStarted,
+                    format!("starting {}: {e}", self.binary.display()),
+                )
+            })?;
+        let stderr = finished.stderr_text();
+        match finished.end {
+            End::Exited(status) if status.success() => Ok(finished.stdout),
+            End::Exited(_) => Err(error(Failure::classify(&stderr), stderr)),
+            End::Stalled(_) | End::TimedOut(_) => Err(error(
                 Failure::TimedOut,
                 format!("{stderr}\nstopped after {} s", self.timeout.as_secs()),
             )),
