@@ -22,6 +22,7 @@ demo-down:
 # Every test, including the ones that build and push images to registries on 127.0.0.1.
 test: setup
 	cargo test --workspace --all-targets
+	cargo test --package xtask --features dev --lib dev::
 
 # Measured side by side, repeated, printed with their targets and never asserted (docs/performance.md): the release
 # against the naive buildx loop, warm against cold builds, time outside the build, a cached `20i start` against
