@@ -195,10 +195,6 @@ fn registry_flags(namespaces: &[&Namespace]) -> Vec<String> {
     }
 }
 
-fn hosts(namespaces: &[&Namespace]) -> Vec<String> {
-    namespaces.iter().map(|n| n.host().to_owned()).collect()
-}
-
 /// The CA docker reads for `host` in `certs_d`: its `ca.crt`, else its first `*.crt`.
 pub fn docker_ca(certs_d: &Path, host: &str) -> Option<PathBuf> {
     let files = crate::registry::transport::certs_d_files(certs_d, host).ok()?;
@@ -217,13 +213,12 @@ impl CosignCommand {
         if let Signer::Key(key) = signer {
             args.extend([key.argument(), "--tlog-upload=false".to_owned()]);
         }
-        args.extend(registry_flags(&[image.namespace()]));
-        args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
             args,
+            &[image.namespace()],
+            [target],
             runnable,
-            hosts: hosts(&[image.namespace()]),
-        })
+        ))
     }
 
     /// `cosign verify`: at least one signature of the image's digest verifies; the payloads on standard output.
@@ -231,13 +226,12 @@ impl CosignCommand {
         let (target, runnable) = image.argument()?;
         let mut args = vec!["verify".to_owned()];
         args.extend(verifier.arguments());
-        args.extend(registry_flags(&[image.namespace()]));
-        args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
             args,
+            &[image.namespace()],
+            [target],
             runnable,
-            hosts: hosts(&[image.namespace()]),
-        })
+        ))
     }
 
     /// `cosign copy --only=sig --force`: the image's signatures to the same image in `to`, replacing what is there
@@ -246,18 +240,35 @@ impl CosignCommand {
     /// ([`signature_tag`], `RegistryClient::copy`).
     pub fn copy_signatures(image: Subject, to: &Repository) -> anyhow::Result<CosignCommand> {
         let (source, runnable) = image.argument()?;
-        let mut args = vec![
+        let args = vec![
             "copy".to_owned(),
             "--only=sig".to_owned(),
             "--force".to_owned(),
         ];
-        args.extend(registry_flags(&[image.namespace(), to.namespace()]));
-        args.extend(["--".to_owned(), source, to.to_string()]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
+            args,
+            &[image.namespace(), to.namespace()],
+            [source, to.to_string()],
+            runnable,
+        ))
+    }
+
+    /// A command that reaches the registries of `namespaces`: `args`, the flags those registries need, then
+    /// `positionals` after `--`, where cosign reads no flag.
+    fn reaching<const N: usize>(
+        mut args: Vec<String>,
+        namespaces: &[&Namespace],
+        positionals: [String; N],
+        runnable: bool,
+    ) -> CosignCommand {
+        args.extend(registry_flags(namespaces));
+        args.push("--".to_owned());
+        args.extend(positionals);
+        CosignCommand {
             args,
             runnable,
-            hosts: hosts(&[image.namespace(), to.namespace()]),
-        })
+            hosts: namespaces.iter().map(|n| n.host().to_owned()).collect(),
+        }
     }
 
     /// `cosign public-key`: the public half of a private key, PEM on standard output (needs its password).

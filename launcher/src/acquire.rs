@@ -227,19 +227,8 @@ pub fn acquire(
                         started.elapsed(),
                     ));
                     writeln!(log, "{}", failure.describe(config))?;
-                    return match selection::after_pull_failure(config, &failure, &[]) {
-                        Next::Fallback { why } => {
-                            writeln!(
-                                log,
-                                "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
-                            )?;
-                            build(engine, config, &why, steps, log)
-                        }
-                        Next::Stop { message } => Err(Exit::image(message).into()),
-                        Next::TryMirrors(_) => {
-                            unreachable!("a signature is not retried elsewhere")
-                        }
-                    };
+                    let next = selection::after_pull_failure(config, &failure, &[]);
+                    return build_or_stop(next, engine, config, steps, log);
                 }
                 let origin = match config.signature {
                     Some(_) => {
@@ -331,6 +320,17 @@ pub fn acquire(
         }
         next = selection::after_pull_failure(config, &failure, &mirror_failures);
     }
+    build_or_stop(next, engine, config, steps, log)
+}
+
+/// After the pulls failed for good: the local build `next` falls back to, or its stop.
+fn build_or_stop(
+    next: Next,
+    engine: &Engine,
+    config: &Config,
+    steps: Vec<(String, Duration)>,
+    log: &mut dyn Write,
+) -> anyhow::Result<Acquired> {
     match next {
         Next::Fallback { why } => {
             writeln!(
@@ -340,6 +340,7 @@ pub fn acquire(
             build(engine, config, &why, steps, log)
         }
         Next::Stop { message } => Err(Exit::image(message).into()),
+        // Mirrors are offered once, after the canonical registry, and never for a refused signature.
         Next::TryMirrors(_) => unreachable!("mirrors are only offered once"),
     }
 }

@@ -64,7 +64,9 @@ fn architecture_names_only_paths_that_exist() {
     let mut checked = 0;
     for (n, quoted) in text.split('`').enumerate() {
         // Odd pieces are inside backticks.
-        let placeholder = ['*', '~', '<', ' ', ':'].iter().any(|c| quoted.contains(*c))
+        let placeholder = ['*', '~', '<', ' ', ':']
+            .iter()
+            .any(|c| quoted.contains(*c))
             || quoted.contains("X.Y.Z")
             || quoted.starts_with('-');
         if n % 2 == 0 || placeholder {
@@ -82,6 +84,12 @@ fn architecture_names_only_paths_that_exist() {
             }
         }
     }
-    assert!(checked > 20, "only {checked} paths found in ARCHITECTURE.md");
-    assert!(missing.is_empty(), "ARCHITECTURE.md names what is not there: {missing:?}");
+    assert!(
+        checked > 20,
+        "only {checked} paths found in ARCHITECTURE.md"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what is not there: {missing:?}"
+    );
 }
