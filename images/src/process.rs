@@ -231,3 +231,115 @@ pub(crate) fn stderr_tail(stderr: &str, lines: usize) -> String {
     let said: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     said[said.len().saturating_sub(lines)..].join("\n  ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sh -c SCRIPT` under [`supervise`]: how it ended, its standard output's lines as handed on, and its output.
+    fn run(
+        script: &str,
+        stdin: Option<&[u8]>,
+        bounds: Option<Bounds>,
+    ) -> (End, Vec<String>, Finished) {
+        let mut lines = Vec::new();
+        let finished = supervise(
+            Command::new("/bin/sh").args(["-c", script]),
+            stdin,
+            bounds,
+            &mut |line| lines.push(line.to_owned()),
+        )
+        .unwrap();
+        (finished.end, lines, finished)
+    }
+
+    #[test]
+    fn output_is_drained_line_by_line_and_kept() {
+        // (script, its stdin, the lines handed on, its stdout, its stderr)
+        type Row = (
+            &'static str,
+            Option<&'static [u8]>,
+            &'static [&'static str],
+            &'static str,
+            &'static str,
+        );
+        let rows: [Row; 4] = [
+            ("printf 'a\\nb'", None, &["a", "b"], "a\nb", ""),
+            // Progress bars end their lines with `\r`; blank lines are not handed on.
+            (
+                "printf '10%%\\r50%%\\r\\n\\ndone\\n'",
+                None,
+                &["10%", "50%", "done"],
+                "10%\r50%\r\n\ndone\n",
+                "",
+            ),
+            (
+                "cat; echo said >&2",
+                Some(b"secret\n"),
+                &["secret"],
+                "secret\n",
+                "said\n",
+            ),
+            (
+                "exec 0<&-; echo closed",
+                Some(b"unread"),
+                &["closed"],
+                "closed\n",
+                "",
+            ),
+        ];
+        for (script, stdin, expected, stdout, stderr) in rows {
+            let (end, lines, finished) = run(script, stdin, None);
+            assert!(
+                matches!(end, End::Exited(s) if s.success()),
+                "{script}: {end:?}"
+            );
+            assert_eq!(lines, expected, "{script}");
+            assert_eq!(
+                String::from_utf8_lossy(&finished.stdout),
+                stdout,
+                "{script}"
+            );
+            assert_eq!(finished.stderr_text(), stderr, "{script}");
+        }
+        let (end, _, finished) = run("exit 3", None, None);
+        assert!(
+            matches!(end, End::Exited(s) if s.code() == Some(3)),
+            "{end:?}"
+        );
+        assert!(!finished.success());
+    }
+
+    /// Whether process `pid` is gone: no such process, or a zombie its new parent has yet to reap.
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        }
+    }
+
+    #[test]
+    fn a_stopped_command_is_killed_with_what_it_started() {
+        let bounds = Bounds {
+            stall: Duration::from_millis(300),
+            total: Duration::from_secs(20),
+        };
+        // The shell starts a sleep of its own and waits, silent: both must go when it is stopped.
+        let (end, lines, _) = run("sleep 30 & echo $!; wait", None, Some(bounds));
+        assert_eq!(end, End::Stalled(bounds.stall));
+        let [grandchild] = &lines[..] else {
+            panic!("the script prints its sleep's pid: {lines:?}")
+        };
+        // The kill is sent before supervise returns; the reaping by init may lag on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !gone(grandchild) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            gone(grandchild),
+            "the sleep {grandchild} outlived its stopped parent"
+        );
+    }
+}
