@@ -11,7 +11,7 @@ setup:
 # their quirks; testkit's hosted-standins), built from stand-in bases (Docker Hub's php images cannot be pulled
 # here). Prints the digest table and where the notes are; leaves the registries up.
 demo: setup
-	cargo xtask demo
+	cargo xtask-dev demo
 
 # Stop the demo's registries and take their CAs out of /etc/docker/certs.d.
 demo-down:
@@ -22,6 +22,7 @@ demo-down:
 # Every test, including the ones that build and push images to registries on 127.0.0.1.
 test: setup
 	cargo test --workspace --all-targets
+	cargo test --package xtask --features dev --lib dev::
 
 # Measured side by side, repeated, printed with their targets and never asserted (docs/performance.md): the release
 # against the naive buildx loop, warm against cold builds, time outside the build, a cached `20i start` against
@@ -29,12 +30,13 @@ test: setup
 # It builds real PHP 8.2 and 8.4 when the stand-ins are saved: arm64 under QEMU makes a round most of an hour on a
 # 2-core machine (`cargo xtask bench --platforms linux/amd64` for minutes; `--context busybox` for seconds).
 bench: setup
-	cargo xtask bench --rounds 3 --json target/bench.json
+	cargo xtask-dev bench --rounds 3 --json target/bench.json
 
 # The gates CI applies before the tests (the last three: the GitHub workflows are current, safe and valid).
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --workspace -- -D warnings
+	cargo clippy --all-targets --workspace --features xtask/dev -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	hadolint images/php-fpm/Dockerfile testkit/standins/php-fpm/Dockerfile testkit/standins/php-fpm-real/Dockerfile testkit/standins/sbom-scanner/Dockerfile
 	cargo xtask workflows --check

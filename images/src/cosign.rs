@@ -13,17 +13,19 @@
 
 use std::{
     fmt,
-    io::Read,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     str::FromStr,
-    thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
 
-use crate::{docker::FailureKind, registry::Policy, Digest, ImageRef, Namespace, Repository, Tag};
+use crate::{
+    failure::{retry_saying, FailureKind, Policy},
+    process::{self, Bounds, End},
+    Digest, ImageRef, Namespace, Repository, Tag,
+};
 
 /// The issuer of the tokens GitHub Actions gives a job with `id-token: write`: what keyless signatures of the
 /// release workflow are checked against.
@@ -193,10 +195,6 @@ fn registry_flags(namespaces: &[&Namespace]) -> Vec<String> {
     }
 }
 
-fn hosts(namespaces: &[&Namespace]) -> Vec<String> {
-    namespaces.iter().map(|n| n.host().to_owned()).collect()
-}
-
 /// The CA docker reads for `host` in `certs_d`: its `ca.crt`, else its first `*.crt`.
 pub fn docker_ca(certs_d: &Path, host: &str) -> Option<PathBuf> {
     let files = crate::registry::transport::certs_d_files(certs_d, host).ok()?;
@@ -215,13 +213,12 @@ impl CosignCommand {
         if let Signer::Key(key) = signer {
             args.extend([key.argument(), "--tlog-upload=false".to_owned()]);
         }
-        args.extend(registry_flags(&[image.namespace()]));
-        args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
             args,
+            &[image.namespace()],
+            [target],
             runnable,
-            hosts: hosts(&[image.namespace()]),
-        })
+        ))
     }
 
     /// `cosign verify`: at least one signature of the image's digest verifies; the payloads on standard output.
@@ -229,13 +226,12 @@ impl CosignCommand {
         let (target, runnable) = image.argument()?;
         let mut args = vec!["verify".to_owned()];
         args.extend(verifier.arguments());
-        args.extend(registry_flags(&[image.namespace()]));
-        args.extend(["--".to_owned(), target]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
             args,
+            &[image.namespace()],
+            [target],
             runnable,
-            hosts: hosts(&[image.namespace()]),
-        })
+        ))
     }
 
     /// `cosign copy --only=sig --force`: the image's signatures to the same image in `to`, replacing what is there
@@ -244,18 +240,35 @@ impl CosignCommand {
     /// ([`signature_tag`], `RegistryClient::copy`).
     pub fn copy_signatures(image: Subject, to: &Repository) -> anyhow::Result<CosignCommand> {
         let (source, runnable) = image.argument()?;
-        let mut args = vec![
+        let args = vec![
             "copy".to_owned(),
             "--only=sig".to_owned(),
             "--force".to_owned(),
         ];
-        args.extend(registry_flags(&[image.namespace(), to.namespace()]));
-        args.extend(["--".to_owned(), source, to.to_string()]);
-        Ok(CosignCommand {
+        Ok(CosignCommand::reaching(
+            args,
+            &[image.namespace(), to.namespace()],
+            [source, to.to_string()],
+            runnable,
+        ))
+    }
+
+    /// A command that reaches the registries of `namespaces`: `args`, the flags those registries need, then
+    /// `positionals` after `--`, where cosign reads no flag.
+    fn reaching<const N: usize>(
+        mut args: Vec<String>,
+        namespaces: &[&Namespace],
+        positionals: [String; N],
+        runnable: bool,
+    ) -> CosignCommand {
+        args.extend(registry_flags(namespaces));
+        args.push("--".to_owned());
+        args.extend(positionals);
+        CosignCommand {
             args,
             runnable,
-            hosts: hosts(&[image.namespace(), to.namespace()]),
-        })
+            hosts: namespaces.iter().map(|n| n.host().to_owned()).collect(),
+        }
     }
 
     /// `cosign public-key`: the public half of a private key, PEM on standard output (needs its password).
@@ -312,7 +325,7 @@ impl CosignCommand {
 /// Shell-quoted, so a printed command can be pasted into a terminal.
 impl fmt::Display for CosignCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::docker::write_shell_quoted(f, "cosign", &self.args)
+        process::write_shell_quoted(f, "cosign", &self.args)
     }
 }
 
@@ -400,7 +413,7 @@ pub struct CosignError {
 
 impl fmt::Display for CosignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tail = crate::docker::stderr_tail(&self.stderr, 4);
+        let tail = process::stderr_tail(&self.stderr, 4);
         write!(
             f,
             "`{}` failed ({}):\n  {tail}",
@@ -500,28 +513,16 @@ impl Cosign {
                 stderr: "a dry run's placeholder digest cannot be run".to_owned(),
             });
         }
-        let mut failed = 0;
-        loop {
-            match self.attempt(command) {
-                Ok(stdout) => return Ok(stdout),
-                Err(error) if error.failure.transient() && failed + 1 < self.policy.attempts => {
-                    failed += 1;
-                    let wait = self.policy.wait_before_retry(
-                        failed,
-                        None,
-                        crate::registry::policy::jitter(),
-                    );
-                    eprintln!(
-                        "    {} ({}); retrying in {:.1} s",
-                        error.command,
-                        error.failure.describe(),
-                        wait.as_secs_f64()
-                    );
-                    thread::sleep(wait);
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        retry_saying(
+            &self.policy,
+            || self.attempt(command),
+            |error| {
+                error
+                    .failure
+                    .transient()
+                    .then(|| format!("{} ({})", error.command, error.failure.describe()))
+            },
+        )
     }
 
     /// Runs a command for its effect.
@@ -537,64 +538,30 @@ impl Cosign {
             stderr: self.redact(stderr),
         };
         let mut process = Command::new(&self.binary);
-        process
-            .args(&command.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        process.args(&command.args);
         if let Some(password) = &self.password {
             process.env(PASSWORD_VARIABLE, password);
         }
         if let Some(dir) = &self.docker_config {
             process.env("DOCKER_CONFIG", dir);
         }
-        let mut child = process.spawn().map_err(|e| {
-            error(
-                Failure::NotStarted,
-                format!("starting {}: {e}", self.binary.display()),
-            )
-        })?;
-        let drain = |stream: Option<Box<dyn Read + Send>>| {
-            thread::spawn(move || {
-                let mut bytes = Vec::new();
-                if let Some(mut stream) = stream {
-                    let _ = stream.read_to_end(&mut bytes);
-                }
-                bytes
-            })
+        // No stall bound: cosign says nothing until it is done.
+        let bounds = Bounds {
+            stall: self.timeout,
+            total: self.timeout,
         };
-        let stdout = drain(
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let stderr = drain(
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        );
-        let started = Instant::now();
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if started.elapsed() < self.timeout => {
-                    thread::sleep(Duration::from_millis(20))
-                }
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break None;
-                }
-            }
-        };
-        let stdout = stdout.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-        match status {
-            Some(status) if status.success() => Ok(stdout),
-            Some(_) => Err(error(Failure::classify(&stderr), stderr)),
-            None => Err(error(
+        let finished =
+            process::supervise(&mut process, None, Some(bounds), &mut |_| {}).map_err(|e| {
+                error(
+                    Failure::NotStarted,
+                    format!("starting {}: {e}", self.binary.display()),
+                )
+            })?;
+        let stderr = finished.stderr_text();
+        match finished.end {
+            End::Exited(status) if status.success() => Ok(finished.stdout),
+            End::Exited(_) => Err(error(Failure::classify(&stderr), stderr)),
+            End::Stalled(_) | End::TimedOut(_) => Err(error(
                 Failure::TimedOut,
                 format!("{stderr}\nstopped after {} s", self.timeout.as_secs()),
             )),

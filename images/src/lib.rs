@@ -1,5 +1,6 @@
 //! What the xtask and the 20i launcher share: the image matrix, the tag scheme, base locks, digests, the release
-//! notes JSON, the doors to docker and to cosign, and the in-process registry client.
+//! notes JSON, the doors to docker and to cosign with the one failure, retry and
+//! subprocess layer under them, and the in-process registry client.
 
 pub mod bases;
 pub mod bytes;
@@ -7,8 +8,10 @@ mod commit;
 pub mod cosign;
 pub mod digest;
 pub mod docker;
+pub mod failure;
 pub mod matrix;
 mod php_line;
+pub mod process;
 pub mod reference;
 pub mod registry;
 pub mod release_notes;

@@ -6,9 +6,9 @@
 //! Synchronous, on `ureq`: both binaries are synchronous, and this needs a handful of calls, not a runtime. How a
 //! host is reached (its CAs, HTTPS or plain HTTP, the proxy) is [`transport`]'s.
 
+mod attempt;
 pub mod auth;
 mod copy;
-pub mod policy;
 mod token;
 pub mod transport;
 
@@ -20,11 +20,15 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use crate::{docker::FailureKind, Digest, ImageRef, Repository, Tag};
+use crate::{
+    failure::{self, FailureKind, Verdict},
+    Digest, ImageRef, Repository, Tag,
+};
 
+pub use crate::failure::Policy;
+pub use attempt::Absence;
+use attempt::Failure;
 pub use auth::{Challenge, Credential};
-pub use copy::Copied;
-pub use policy::Policy;
 pub use token::Scopes;
 pub use transport::TransportSettings;
 
@@ -55,6 +59,24 @@ pub struct ManifestHead {
     pub digest: Digest,
     pub media_type: String,
     pub size: u64,
+}
+
+/// What a copy did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Copied {
+    /// The digest of the copied top manifest, the same in both repositories.
+    pub digest: Digest,
+    /// Manifests stored in the destination, the top one included.
+    pub manifests: usize,
+    /// Blobs the destination already held.
+    pub blobs_present: usize,
+    /// Blobs mounted from the source repository (same host).
+    pub blobs_mounted: usize,
+    /// Mounts the registry refused (401/403, or an upload started instead): those blobs were uploaded.
+    pub mounts_refused: usize,
+    /// Blobs uploaded, and their bytes.
+    pub blobs_sent: usize,
+    pub bytes_sent: u64,
 }
 
 /// What was being done, for the error.
@@ -103,17 +125,6 @@ pub struct RegistryError {
     /// exist, or the registry will not say to this login. [`FailureKind::Unauthorized`] apart from that: not
     /// "your login is refused".
     pub absence: Option<Absence>,
-}
-
-/// How a registry refused a request after a token exchange with docker's login, which is how GHCR and Docker
-/// Hub say a repository does not exist (and how they refuse one this login may not see: they look alike).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Absence {
-    /// 403 (GHCR's `DENIED`): a push by an account that may creates the repository.
-    Denied,
-    /// 401 with a challenge again, the token notwithstanding (Docker Hub, whose token service grants nothing on
-    /// a repository that does not exist): a push is refused too, so the repository is created first.
-    Challenged,
 }
 
 impl RegistryError {
@@ -170,43 +181,6 @@ impl fmt::Display for RegistryError {
 }
 
 impl std::error::Error for RegistryError {}
-
-/// Why one attempt failed, and whether another may succeed.
-#[derive(Debug)]
-struct Failure {
-    kind: FailureKind,
-    cause: String,
-    transient: bool,
-    retry_after: Option<Duration>,
-    /// The HTTP status, when the registry answered one.
-    status: Option<u16>,
-    /// See [`RegistryError::absence`].
-    absence: Option<Absence>,
-}
-
-impl Failure {
-    fn transient(kind: FailureKind, cause: impl Into<String>) -> Failure {
-        Failure {
-            kind,
-            cause: cause.into(),
-            transient: true,
-            retry_after: None,
-            status: None,
-            absence: None,
-        }
-    }
-
-    fn fatal(kind: FailureKind, cause: impl Into<String>) -> Failure {
-        Failure {
-            kind,
-            cause: cause.into(),
-            transient: false,
-            retry_after: None,
-            status: None,
-            absence: None,
-        }
-    }
-}
 
 /// The client: cheap to share between threads, one per process is enough.
 pub struct RegistryClient {
@@ -514,29 +488,29 @@ impl RegistryClient {
         let deadline = started
             .checked_add(budget)
             .unwrap_or_else(|| started + Duration::from_secs(100 * 365 * 24 * 3600));
-        let mut failed = 0;
-        loop {
-            let mut failure = match attempt(deadline) {
-                Ok(value) => return Ok(value),
-                Err(failure) => failure,
-            };
-            failed += 1;
-            if !failure.transient || failed >= self.policy.attempts {
-                return Err(target.error(failure, failed, started.elapsed()));
-            }
-            let wait = self
-                .policy
-                .wait_before_retry(failed, failure.retry_after, policy::jitter());
-            if Instant::now() + wait >= deadline {
-                failure.cause = format!(
-                    "{}; no time left for another attempt within {} s",
-                    failure.cause,
-                    budget.as_secs_f64()
+        let (result, tried) = failure::retry(
+            |_| attempt(deadline),
+            |failure: &mut Failure, tried| {
+                if !failure.transient || tried.failed >= self.policy.attempts {
+                    return Verdict::Stop;
+                }
+                let wait = self.policy.wait_before_retry(
+                    tried.failed,
+                    failure.retry_after,
+                    failure::jitter(),
                 );
-                return Err(target.error(failure, failed, started.elapsed()));
-            }
-            std::thread::sleep(wait);
-        }
+                if Instant::now() + wait >= deadline {
+                    failure.cause = format!(
+                        "{}; no time left for another attempt within {} s",
+                        failure.cause,
+                        budget.as_secs_f64()
+                    );
+                    return Verdict::Stop;
+                }
+                Verdict::Wait(wait)
+            },
+        );
+        result.map_err(|failure| target.error(failure, tried.failed, started.elapsed()))
     }
 
     /// One request, answering the registry's challenge with docker's credentials when it asks; any status
@@ -1193,7 +1167,7 @@ impl Refusal {
             status: response.status().as_u16(),
             challenge: header(&response, "www-authenticate"),
             retry_after: header(&response, "retry-after")
-                .and_then(|v| policy::parse_retry_after(&v, SystemTime::now())),
+                .and_then(|v| failure::parse_retry_after(&v, SystemTime::now())),
             ratelimit_remaining: header(&response, "ratelimit-remaining").map(short),
             ratelimit_limit: header(&response, "ratelimit-limit").map(short),
             ..Refusal::default()

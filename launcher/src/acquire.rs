@@ -13,10 +13,8 @@ use anyhow::Context;
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Bounds, DockerCommand, FailureKind},
-    registry::{
-        policy::{jitter, Policy},
-        RegistryClient,
-    },
+    failure::{jitter, retry, Policy, Verdict},
+    registry::RegistryClient,
     Digest, ImageRef, Namespace,
 };
 
@@ -229,19 +227,8 @@ pub fn acquire(
                         started.elapsed(),
                     ));
                     writeln!(log, "{}", failure.describe(config))?;
-                    return match selection::after_pull_failure(config, &failure, &[]) {
-                        Next::Fallback { why } => {
-                            writeln!(
-                                log,
-                                "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
-                            )?;
-                            build(engine, config, &why, steps, log)
-                        }
-                        Next::Stop { message } => Err(Exit::image(message).into()),
-                        Next::TryMirrors(_) => {
-                            unreachable!("a signature is not retried elsewhere")
-                        }
-                    };
+                    let next = selection::after_pull_failure(config, &failure, &[]);
+                    return build_or_stop(next, engine, config, steps, log);
                 }
                 let origin = match config.signature {
                     Some(_) => {
@@ -333,6 +320,17 @@ pub fn acquire(
         }
         next = selection::after_pull_failure(config, &failure, &mirror_failures);
     }
+    build_or_stop(next, engine, config, steps, log)
+}
+
+/// After the pulls failed for good: the local build `next` falls back to, or its stop.
+fn build_or_stop(
+    next: Next,
+    engine: &Engine,
+    config: &Config,
+    steps: Vec<(String, Duration)>,
+    log: &mut dyn Write,
+) -> anyhow::Result<Acquired> {
     match next {
         Next::Fallback { why } => {
             writeln!(
@@ -342,6 +340,7 @@ pub fn acquire(
             build(engine, config, &why, steps, log)
         }
         Next::Stop { message } => Err(Exit::image(message).into()),
+        // Mirrors are offered once, after the canonical registry, and never for a refused signature.
         Next::TryMirrors(_) => unreachable!("mirrors are only offered once"),
     }
 }
@@ -457,87 +456,103 @@ fn pull(
     log: &mut dyn Write,
 ) -> Result<(), PullFailure> {
     let inherited = damaged.take();
-    let mut stale_waits = 0;
     let command = DockerCommand::new(["pull", reference]);
     let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
     let budget = Duration::from_secs(config.pull_timeout.get().into());
     let started = Instant::now();
-    let (mut attempt, mut mismatches, mut waited) = (1, 0, Duration::ZERO);
+    // `attempt` counts pulls; a wait for the engine to drop a damaged download is not one.
+    let (mut attempt, mut mismatches, mut stale_waits) = (1, 0, 0);
     let failure = |kind, attempts, waited| PullFailure {
         reference: reference.to_owned(),
         fault: Fault::Docker(kind),
         attempts,
         waited,
     };
-    loop {
-        let left = budget.saturating_sub(started.elapsed());
-        if left.is_zero() {
-            return Err(failure(FailureKind::TimedOut, attempt - 1, waited));
-        }
-        let bounds = Bounds { stall, total: left };
-        let error = match engine.watch(&command, bounds, &mut |line| {
-            let _ = writeln!(log, "  {line}");
-        }) {
-            Ok(()) => break,
-            Err(error) => error,
-        };
-        let kind = error.kind;
-        let wrong = (kind == FailureKind::DigestMismatch)
-            .then(|| selection::damaged_digest(&error.stderr))
-            .flatten();
-        if let Some(wrong) = wrong.filter(|w| inherited.as_deref() == Some(w.as_str())) {
-            // The same wrong bytes as the registry before: the engine still holds that damaged download (its
-            // garbage collection runs less often on a busy machine) and this registry was not asked for them.
-            let wait = selection::DAMAGED_DOWNLOAD_WAIT;
-            if stale_waits < selection::STALE_DOWNLOAD_WAITS && started.elapsed() + wait < budget {
-                stale_waits += 1;
-                let _ = writeln!(
-                    log,
-                    "the engine still holds the damaged download ({wrong}) of the registry before; waiting {}",
-                    seconds(wait)
-                );
-                std::thread::sleep(wait);
-                waited += wait;
-                continue;
+    // The pull's progress and the judge's notes go to the same log, one after the other.
+    let log = std::cell::RefCell::new(log);
+    // `None`: the budget was spent before another attempt could start.
+    let (pulled, tried) = retry(
+        |_| {
+            let left = budget.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(None);
             }
-        }
-        if kind == FailureKind::DigestMismatch {
-            mismatches += 1;
-            *damaged = selection::damaged_digest(&error.stderr);
-        }
-        let allowed = match kind {
-            FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
-            kind if selection::retry_same_registry(kind) => policy.attempts,
-            _ => attempt,
-        };
-        let retry_after = selection::retry_after_in(&error.stderr);
-        let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
-        if kind == FailureKind::DigestMismatch {
-            wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
-        }
-        let within = if kind == FailureKind::DigestMismatch {
-            mismatches < allowed
-        } else {
-            attempt < allowed
-        };
-        if !within || started.elapsed() + wait >= budget {
-            let _ = writeln!(log, "{error}");
-            return Err(failure(kind, attempt, waited));
-        }
-        let _ = writeln!(
-            log,
-            "pull attempt {attempt} of {allowed} failed ({}) at {reference}; retrying in {}{}",
-            kind.describe(),
-            seconds(wait),
-            if retry_after.is_some() {
-                " (the registry's Retry-After)"
+            let bounds = Bounds { stall, total: left };
+            engine
+                .watch(&command, bounds, &mut |line| {
+                    let _ = writeln!(log.borrow_mut(), "  {line}");
+                })
+                .map_err(Some)
+        },
+        |error, _| {
+            let Some(error) = error else {
+                return Verdict::Stop;
+            };
+            let mut log = log.borrow_mut();
+            let kind = error.kind;
+            let wrong = (kind == FailureKind::DigestMismatch)
+                .then(|| selection::damaged_digest(&error.stderr))
+                .flatten();
+            if let Some(wrong) = wrong.filter(|w| inherited.as_deref() == Some(w.as_str())) {
+                // The same wrong bytes as the registry before: the engine still holds that damaged download (its
+                // garbage collection runs less often on a busy machine) and this registry was not asked for them.
+                let wait = selection::DAMAGED_DOWNLOAD_WAIT;
+                if stale_waits < selection::STALE_DOWNLOAD_WAITS
+                    && started.elapsed() + wait < budget
+                {
+                    stale_waits += 1;
+                    let _ = writeln!(
+                        log,
+                        "the engine still holds the damaged download ({wrong}) of the registry before; waiting {}",
+                        seconds(wait)
+                    );
+                    return Verdict::Wait(wait);
+                }
+            }
+            if kind == FailureKind::DigestMismatch {
+                mismatches += 1;
+                *damaged = selection::damaged_digest(&error.stderr);
+            }
+            let allowed = match kind {
+                FailureKind::DigestMismatch => selection::DIGEST_MISMATCH_ATTEMPTS,
+                kind if selection::retry_same_registry(kind) => policy.attempts,
+                _ => attempt,
+            };
+            let retry_after = selection::retry_after_in(&error.stderr);
+            let mut wait = policy.wait_before_retry(attempt, retry_after, jitter());
+            if kind == FailureKind::DigestMismatch {
+                wait = wait.max(selection::DAMAGED_DOWNLOAD_WAIT);
+            }
+            let within = if kind == FailureKind::DigestMismatch {
+                mismatches < allowed
             } else {
-                ""
+                attempt < allowed
+            };
+            if !within || started.elapsed() + wait >= budget {
+                let _ = writeln!(log, "{error}");
+                return Verdict::Stop;
             }
-        );
-        std::thread::sleep(wait);
-        waited += wait;
-        attempt += 1;
+            let _ = writeln!(
+                log,
+                "pull attempt {attempt} of {allowed} failed ({}) at {reference}; retrying in {}{}",
+                kind.describe(),
+                seconds(wait),
+                if retry_after.is_some() {
+                    " (the registry's Retry-After)"
+                } else {
+                    ""
+                }
+            );
+            attempt += 1;
+            Verdict::Wait(wait)
+        },
+    );
+    let log = log.into_inner();
+    let waited = tried.waited;
+    match pulled {
+        Ok(()) => {}
+        Err(None) => return Err(failure(FailureKind::TimedOut, attempt - 1, waited)),
+        Err(Some(error)) => return Err(failure(error.kind, attempt, waited)),
     }
     if let Some(pin) = config.pinned_digest() {
         let pulled = inspect_local(engine, reference)

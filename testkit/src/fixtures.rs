@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use stack_images::{
     docker::{Docker, DockerCommand},
     registry::Policy,
+    Digest, IndexSummary,
 };
 
 /// Where `scripts/setup.sh` leaves `busybox-amd64` and `busybox-arm64` (`$STACK_FIXTURES_DIR` overrides).
@@ -79,4 +80,18 @@ pub fn push_busybox(
 /// The build context that stands in for `images/php-fpm` (whose Docker Hub base cannot be pulled here).
 pub fn php_fpm_standin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("standins/php-fpm")
+}
+
+/// Fetches a manifest index through docker (`imagetools inspect --raw`) and checks it against its own bytes: the
+/// digest is sha256 of what was served. How tests read back what buildx pushed.
+pub fn inspect_index(docker: &Docker, reference: &str) -> anyhow::Result<IndexSummary> {
+    let bytes = docker.output(&DockerCommand::inspect_raw(reference))?;
+    IndexSummary::parse(&bytes)
+        .map_err(|e| e.context(format!("reading the manifest of {reference}")))
+}
+
+/// The digest a registry serves for a reference through docker, computed from the raw bytes.
+pub fn digest_of(docker: &Docker, reference: &str) -> anyhow::Result<Digest> {
+    let bytes = docker.output(&DockerCommand::inspect_raw(reference))?;
+    Ok(Digest::of(&bytes))
 }

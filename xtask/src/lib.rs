@@ -1,6 +1,8 @@
 //! The xtask's library: the release (`release/`), the maintainers' other commands (`maintain/`) and the
-//! development tools (`dev/`: demo, bench), under the `cargo xtask` binary that only dispatches (`main.rs`).
+//! development tools (`dev/`: demo, bench, stand-ins; compiled with the `dev` feature only, as they need
+//! `testkit`), under the `cargo xtask` binary that only dispatches (`main.rs`).
 
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod maintain;
 pub mod progress;

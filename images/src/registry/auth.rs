@@ -90,8 +90,8 @@ pub fn config_keys(host: &str) -> Vec<String> {
     }
 }
 
-/// The credential docker holds for `host`, if any: a missing config file is no login, not an error.
-pub fn credential_for(config_dir: Option<&Path>, host: &str) -> anyhow::Result<Option<Credential>> {
+/// docker's config as JSON, with its path; `None` when there is no file (no login, not an error).
+fn read_config(config_dir: Option<&Path>, host: &str) -> anyhow::Result<Option<(Value, PathBuf)>> {
     let Some(path) = config_path(config_dir).filter(|p| p.exists()) else {
         return Ok(None);
     };
@@ -104,7 +104,62 @@ pub fn credential_for(config_dir: Option<&Path>, host: &str) -> anyhow::Result<O
             path.display()
         )
     })?;
-    from_config(&config, host, &path, &run_helper)
+    Ok(Some((config, path)))
+}
+
+/// The credential docker holds for `host`, if any: a missing config file is no login, not an error.
+pub fn credential_for(config_dir: Option<&Path>, host: &str) -> anyhow::Result<Option<Credential>> {
+    match read_config(config_dir, host)? {
+        Some((config, path)) => from_config(&config, host, &path, &run_helper),
+        None => Ok(None),
+    }
+}
+
+/// Whether `docker login HOST` was done (an `auths` entry, a per-host helper, or the credential store lists
+/// the host), without reading a secret: a store is asked for its list of hosts (`docker-credential-STORE list`
+/// prints server → user name), never for a credential.
+pub fn has_login(config_dir: Option<&Path>, host: &str) -> anyhow::Result<bool> {
+    let Some((config, _)) = read_config(config_dir, host)? else {
+        return Ok(false);
+    };
+    Ok(match config_says(&config, host) {
+        Some(known) => known,
+        None => store_lists(
+            config["credsStore"].as_str().unwrap_or_default(),
+            &config_keys(host),
+        ),
+    })
+}
+
+/// What docker's config alone says of a host: yes, no, or ask its credential store (`None`).
+fn config_says(config: &Value, host: &str) -> Option<bool> {
+    let keys = config_keys(host);
+    // An `auths` entry holds either the credentials themselves or, with a store, an empty marker.
+    if keys
+        .iter()
+        .any(|k| config["credHelpers"].get(k).is_some() || config["auths"].get(k).is_some())
+    {
+        return Some(true);
+    }
+    match config["credsStore"].as_str() {
+        Some(store) if !store.is_empty() => None,
+        _ => Some(false),
+    }
+}
+
+/// `docker-credential-STORE list`: whether it lists one of `keys`; a store that cannot say lists nothing.
+fn store_lists(store: &str, keys: &[String]) -> bool {
+    let Ok(output) = Command::new(format!("docker-credential-{store}"))
+        .arg("list")
+        .stdin(Stdio::null())
+        .output()
+    else {
+        return false;
+    };
+    let Ok(listed) = serde_json::from_slice::<Value>(&output.stdout) else {
+        return false;
+    };
+    keys.iter().any(|k| listed.get(k).is_some())
 }
 
 /// `docker-credential-NAME get SERVER` → `(user, secret)`, or `None` when it holds nothing for that server.
@@ -301,6 +356,41 @@ fn parse_params(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[track_caller]
+    fn check_config_says(config: &str, host: &str, expected: Option<bool>) {
+        let config: Value = serde_json::from_str(config).unwrap();
+        assert_eq!(config_says(&config, host), expected, "{host} in {config}");
+    }
+
+    #[test]
+    fn whether_docker_s_config_holds_a_login() {
+        assert!(config_keys("docker.io").contains(&"https://index.docker.io/v1/".to_owned()));
+        check_config_says("{}", "ghcr.io", Some(false));
+        check_config_says(
+            r#"{"auths": {"ghcr.io": {"auth": "x"}}}"#,
+            "ghcr.io",
+            Some(true),
+        );
+        check_config_says(r#"{"auths": {"ghcr.io": {}}}"#, "docker.io", Some(false));
+        check_config_says(
+            r#"{"auths": {"https://index.docker.io/v1/": {}}}"#,
+            "docker.io",
+            Some(true),
+        );
+        check_config_says(
+            r#"{"credHelpers": {"ghcr.io": "gh"}}"#,
+            "ghcr.io",
+            Some(true),
+        );
+        check_config_says(r#"{"credsStore": "desktop"}"#, "ghcr.io", None);
+        check_config_says(r#"{"credsStore": ""}"#, "ghcr.io", Some(false));
+        check_config_says(
+            r#"{"auths": {"127.0.0.1:5001": {}}}"#,
+            "127.0.0.1:5001",
+            Some(true),
+        );
+    }
 
     #[track_caller]
     fn check_challenge(value: &str, expected: Option<Challenge>) {

@@ -19,11 +19,12 @@ use std::{
 
 use serde::Deserialize;
 
+use super::Copied;
 use super::{
     form_encode, header, served_digest, Failure, Manifest, Operation, RegistryClient,
     RegistryError, Target,
 };
-use crate::{digest::Hasher, docker::FailureKind, Digest, ImageRef, Repository};
+use crate::{digest::Hasher, failure::FailureKind, Digest, ImageRef, Repository};
 
 /// Blobs of one copy in flight at once: enough to overlap round trips, few enough for one registry.
 const BLOBS_AT_ONCE: usize = 4;
@@ -31,24 +32,6 @@ const BLOBS_AT_ONCE: usize = 4;
 /// How deep an index may nest: an index of indexes is legal, a loop of them is not possible by digest, but a
 /// registry that answers nonsense must not keep this going.
 const MAX_DEPTH: usize = 4;
-
-/// What a copy did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Copied {
-    /// The digest of the copied top manifest, the same in both repositories.
-    pub digest: Digest,
-    /// Manifests stored in the destination, the top one included.
-    pub manifests: usize,
-    /// Blobs the destination already held.
-    pub blobs_present: usize,
-    /// Blobs mounted from the source repository (same host).
-    pub blobs_mounted: usize,
-    /// Mounts the registry refused (401/403, or an upload started instead): those blobs were uploaded.
-    pub mounts_refused: usize,
-    /// Blobs uploaded, and their bytes.
-    pub blobs_sent: usize,
-    pub bytes_sent: u64,
-}
 
 /// What the blobs of one copy needed, counted.
 struct BlobCounts {

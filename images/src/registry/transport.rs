@@ -22,8 +22,9 @@ use std::{
 use anyhow::{bail, Context};
 use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 
-use super::{policy::Policy, Failure};
-use crate::docker::FailureKind;
+use super::attempt::Failure;
+use crate::failure::FailureKind;
+use crate::failure::Policy;
 
 /// Where docker reads a registry's CA: `DIR/HOST[:PORT]/*.crt`.
 pub const DOCKER_CERTS_D: &str = "/etc/docker/certs.d";

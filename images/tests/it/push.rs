@@ -18,7 +18,7 @@ fn two_platform_fixture_pushed_and_read_back() -> anyhow::Result<()> {
         )?;
 
         // inspect_index fetches the raw bytes (`imagetools inspect --raw`) and computes their sha256.
-        let index = docker.inspect_index(&reference)?;
+        let index = fixtures::inspect_index(&docker, &reference)?;
         assert_eq!(
             index.digest.as_str(),
             reported,
@@ -37,7 +37,7 @@ fn two_platform_fixture_pushed_and_read_back() -> anyhow::Result<()> {
 
         // A pin by digest serves the same bytes.
         assert_eq!(
-            docker.digest_of(&format!("{repository}@{reported}"))?,
+            fixtures::digest_of(&docker, &format!("{repository}@{reported}"))?,
             index.digest
         );
     }

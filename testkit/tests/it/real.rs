@@ -348,19 +348,15 @@ fn php_base_goes_to_a_registry_as_a_two_platform_index_and_the_stand_in_builds_o
 {
     let registry = Registry::start().unwrap();
     let base = real::push_php_base(&registry, PHP_8_2).unwrap();
-    let index = Docker::new()
-        .unwrap()
-        .inspect_index(&base.to_string())
-        .unwrap();
+    let index =
+        testkit::fixtures::inspect_index(&Docker::new().unwrap(), &base.to_string()).unwrap();
     index
         .require_platforms(&["linux/amd64".to_owned(), "linux/arm64".to_owned()])
         .unwrap();
 
     let standin = real::push_php_fpm(&registry, &base, PHP_8_2).unwrap();
-    let index = Docker::new()
-        .unwrap()
-        .inspect_index(&standin.to_string())
-        .unwrap();
+    let index =
+        testkit::fixtures::inspect_index(&Docker::new().unwrap(), &standin.to_string()).unwrap();
     index
         .require_platforms(&["linux/amd64".to_owned(), "linux/arm64".to_owned()])
         .unwrap();

@@ -95,8 +95,26 @@ impl std::str::FromStr for ContextChoice {
 
 /// The line counts the verification time is measured at.
 const VERIFY_LINE_COUNTS: [usize; 3] = [1, 5, 10];
-/// `20i image` and `true` are each run this many times per round; one run is a few milliseconds.
+/// `20i image` and `true` are each run this many times per round (by hyperfine); one run is a few milliseconds.
 const IMAGE_ITERATIONS: u32 = 40;
+
+/// One command's timings, in seconds, as `hyperfine --export-json` writes them.
+#[derive(Debug, serde::Deserialize, PartialEq)]
+struct Hyperfine {
+    command: String,
+    mean: f64,
+    min: f64,
+    max: f64,
+}
+
+/// The commands of a `hyperfine --export-json` file, in the order they were given.
+fn read_hyperfine(json: &str) -> anyhow::Result<Vec<Hyperfine>> {
+    #[derive(serde::Deserialize)]
+    struct Export {
+        results: Vec<Hyperfine>,
+    }
+    Ok(serde_json::from_str::<Export>(json)?.results)
+}
 
 impl BenchCmd {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
@@ -707,16 +725,11 @@ impl Bench {
             )?);
             site.compose(&docker, &["stop"])?;
 
-            let mut image = 0.0;
-            let mut truth = 0.0;
-            for _ in 0..IMAGE_ITERATIONS {
-                image += site.run(&["image"], &[])?;
-                truth += timed(Command::new("true"))?;
-            }
-            raw.image_ms
-                .push(1000.0 * image / f64::from(IMAGE_ITERATIONS));
-            raw.true_ms
-                .push(1000.0 * truth / f64::from(IMAGE_ITERATIONS));
+            // `20i image` against a process that does nothing: what the launcher adds to a command.
+            let image = format!("{} image", site.binary.display());
+            let [image, truth] = site.hyperfine(&self.scratch, &[&image, "true"])?;
+            raw.image_ms.push(1000.0 * image.mean);
+            raw.true_ms.push(1000.0 * truth.mean);
         }
         Ok(())
     }
@@ -959,9 +972,17 @@ impl Site {
     }
 
     fn command(&self, args: &[&str], extra: &[(&str, &str)]) -> Command {
-        let mut command = Command::new(&self.binary);
+        let mut command = self.in_site(&self.binary);
+        command.args(args);
+        command.envs(extra.iter().copied());
         command
-            .args(args)
+    }
+
+    /// `program` in the project directory, with the site's HOME and values and nothing else of this process's
+    /// environment but PATH (and DOCKER).
+    fn in_site(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
             .current_dir(&self.code)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -970,8 +991,32 @@ impl Site {
             command.env("DOCKER", docker);
         }
         command.envs(self.env.iter().map(|(k, v)| (k, v)));
-        command.envs(extra.iter().copied());
         command
+    }
+
+    /// `hyperfine` over `commands` (each split on spaces, no shell) in the site, [`IMAGE_ITERATIONS`] runs each
+    /// after a warm-up: what hyperfine measured, command by command.
+    fn hyperfine<const N: usize>(
+        &self,
+        scratch: &Path,
+        commands: &[&str; N],
+    ) -> anyhow::Result<[Hyperfine; N]> {
+        let export = scratch.join("hyperfine.json");
+        let mut command = self.in_site(Path::new("hyperfine"));
+        command
+            .args(["--shell=none", "--warmup", "3", "--style", "none", "--runs"])
+            .arg(IMAGE_ITERATIONS.to_string())
+            .arg("--export-json")
+            .arg(&export)
+            .args(commands);
+        timed(command).context("hyperfine (run `make setup` to install it)")?;
+        let text = std::fs::read_to_string(&export)
+            .with_context(|| format!("reading {}", export.display()))?;
+        let results = read_hyperfine(&text)
+            .with_context(|| format!("reading hyperfine's {}", export.display()))?;
+        results.try_into().map_err(|results: Vec<Hyperfine>| {
+            anyhow::anyhow!("hyperfine timed {} commands of {N}", results.len())
+        })
     }
 
     /// Runs `20i ARGS`; its wall time in seconds.
@@ -1398,6 +1443,36 @@ fn join(lines: &[PhpLine]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hyperfine_s_export_is_read_command_by_command() {
+        // The shape hyperfine 1.15 writes (times and exit codes cut short).
+        let json = r#"{"results": [
+            {"command": "/t/20i image", "mean": 0.0042, "stddev": 0.0003, "median": 0.0041, "user": 0.002,
+             "system": 0.001, "min": 0.0038, "max": 0.0051, "times": [0.0041, 0.0038], "exit_codes": [0, 0]},
+            {"command": "true", "mean": 0.0007, "stddev": null, "median": 0.0007, "user": 0.0,
+             "system": 0.0005, "min": 0.0006, "max": 0.0009, "times": [0.0007], "exit_codes": [0]}
+        ]}"#;
+        let results = read_hyperfine(json).unwrap();
+        assert_eq!(
+            results,
+            [
+                Hyperfine {
+                    command: "/t/20i image".to_owned(),
+                    mean: 0.0042,
+                    min: 0.0038,
+                    max: 0.0051
+                },
+                Hyperfine {
+                    command: "true".to_owned(),
+                    mean: 0.0007,
+                    min: 0.0006,
+                    max: 0.0009
+                },
+            ]
+        );
+        assert!(read_hyperfine("{}").is_err());
+    }
 
     #[track_caller]
     fn check_stat(values: &[f64], expected: (f64, f64, f64)) {

@@ -130,6 +130,15 @@ fn header(w: &mut String, notes: &ReleaseNotes, platforms: &[&str]) -> fmt::Resu
 }
 
 /// `provenance` or `none`, as the matrix spells it, and the SBOM when there is one.
+/// The first reference of the release, for the commands the page shows.
+fn example_reference(notes: &ReleaseNotes) -> String {
+    notes
+        .references
+        .first()
+        .map(|r| r.reference.to_string())
+        .unwrap_or_default()
+}
+
 fn attestations_name(notes: &ReleaseNotes) -> String {
     let provenance = serde_json::to_value(notes.attestations)
         .ok()
@@ -171,11 +180,7 @@ fn attestations(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
          the release checked it in every registry before any tag moved. Read them with:\n",
         holds.join(" and ")
     )?;
-    let example = notes
-        .references
-        .first()
-        .map(|r| r.reference.to_string())
-        .unwrap_or_default();
+    let example = example_reference(notes);
     writeln!(w, "```sh")?;
     if notes.sbom_scanner.is_some() {
         writeln!(
@@ -253,11 +258,7 @@ fn pull_and_verify(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
         w,
         "The digest is the sha256 of the index bytes the registry serves, in any registry above:\n"
     )?;
-    let example = notes
-        .references
-        .first()
-        .map(|r| r.reference.to_string())
-        .unwrap_or_default();
+    let example = example_reference(notes);
     writeln!(w, "```sh")?;
     writeln!(
         w,

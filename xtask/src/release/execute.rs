@@ -21,7 +21,7 @@ use anyhow::{bail, ensure, Context};
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
     docker::{Docker, DockerCommand, DockerError, FailureKind},
-    registry::{Absence, Copied, Manifest, RegistryClient, RegistryError},
+    registry::{auth, Absence, Copied, Manifest, RegistryClient, RegistryError},
     tags::{self, TagKind},
     Digest, ImageRef, IndexSummary, Namespace, PhpLine, Repository,
 };
@@ -30,7 +30,6 @@ use crate::{
     maintain::notes::{PlatformRecord, Reference},
     progress::Progress,
     release::bake,
-    release::credentials,
     release::plan::{
         self, AssembleStep, BakeOutput, BakeStep, CopySignatureStep, CopyStep, EngineStep,
         FindStep, LoginStep, Phase, Plan, ReadBackStep, ScannerStep, SeedStep, SignStep, SizeStep,
@@ -652,7 +651,7 @@ fn check_scanner(doors: Doors<'_>, scanner: &ImageRef, read: &Named) -> anyhow::
 /// Whether docker holds a login for the registry; an error with the command to run when it must and does not.
 fn check_login(registry: &Namespace) -> anyhow::Result<bool> {
     let host = registry.host();
-    let logged_in = credentials::has_credentials(host)?;
+    let logged_in = auth::has_login(None, host)?;
     if !logged_in && !registry.is_loopback() {
         bail!("no credentials for {host}: run `docker login {host}` (or set up a credential helper) and retry");
     }
@@ -903,7 +902,7 @@ impl Ctx<'_> {
                          such a pin is never taken for an interrupted push; check the network and {host}, then run \
                          again"
                     ),
-                    FailureKind::Unauthorized if credentials::has_credentials(host).unwrap_or(false) => {
+                    FailureKind::Unauthorized if auth::has_login(None, host).unwrap_or(false) => {
                         format!("{host} refused the credentials docker has: run `docker login {host}` again")
                     }
                     _ => format!("cannot tell what {pin} holds; nothing was changed"),

@@ -1091,3 +1091,7 @@ pub fn staging(build: &Build, platform: &str) -> anyhow::Result<ImageRef> {
         .context("the staging tag of a split build")?;
     Ok(repository.namespace().repository(&name).tagged(&tag))
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

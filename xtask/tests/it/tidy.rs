@@ -51,3 +51,45 @@ fn every_module_starts_with_a_doc_line_and_has_no_leftovers() {
     }
     assert!(problems.is_empty(), "house rules:\n{}", problems.join("\n"));
 }
+
+/// Every path ARCHITECTURE.md names (in backticks, with a `/`, or a `.rs` file by name) exists: the map stays true
+/// to the tree. Patterns and placeholders (`*`, `~`, `X.Y.Z`) are not paths.
+#[test]
+fn architecture_names_only_paths_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut files = Vec::new();
+    rust_files(root, &mut files);
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for (n, quoted) in text.split('`').enumerate() {
+        // Odd pieces are inside backticks.
+        let placeholder = ['*', '~', '<', ' ', ':']
+            .iter()
+            .any(|c| quoted.contains(*c))
+            || quoted.contains("X.Y.Z")
+            || quoted.starts_with('-');
+        if n % 2 == 0 || placeholder {
+            continue;
+        }
+        if quoted.contains('/') && !quoted.starts_with('/') {
+            checked += 1;
+            if !root.join(quoted).exists() {
+                missing.push(quoted.to_owned());
+            }
+        } else if quoted.ends_with(".rs") {
+            checked += 1;
+            if !files.iter().any(|f| f.file_name().unwrap() == quoted) {
+                missing.push(quoted.to_owned());
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} paths found in ARCHITECTURE.md"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names what is not there: {missing:?}"
+    );
+}
