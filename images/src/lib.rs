@@ -6,6 +6,7 @@ pub mod bytes;
 mod commit;
 pub mod cosign;
 pub mod digest;
+pub mod dist;
 pub mod docker;
 pub mod matrix;
 mod php_line;

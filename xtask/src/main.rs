@@ -23,6 +23,9 @@ enum Command {
     Plan(release::plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
     Release(Box<release::release::ReleaseCmd>),
+    /// The launcher's release archives: build one for a target, seal a folder of them (checksums, signatures)
+    #[command(subcommand)]
+    Dist(release::dist::DistCmd),
     /// A complete local release to registries on 127.0.0.1, built from stand-in bases
     Demo(dev::demo::DemoCmd),
     /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)
@@ -67,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(cmd) => cmd.run(&sh),
         Command::Release(cmd) => cmd.run(&sh),
+        Command::Dist(cmd) => cmd.run(&sh),
         Command::Demo(cmd) => cmd.run(&sh),
         Command::Republish(cmd) => cmd.run(&sh),
         Command::Notes(cmd) => cmd.run(&sh),

@@ -2,6 +2,7 @@
 
 pub mod bake;
 pub mod credentials;
+pub mod dist;
 pub mod execute;
 pub mod git;
 pub mod inputs;

@@ -11,6 +11,8 @@ fn help_snapshots() {
         ("help_republish", &["republish", "--help"]),
         ("help_bases_refresh", &["bases", "refresh", "--help"]),
         ("help_prune", &["prune", "--help"]),
+        ("help_dist_build", &["dist", "build", "--help"]),
+        ("help_dist_seal", &["dist", "seal", "--help"]),
     ] {
         let output = xtask(args);
         assert!(output.status.success(), "{args:?}");

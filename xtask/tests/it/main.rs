@@ -2,6 +2,7 @@
 
 mod bases;
 mod boundaries;
+mod dist;
 mod dry_run;
 mod faults;
 mod help;
