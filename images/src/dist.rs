@@ -81,6 +81,16 @@ impl Target {
         }
     }
 
+    /// The platform as a user names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Target::X86_64LinuxMusl => "Linux x86_64, WSL2",
+            Target::Aarch64LinuxMusl => "Linux arm64",
+            Target::Aarch64AppleDarwin => "macOS Apple Silicon",
+            Target::X86_64AppleDarwin => "macOS Intel",
+        }
+    }
+
     /// The target whose binary this machine runs natively, if it is one of the release's.
     pub fn host() -> Option<Target> {
         let os = match std::env::consts::OS {

@@ -18,6 +18,7 @@ use stack_images::{
     cosign::{self, Cosign, CosignCommand, KeyRef, Signer, Verifier},
     dist::{self, DistArchive, DistManifest, DistSigning, Sha256, Target},
     matrix::MATRIX_PATH,
+    release_notes::LauncherRecord,
     Matrix, ReleaseVersion,
 };
 use xshell::{cmd, Shell};
@@ -272,6 +273,38 @@ pub fn write_archive(
         return Err(error).with_context(|| format!("writing {}", archive.display()));
     }
     fs::rename(&partial, archive).with_context(|| format!("writing {}", archive.display()))
+}
+
+/// `--launcher-dist DIR` of `release` and `release merge`: a folder sealed by `dist seal`, its manifest read
+/// once, here; a folder without one is refused before the release starts.
+#[derive(Debug, Clone)]
+pub struct LauncherDist {
+    pub dir: PathBuf,
+    pub manifest: DistManifest,
+}
+
+impl FromStr for LauncherDist {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> anyhow::Result<LauncherDist> {
+        let dir = PathBuf::from(text);
+        // clap shows only the outermost message: one sentence with every cause.
+        let manifest = DistManifest::load(&dir).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        Ok(LauncherDist { dir, manifest })
+    }
+}
+
+impl LauncherDist {
+    /// The notes' `launcher` section, if the folder is of `version`.
+    pub fn record(&self, version: &ReleaseVersion) -> anyhow::Result<LauncherRecord> {
+        ensure!(
+            self.manifest.version == *version,
+            "--launcher-dist {}: its archives are of {}, not {version}: seal the archives of this release",
+            self.dir.display(),
+            self.manifest.version
+        );
+        Ok(LauncherRecord::from(&self.manifest))
+    }
 }
 
 /// Where a sealed folder's files are downloaded from: an http(s) URL without a trailing `/`.

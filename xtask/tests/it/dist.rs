@@ -266,3 +266,54 @@ fn refusals() {
         "the following required arguments were not provided",
     );
 }
+
+/// `release --launcher-dist DIR` takes only a sealed folder of the release's own version, and says so before
+/// anything runs.
+#[test]
+fn the_release_refuses_a_launcher_folder_that_is_not_sealed_for_it() {
+    let version = workspace_version();
+    let other: ReleaseVersion = "v9.9.9".parse().unwrap();
+    let name = dist::archive_name(&other, Target::X86_64LinuxMusl);
+    let sealed_for_another = DistManifest {
+        version: other.clone(),
+        base_url: "http://127.0.0.1:5102".to_owned(),
+        install: "curl -fsSL http://127.0.0.1:5102/install.sh | sh".to_owned(),
+        signing: DistSigning::Key {
+            public_key: dist::PUBLIC_KEY.to_owned(),
+        },
+        archives: vec![dist::DistArchive {
+            target: Target::X86_64LinuxMusl,
+            signature: format!("{name}.sig"),
+            sha256: dist::Sha256::of(b""),
+            name,
+        }],
+    };
+    for (manifest, expected) in [
+        (
+            None,
+            "dist-manifest.json: is DIR a folder sealed by `cargo xtask dist seal`?".to_owned(),
+        ),
+        (
+            Some(sealed_for_another.to_json()),
+            format!("--launcher-dist DIR: its archives are of {other}, not {version}: seal the archives of this release"),
+        ),
+        (
+            Some("{}".to_owned()),
+            "missing field `version`".to_owned(),
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = &manifest {
+            std::fs::write(dir.path().join(dist::MANIFEST), text).unwrap();
+        }
+        let output = xtask_command()
+            .args(["release", &version.to_string(), "--dry-run", "--launcher-dist"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr)
+            .replace(&dir.path().display().to_string(), "DIR");
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(&expected), "{stderr}");
+    }
+}
