@@ -499,6 +499,8 @@ pub fn seal(
                 &signature_path,
             )?)
             .with_context(|| format!("verifying the signature of {name} just made"))?;
+        // cosign writes signatures 0600; they are published like the archive.
+        make_readable(&signature_path)?;
         records.push(DistArchive {
             target,
             name,
@@ -545,6 +547,16 @@ pub fn seal(
     )?;
     write(&dir.join(dist::MANIFEST), manifest.to_json().as_bytes())?;
     Ok(manifest)
+}
+
+fn make_readable(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("making {} readable", path.display()))?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
@@ -674,14 +686,21 @@ pub fn binstall_names(
 
 /// What was sealed, where it is, and how it is installed and verified.
 fn summary(dir: &Path, manifest: &DistManifest) -> String {
+    let written: Vec<&str> = [
+        dist::SHA256SUMS,
+        dist::PUBLIC_KEY,
+        dist::INSTALLER,
+        dist::FORMULA,
+        dist::MANIFEST,
+    ]
+    .into_iter()
+    .filter(|name| dir.join(name).is_file())
+    .collect();
     let mut text = format!(
-        "sealed {} ({}): {}, {}, {}, {}\n",
+        "sealed {} ({}): {}\n",
         display_path(dir),
         manifest.version,
-        dist::SHA256SUMS,
-        dist::MANIFEST,
-        dist::FORMULA,
-        dist::INSTALLER
+        written.join(", ")
     );
     for archive in &manifest.archives {
         text.push_str(&format!(
