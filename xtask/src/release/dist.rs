@@ -481,6 +481,7 @@ pub fn seal(
     let mut records = Vec::new();
     for (target, name) in archives {
         let path = dir.join(&name);
+        check_contents(&path, &dist::archive_folder(version, target))?;
         let sha256 = Sha256::of_file(&path)?;
         let signature = signing.record.signature_name(&name);
         let signature_path = dir.join(&signature);
@@ -541,12 +542,50 @@ pub fn seal(
         signing: signing.record.clone(),
         archives: records,
     };
+    // `cargo binstall` reads launcher/Cargo.toml's templates: they must name these very archives on the release.
+    for archive in &manifest.archives {
+        let (url, bin) = binstall_names(&matrix.source, version.semver(), archive.target)?;
+        let expected = format!("{default_base}/{}", archive.name);
+        ensure!(
+            url == expected && bin == format!("{}/{}", dist::archive_folder(version, archive.target), dist::BINARY),
+            "launcher/Cargo.toml [package.metadata.binstall] resolves to {url} ({bin}), not {expected}: make its \
+             pkg-url and bin-dir name the archives `dist build` writes"
+        );
+    }
     write(
         &dir.join(dist::FORMULA),
         formula(&manifest, &matrix.source)?.as_bytes(),
     )?;
     write(&dir.join(dist::MANIFEST), manifest.to_json().as_bytes())?;
     Ok(manifest)
+}
+
+/// What every archive holds, and nothing else: `folder/` with `20i`, `LICENSE` and `README.md`; an archive
+/// renamed, truncated or packed by hand is refused before it is signed.
+fn check_contents(archive: &Path, folder: &str) -> anyhow::Result<()> {
+    let read = || -> anyhow::Result<Vec<String>> {
+        let file = fs::File::open(archive)?;
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut paths = Vec::new();
+        for entry in tar.entries()? {
+            paths.push(entry?.path()?.to_string_lossy().into_owned());
+        }
+        Ok(paths)
+    };
+    let paths = read().with_context(|| format!("reading {}", archive.display()))?;
+    let expected: Vec<String> = std::iter::once(format!("{folder}/"))
+        .chain(
+            [dist::BINARY, LICENSE, "README.md"]
+                .iter()
+                .map(|name| format!("{folder}/{name}")),
+        )
+        .collect();
+    ensure!(
+        paths == expected,
+        "{} holds {paths:?}, not {expected:?}: build it again with `cargo xtask dist build`",
+        archive.display()
+    );
+    Ok(())
 }
 
 fn make_readable(path: &Path) -> anyhow::Result<()> {
@@ -716,9 +755,10 @@ fn summary(dir: &Path, manifest: &DistManifest) -> String {
         ));
     }
     text.push_str(
-        "cargo binstall: launcher/Cargo.toml [package.metadata.binstall] names the same archives \
-         (pkg-url \"{ repo }/releases/download/v{ version }/20i-v{ version }-{ target }.tar.gz\", \
-         bin-dir \"20i-v{ version }-{ target }/{ bin }{ binary-ext }\", pkg-fmt \"tgz\")\n",
+        "cargo binstall: launcher/Cargo.toml [package.metadata.binstall] resolves to these archives on the GitHub \
+         release (pkg-url \"{ repo }/releases/download/v{ version }/20i-v{ version }-{ target }.tar.gz\", \
+         bin-dir \"20i-v{ version }-{ target }/{ bin }{ binary-ext }\", pkg-fmt \"tgz\"): \
+         cargo binstall --git <repository> launcher\n",
     );
     text
 }

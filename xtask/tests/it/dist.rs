@@ -265,6 +265,31 @@ fn refusals() {
         none,
         "the following required arguments were not provided",
     );
+    // An archive that is not what `dist build` packs is refused before it is signed.
+    let keys = key_pair();
+    let key = keys.private.to_str().unwrap();
+    let archive = format!("20i-{version}-x86_64-apple-darwin.tar.gz");
+    check_refused(
+        &["dist", "seal", "--key", key],
+        |dir| std::fs::write(dir.join(&archive), "not gzip").unwrap(),
+        &format!("reading DIR/{archive}"),
+    );
+    check_refused(
+        &["dist", "seal", "--key", key],
+        |dir| {
+            let folder = dir.join("packed-by-hand");
+            std::fs::create_dir(&folder).unwrap();
+            std::fs::write(folder.join("20i"), "#!/bin/sh\n").unwrap();
+            run(Command::new("tar")
+                .arg("-czf")
+                .arg(dir.join(&archive))
+                .arg("-C")
+                .arg(dir)
+                .arg("packed-by-hand"));
+            std::fs::remove_dir_all(&folder).unwrap();
+        },
+        &format!("DIR/{archive} holds [\"packed-by-hand/\", \"packed-by-hand/20i\"], not"),
+    );
 }
 
 /// `release --launcher-dist DIR` takes only a sealed folder of the release's own version, and says so before
