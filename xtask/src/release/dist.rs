@@ -388,12 +388,14 @@ impl SealSigning {
         })
     }
 
-    /// Keyless: the release workflow's identity, from GitHub Actions' variables.
-    pub fn keyless() -> anyhow::Result<SealSigning> {
+    /// Keyless: the release workflow's identity, from GitHub Actions' variables; it must be the workflow at the
+    /// release's tag, the identity the installer and the notes verify.
+    pub fn keyless(version: &ReleaseVersion) -> anyhow::Result<SealSigning> {
         let identity = signing::github_identity().context(
             "--keyless signs with the GitHub Actions workflow's OIDC identity, and GITHUB_WORKFLOW_REF is not set: \
              seal in the release workflow, or here with --key PATH",
         )?;
+        check_keyless_identity(&identity, version)?;
         Ok(SealSigning {
             signer: Signer::Keyless,
             verifier: Verifier::Identity {
@@ -409,6 +411,18 @@ impl SealSigning {
     }
 }
 
+/// install.sh verifies a keyless bundle against the release workflow at `refs/tags/vX.Y.Z`: a run dispatched from
+/// a branch would sign with an identity no installer accepts, so it is refused before anything is signed.
+fn check_keyless_identity(identity: &str, version: &ReleaseVersion) -> anyhow::Result<()> {
+    let tag = format!("@refs/tags/{version}");
+    ensure!(
+        identity.ends_with(&tag),
+        "the workflow runs as {identity}, and the launcher's installer verifies signatures made at {tag}: \
+         run the release workflow from the tag {version} (\"Use workflow from\": {version})"
+    );
+    Ok(())
+}
+
 impl SealCmd {
     pub fn run(self, _sh: &Shell) -> anyhow::Result<()> {
         let version = release_version(self.version)?;
@@ -417,7 +431,7 @@ impl SealCmd {
         find_archives(&dir, &version)?;
         let signing = match self.key {
             Some(key) => SealSigning::key(key, self.public_key)?,
-            None => SealSigning::keyless()?,
+            None => SealSigning::keyless(&version)?,
         };
         let cosign = Cosign::new().with_policy(stack_images::registry::Policy::from_env()?);
         let manifest = seal(&dir, &version, &signing, self.base_url, &cosign)?;
@@ -817,6 +831,24 @@ mod tests {
         };
         insta::assert_snapshot!(
             formula(&manifest, "https://github.com/20i-stack/20i-stack").unwrap()
+        );
+    }
+
+    #[test]
+    fn keyless_signatures_are_made_only_at_the_release_s_tag() {
+        let version: ReleaseVersion = "v2.1.0".parse().unwrap();
+        let workflow = "https://github.com/o/r/.github/workflows/release.yml";
+        assert!(check_keyless_identity(&format!("{workflow}@refs/tags/v2.1.0"), &version).is_ok());
+        assert_eq!(
+            check_keyless_identity(&format!("{workflow}@refs/heads/main"), &version)
+                .unwrap_err()
+                .to_string(),
+            "the workflow runs as https://github.com/o/r/.github/workflows/release.yml@refs/heads/main, and the \
+             launcher's installer verifies signatures made at @refs/tags/v2.1.0: run the release workflow from the \
+             tag v2.1.0 (\"Use workflow from\": v2.1.0)"
+        );
+        assert!(
+            check_keyless_identity(&format!("{workflow}@refs/tags/v2.1.0-rc.1"), &version).is_err()
         );
     }
 
