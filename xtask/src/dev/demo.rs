@@ -364,7 +364,8 @@ fn publish_launcher(
 fn print_install_line(manifest: &DistManifest, out: &Path) {
     println!(
         "\nThe launcher {} for this machine, checksummed and signed with the demo's key, is served from {} \
-         ({}; `make demo-down` stops it). Install it into ~/.local/bin (no root):\n  {}\n\
+         ({}; `make demo-down` stops it, or `bash scripts/registry.sh files-down PORT` off the default \
+         port). Install it into ~/.local/bin (no root):\n  {}\n\
          Add --verify --cosign-key {} to require its cosign signature.",
         manifest.version,
         manifest.base_url,
