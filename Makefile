@@ -16,6 +16,7 @@ demo: setup
 # Stop the demo's registries and take their CAs out of /etc/docker/certs.d.
 demo-down:
 	bash scripts/registry.sh hosted-down demo
+	bash scripts/registry.sh files-down 5102
 	bash scripts/registry.sh down demo-ghcr
 	bash scripts/registry.sh down demo-hub
 

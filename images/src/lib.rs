@@ -7,6 +7,7 @@ pub mod bytes;
 mod commit;
 pub mod cosign;
 pub mod digest;
+pub mod dist;
 pub mod docker;
 pub mod failure;
 pub mod matrix;

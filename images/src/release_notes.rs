@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    dist::{DistManifest, DistSigning, Sha256, Target},
     matrix::{check_platform, Attestations},
     tags::{Skipped, TagKind},
     CommitId, Digest, ImageRef, Namespace, PhpLine, ReleaseVersion, RepoName, Tag,
@@ -55,6 +56,61 @@ pub struct ReleaseNotes {
     /// How the pins were signed; absent in notes from before releases were signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<SigningRecord>,
+    /// The launcher's archives attached to the release; absent in notes from before releases shipped it, and
+    /// in a release merged without `--launcher-dist`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<LauncherRecord>,
+}
+
+/// The `20i` archives of a release (`cargo xtask dist seal`'s `dist-manifest.json`), where they are and how to
+/// install and verify them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherRecord {
+    /// The line that installs this release's launcher.
+    pub install: String,
+    /// The address of `SHA256SUMS`.
+    pub checksums: String,
+    /// How each archive was signed with cosign `sign-blob`.
+    pub signing: DistSigning,
+    pub archives: Vec<LauncherArchive>,
+}
+
+/// One archive of the release's launcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LauncherArchive {
+    pub target: Target,
+    pub name: String,
+    pub sha256: Sha256,
+    /// The signature's file name, beside the archive.
+    pub signature: String,
+    /// Where it is downloaded from (the GitHub release's asset).
+    pub url: String,
+    /// The command that verifies it, run where the archive and its signature were downloaded.
+    pub verify: String,
+}
+
+impl From<&DistManifest> for LauncherRecord {
+    fn from(manifest: &DistManifest) -> LauncherRecord {
+        LauncherRecord {
+            install: manifest.install.clone(),
+            checksums: manifest.url(crate::dist::SHA256SUMS),
+            signing: manifest.signing.clone(),
+            archives: manifest
+                .archives
+                .iter()
+                .map(|a| LauncherArchive {
+                    target: a.target,
+                    name: a.name.clone(),
+                    sha256: a.sha256.clone(),
+                    signature: a.signature.clone(),
+                    url: manifest.url(&a.name),
+                    verify: manifest.signing.verify_command(&a.name),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// How every pin of a release was signed, and so how to verify it.

@@ -40,6 +40,9 @@ enum Command {
     Plan(release::plan::PlanCmd),
     /// Build, push, mirror, verify and tag a release, and write its notes
     Release(Box<release::release::ReleaseCmd>),
+    /// The launcher's release archives: build one for a target, seal a folder of them (checksums, signatures)
+    #[command(subcommand)]
+    Dist(release::dist::DistCmd),
     /// A complete local release to registries on 127.0.0.1, built from stand-in bases
     Demo(DemoCmd),
     /// Rebuild a published release on refreshed bases and move its tags (out-of-band security fix)
@@ -95,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(cmd) => cmd.run(&sh),
         Command::Release(cmd) => cmd.run(&sh),
+        Command::Dist(cmd) => cmd.run(&sh),
         #[cfg(feature = "dev")]
         Command::Demo(cmd) => cmd.run(&sh),
         Command::Republish(cmd) => cmd.run(&sh),

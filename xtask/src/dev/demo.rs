@@ -8,10 +8,14 @@
 //! cannot be pulled here: real Debian PHP-FPM for the lines Debian has (8.2, 8.4; `standins.rs`) and busybox for
 //! the others, said line by line. Every other step is the real release. The pins are signed with a throwaway
 //! cosign key pair made for the run (its password random, given to cosign's environment alone), whose public key
-//! the demo names with a `cosign verify` line to run by hand. It ends with the one-line `20i start` that runs the
-//! stack from what it published, with the real nginx and MariaDB stand-ins. It says which of its phases it is in
-//! and for how long (`crate::progress`), the release's own phases and steps inside it, and every long wait (the
-//! stand-ins under emulation, the bake whose log goes to a file) says it is still at it at least every 10 s.
+//! the demo names with a `cosign verify` line to run by hand. The launcher's archive for this machine is built and
+//! sealed as the release workflow does (`dist build`, `dist seal` with the same key), listed in the notes and
+//! served on loopback by python's file server (`scripts/registry.sh files-up`, standing in for the GitHub
+//! release's downloads), with the `curl … | sh` line that installs it from there. It ends with the one-line
+//! `20i start` that runs the stack from what it published, with the real nginx and MariaDB stand-ins. It says
+//! which of its phases it is in and for how long (`crate::progress`), the release's own phases and steps inside
+//! it, and every long wait (the stand-ins under emulation, the bake whose log goes to a file) says it is still at
+//! it at least every 10 s.
 
 use std::{
     io::Read,
@@ -21,9 +25,11 @@ use std::{
 use anyhow::{bail, Context};
 use clap::Args;
 use stack_images::{
-    cosign::{Cosign, CosignCommand, Subject, Verifier},
+    cosign::{Cosign, CosignCommand, KeyRef, Subject, Verifier},
+    dist::{DistManifest, Target},
     matrix::MATRIX_PATH,
     registry::{transport::DOCKER_CERTS_D, RegistryClient},
+    release_notes::{LauncherRecord, ReleaseNotes},
     Matrix, PhpLine, ReleaseVersion, Repository,
 };
 use testkit::{real, stack as services};
@@ -35,6 +41,7 @@ use crate::{
     maintain::bases,
     progress::Progress,
     project_root,
+    release::dist::{self, BaseUrl, SealSigning},
     release::execute::{Mode, Outcome},
     release::git::Revision,
     release::inputs::{Published, ReleaseArgs},
@@ -67,7 +74,8 @@ fn throwaway_keys(dir: &Path) -> anyhow::Result<Cosign> {
 
 #[derive(Args, Debug)]
 pub struct DemoCmd {
-    /// Port of the registry standing in for GHCR; the Docker Hub stand-in gets the next one
+    /// Port of the registry standing in for GHCR; the Docker Hub stand-in gets the next one, the launcher's file
+    /// server the one after
     #[arg(long, default_value_t = 5100)]
     port: u16,
     /// Build every line from the busybox stand-in (seconds), not PHP 8.2 and 8.4 from Debian (minutes, arm64
@@ -122,10 +130,9 @@ impl DemoCmd {
         let cosign = throwaway_keys(&keys)?;
 
         progress.phase(5, phases, "release (its own phases follow)");
-        let (plan, outcome, page) = release(
+        let (plan, outcome, page, manifest) = release(
             sh,
-            canonical_port,
-            mirror_port,
+            [canonical_port, mirror_port, self.port + 2],
             lock,
             (context, scanner),
             (&keys, cosign),
@@ -133,6 +140,7 @@ impl DemoCmd {
         )?;
         print_signature(&plan, &outcome, &keys.join("demo.pub"))?;
         print_next_steps(&plan, &page, self.busybox, &docker_config);
+        print_install_line(&manifest, &scratch.join("dist"));
         progress.phase(6, phases, "the stack's other services");
         print_start_command(&plan, &outcome, &lines, &docker_config, &progress)?;
         Ok(())
@@ -272,13 +280,12 @@ fn publish_bases(
 /// The release of the workspace's own version, exactly as `cargo xtask release` runs it; returns the notes page.
 fn release(
     sh: &Shell,
-    canonical_port: u16,
-    mirror_port: u16,
+    [canonical_port, mirror_port, files_port]: [u16; 3],
     lock: PathBuf,
     (context, scanner): (PathBuf, stack_images::ImageRef),
     (keys, cosign): (&Path, Cosign),
     scratch: &Path,
-) -> anyhow::Result<(Plan, Outcome, PathBuf)> {
+) -> anyhow::Result<(Plan, Outcome, PathBuf, DistManifest)> {
     // The workspace's own version, first release: the 20i launcher built from this checkout pulls exactly
     // these tags (IMAGE_REGISTRY=127.0.0.1:PORT/20i-stack), and the release's version check passes.
     let version: ReleaseVersion = concat!("v", env!("CARGO_PKG_VERSION")).parse()?;
@@ -314,15 +321,78 @@ fn release(
         &plan,
         Mode::Release { resume: false },
         &dirs.work_dir(&plan),
-        cosign,
+        cosign.clone(),
     )?;
-    let notes = release::release_notes(&plan, &outcome);
+    let manifest = publish_launcher(sh, &plan.version, keys, &cosign, scratch, files_port)?;
+    let notes = ReleaseNotes {
+        launcher: Some(LauncherRecord::from(&manifest)),
+        ..release::release_notes(&plan, &outcome)
+    };
     let (json, page) = crate::maintain::notes::write(&notes, &dirs.notes_dir())?;
     print!(
         "{}",
         release::summary(&plan, &outcome, &[display_path(&json), display_path(&page)])
     );
-    Ok((plan, outcome, page))
+    Ok((plan, outcome, page, manifest))
+}
+
+/// The launcher's archive for this machine, as the release workflow makes it (`dist build`, then `dist seal`,
+/// with the demo's key instead of keyless), served on 127.0.0.1:`port` by `scripts/registry.sh files-up` (python's
+/// file server, standing in for the GitHub release's downloads).
+fn publish_launcher(
+    sh: &Shell,
+    version: &ReleaseVersion,
+    keys: &Path,
+    cosign: &Cosign,
+    scratch: &Path,
+    port: u16,
+) -> anyhow::Result<DistManifest> {
+    let target = Target::host().context(
+        "this machine is none of the launcher's release targets (Linux or macOS, x86_64 or arm64): no archive to \
+         publish",
+    )?;
+    let out = scratch.join("dist");
+    // Only this run's files: an earlier demo's archive of another version would stop the seal.
+    let _ = std::fs::remove_dir_all(&out);
+    eprintln!(
+        "==> the launcher: cargo xtask dist build --target {target}, then dist seal with the demo's key \
+         (the first static release build takes minutes)"
+    );
+    dist::build(sh, target, version, &out)?;
+    let base_url: BaseUrl = format!("http://127.0.0.1:{port}").parse()?;
+    let signing = SealSigning::key(
+        KeyRef::File(keys.join("demo.key")),
+        Some(keys.join("demo.pub")),
+    )?;
+    let manifest = dist::seal(&out, version, &signing, Some(base_url), cosign)?;
+    let dir = out.display().to_string();
+    let port_text = port.to_string();
+    cmd!(sh, "bash scripts/registry.sh files-up {dir} {port_text}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| {
+            format!(
+                "serving {} on 127.0.0.1:{port}: is the port taken? (--port moves it)",
+                display_path(&out)
+            )
+        })?;
+    Ok(manifest)
+}
+
+/// The line that installs the launcher from the demo's file server, and what it serves.
+fn print_install_line(manifest: &DistManifest, out: &Path) {
+    println!(
+        "\nThe launcher {} for this machine, checksummed and signed with the demo's key, is served from {} \
+         ({}; `make demo-down` stops it, or `bash scripts/registry.sh files-down PORT` off the default \
+         port). Install it into ~/.local/bin (no root):\n  {}\n\
+         Add --verify --cosign-key {} to require its cosign signature.",
+        manifest.version,
+        manifest.base_url,
+        display_path(out),
+        manifest.install,
+        out.join(stack_images::dist::PUBLIC_KEY).display()
+    );
 }
 
 /// The public key, and the `cosign verify` line that checks one pin with it.

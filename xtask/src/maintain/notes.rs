@@ -9,12 +9,12 @@ use std::{
 
 use anyhow::{bail, Context};
 use clap::Args;
-use stack_images::{matrix::Attestations, PhpLine, ReleaseVersion};
+use stack_images::{dist::DistSigning, matrix::Attestations, PhpLine, ReleaseVersion};
 use xshell::Shell;
 
 pub use stack_images::release_notes::{
-    BaseRecord, DigestChange, ImageRecord, PlatformRecord, Reference, ReleaseNotes, Republish,
-    SignatureRecord, SigningRecord,
+    BaseRecord, DigestChange, ImageRecord, LauncherArchive, LauncherRecord, PlatformRecord,
+    Reference, ReleaseNotes, Republish, SignatureRecord, SigningRecord,
 };
 
 use crate::{display_path, project_root};
@@ -96,6 +96,7 @@ fn page(w: &mut String, notes: &ReleaseNotes, previous: Option<&ReleaseNotes>) -
     registries(w, notes, &platforms)?;
     pull_and_verify(w, notes)?;
     signatures(w, notes)?;
+    launcher(w, notes)?;
     attestations(w, notes)?;
     sizes(w, notes, previous)?;
     end_of_life_and_skipped(w, notes)?;
@@ -309,6 +310,54 @@ fn signatures(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
                 signature.verify, reference.reference, signature.digest
             )?;
         }
+    }
+    writeln!(w, "```\n")
+}
+
+/// The launcher's archives attached to the release: the install line, each archive with its sha256, and the
+/// command that verifies its signature.
+fn launcher(w: &mut String, notes: &ReleaseNotes) -> fmt::Result {
+    let Some(launcher) = &notes.launcher else {
+        return Ok(());
+    };
+    writeln!(w, "## The 20i launcher\n")?;
+    writeln!(
+        w,
+        "Install `20i` {} (into `~/.local/bin`, no root; the sha256 is always checked, the signature when \
+         cosign is installed):\n",
+        notes.version
+    )?;
+    writeln!(w, "```sh\n{}\n```\n", launcher.install)?;
+    writeln!(w, "| Platform | Archive | sha256 |")?;
+    writeln!(w, "|---|---|---|")?;
+    for archive in &launcher.archives {
+        writeln!(
+            w,
+            "| {} (`{}`) | [{}]({}) | `{}` |",
+            archive.target.describe(),
+            archive.target,
+            archive.name,
+            archive.url,
+            archive.sha256
+        )?;
+    }
+    writeln!(w, "\nAll of them in [SHA256SUMS]({}).", launcher.checksums)?;
+    match &launcher.signing {
+        DistSigning::Key { public_key } => writeln!(
+            w,
+            "Each archive is signed with cosign and a key; `{public_key}`, its public key, is attached to the \
+             release. With the archive and its signature downloaded, this exits 0 only if it verifies:\n"
+        )?,
+        DistSigning::Keyless { identity, issuer } => writeln!(
+            w,
+            "Each archive is signed with cosign, keyless, by `{identity}` (issuer `{issuer}`), logged in \
+             Rekor; its Sigstore bundle is attached beside it. With both downloaded, this exits 0 only if it \
+             verifies:\n"
+        )?,
+    }
+    writeln!(w, "```sh")?;
+    for archive in &launcher.archives {
+        writeln!(w, "{}", archive.verify)?;
     }
     writeln!(w, "```\n")
 }
@@ -613,7 +662,11 @@ fn ending(line: &str) -> &'static str {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use stack_images::{tags::TagKind, Digest, Namespace, RepoName, Tag};
+    use stack_images::{
+        dist::{self, DistArchive, DistManifest, Sha256, Target},
+        tags::TagKind,
+        Digest, Namespace, RepoName, Tag,
+    };
 
     fn digest(seed: &str) -> Digest {
         Digest::of(seed.as_bytes())
@@ -688,7 +741,7 @@ pub mod tests {
             });
         }
         ReleaseNotes {
-            version,
+            version: version.clone(),
             prerelease: false,
             revision: "0123456789abcdef0123456789abcdef01234567".parse().unwrap(),
             date: "2026-11-25".to_owned(),
@@ -723,7 +776,46 @@ pub mod tests {
                 identity: IDENTITY.to_owned(),
                 issuer: stack_images::cosign::GITHUB_ISSUER.to_owned(),
             }),
+            launcher: Some(launcher_sample(&version)),
         }
+    }
+
+    /// The launcher's four archives, sealed keyless by the release workflow.
+    fn launcher_sample(version: &ReleaseVersion) -> LauncherRecord {
+        let archives = Target::ALL
+            .into_iter()
+            .map(|target| {
+                let name = dist::archive_name(version, target);
+                DistArchive {
+                    target,
+                    signature: format!("{name}.sigstore.json"),
+                    sha256: Sha256::of(name.as_bytes()),
+                    name,
+                }
+            })
+            .collect();
+        let base_url =
+            format!("https://github.com/20i-stack/20i-stack/releases/download/{version}");
+        LauncherRecord::from(&DistManifest {
+            version: version.clone(),
+            install: format!("curl -fsSL {base_url}/install.sh | sh"),
+            base_url,
+            signing: DistSigning::Keyless {
+                identity: IDENTITY.to_owned(),
+                issuer: stack_images::cosign::GITHUB_ISSUER.to_owned(),
+            },
+            archives,
+        })
+    }
+
+    #[test]
+    fn notes_without_the_launcher_section_still_read_and_render() {
+        let mut notes = sample("v2.0.0", [1, 2, 3, 4]);
+        notes.launcher = None;
+        let json = notes.to_json();
+        assert!(!json.contains("\"launcher\""));
+        assert_eq!(ReleaseNotes::parse(&json).unwrap(), notes);
+        assert!(!render_page(&notes, None).contains("## The 20i launcher"));
     }
 
     #[test]

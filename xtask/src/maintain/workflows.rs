@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context};
 use clap::Args;
-use stack_images::{matrix::MATRIX_PATH, Matrix};
+use stack_images::{dist::Target, matrix::MATRIX_PATH, Matrix};
 use xshell::Shell;
 
 use crate::{display_path, maintain::notes::first_difference, project_root};
@@ -56,17 +56,17 @@ pub const LAUNCHER_BUILDS: &[LauncherBuild] = &[
     LauncherBuild {
         name: "linux-x86_64",
         runner: "ubuntu-24.04",
-        targets: &["x86_64-unknown-linux-musl"],
+        targets: &[Target::X86_64LinuxMusl],
     },
     LauncherBuild {
         name: "linux-aarch64",
         runner: "ubuntu-24.04-arm",
-        targets: &["aarch64-unknown-linux-musl"],
+        targets: &[Target::Aarch64LinuxMusl],
     },
     LauncherBuild {
         name: "macos",
         runner: MACOS_RUNNER,
-        targets: &["aarch64-apple-darwin", "x86_64-apple-darwin"],
+        targets: &[Target::Aarch64AppleDarwin, Target::X86_64AppleDarwin],
     },
 ];
 
@@ -76,7 +76,17 @@ pub struct LauncherBuild {
     /// The job's name and its artifact's suffix (`launcher-archives-NAME`).
     pub name: &'static str,
     pub runner: &'static str,
-    pub targets: &'static [&'static str],
+    /// Each of `stack_images::dist::Target::ALL` exactly once across the builds (a test holds it).
+    pub targets: &'static [Target],
+}
+
+/// Targets as the workflow's matrix lists them: triples, space-separated.
+fn triples(targets: &[Target]) -> String {
+    targets
+        .iter()
+        .map(|t| t.triple())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The platform of the runner that builds every platform at once (CI, republish), emulating the others with QEMU.
@@ -298,7 +308,7 @@ fn values(matrix: &Matrix) -> anyhow::Result<Vec<(String, String)>> {
             "- name: {}\n  runner: {}\n  targets: {}\n",
             build.name,
             build.runner,
-            build.targets.join(" ")
+            triples(build.targets)
         ));
     }
 
@@ -645,12 +655,18 @@ mod tests {
             ("aarch64-apple-darwin", MACOS_RUNNER),
             ("x86_64-apple-darwin", MACOS_RUNNER),
         ];
-        let built: Vec<&str> = LAUNCHER_BUILDS
+        let mut built: Vec<Target> = LAUNCHER_BUILDS
             .iter()
             .flat_map(|b| b.targets.iter().copied())
             .collect();
         assert_eq!(built.len(), cases.len(), "{built:?}");
+        // One list: the release builds exactly the targets of the dist contract, each once.
+        built.sort();
+        let mut all = Target::ALL.to_vec();
+        all.sort();
+        assert_eq!(built, all);
         for (target, runner) in cases {
+            let target: Target = target.parse().unwrap();
             let build = LAUNCHER_BUILDS
                 .iter()
                 .find(|b| b.targets.contains(&target))
@@ -660,7 +676,7 @@ mod tests {
                 launcher.contains(&format!(
                     "- name: {}\n            runner: {runner}\n            targets: {}\n",
                     build.name,
-                    build.targets.join(" ")
+                    triples(build.targets)
                 )),
                 "{target}:\n{launcher}"
             );

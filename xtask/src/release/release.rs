@@ -9,8 +9,9 @@ use xshell::Shell;
 
 use crate::{
     display_path,
-    maintain::notes::{self, BaseRecord, ImageRecord, ReleaseNotes},
+    maintain::notes::{self, BaseRecord, ImageRecord, LauncherRecord, ReleaseNotes},
     project_root,
+    release::dist::LauncherDist,
     release::execute::{self, Executor, Mode, Outcome},
     release::inputs::ReleaseArgs,
     release::lock::ReleaseLock,
@@ -41,6 +42,9 @@ pub struct ReleaseCmd {
     /// Finish an interrupted release: keep the pins already pushed (after verifying them) and do the rest
     #[arg(long)]
     resume: bool,
+    /// A folder sealed by `cargo xtask dist seal` (its dist-manifest.json): the notes list its launcher archives
+    #[arg(long, value_name = "DIR")]
+    launcher_dist: Option<LauncherDist>,
     #[command(flatten)]
     dirs: Dirs,
 }
@@ -86,6 +90,9 @@ enum MergeCmd {
         /// Print the docker commands the merge would run, in order, and run none
         #[arg(long)]
         dry_run: bool,
+        /// A folder sealed by `cargo xtask dist seal` (its dist-manifest.json): the notes list its launcher archives
+        #[arg(long, value_name = "DIR")]
+        launcher_dist: Option<LauncherDist>,
         #[command(flatten)]
         dirs: Dirs,
     },
@@ -98,11 +105,13 @@ impl ReleaseCmd {
             digests_files,
             resume,
             dry_run,
+            launcher_dist,
             dirs,
         }) = self.merge
         {
             let inputs = release.gather(sh)?;
             inputs.require_launcher_version()?;
+            let launcher = launcher_record(launcher_dist.as_ref(), &inputs.version)?;
             let plan = plan::compute(&inputs)?;
             let sources = split::merge_sources(&plan, &digests_files)?;
             let plan = plan.assembling(&sources)?;
@@ -111,7 +120,7 @@ impl ReleaseCmd {
                 return print_commands(&plan, &work_dir);
             }
             let outcome = execute(&plan, Mode::Release { resume }, &work_dir)?;
-            return finish(&plan, &outcome, &dirs);
+            return finish(&plan, &outcome, &dirs, launcher);
         }
         let release = self
             .release
@@ -119,6 +128,7 @@ impl ReleaseCmd {
         let inputs = release.gather(sh)?;
         // Before preflight touches docker, and for the dry run too: it shows what the release would do.
         inputs.require_launcher_version()?;
+        let launcher = launcher_record(self.launcher_dist.as_ref(), &inputs.version)?;
         let plan = plan::compute(&inputs)?;
         let work_dir = self.dirs.work_dir(&plan);
         if let Some(platform) = &self.platform {
@@ -143,8 +153,16 @@ impl ReleaseCmd {
             },
             &work_dir,
         )?;
-        finish(&plan, &outcome, &self.dirs)
+        finish(&plan, &outcome, &self.dirs, launcher)
     }
+}
+
+/// The notes' launcher section from `--launcher-dist`, checked against the release before anything runs.
+fn launcher_record(
+    dist: Option<&LauncherDist>,
+    version: &stack_images::ReleaseVersion,
+) -> anyhow::Result<Option<LauncherRecord>> {
+    dist.map(|dist| dist.record(version)).transpose()
 }
 
 /// `--dry-run`: the docker commands and registry requests of every step, in order; nothing runs and nothing is
@@ -156,9 +174,17 @@ pub fn print_commands(plan: &Plan, work_dir: &std::path::Path) -> anyhow::Result
     Ok(())
 }
 
-/// Writes the notes and prints the summary.
-fn finish(plan: &Plan, outcome: &Outcome, dirs: &Dirs) -> anyhow::Result<()> {
-    let notes = release_notes(plan, outcome);
+/// Writes the notes (with the launcher's archives, when sealed ones were given) and prints the summary.
+fn finish(
+    plan: &Plan,
+    outcome: &Outcome,
+    dirs: &Dirs,
+    launcher: Option<LauncherRecord>,
+) -> anyhow::Result<()> {
+    let notes = ReleaseNotes {
+        launcher,
+        ..release_notes(plan, outcome)
+    };
     let (json, page) = notes::write(&notes, &dirs.notes_dir())?;
     print!(
         "{}",
@@ -229,6 +255,7 @@ pub fn release_notes(plan: &Plan, outcome: &Outcome) -> ReleaseNotes {
         skipped: plan.skipped.clone(),
         republished: Vec::new(),
         signing: Some(plan.signing.record()),
+        launcher: None,
     }
 }
 

@@ -69,7 +69,7 @@ fn display<S: serde::Serializer>(value: &KeyRef, serializer: S) -> Result<S::Ok,
 
 /// The identity GitHub gives a workflow run: `https://github.com/OWNER/REPO/.github/workflows/FILE@REF`, from
 /// the variables every job has.
-fn github_identity() -> Option<String> {
+pub(crate) fn github_identity() -> Option<String> {
     let workflow_ref = std::env::var("GITHUB_WORKFLOW_REF").ok()?;
     let server =
         std::env::var("GITHUB_SERVER_URL").unwrap_or_else(|_| "https://github.com".to_owned());

@@ -12,6 +12,8 @@ fn help_snapshots() {
         ("help_bases_refresh", &["bases", "refresh", "--help"]),
         ("help_prune", &["prune", "--help"]),
         ("help_audit", &["audit", "--help"]),
+        ("help_dist_build", &["dist", "build", "--help"]),
+        ("help_dist_seal", &["dist", "seal", "--help"]),
     ] {
         let output = xtask(args);
         assert!(output.status.success(), "{args:?}");

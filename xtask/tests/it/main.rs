@@ -3,6 +3,7 @@
 mod audit;
 mod bases;
 mod boundaries;
+mod dist;
 mod dry_run;
 mod faults;
 mod help;
