@@ -7,6 +7,7 @@ mod faults;
 mod help;
 mod hosted;
 mod injection;
+mod install;
 mod notes;
 mod plan;
 mod prune;

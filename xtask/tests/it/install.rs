@@ -1,0 +1,532 @@
+//! The installer (`launcher/install.sh`) run for real, as a user runs it (`curl … | sh` and `sh install.sh`), with
+//! `HOME` and `TMPDIR` in temp dirs, against the host's release files served by `testkit::FileServer` (the
+//! stand-in for GitHub's release downloads); then the installed `20i --version`. Every refusal names what to do
+//! and leaves the prefix and the temp dir as they were.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use stack_images::Digest;
+use testkit::FileServer;
+
+use crate::setup::{key_pair, Keys, KEY_PASSWORD};
+
+/// The version the workspace (and so the debug `20i`) has.
+const VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"));
+
+/// The release's target for this machine, as the installer names it.
+fn host_target() -> String {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "x86_64",
+        "aarch64" => "aarch64",
+        other => panic!("no release target for {other}"),
+    };
+    match std::env::consts::OS {
+        "linux" => format!("{arch}-unknown-linux-musl"),
+        "macos" => format!("{arch}-apple-darwin"),
+        other => panic!("no release target for {other}"),
+    }
+}
+
+fn archive_name() -> String {
+    format!("20i-{VERSION}-{}.tar.gz", host_target())
+}
+
+/// The release files for the host, built once per test run in `target/tmp/install-release` (the archive of a
+/// debug `20i` is tens of MB: each case copies it rather than making it again).
+struct Release {
+    dir: PathBuf,
+    keys: Keys,
+}
+
+fn release() -> &'static Release {
+    static RELEASE: OnceLock<Release> = OnceLock::new();
+    RELEASE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-release");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = key_pair();
+        host_dist(&dir, &keys);
+        Release { dir, keys }
+    })
+}
+
+// stand-in for cargo xtask dist until it lands
+/// Makes `dir` hold what a release attaches for the host's target, under the names `cargo xtask dist` gives
+/// them: `20i-vX.Y.Z-TARGET.tar.gz` (a folder `20i-vX.Y.Z-TARGET/` with `20i`, LICENSE and README.md), its
+/// `.sig` from `cosign sign-blob --key`, `SHA256SUMS`, and `install.sh`.
+fn host_dist(dir: &Path, keys: &Keys) {
+    let launcher = xtask::dev::demo::build_launcher().expect("building the launcher");
+    let stem = format!("20i-{VERSION}-{}", host_target());
+    let staging = tempfile::tempdir().unwrap();
+    let folder = staging.path().join(&stem);
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(&launcher, folder.join("20i")).unwrap();
+    std::fs::write(folder.join("LICENSE"), "MIT License (stand-in text)\n").unwrap();
+    std::fs::write(folder.join("README.md"), "# 20i\n").unwrap();
+    let archive = dir.join(archive_name());
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(staging.path())
+            .arg("--")
+            .arg(&stem),
+    );
+    sign(keys, &archive, &dir.join(format!("{}.sig", archive_name())));
+    write_sums(dir, &[&archive_name()]);
+    std::fs::copy(
+        xtask::project_root().join("launcher/install.sh"),
+        dir.join("install.sh"),
+    )
+    .unwrap();
+}
+
+fn sign(keys: &Keys, file: &Path, signature: &Path) {
+    run_ok(
+        Command::new("cosign")
+            .arg("sign-blob")
+            .arg(format!("--key={}", keys.private.display()))
+            .arg("--tlog-upload=false")
+            .arg("--yes")
+            .arg(format!("--output-signature={}", signature.display()))
+            .arg("--")
+            .arg(file)
+            .env("COSIGN_PASSWORD", KEY_PASSWORD),
+    );
+}
+
+/// `SHA256SUMS` in `dir` for `files` (in `dir`), as `sha256sum` writes it.
+fn write_sums(dir: &Path, files: &[&str]) {
+    let mut sums = String::new();
+    for file in files {
+        let digest = Digest::of(&std::fs::read(dir.join(file)).unwrap());
+        let hex = digest.as_str().strip_prefix("sha256:").unwrap();
+        sums.push_str(&format!("{hex}  {file}\n"));
+    }
+    std::fs::write(dir.join("SHA256SUMS"), sums).unwrap();
+}
+
+fn run_ok(command: &mut Command) {
+    let output = command.output().expect("running a tool");
+    assert!(
+        output.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Names in `dir`, sorted.
+fn entries(dir: &Path) -> Vec<String> {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = read
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// One user's machine: a home, a temp dir, a dir of commands put first on PATH, and the release's files served.
+struct Machine {
+    home: tempfile::TempDir,
+    tmp: tempfile::TempDir,
+    bin: tempfile::TempDir,
+    served: tempfile::TempDir,
+}
+
+impl Machine {
+    fn new() -> Machine {
+        let served = tempfile::tempdir().unwrap();
+        for name in entries(&release().dir) {
+            std::fs::copy(release().dir.join(&name), served.path().join(&name)).unwrap();
+        }
+        Machine {
+            home: tempfile::tempdir().unwrap(),
+            tmp: tempfile::tempdir().unwrap(),
+            bin: tempfile::tempdir().unwrap(),
+            served,
+        }
+    }
+
+    fn prefix(&self) -> PathBuf {
+        self.home.path().join(".local/bin")
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.served.path().join(name)
+    }
+
+    /// `sh install.sh ARGS` (or `curl -fsSL URL/install.sh | sh -s -- ARGS` when `piped`), as the user.
+    fn install(&self, base_url: &str, piped: bool, args: &[&str]) -> Output {
+        let mut command = Command::new("sh");
+        if piped {
+            command
+                .arg("-c")
+                .arg(format!(
+                    "curl -fsSL '{base_url}/install.sh' | sh -s -- \"$@\""
+                ))
+                .arg("sh");
+        } else {
+            command.arg(self.file("install.sh"));
+        }
+        let path = format!(
+            "{}:{}",
+            self.bin.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        command
+            .args(["--base-url", base_url])
+            .args(args)
+            .env("HOME", self.home.path())
+            .env("TMPDIR", self.tmp.path())
+            .env("PATH", path)
+            .env("SHELL", "/bin/bash")
+            .env_remove("TWENTYI_INSTALL_BASE_URL")
+            .env_remove("COSIGN_PASSWORD")
+            .output()
+            .expect("running sh")
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn installs_the_release_and_runs_it() {
+    let machine = Machine::new();
+    let server = FileServer::start(machine.served.path()).unwrap();
+    let key = release().keys.public.display().to_string();
+    // Piped from curl, as the docs say, with the signature required and checked against the key.
+    let installed = machine.install(&server.url(), true, &["--verify", "--cosign-key", &key]);
+    let out = text(&installed);
+    assert!(installed.status.success(), "{out}");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        String::from_utf8_lossy(&installed.stdout).contains(&format!("20i {version}")),
+        "{out}"
+    );
+    for expected in [
+        format!("checked the sha256 of {}", archive_name()),
+        format!("verified the signature of {}", archive_name()),
+        format!("{} is not on your PATH", machine.prefix().display()),
+        "export PATH=".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "lacks {expected:?}:\n{out}");
+    }
+    assert_eq!(entries(&machine.prefix()), ["20i"]);
+    assert_eq!(entries(machine.tmp.path()), Vec::<String>::new());
+    let ran = Command::new(machine.prefix().join("20i"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        format!("20i {version}")
+    );
+    let fetched: Vec<String> = server
+        .served()
+        .iter()
+        .map(|s| format!("{} {} {}", s.method, s.path, s.status))
+        .collect();
+    assert_eq!(
+        fetched,
+        [
+            "GET /install.sh 200".to_owned(),
+            "GET /SHA256SUMS 200".to_owned(),
+            format!("GET /{} 200", archive_name()),
+            format!("GET /{}.sig 200", archive_name()),
+        ]
+    );
+
+    // Run from a file, the version asked for: a release signed with a key has no keyless bundle, which
+    // without --verify is a warning, not a refusal.
+    let again = machine.install(&server.url(), false, &["--version", VERSION]);
+    let out = text(&again);
+    assert!(again.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "warning: no signature {}.sigstore.json",
+            archive_name()
+        )),
+        "{out}"
+    );
+    assert_eq!(entries(&machine.prefix()), ["20i"]);
+}
+
+#[test]
+fn an_older_install_is_replaced_atomically() {
+    let machine = Machine::new();
+    let server = FileServer::start(machine.served.path()).unwrap();
+    let prefix = machine.home.path().join("tools");
+    std::fs::create_dir_all(&prefix).unwrap();
+    write_script(&prefix.join("20i"), "#!/bin/sh\necho '20i 0.0.1'\n");
+    // An `mv` first on PATH that records, at the moment of the rename, what `20i --version` says and what
+    // the prefix holds, then renames with the real `mv`.
+    let real_mv = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v mv"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let record = machine.home.path().join("at-the-rename");
+    write_script(
+        &machine.bin.path().join("mv"),
+        &format!(
+            "#!/bin/sh\n{{ '{prefix}/20i' --version; ls '{prefix}'; }} > '{record}'\nexec {real_mv} \"$@\"\n",
+            prefix = prefix.display(),
+            record = record.display(),
+            real_mv = real_mv.trim(),
+        ),
+    );
+    let installed = machine.install(
+        &server.url(),
+        false,
+        &["--prefix", prefix.to_str().unwrap()],
+    );
+    let out = text(&installed);
+    assert!(installed.status.success(), "{out}");
+    let at_rename = std::fs::read_to_string(&record).expect("the installer renamed with mv");
+    let lines: Vec<&str> = at_rename.lines().collect();
+    assert_eq!(lines[0], "20i 0.0.1", "the old 20i works until the rename");
+    assert_eq!(lines[1], "20i");
+    assert!(
+        lines[2].starts_with("20i.tmp.") && lines.len() == 3,
+        "the new one is staged beside it: {at_rename}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    let ran = Command::new(prefix.join("20i"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        format!("20i {version}")
+    );
+    assert_eq!(entries(&prefix), ["20i"]);
+    assert_eq!(entries(machine.tmp.path()), Vec::<String>::new());
+}
+
+/// What a refusal case does to the machine before the install runs.
+enum Setup {
+    Nothing,
+    /// The archive served is not the one SHA256SUMS was made from.
+    TamperArchive,
+    /// SHA256SUMS holds another archive's sum.
+    WrongSums,
+    /// SHA256SUMS lists no archive for the host.
+    SumsWithoutHost,
+    /// `uname -s` and `uname -m` answer these.
+    Uname(&'static str, &'static str),
+    /// The archive's `.sig` is a signature of other bytes.
+    BadSignature,
+}
+
+/// One refusal: what is done to the machine, whether the server is reachable, the installer's extra arguments,
+/// what its message says, and a request that shows the fault fired.
+struct Case<'a> {
+    name: &'a str,
+    setup: Setup,
+    reachable: bool,
+    args: Vec<&'a str>,
+    expected: Vec<String>,
+    fired: Option<String>,
+}
+
+impl<'a> Case<'a> {
+    fn new(
+        name: &'a str,
+        setup: Setup,
+        reachable: bool,
+        args: Vec<&'a str>,
+        expected: Vec<String>,
+        fired: Option<String>,
+    ) -> Case<'a> {
+        Case {
+            name,
+            setup,
+            reachable,
+            args,
+            expected,
+            fired,
+        }
+    }
+}
+
+#[test]
+fn refusals_say_what_to_do_and_leave_nothing_behind() {
+    let key = release().keys.public.display().to_string();
+    let archive = archive_name();
+    let cases = [
+        Case::new(
+            "tampered archive",
+            Setup::TamperArchive,
+            true,
+            vec![],
+            vec![
+                format!("checksum mismatch: {archive} has sha256"),
+                "nothing was installed".into(),
+                "Run this again".into(),
+            ],
+            Some(format!("GET /{archive} 200")),
+        ),
+        Case::new(
+            "wrong SHA256SUMS",
+            Setup::WrongSums,
+            true,
+            vec![],
+            vec!["checksum mismatch".into(), "tampered with".into()],
+            Some("GET /SHA256SUMS 200".into()),
+        ),
+        Case::new(
+            "archive missing from SHA256SUMS",
+            Setup::SumsWithoutHost,
+            true,
+            vec![],
+            vec![
+                format!("SHA256SUMS lists no archive for {}", host_target()),
+                "cargo install --locked --git".into(),
+            ],
+            Some("GET /SHA256SUMS 200".into()),
+        ),
+        Case::new(
+            "unknown system",
+            Setup::Uname("FreeBSD", "amd64"),
+            true,
+            vec![],
+            vec![
+                "no 20i build for this platform (uname -s: FreeBSD, uname -m: amd64)".into(),
+                "Build it from source".into(),
+            ],
+            None,
+        ),
+        Case::new(
+            "unknown machine",
+            Setup::Uname("Linux", "riscv64"),
+            true,
+            vec![],
+            vec!["(uname -s: Linux, uname -m: riscv64)".into()],
+            None,
+        ),
+        Case::new(
+            "unreachable server",
+            Setup::Nothing,
+            false,
+            vec![],
+            vec![
+                "could not download http://127.0.0.1:".into(),
+                "/SHA256SUMS".into(),
+                "--base-url".into(),
+            ],
+            None,
+        ),
+        Case::new(
+            "bad signature with --verify",
+            Setup::BadSignature,
+            true,
+            vec!["--verify", "--cosign-key", &key],
+            vec![
+                format!("the signature of {archive} does not verify against the key {key}"),
+                "nothing was installed".into(),
+            ],
+            Some(format!("GET /{archive}.sig 200")),
+        ),
+    ];
+    for Case {
+        name,
+        setup,
+        reachable,
+        args,
+        expected,
+        fired,
+    } in cases
+    {
+        let machine = Machine::new();
+        match &setup {
+            Setup::Nothing => {}
+            Setup::TamperArchive => {
+                let path = machine.file(&archive);
+                let mut bytes = std::fs::read(&path).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0xff;
+                std::fs::write(&path, bytes).unwrap();
+            }
+            Setup::WrongSums => {
+                std::fs::write(
+                    machine.file("SHA256SUMS"),
+                    format!("{}  {archive}\n", "ab".repeat(32)),
+                )
+                .unwrap();
+            }
+            Setup::SumsWithoutHost => write_sums(machine.served.path(), &["install.sh"]),
+            Setup::Uname(system, machine_name) => write_script(
+                &machine.bin.path().join("uname"),
+                &format!(
+                    "#!/bin/sh\ncase $1 in -s) echo {system} ;; -m) echo {machine_name} ;; *) exit 1 ;; esac\n"
+                ),
+            ),
+            Setup::BadSignature => {
+                let other = machine.tmp.path().join("other");
+                std::fs::write(&other, "other bytes").unwrap();
+                sign(
+                    &release().keys,
+                    &other,
+                    &machine.file(&format!("{archive}.sig")),
+                );
+                std::fs::remove_file(other).unwrap();
+            }
+        }
+        let server = FileServer::start(machine.served.path()).unwrap();
+        let url = if reachable {
+            server.url()
+        } else {
+            testkit::unreachable_url().unwrap()
+        };
+        let output = machine.install(&url, false, &args);
+        let out = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {out}");
+        for expected in &expected {
+            assert!(out.contains(expected), "{name}: lacks {expected:?}:\n{out}");
+        }
+        assert_eq!(
+            entries(&machine.prefix()),
+            Vec::<String>::new(),
+            "{name}: the prefix"
+        );
+        assert_eq!(
+            entries(machine.tmp.path()),
+            Vec::<String>::new(),
+            "{name}: the temp dir"
+        );
+        let requests: Vec<String> = server
+            .served()
+            .iter()
+            .map(|s| format!("{} {} {}", s.method, s.path, s.status))
+            .collect();
+        if let Some(fired) = fired {
+            assert!(requests.contains(&fired), "{name}: {requests:?}");
+        }
+        // An unknown platform stops before any download.
+        if matches!(setup, Setup::Uname(..)) || !reachable {
+            assert!(requests.is_empty(), "{name}: {requests:?}");
+        }
+    }
+}
