@@ -21,6 +21,7 @@ mod start;
 mod status;
 mod stop;
 mod values;
+mod version;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
@@ -148,6 +149,17 @@ enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Print this launcher's version; with --check, say whether a newer stable release is out
+    #[command(
+        long_about = "Print this launcher's version. With --check, list the tags of IMAGE_REGISTRY (then of its \
+                      mirrors, until one answers) and say whether a newer stable release has images, with the \
+                      one command that installs it. Nothing is installed."
+    )]
+    Version {
+        /// Ask the registry whether a newer stable release is out (exit 1 when no registry answers)
+        #[arg(long)]
+        check: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -172,6 +184,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     if let Command::Completions { shell } = cli.command {
         return completions::run(shell);
     }
+    if let Command::Version { check: false } = cli.command {
+        // No configuration needed: the version prints even where the configuration is broken.
+        println!("20i {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     if let Command::Pin { .. } = cli.command {
         // Re-pinning must work when the old pin no longer matches the selected reference.
         flags.push(config::Setting {
@@ -193,6 +210,10 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         Command::Init { force } => init::run(&loaded.config, force),
         Command::Pin { notes } => pin::run(&loaded.config, &notes),
         Command::Prune { apply } => prune::run(&loaded.config, apply),
+        Command::Version { check } => {
+            debug_assert!(check, "handled above");
+            version::run_check(&loaded.config)
+        }
         Command::Completions { .. } => Ok(()),
     }
 }
@@ -218,7 +239,15 @@ mod tests {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "20i", &mut script);
             let script = String::from_utf8(script).unwrap();
-            for word in ["start", "destroy", "explain", "php-version", "use-prebuilt"] {
+            for word in [
+                "start",
+                "destroy",
+                "explain",
+                "php-version",
+                "use-prebuilt",
+                "version",
+                "check",
+            ] {
                 assert!(script.contains(word), "{shell:?} completion lacks {word}");
             }
         }
@@ -228,7 +257,7 @@ mod tests {
     fn help_texts() {
         let mut command = Cli::command();
         insta::assert_snapshot!("help", command.render_long_help().to_string());
-        for sub in ["start", "logs", "pin"] {
+        for sub in ["start", "logs", "pin", "version"] {
             let help = command
                 .find_subcommand_mut(sub)
                 .expect("subcommand")
