@@ -254,9 +254,13 @@ main() {
     case ${PREFIX:=${HOME:?HOME is not set: give --prefix DIR}/.local/bin} in
         -*) PREFIX=./$PREFIX ;;
     esac
-    mkdir -p -- "$PREFIX" || refuse "cannot create $PREFIX: give a --prefix you can write to"
-    PREFIX=$(cd -- "$PREFIX" && pwd -P)
-    [ -w "$PREFIX" ] || refuse "cannot write to $PREFIX: give a --prefix you can write to (no root needed)"
+    # Created only once the archive is checked, so a refusal leaves no new folder either.
+    if [ -e "$PREFIX" ] && [ ! -d "$PREFIX" ]; then
+        refuse "$PREFIX is not a folder: give a --prefix that is one, or a path that does not exist yet"
+    fi
+    if [ -d "$PREFIX" ] && [ ! -w "$PREFIX" ]; then
+        refuse "cannot write to $PREFIX: give a --prefix you can write to (no root needed)"
+    fi
 
     trap cleanup EXIT
     trap 'exit 130' INT
@@ -306,6 +310,8 @@ https://github.com/$REPOSITORY/issues"
     binary="$WORK/extract/20i-$VERSION-$TARGET/20i"
     [ -f "$binary" ] || refuse "$ARCHIVE holds no 20i-$VERSION-$TARGET/20i: the release is broken; report it at https://github.com/$REPOSITORY/issues"
 
+    mkdir -p -- "$PREFIX" || refuse "cannot create $PREFIX: give a --prefix you can write to (no root needed)"
+    PREFIX=$(cd -- "$PREFIX" && pwd -P)
     # Written beside its destination and renamed over it: the old 20i works until the rename, and a failure
     # before leaves it as it was.
     STAGED="$PREFIX/20i.tmp.$$"

@@ -144,6 +144,8 @@ struct Machine {
     tmp: tempfile::TempDir,
     bin: tempfile::TempDir,
     served: tempfile::TempDir,
+    /// PATH is `bin` alone (the tools [`Machine::only_tools`] linked there), not `bin` before the test's PATH.
+    isolated: bool,
 }
 
 impl Machine {
@@ -157,7 +159,22 @@ impl Machine {
             tmp: tempfile::tempdir().unwrap(),
             bin: tempfile::tempdir().unwrap(),
             served,
+            isolated: false,
         }
+    }
+
+    /// A machine whose PATH has only these tools (linked from where this one has them).
+    fn only_tools(&mut self, tools: &[&str]) {
+        for tool in tools {
+            let found = Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap();
+            let found = String::from_utf8(found.stdout).unwrap();
+            assert!(!found.trim().is_empty(), "{tool} is not installed here");
+            std::os::unix::fs::symlink(found.trim(), self.bin.path().join(tool)).unwrap();
+        }
+        self.isolated = true;
     }
 
     fn prefix(&self) -> PathBuf {
@@ -181,11 +198,15 @@ impl Machine {
         } else {
             command.arg(self.file("install.sh"));
         }
-        let path = format!(
-            "{}:{}",
-            self.bin.path().display(),
-            std::env::var("PATH").unwrap()
-        );
+        let path = if self.isolated {
+            self.bin.path().display().to_string()
+        } else {
+            format!(
+                "{}:{}",
+                self.bin.path().display(),
+                std::env::var("PATH").unwrap()
+            )
+        };
         command
             .args(["--base-url", base_url])
             .args(args)
@@ -268,6 +289,53 @@ fn installs_the_release_and_runs_it() {
         "{out}"
     );
     assert_eq!(entries(&machine.prefix()), ["20i"]);
+}
+
+/// What the installer needs besides a downloader, a checksum tool and cosign.
+const BASE_TOOLS: [&str; 17] = [
+    "sh", "uname", "mktemp", "tar", "gzip", "cut", "awk", "tr", "sed", "grep", "head", "mkdir",
+    "rm", "cp", "chmod", "mv", "cat",
+];
+
+#[test]
+fn wget_alone_installs_and_verify_needs_cosign() {
+    // No curl and no cosign: wget downloads, the checksum is checked, the signature is said to be unchecked.
+    let mut machine = Machine::new();
+    machine.only_tools(&BASE_TOOLS);
+    machine.only_tools(&["wget", "sha256sum"]);
+    let server = FileServer::start(machine.served.path()).unwrap();
+    let installed = machine.install(&server.url(), false, &[]);
+    let out = text(&installed);
+    assert!(installed.status.success(), "{out}");
+    assert!(
+        out.contains("cosign is not installed: the signature is not verified"),
+        "{out}"
+    );
+    assert_eq!(entries(&machine.prefix()), ["20i"]);
+    assert_eq!(entries(machine.tmp.path()), Vec::<String>::new());
+    assert!(server
+        .served()
+        .iter()
+        .any(|s| s.path == format!("/{}", archive_name()) && s.status == 200));
+
+    // --verify without cosign: refused before anything is downloaded.
+    let machine = {
+        let mut machine = Machine::new();
+        machine.only_tools(&BASE_TOOLS);
+        machine.only_tools(&["curl", "sha256sum"]);
+        machine
+    };
+    let server = FileServer::start(machine.served.path()).unwrap();
+    let refused = machine.install(&server.url(), false, &["--verify"]);
+    let out = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("--verify needs cosign, which is not installed: install it"),
+        "{out}"
+    );
+    assert_eq!(server.served(), Vec::new());
+    assert!(!machine.prefix().exists(), "the prefix was created");
+    assert_eq!(entries(machine.tmp.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -506,11 +574,7 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
         for expected in &expected {
             assert!(out.contains(expected), "{name}: lacks {expected:?}:\n{out}");
         }
-        assert_eq!(
-            entries(&machine.prefix()),
-            Vec::<String>::new(),
-            "{name}: the prefix"
-        );
+        assert!(!machine.prefix().exists(), "{name}: the prefix was created");
         assert_eq!(
             entries(machine.tmp.path()),
             Vec::<String>::new(),
