@@ -109,7 +109,7 @@ instead: cargo install --locked --git https://github.com/$REPOSITORY launcher"
     printf '%s-%s\n' "$arch" "$suffix"
 }
 
-# Downloads URL to FILE with curl or wget: bounded connection and total time, three attempts.
+# Downloads URL to FILE with curl or wget: bounded connection (and with curl total) time, three attempts.
 download() {
     url=$1
     file=$2
@@ -119,8 +119,13 @@ download() {
                 --retry 2 --retry-delay 1 --retry-connrefused --output "$file" -- "$url" 2>"$WORK/download.err"
             ;;
         wget)
-            wget --quiet --timeout=10 --tries=3 --waitretry=1 --retry-connrefused --output-document="$file" \
-                -- "$url" 2>"$WORK/download.err"
+            # Short options only, which GNU wget and BusyBox's (Alpine) share; the attempts are counted here.
+            attempt=1
+            until wget -q -T 10 -O "$file" -- "$url" 2>"$WORK/download.err"; do
+                [ "$attempt" -lt 3 ] || return 1
+                attempt=$((attempt + 1))
+                sleep 1
+            done
             ;;
     esac
 }
@@ -311,7 +316,8 @@ https://github.com/$REPOSITORY/issues"
     [ -f "$binary" ] || refuse "$ARCHIVE holds no 20i-$VERSION-$TARGET/20i: the release is broken; report it at https://github.com/$REPOSITORY/issues"
 
     mkdir -p -- "$PREFIX" || refuse "cannot create $PREFIX: give a --prefix you can write to (no root needed)"
-    PREFIX=$(cd -- "$PREFIX" && pwd -P)
+    # Logical, not resolved: PATH names ~/.local/bin as such even where HOME is behind a symlink.
+    PREFIX=$(cd -- "$PREFIX" && pwd)
     # Written beside its destination and renamed over it: the old 20i works until the rename, and a failure
     # before leaves it as it was.
     STAGED="$PREFIX/20i.tmp.$$"

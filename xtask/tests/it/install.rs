@@ -292,9 +292,9 @@ fn installs_the_release_and_runs_it() {
 }
 
 /// What the installer needs besides a downloader, a checksum tool and cosign.
-const BASE_TOOLS: [&str; 17] = [
+const BASE_TOOLS: [&str; 18] = [
     "sh", "uname", "mktemp", "tar", "gzip", "cut", "awk", "tr", "sed", "grep", "head", "mkdir",
-    "rm", "cp", "chmod", "mv", "cat",
+    "rm", "cp", "chmod", "mv", "cat", "sleep",
 ];
 
 #[test]
