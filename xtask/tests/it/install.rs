@@ -185,18 +185,32 @@ impl Machine {
         self.served.path().join(name)
     }
 
-    /// `sh install.sh ARGS` (or `curl -fsSL URL/install.sh | sh -s -- ARGS` when `piped`), as the user.
-    fn install(&self, base_url: &str, piped: bool, args: &[&str]) -> Output {
+    /// Runs the installer as the user does, `how` says which way, with `args` after the base URL.
+    fn install(&self, base_url: &str, how: How, args: &[&str]) -> Output {
         let mut command = Command::new("sh");
-        if piped {
-            command
-                .arg("-c")
-                .arg(format!(
-                    "curl -fsSL '{base_url}/install.sh' | sh -s -- \"$@\""
-                ))
-                .arg("sh");
-        } else {
-            command.arg(self.file("install.sh"));
+        match how {
+            How::Piped => {
+                command
+                    .arg("-c")
+                    .arg(format!(
+                        "curl -fsSL '{base_url}/install.sh' | sh -s -- \"$@\""
+                    ))
+                    .arg("sh")
+                    .args(["--base-url", base_url]);
+            }
+            How::File => {
+                command
+                    .arg(self.file("install.sh"))
+                    .args(["--base-url", base_url]);
+            }
+            How::Environment => {
+                command
+                    .arg(self.file("install.sh"))
+                    .env("TWENTYI_INSTALL_BASE_URL", base_url);
+            }
+        }
+        if how != How::Environment {
+            command.env_remove("TWENTYI_INSTALL_BASE_URL");
         }
         let path = if self.isolated {
             self.bin.path().display().to_string()
@@ -208,17 +222,26 @@ impl Machine {
             )
         };
         command
-            .args(["--base-url", base_url])
             .args(args)
             .env("HOME", self.home.path())
             .env("TMPDIR", self.tmp.path())
             .env("PATH", path)
             .env("SHELL", "/bin/bash")
-            .env_remove("TWENTYI_INSTALL_BASE_URL")
             .env_remove("COSIGN_PASSWORD")
             .output()
             .expect("running sh")
     }
+}
+
+/// How the user runs the installer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum How {
+    /// `curl -fsSL URL/install.sh | sh -s -- --base-url URL ARGS`.
+    Piped,
+    /// `sh install.sh --base-url URL ARGS`.
+    File,
+    /// `TWENTYI_INSTALL_BASE_URL=URL sh install.sh ARGS`.
+    Environment,
 }
 
 fn text(output: &Output) -> String {
@@ -235,7 +258,11 @@ fn installs_the_release_and_runs_it() {
     let server = FileServer::start(machine.served.path()).unwrap();
     let key = release().keys.public.display().to_string();
     // Piped from curl, as the docs say, with the signature required and checked against the key.
-    let installed = machine.install(&server.url(), true, &["--verify", "--cosign-key", &key]);
+    let installed = machine.install(
+        &server.url(),
+        How::Piped,
+        &["--verify", "--cosign-key", &key],
+    );
     let out = text(&installed);
     assert!(installed.status.success(), "{out}");
     let version = env!("CARGO_PKG_VERSION");
@@ -276,9 +303,9 @@ fn installs_the_release_and_runs_it() {
         ]
     );
 
-    // Run from a file, the version asked for: a release signed with a key has no keyless bundle, which
+    // Run from a file, the base URL from the environment, the version asked for: a release signed with a key has no keyless bundle, which
     // without --verify is a warning, not a refusal.
-    let again = machine.install(&server.url(), false, &["--version", VERSION]);
+    let again = machine.install(&server.url(), How::Environment, &["--version", VERSION]);
     let out = text(&again);
     assert!(again.status.success(), "{out}");
     assert!(
@@ -304,7 +331,7 @@ fn wget_alone_installs_and_verify_needs_cosign() {
     machine.only_tools(&BASE_TOOLS);
     machine.only_tools(&["wget", "sha256sum"]);
     let server = FileServer::start(machine.served.path()).unwrap();
-    let installed = machine.install(&server.url(), false, &[]);
+    let installed = machine.install(&server.url(), How::File, &[]);
     let out = text(&installed);
     assert!(installed.status.success(), "{out}");
     assert!(
@@ -326,7 +353,7 @@ fn wget_alone_installs_and_verify_needs_cosign() {
         machine
     };
     let server = FileServer::start(machine.served.path()).unwrap();
-    let refused = machine.install(&server.url(), false, &["--verify"]);
+    let refused = machine.install(&server.url(), How::File, &["--verify"]);
     let out = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{out}");
     assert!(
@@ -367,7 +394,7 @@ fn an_older_install_is_replaced_atomically() {
     );
     let installed = machine.install(
         &server.url(),
-        false,
+        How::File,
         &["--prefix", prefix.to_str().unwrap()],
     );
     let out = text(&installed);
@@ -568,7 +595,7 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
         } else {
             testkit::unreachable_url().unwrap()
         };
-        let output = machine.install(&url, false, &args);
+        let output = machine.install(&url, How::File, &args);
         let out = text(&output);
         assert_eq!(output.status.code(), Some(1), "{name}: {out}");
         for expected in &expected {
