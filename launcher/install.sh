@@ -17,6 +17,8 @@
 # Everything is in functions and runs from the last line: a download cut short runs nothing.
 
 set -eu
+# `cd` prints the folder it found through CDPATH, which would end up in a captured path.
+unset CDPATH
 
 REPOSITORY="20i-stack/20i-stack"
 # The release this script belongs to: `cargo xtask dist seal` replaces the placeholder with its version (vX.Y.Z).
@@ -280,16 +282,21 @@ main() {
         line=$(awk -v suffix="-$TARGET.tar.gz" '
             index($2, "20i-v") == 1 && substr($2, length($2) - length(suffix) + 1) == suffix { print; exit }
         ' "$WORK/SHA256SUMS")
-        ARCHIVE=$(printf '%s\n' "$line" | awk '{ print $2 }')
-        VERSION=${ARCHIVE#20i-}
-        VERSION=${VERSION%-"$TARGET".tar.gz}
     fi
-    expected=$(printf '%s\n' "$line" | awk '{ print $1 }')
     if [ -z "$line" ]; then
         refuse "$BASE_URL/SHA256SUMS lists no archive for $TARGET${VERSION:+ of $VERSION}: this release has no \
 build for this machine, or the base URL is not the release's folder. Pick another --version, or build from \
 source: cargo install --locked --git https://github.com/$REPOSITORY launcher"
     fi
+    if [ -z "$VERSION" ]; then
+        ARCHIVE=$(printf '%s\n' "$line" | awk '{ print $2 }')
+        VERSION=${ARCHIVE#20i-}
+        VERSION=${VERSION%-"$TARGET".tar.gz}
+        # Read from the file: a version, so no `/` or `..` reaches a path.
+        VERSION=$(parse_version "$VERSION")
+        ARCHIVE="20i-$VERSION-$TARGET.tar.gz"
+    fi
+    expected=$(printf '%s\n' "$line" | awk '{ print $1 }')
     case $expected in
         *[!0-9a-f]* | '') refuse "$BASE_URL/SHA256SUMS holds \`$expected\` for $ARCHIVE, not a sha256: the file is damaged; try again later" ;;
     esac

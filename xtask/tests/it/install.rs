@@ -429,6 +429,8 @@ enum Setup {
     WrongSums,
     /// SHA256SUMS lists no archive for the host.
     SumsWithoutHost,
+    /// SHA256SUMS names the host's archive with a path in its version.
+    SumsWithPath,
     /// `uname -s` and `uname -m` answer these.
     Uname(&'static str, &'static str),
     /// The archive's `.sig` is a signature of other bytes.
@@ -503,6 +505,14 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
             Some("GET /SHA256SUMS 200".into()),
         ),
         Case::new(
+            "a path in SHA256SUMS",
+            Setup::SumsWithPath,
+            true,
+            vec![],
+            vec!["`v1.0.0/../../escaped` is not a release version".into()],
+            Some("GET /SHA256SUMS 200".into()),
+        ),
+        Case::new(
             "unknown system",
             Setup::Uname("FreeBSD", "amd64"),
             true,
@@ -572,6 +582,11 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
                 .unwrap();
             }
             Setup::SumsWithoutHost => write_sums(machine.served.path(), &["install.sh"]),
+            Setup::SumsWithPath => std::fs::write(
+                machine.file("SHA256SUMS"),
+                format!("{}  20i-v1.0.0/../../escaped-{}.tar.gz\n", "ab".repeat(32), host_target()),
+            )
+            .unwrap(),
             Setup::Uname(system, machine_name) => write_script(
                 &machine.bin.path().join("uname"),
                 &format!(
