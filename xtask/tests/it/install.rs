@@ -653,3 +653,25 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
         }
     }
 }
+
+#[test]
+fn the_installer_names_this_repository_and_its_release_workflow() {
+    let script =
+        std::fs::read_to_string(xtask::project_root().join("launcher/install.sh")).unwrap();
+    let source = &stack_images::Matrix::embedded().source;
+    let repository = source
+        .strip_prefix("https://github.com/")
+        .expect("the matrix's source is on GitHub");
+    assert!(
+        script.contains(&format!("REPOSITORY=\"{repository}\"")),
+        "install.sh does not name {repository}, the matrix's source"
+    );
+    let workflow = ".github/workflows/release.yml";
+    assert!(script.contains(&format!("KEYLESS_WORKFLOW=\"{workflow}\"")));
+    assert!(
+        xtask::project_root().join(workflow).is_file(),
+        "{workflow} signs the release"
+    );
+    // The placeholder `cargo xtask dist seal` fills, spelled once.
+    assert_eq!(script.matches("@VERSION@").count(), 1);
+}
