@@ -112,13 +112,20 @@ instead: cargo install --locked --git https://github.com/$REPOSITORY launcher"
 }
 
 # Downloads URL to FILE with curl or wget: bounded connection (and with curl total) time, three attempts.
+# With PROGRESS `progress` and a terminal on stderr, curl draws a progress bar (and shows its own error there).
 download() {
     url=$1
     file=$2
+    : >"$WORK/download.err"
     case $DOWNLOADER in
         curl)
-            curl --fail --silent --show-error --location --connect-timeout 10 --max-time 300 \
-                --retry 2 --retry-delay 1 --retry-connrefused --output "$file" -- "$url" 2>"$WORK/download.err"
+            if [ "${3:-}" = progress ] && [ -t 2 ]; then
+                curl --fail --progress-bar --show-error --location --connect-timeout 10 --max-time 300 \
+                    --retry 2 --retry-delay 1 --retry-connrefused --output "$file" -- "$url"
+            else
+                curl --fail --silent --show-error --location --connect-timeout 10 --max-time 300 \
+                    --retry 2 --retry-delay 1 --retry-connrefused --output "$file" -- "$url" 2>"$WORK/download.err"
+            fi
             ;;
         wget)
             # Short options only, which GNU wget and BusyBox's (Alpine) share; the attempts are counted here.
@@ -132,9 +139,9 @@ download() {
     esac
 }
 
-# Downloads URL to FILE, refusing with what to do when it fails.
+# Downloads URL to FILE [progress], refusing with what to do when it fails.
 fetch() {
-    if ! download "$1" "$2"; then
+    if ! download "$@"; then
         reason=$(tr '\n' ' ' <"$WORK/download.err" | sed 's/ *$//')
         refuse "could not download $1 (${reason:-$DOWNLOADER failed}): check the network (and HTTPS_PROXY), \
 that the release and version exist, or give a mirror with --base-url; nothing was installed"
@@ -303,7 +310,7 @@ source: cargo install --locked --git https://github.com/$REPOSITORY launcher"
     [ "${#expected}" -eq 64 ] || refuse "$BASE_URL/SHA256SUMS holds \`$expected\` for $ARCHIVE, not a sha256: the file is damaged; try again later"
 
     say "downloading $ARCHIVE from $BASE_URL"
-    fetch "$BASE_URL/$ARCHIVE" "$WORK/$ARCHIVE"
+    fetch "$BASE_URL/$ARCHIVE" "$WORK/$ARCHIVE" progress
     actual=$(sha256_of "$WORK/$ARCHIVE")
     if [ "$actual" != "$expected" ]; then
         refuse "checksum mismatch: $ARCHIVE has sha256 $actual, SHA256SUMS says $expected: the download is \
