@@ -210,10 +210,8 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         Command::Init { force } => init::run(&loaded.config, force),
         Command::Pin { notes } => pin::run(&loaded.config, &notes),
         Command::Prune { apply } => prune::run(&loaded.config, apply),
-        Command::Version { check } => {
-            debug_assert!(check, "handled above");
-            version::run_check(&loaded.config)
-        }
+        // Without --check it returned above, before the configuration was read.
+        Command::Version { .. } => version::run_check(&loaded.config),
         Command::Completions { .. } => Ok(()),
     }
 }
