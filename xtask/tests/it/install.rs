@@ -366,6 +366,45 @@ fn wget_alone_installs_and_verify_needs_cosign() {
 }
 
 #[test]
+fn busybox_sh_and_its_tools_install() {
+    // Alpine's shell and tools (BusyBox ash, tar, gzip, awk, sha256sum, mktemp), with curl: POSIX sh, no bashisms
+    // and no GNU options. BusyBox's own wget is left out: the Debian static build here crashes on any download.
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        _ => "arm64",
+    };
+    let busybox = testkit::fixtures::busybox_dir()
+        .expect("make setup leaves the busybox fixtures")
+        .join(format!("busybox-{arch}"));
+    let mut machine = Machine::new();
+    std::os::unix::fs::symlink(&busybox, machine.bin.path().join("busybox")).unwrap();
+    for applet in BASE_TOOLS.iter().chain(&["sha256sum", "pwd"]) {
+        std::os::unix::fs::symlink("busybox", machine.bin.path().join(applet)).unwrap();
+    }
+    machine.only_tools(&["curl"]);
+    let server = FileServer::start(machine.served.path()).unwrap();
+    let mut command = Command::new(machine.bin.path().join("sh"));
+    let installed = command
+        .arg(machine.file("install.sh"))
+        .args(["--base-url", &server.url()])
+        .env_clear()
+        .env("HOME", machine.home.path())
+        .env("TMPDIR", machine.tmp.path())
+        .env("PATH", machine.bin.path())
+        .output()
+        .unwrap();
+    let out = text(&installed);
+    assert!(installed.status.success(), "{out}");
+    assert!(
+        String::from_utf8_lossy(&installed.stdout)
+            .contains(&format!("20i {}", env!("CARGO_PKG_VERSION"))),
+        "{out}"
+    );
+    assert_eq!(entries(&machine.prefix()), ["20i"]);
+    assert_eq!(entries(machine.tmp.path()), Vec::<String>::new());
+}
+
+#[test]
 fn an_older_install_is_replaced_atomically() {
     let machine = Machine::new();
     let server = FileServer::start(machine.served.path()).unwrap();
