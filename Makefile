@@ -40,6 +40,7 @@ lint:
 	cargo clippy --all-targets --workspace --features xtask/dev -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 	hadolint images/php-fpm/Dockerfile testkit/standins/php-fpm/Dockerfile testkit/standins/php-fpm-real/Dockerfile testkit/standins/sbom-scanner/Dockerfile
+	shellcheck launcher/install.sh
 	cargo xtask workflows --check
 	zizmor .github/workflows/
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

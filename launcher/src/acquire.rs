@@ -24,6 +24,7 @@ use crate::{
     exit::Exit,
     freshness::{self, Check, Checks, Freshness, Remote},
     selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
+    version,
 };
 
 /// Where the image that runs came from.
@@ -359,6 +360,7 @@ enum Fresh {
 /// With `PULL_POLICY` other than `missing` and a check due, asks the registry what the cached image's tag serves
 /// now (a manifest `HEAD`, and a `GET` only for a digest it has not seen) and records the answer: whether it asked, and why to pull when the registry
 /// serves a newer digest and no pin holds the old one. A check that fails never stops a start: the cached image is used.
+/// When the registry answered, one tag list more says whether a newer stable release is out (`version::newer_hint`).
 fn freshen(
     config: &Config,
     facts: &Facts,
@@ -407,6 +409,8 @@ fn freshen(
             republished: remote.republished.clone(),
         },
     )?;
+    // The registry answered: one tag list more says whether a newer stable release is out.
+    version::newer_hint(config, log)?;
     Ok(
         match freshness::compare(&cached, config.pinned_digest(), remote) {
             Freshness::Current => Fresh::Asked,

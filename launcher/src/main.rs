@@ -25,6 +25,7 @@ mod status;
 mod stop;
 mod summary;
 mod values;
+mod version;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
@@ -183,6 +184,17 @@ enum Command {
         #[arg(long, value_name = "SIZE", default_value = "2G")]
         min_free_disk: doctor::DiskSize,
     },
+    /// Print this launcher's version; with --check, say whether a newer stable release is out
+    #[command(
+        long_about = "Print this launcher's version. With --check, list the tags of IMAGE_REGISTRY (then of its \
+                      mirrors, until one answers) and say whether a newer stable release has images, with the \
+                      one command that installs it. Nothing is installed."
+    )]
+    Version {
+        /// Ask the registry whether a newer stable release is out (exit 1 when no registry answers)
+        #[arg(long)]
+        check: bool,
+    },
     /// Print a shell completion script
     Completions {
         /// bash, zsh, fish, elvish or powershell
@@ -206,6 +218,11 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
     let mut flags = cli.settings.into_layer().map_err(exit::Exit::config)?;
     if let Command::Completions { shell } = cli.command {
         return completions::run(shell);
+    }
+    if let Command::Version { check: false } = cli.command {
+        // No configuration needed: the version prints even where the configuration is broken.
+        println!("20i {}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
     }
     if let Command::Pin { .. } = cli.command {
         // Re-pinning must work when the old pin no longer matches the selected reference.
@@ -245,6 +262,8 @@ fn run(cli: Cli, started: Instant) -> anyhow::Result<()> {
         Command::Init { force } => init::run(&loaded.config, force),
         Command::Pin { notes } => pin::run(&loaded.config, &notes),
         Command::Prune { apply } => prune::run(&loaded.config, apply),
+        // Without --check it returned above, before the configuration was read.
+        Command::Version { .. } => version::run_check(&loaded.config),
         Command::Completions { .. } | Command::Doctor { .. } => Ok(()),
     }
 }
@@ -278,6 +297,8 @@ mod tests {
                 "use-prebuilt",
                 "doctor",
                 "min-free-disk",
+                "version",
+                "check",
             ] {
                 assert!(script.contains(word), "{shell:?} completion lacks {word}");
             }
@@ -288,7 +309,7 @@ mod tests {
     fn help_texts() {
         let mut command = Cli::command();
         insta::assert_snapshot!("help", command.render_long_help().to_string());
-        for sub in ["start", "logs", "pin", "doctor"] {
+        for sub in ["start", "logs", "pin", "doctor", "version"] {
             let help = command
                 .find_subcommand_mut(sub)
                 .expect("subcommand")

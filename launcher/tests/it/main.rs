@@ -14,3 +14,4 @@ mod real_stack;
 mod republished;
 mod signature;
 mod start;
+mod version;

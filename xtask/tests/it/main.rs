@@ -9,6 +9,7 @@ mod faults;
 mod help;
 mod hosted;
 mod injection;
+mod install;
 mod notes;
 mod plan;
 mod progress;
