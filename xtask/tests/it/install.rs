@@ -36,8 +36,7 @@ fn archive_name() -> String {
     format!("20i-{VERSION}-{}.tar.gz", host_target())
 }
 
-/// The release files for the host, built once per test run in `target/tmp/install-release` (the archive of a
-/// debug `20i` is tens of MB: each case copies it rather than making it again).
+/// The release files for the host, made once per test run in `target/tmp/install-release`; each case copies them.
 struct Release {
     dir: PathBuf,
     keys: Keys,
@@ -55,36 +54,23 @@ fn release() -> &'static Release {
     })
 }
 
-// stand-in for cargo xtask dist until it lands
-/// Makes `dir` hold what a release attaches for the host's target, under the names `cargo xtask dist` gives
-/// them: `20i-vX.Y.Z-TARGET.tar.gz` (a folder `20i-vX.Y.Z-TARGET/` with `20i`, LICENSE and README.md), its
-/// `.sig` from `cosign sign-blob --key`, `SHA256SUMS`, and `install.sh`.
+/// Makes `dir` hold what a release attaches for the host's target, made as the release makes it: `cargo xtask
+/// dist build` (the release build of `20i` for the host's target, packed), then `dist seal --key` (its `.sig`,
+/// `SHA256SUMS`, `install.sh` with this version filled in, the formula and the manifest).
 fn host_dist(dir: &Path, keys: &Keys) {
-    let launcher = xtask::dev::demo::build_launcher().expect("building the launcher");
-    let stem = format!("20i-{VERSION}-{}", host_target());
-    let staging = tempfile::tempdir().unwrap();
-    let folder = staging.path().join(&stem);
-    std::fs::create_dir(&folder).unwrap();
-    std::fs::copy(&launcher, folder.join("20i")).unwrap();
-    std::fs::write(folder.join("LICENSE"), "MIT License (stand-in text)\n").unwrap();
-    std::fs::write(folder.join("README.md"), "# 20i\n").unwrap();
-    let archive = dir.join(archive_name());
-    run_ok(
-        Command::new("tar")
-            .arg("-czf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(staging.path())
-            .arg("--")
-            .arg(&stem),
+    let dir_arg = dir.to_str().expect("a UTF-8 target directory");
+    let built = crate::xtask(&["dist", "build", "--target", &host_target(), "--out", dir_arg]);
+    assert!(
+        built.status.success(),
+        "dist build: {}",
+        String::from_utf8_lossy(&built.stderr)
     );
-    sign(keys, &archive, &dir.join(format!("{}.sig", archive_name())));
-    write_sums(dir, &[&archive_name()]);
-    std::fs::copy(
-        xtask::project_root().join("launcher/install.sh"),
-        dir.join("install.sh"),
-    )
-    .unwrap();
+    run_ok(
+        crate::xtask_command()
+            .args(["dist", "seal", dir_arg, "--key"])
+            .arg(&keys.private)
+            .env("COSIGN_PASSWORD", KEY_PASSWORD),
+    );
 }
 
 fn sign(keys: &Keys, file: &Path, signature: &Path) {
