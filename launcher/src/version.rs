@@ -6,7 +6,8 @@ use std::{fmt, io::Write, time::Duration};
 
 use anyhow::Context;
 use stack_images::{
-    registry::{policy::Policy, RegistryClient, RegistryError},
+    failure::Policy,
+    registry::{RegistryClient, RegistryError},
     tags, Matrix, Namespace, ReleaseVersion,
 };
 

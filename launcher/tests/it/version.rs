@@ -5,10 +5,7 @@
 
 use std::process::Command;
 
-use stack_images::{
-    registry::{policy::Policy, RegistryClient},
-    ImageRef, ReleaseVersion,
-};
+use stack_images::{failure::Policy, registry::RegistryClient, ImageRef, ReleaseVersion};
 
 use crate::harness::{publish_php_fpm_standin, Site, VERSION};
 

@@ -59,7 +59,14 @@ fn release() -> &'static Release {
 /// `SHA256SUMS`, `install.sh` with this version filled in, the formula and the manifest).
 fn host_dist(dir: &Path, keys: &Keys) {
     let dir_arg = dir.to_str().expect("a UTF-8 target directory");
-    let built = crate::xtask(&["dist", "build", "--target", &host_target(), "--out", dir_arg]);
+    let built = crate::xtask(&[
+        "dist",
+        "build",
+        "--target",
+        &host_target(),
+        "--out",
+        dir_arg,
+    ]);
     assert!(
         built.status.success(),
         "dist build: {}",
