@@ -7,6 +7,7 @@ mod commit;
 pub mod cosign;
 pub mod digest;
 pub mod docker;
+pub mod engine_api;
 pub mod matrix;
 mod php_line;
 pub mod reference;

@@ -9,6 +9,7 @@
 pub mod auth;
 mod copy;
 pub mod policy;
+pub mod size;
 mod token;
 pub mod transport;
 
