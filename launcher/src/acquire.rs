@@ -12,7 +12,7 @@ use std::{
 use anyhow::Context;
 use stack_images::{
     cosign::{self, Cosign, CosignCommand, Subject},
-    docker::{Bounds, DockerCommand, FailureKind},
+    docker::{Bounds, DockerCommand, DockerError, FailureKind},
     registry::{
         policy::{jitter, Policy},
         RegistryClient,
@@ -24,7 +24,9 @@ use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
+    fetch,
     freshness::{self, Check, Checks, Freshness, Remote},
+    progress::{Board, RowId},
     selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
 };
 
@@ -204,12 +206,35 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 
 /// Makes the selected image available locally and says where it came from. `before_work` runs once, before the
 /// first pull or build and only then: what must hold before anything is fetched (a cached image needs neither).
+/// Its progress is `board`'s row `row`: its size before the first byte, then bytes and layers as they come.
 pub fn acquire(
     engine: &Engine,
     config: &Config,
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+    progress: (&Board, RowId),
 ) -> anyhow::Result<Acquired> {
+    let (board, row) = progress;
+    let acquired = acquire_inner(engine, config, log, before_work, progress);
+    match &acquired {
+        Ok(Acquired {
+            origin: Origin::Pulled { .. } | Origin::Mirror { .. },
+            ..
+        }) => board.done(row),
+        Ok(acquired) => board.not_pulled(row, &acquired.origin.to_string()),
+        Err(_) => board.failed(row, "see below"),
+    }
+    acquired
+}
+
+fn acquire_inner(
+    engine: &Engine,
+    config: &Config,
+    log: &mut dyn Write,
+    before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+    progress: (&Board, RowId),
+) -> anyhow::Result<Acquired> {
+    let (board, row) = progress;
     let mut steps = Vec::new();
     // Read before docker is asked anything: a bad override stops here.
     let policy = Policy::from_env().map_err(Exit::config)?;
@@ -267,6 +292,7 @@ pub fn acquire(
             Fresh::Newer(why) => (reference, why),
         },
         Decision::Local(_) => {
+            board.not_pulled(row, "built here (USE_PREBUILT=false)");
             before_work()?;
             return build(engine, config, "USE_PREBUILT=false", steps, log);
         }
@@ -274,11 +300,21 @@ pub fn acquire(
     };
     before_work()?;
     writeln!(log, "pulling {reference} ({why})")?;
+    board.set_reference(row, &reference);
+    board.sized(row, fetch::pull_size(&reference));
     let started = Instant::now();
     // The wrong digest of the last damaged download: a mirror's pull that meets the very same one is meeting the
     // engine's stale copy of it, not the mirror's bytes.
     let mut damaged: Option<String> = None;
-    let failure = match pull(engine, config, &policy, &reference, &mut damaged, log) {
+    let failure = match pull(
+        engine,
+        config,
+        &policy,
+        &reference,
+        &mut damaged,
+        log,
+        progress,
+    ) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -308,8 +344,19 @@ pub fn acquire(
             }
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
+            board.set_reference(row, &mirrored);
+            board.sized(row, fetch::pull_size(&mirrored));
+            board.restart(row);
             let started = Instant::now();
-            match pull(engine, config, &policy, &mirrored, &mut damaged, log) {
+            match pull(
+                engine,
+                config,
+                &policy,
+                &mirrored,
+                &mut damaged,
+                log,
+                progress,
+            ) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -339,6 +386,7 @@ pub fn acquire(
                 log,
                 "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
             )?;
+            board.not_pulled(row, "building locally");
             build(engine, config, &why, steps, log)
         }
         Next::Stop { message } => Err(Exit::image(message).into()),
@@ -433,10 +481,8 @@ fn freshen(
     )
 }
 
-/// `docker pull` from one registry, watched: no output for `PULL_STALL_TIMEOUT` stops an attempt as stalled, and
-/// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
-/// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
-/// a pulled image of another digest is untagged again and refused.
+/// The PHP-FPM image pulled from one registry ([`pull_with_retries`]), then held to the pin and its signature.
+/// With a pin, a pulled image of another digest is untagged again and refused.
 /// `damaged` is the wrong digest of the damaged download an earlier registry's pull left (if any), and on a
 /// digest mismatch here becomes this one's.
 fn pull(
@@ -446,10 +492,51 @@ fn pull(
     reference: &str,
     damaged: &mut Option<String>,
     log: &mut dyn Write,
+    progress: (&Board, RowId),
 ) -> Result<(), PullFailure> {
+    let (attempt, waited) =
+        pull_with_retries(engine, config, policy, reference, damaged, log, progress)?;
+    if let Some(pin) = config.pinned_digest() {
+        let pulled = inspect_local(engine, reference)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !pulled.digests.contains(pin) {
+            let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
+            return Err(PullFailure {
+                reference: reference.to_owned(),
+                fault: Fault::NotThePin {
+                    got: pulled.digests,
+                },
+                attempts: attempt,
+                waited,
+            });
+        }
+    }
+    verify_signature(engine, config, reference, log).map_err(|failure| PullFailure {
+        attempts: attempt,
+        waited,
+        ..failure
+    })
+}
+
+/// A pull from one registry through the docker door ([`Engine::pull`]: progress in bytes to `progress`), the
+/// one retry loop of every image the launcher pulls: no byte for `PULL_STALL_TIMEOUT` stops an attempt as
+/// stalled, and `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is
+/// retried with the shared policy's backoff (its `Retry-After` when docker's message shows one), a digest
+/// mismatch once. Returns the attempts it took and the time waited between them. `damaged`: see [`pull`].
+pub fn pull_with_retries(
+    engine: &Engine,
+    config: &Config,
+    policy: &Policy,
+    reference: &str,
+    damaged: &mut Option<String>,
+    log: &mut dyn Write,
+    progress: (&Board, RowId),
+) -> Result<(u32, Duration), PullFailure> {
+    let (board, row) = progress;
     let inherited = damaged.take();
     let mut stale_waits = 0;
-    let command = DockerCommand::new(["pull", reference]);
     let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
     let budget = Duration::from_secs(config.pull_timeout.get().into());
     let started = Instant::now();
@@ -466,10 +553,11 @@ fn pull(
             return Err(failure(FailureKind::TimedOut, attempt - 1, waited));
         }
         let bounds = Bounds { stall, total: left };
-        let error = match engine.watch(&command, bounds, &mut |line| {
-            let _ = writeln!(log, "  {line}");
+        board.restart(row);
+        let error: DockerError = match engine.pull(reference, bounds, &mut |report| {
+            board.report(row, &report, stall)
         }) {
-            Ok(()) => break,
+            Ok(()) => return Ok((attempt, waited)),
             Err(error) => error,
         };
         let kind = error.kind;
@@ -530,28 +618,6 @@ fn pull(
         waited += wait;
         attempt += 1;
     }
-    if let Some(pin) = config.pinned_digest() {
-        let pulled = inspect_local(engine, reference)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !pulled.digests.contains(pin) {
-            let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
-            return Err(PullFailure {
-                reference: reference.to_owned(),
-                fault: Fault::NotThePin {
-                    got: pulled.digests,
-                },
-                attempts: attempt,
-                waited,
-            });
-        }
-    }
-    verify_signature(engine, config, reference, log).map_err(|failure| PullFailure {
-        attempts: attempt,
-        waited,
-        ..failure
-    })
 }
 
 /// With VERIFY_SIGNATURE=true: the image `reference` names in the local store (by `PHP_FPM_PIN`'s digest, else

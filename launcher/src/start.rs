@@ -9,10 +9,11 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    acquire::{self, Acquired},
+    acquire,
     config::{self, Config, Loaded, Source},
     engine::{seconds, Engine},
     exit::Exit,
+    fetch::{self, Fetched},
     selection::{self, BaseImage, Build, Decision},
     stack::{self, Compose, Health, Unready},
 };
@@ -30,12 +31,22 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     // fails, to tell a broken file from an unhealthy stack: one docker process fewer on every cached start.
     let mut compose = Compose::new(config, &config.selected_reference())?;
     let engine = Engine::new()?;
+    // Every image compose will run that the local store lacks is pulled now, alongside the PHP-FPM image, so
+    // that `up` has nothing left to pull; with anything to pull, compose reads the files first.
+    let missing = fetch::missing(&engine, fetch::stack_images(&engine, config, &compose)?)?;
     let mut validated = false;
-    let acquired = acquire::acquire(&engine, config, &mut log, &mut || {
+    if !missing.is_empty() {
         compose.validate(&engine, config)?;
         validated = true;
+    }
+    let fetched = fetch::fetch(&engine, config, &missing, &mut || {
+        if !validated {
+            compose.validate(&engine, config)?;
+            validated = true;
+        }
         Ok(())
     })?;
+    let acquired = &fetched.acquired;
     compose.set_image(&acquired.reference);
     let timeout = config.wait_timeout.to_string();
     let up = compose.command([
@@ -89,7 +100,7 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     }
     let up_took = up_started.elapsed();
     report(
-        &mut out, config, &acquired, &compose, up_took, &engine, started,
+        &mut out, config, &fetched, &compose, up_took, &engine, started,
     )?;
     Ok(())
 }
@@ -209,15 +220,24 @@ fn ensure_stack(config: &Config, log: &mut dyn Write) -> anyhow::Result<()> {
 fn report(
     out: &mut dyn Write,
     config: &Config,
-    acquired: &Acquired,
+    fetched: &Fetched,
     compose: &Compose,
     up_took: Duration,
     engine: &Engine,
     started: Instant,
 ) -> anyhow::Result<()> {
+    let acquired = &fetched.acquired;
     writeln!(out, "php-fpm  {} ({})", acquired.reference, acquired.origin)?;
     for (what, took) in &acquired.steps {
         writeln!(out, "  {what:<60} {}", seconds(*took))?;
+    }
+    for (image, took) in &fetched.pulled {
+        let what = format!("pulled the {} image {}", image.label, image.reference);
+        writeln!(out, "  {what:<60} {}", seconds(*took))?;
+    }
+    if !fetched.pulled.is_empty() {
+        let what = format!("pulled {} images at once", fetched.pulled.len() + 1);
+        writeln!(out, "  {what:<60} {}", seconds(fetched.took))?;
     }
     let modules = compose.files.len() - 1;
     let started_what = if modules == 0 {
