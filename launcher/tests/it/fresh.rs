@@ -188,3 +188,83 @@ pub fn registry_digest(reference: &str) -> Digest {
     );
     Digest::of(&output.stdout)
 }
+
+/// A gzipped tar of one file of `size` random bytes: a layer no store has. Returns the blob and its diff ID
+/// (the digest of the uncompressed tar).
+fn noise_layer(size: usize) -> (Vec<u8>, Digest) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut noise = vec![0u8; size];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").unwrap(),
+        &mut noise,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    std::fs::write(dir.path().join("root/noise"), &noise).unwrap();
+    let tar = dir.path().join("layer.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(dir.path().join("root"))
+        .arg("-cf")
+        .arg(&tar)
+        .arg("noise")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar failed");
+    let tar_bytes = std::fs::read(&tar).unwrap();
+    let gz = Command::new("gzip")
+        .args(["-1", "-n", "-c"])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(gz.status.success(), "gzip failed");
+    (gz.stdout, Digest::of(&tar_bytes))
+}
+
+/// Like [`variant`], with a layer of `size` random bytes on top of every platform (one blob, new to every
+/// store): a pull of it downloads at least `size` bytes, so its progress can be watched. Returns the index's
+/// digest.
+pub fn noisy(host: &str, repository: &str, from: &str, to: &str, size: usize) -> Digest {
+    let (layer, diff_id) = noise_layer(size);
+    let layer_digest = upload_blob(host, repository, &layer);
+    let mut index: Value =
+        serde_json::from_slice(&get(host, repository, &format!("manifests/{from}"))).unwrap();
+    for entry in index["manifests"].as_array_mut().expect("an index") {
+        let digest = entry["digest"].as_str().unwrap().to_owned();
+        let mut manifest: Value =
+            serde_json::from_slice(&get(host, repository, &format!("manifests/{digest}"))).unwrap();
+        let config_digest = manifest["config"]["digest"].as_str().unwrap().to_owned();
+        let mut config: Value =
+            serde_json::from_slice(&get(host, repository, &format!("blobs/{config_digest}")))
+                .unwrap();
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .expect("diff_ids")
+            .push(Value::from(diff_id.to_string()));
+        let config = serde_json::to_vec(&config).unwrap();
+        manifest["config"]["digest"] =
+            Value::from(upload_blob(host, repository, &config).to_string());
+        manifest["config"]["size"] = Value::from(config.len());
+        let layer_type = if manifest["mediaType"]
+            .as_str()
+            .is_some_and(|t| t.contains("docker"))
+        {
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        };
+        manifest["layers"]
+            .as_array_mut()
+            .expect("layers")
+            .push(serde_json::json!({
+                "mediaType": layer_type,
+                "size": layer.len(),
+                "digest": layer_digest.to_string(),
+            }));
+        let bytes = serde_json::to_vec(&manifest).unwrap();
+        let digest = put_manifest(host, repository, &Digest::of(&bytes).to_string(), &manifest);
+        entry["digest"] = Value::from(digest.to_string());
+        entry["size"] = Value::from(bytes.len());
+    }
+    put_manifest(host, repository, to, &index)
+}
