@@ -22,6 +22,8 @@ use stack_images::{bytes::human_size, engine_api::Report, registry::size::PullSi
 pub const PLAIN_EVERY: Duration = Duration::from_secs(3);
 /// How often a terminal's lines are redrawn.
 const REDRAW_EVERY: Duration = Duration::from_millis(150);
+/// How long without a byte before a pull is shown as stalled (half the stall bound when that is shorter).
+const STALL_SHOWN_AFTER: Duration = Duration::from_secs(5);
 /// The window the rate is measured over: a stall shows as a rate falling to zero within it.
 const RATE_WINDOW: Duration = Duration::from_secs(3);
 
@@ -271,8 +273,9 @@ impl Board {
                 {
                     row.samples.pop_front();
                 }
-                // A second without a byte is worth saying: the countdown is what tells a stall from a download.
-                row.phase = if report.quiet_for >= Duration::from_secs(1) {
+                // The countdown is what tells a stall from a download; the engine reports bytes in steps (seen:
+                // 1 MB at a time behind a throttled link), so a few quiet seconds are not yet worth saying.
+                row.phase = if report.quiet_for >= STALL_SHOWN_AFTER.min(stall / 2) {
                     Phase::Stalled {
                         quiet: report.quiet_for,
                         stall,

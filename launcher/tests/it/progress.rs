@@ -188,8 +188,8 @@ fn bytes_done(stderr: &str) -> Vec<String> {
 
 #[test]
 fn a_throttled_registry_shows_moving_progress_and_a_stall_shows_as_a_stall() {
-    // Throttled: 64 KiB every 300 ms, 1.5 MB of new layer: about 7 s, so the plain lines (every 3 s) show it move.
-    let (_registry, proxy, tag) = noisy_source(1_500_000);
+    // Throttled: 64 KiB every 300 ms, 2 MB of new layer: about 9 s, so the plain lines (every 3 s) show it move.
+    let (_registry, proxy, tag) = noisy_source(2_000_000);
     proxy.set(
         RequestKind::BlobGet,
         Fault::Trickle {
@@ -208,7 +208,8 @@ fn a_throttled_registry_shows_moving_progress_and_a_stall_shows_as_a_stall() {
         "the throttle never fired"
     );
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
-    run.expect_stderr("pulling 1 image, 1.");
+    // The header's total: the new layer and the stand-in's own.
+    run.expect_stderr("pulling 1 image, 2.");
     let done = bytes_done(&run.stderr);
     let mut distinct = done.clone();
     distinct.dedup();
