@@ -8,6 +8,7 @@ pub mod connect;
 pub mod faults;
 pub mod fixtures;
 pub mod hosted;
+pub mod noise;
 pub mod personality;
 pub mod probe;
 pub mod real;

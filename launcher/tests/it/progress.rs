@@ -163,13 +163,14 @@ fn noisy_source(size: usize) -> (Registry, FaultProxy, String) {
     let proxy = FaultProxy::in_front_of(&registry).unwrap();
     fresh::put_standin(&format!("{}/stack/php-fpm:source", registry.host()));
     let tag = reference(&proxy.namespace("stack"), LINE);
-    fresh::noisy(
+    testkit::noise::noisy(
         &registry.host(),
         "stack/php-fpm",
         "source",
         tag.rsplit_once(':').unwrap().1,
         size,
-    );
+    )
+    .unwrap();
     (registry, proxy, tag)
 }
 
