@@ -83,9 +83,17 @@ pub fn stack_images(
         },
     ];
     if !compose.modules.is_empty() {
-        let listed = engine
+        let listed = match engine
             .output_with_env(&compose.command(["config", "--images"]), &compose.env)
-            .context("listing the images of the stack and its modules (`docker compose config --images`)")?;
+        {
+            Ok(listed) => listed,
+            Err(error) => {
+                // Compose refused the files: `validate` names the file (or module), with secrets hidden.
+                compose.validate(engine, config)?;
+                return Err(anyhow::anyhow!(config.redact(&error.to_string())))
+                    .context("listing the images of the stack and its modules (`docker compose config --images`)");
+            }
+        };
         let php_fpm = compose
             .env
             .iter()
