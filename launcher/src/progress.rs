@@ -104,9 +104,9 @@ impl Row {
         }
     }
 
-    /// The image's line, from its data only.
-    pub fn line(&self) -> String {
-        let head = format!("  {:<11} {}", self.label, self.reference);
+    /// The image's line, from its data only; the reference padded to `width` so the columns line up.
+    pub fn line(&self, width: usize) -> String {
+        let head = format!("  {:<11} {:<width$}", self.label, self.reference);
         let total = match self.sizing {
             Sizing::Known(size) => Some(size),
             Sizing::Pending | Sizing::Unknown => None,
@@ -381,15 +381,17 @@ impl Board {
             if state.drawn > 0 {
                 text.push_str(&format!("\x1b[{}A", state.drawn));
             }
+            let width = reference_width(&state.rows);
             for row in &state.rows {
-                text.push_str(&format!("\r\x1b[2K{}\n", row.line()));
+                text.push_str(&format!("\r\x1b[2K{}\n", row.line(width)));
             }
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
             state.drawn = state.rows.len();
         } else {
+            let width = reference_width(&state.rows);
             for row in &mut state.rows {
-                let line = row.line();
+                let line = row.line(width);
                 if line != row.printed {
                     let _ = writeln!(out, "{line}");
                     row.printed = line;
@@ -408,6 +410,11 @@ impl Board {
         self.draw(&mut state, true);
         state.drawn = 0;
     }
+}
+
+/// The widest reference of the board.
+fn reference_width(rows: &[Row]) -> usize {
+    rows.iter().map(|r| r.reference.len()).max().unwrap_or(0)
 }
 
 /// "pulling 4 images, 312.0 MB" (what is pulled, not what is cached), or nothing when nothing is.
@@ -573,7 +580,11 @@ mod tests {
                 "  nginx       r/nginx:1  in the local store",
             ),
         ] {
-            assert_eq!(row.line(), expected);
+            assert_eq!(row.line(9), expected);
+            assert_eq!(
+                row.line(11),
+                expected.replacen("r/nginx:1", "r/nginx:1  ", 1)
+            );
         }
     }
 
