@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::Context;
 use stack_images::{
-    docker::DockerCommand,
+    docker::{DockerCommand, FailureKind},
     registry::{
         policy::Policy,
         size::{host_platform, PullSize},
@@ -122,36 +122,43 @@ pub fn stack_images(
     Ok(images)
 }
 
-/// The images the local store does not hold, from one `docker image ls`.
+/// The images the local store does not hold, from one `docker image inspect` of them all (tens of
+/// milliseconds; `docker image ls` took over 2 s on a store of a few hundred images): it names each one it
+/// does not find (`No such image: REF`).
 pub fn missing(engine: &Engine, images: Vec<StackImage>) -> anyhow::Result<Vec<StackImage>> {
     if images.is_empty() {
         return Ok(images);
     }
-    let listing = engine
-        .output(&DockerCommand::new([
-            "image",
-            "ls",
-            "--format",
-            "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
-        ]))
-        .context("listing the local image store: is the Docker daemon running?")?;
-    let held: BTreeSet<String> = String::from_utf8_lossy(&listing)
-        .split_whitespace()
-        .map(short_name)
-        .collect();
+    let mut args = vec![
+        "image".to_owned(),
+        "inspect".to_owned(),
+        "--format".to_owned(),
+        "{{.Id}}".to_owned(),
+        "--".to_owned(),
+    ];
+    args.extend(images.iter().map(|i| i.reference.clone()));
+    let error = match engine.output(&DockerCommand::new(args)) {
+        Ok(_) => return Ok(Vec::new()),
+        Err(error) if error.kind == FailureKind::NotFound => error,
+        Err(error) => {
+            return Err(error)
+                .context("reading the local image store: is the Docker daemon running?")
+        }
+    };
+    let absent = absent_in(&error.stderr);
     Ok(images
         .into_iter()
-        .filter(|image| !held.contains(&short_name(&image.reference)))
+        .filter(|image| absent.contains(&image.reference))
         .collect())
 }
 
-/// A reference as `docker image ls` shows it: Docker Hub's `docker.io/library/` and `docker.io/` left out.
-fn short_name(reference: &str) -> String {
-    let name = reference
-        .strip_prefix("docker.io/library/")
-        .or_else(|| reference.strip_prefix("docker.io/"))
-        .unwrap_or(reference);
-    name.to_owned()
+/// The references `docker image inspect` said it has no image of.
+fn absent_in(stderr: &str) -> BTreeSet<String> {
+    stderr
+        .lines()
+        .filter_map(|line| line.split_once("No such image: "))
+        .map(|(_, reference)| reference.trim().to_owned())
+        .collect()
 }
 
 /// A reference as docker completes it: Docker Hub when the first component names no host, `library/` for an
@@ -312,14 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn names_as_the_image_store_lists_them() {
-        for (reference, expected) in [
-            ("docker.io/library/nginx:1", "nginx:1"),
-            ("docker.io/a/b:1", "a/b:1"),
-            ("nginx:1", "nginx:1"),
-            ("127.0.0.1:5000/a:1", "127.0.0.1:5000/a:1"),
-        ] {
-            assert_eq!(short_name(reference), expected);
-        }
+    fn absent_images_from_docker_s_message() {
+        let stderr = "Error response from daemon: No such image: nope/x:1\n\
+                      Error response from daemon: No such image: 127.0.0.1:5000/a/b:c\n";
+        let absent: Vec<String> = absent_in(stderr).into_iter().collect();
+        assert_eq!(absent, ["127.0.0.1:5000/a/b:c", "nope/x:1"]);
+        assert!(absent_in("Cannot connect to the Docker daemon").is_empty());
     }
 }

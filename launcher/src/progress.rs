@@ -370,8 +370,9 @@ impl Board {
         {
             return;
         }
-        // Until the header is out, nothing is drawn: the total comes first.
-        if state.header.is_none() {
+        // Until the header is out, nothing is drawn: the total comes first. With nothing to pull (a cached
+        // start), nothing at all.
+        if state.header.as_deref().is_none_or(str::is_empty) {
             return;
         }
         state.last_draw = Some(now);
@@ -659,6 +660,16 @@ mod tests {
         assert!(header < first_row, "{text}");
         assert!(text.contains("stalled, 25 s left"), "{text}");
         assert!(text.contains("r/nginx:1  1.0 kB  done in"), "{text}");
+    }
+
+    #[test]
+    fn nothing_to_pull_draws_nothing() {
+        let screen = Screen::default();
+        let board = Board::new(false, Box::new(screen.clone()));
+        let php = board.add("php-fpm", "r/php:1");
+        board.not_pulled(php, "cache (no registry request)");
+        board.finish();
+        assert!(screen.0.lock().unwrap().is_empty());
     }
 
     #[test]
