@@ -90,7 +90,12 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
                 .context("reading the local image store: is the Docker daemon running?")
         }
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    local_image(&bytes, reference).map(Some)
+}
+
+/// One image of `docker image inspect --format '{{json .}}'`: its digests and labels.
+pub fn local_image(json: &[u8], reference: &str) -> anyhow::Result<LocalImage> {
+    let value: serde_json::Value = serde_json::from_slice(json)
         .with_context(|| format!("reading `docker image inspect` of {reference}"))?;
     // The same content under several names lists its digest once per name.
     let mut digests: Vec<Digest> = value["RepoDigests"]
@@ -108,7 +113,7 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
         .collect();
-    Ok(Some(LocalImage { digests, labels }))
+    Ok(LocalImage { digests, labels })
 }
 
 /// The digest of a build context (every file's path and content, a symbolic link's target) and of its
@@ -207,15 +212,17 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 /// Makes the selected image available locally and says where it came from. `before_work` runs once, before the
 /// first pull or build and only then: what must hold before anything is fetched (a cached image needs neither).
 /// Its progress is `board`'s row `row`: its size before the first byte, then bytes and layers as they come.
+/// `known`: the local store's facts when the caller read them already (one docker call fewer), else read here.
 pub fn acquire(
     engine: &Engine,
     config: &Config,
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
     progress: (&Board, RowId),
+    known: Option<Facts>,
 ) -> anyhow::Result<Acquired> {
     let (board, row) = progress;
-    let acquired = acquire_inner(engine, config, log, before_work, progress);
+    let acquired = acquire_inner(engine, config, log, before_work, progress, known);
     match &acquired {
         Ok(Acquired {
             origin: Origin::Pulled { .. } | Origin::Mirror { .. },
@@ -233,13 +240,17 @@ fn acquire_inner(
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
     progress: (&Board, RowId),
+    known: Option<Facts>,
 ) -> anyhow::Result<Acquired> {
     let (board, row) = progress;
     let mut steps = Vec::new();
     // Read before docker is asked anything: a bad override stops here.
     let policy = Policy::from_env().map_err(Exit::config)?;
     let started = Instant::now();
-    let facts = facts(engine, config)?;
+    let facts = match known {
+        Some(facts) => facts,
+        None => facts(engine, config)?,
+    };
     steps.push((
         "checked the local image store".to_owned(),
         started.elapsed(),

@@ -27,7 +27,7 @@ use crate::{
     engine::Engine,
     exit::Exit,
     progress::{Board, BoardLog},
-    selection::PullFailure,
+    selection::{Facts, PullFailure},
     stack::Compose,
 };
 
@@ -122,23 +122,52 @@ pub fn stack_images(
     Ok(images)
 }
 
-/// The images the local store does not hold, from one `docker image inspect` of them all (tens of
-/// milliseconds; `docker image ls` took over 2 s on a store of a few hundred images): it names each one it
-/// does not find (`No such image: REF`).
-pub fn missing(engine: &Engine, images: Vec<StackImage>) -> anyhow::Result<Vec<StackImage>> {
-    if images.is_empty() {
-        return Ok(images);
-    }
+/// What the local store holds of what a start needs.
+pub struct Survey {
+    /// The stack's images it lacks.
+    pub missing: Vec<StackImage>,
+    /// The PHP-FPM image's facts, when this survey read them (`USE_PREBUILT=true`).
+    pub php_fpm: Option<Facts>,
+}
+
+/// Reads the store for the pre-built PHP-FPM image (`USE_PREBUILT=true`) and `images`, all in one `docker image
+/// inspect` (tens of milliseconds; `docker image ls` took over 2 s on a store of a few hundred images): a cached
+/// start asks docker this once, then runs `up`. Docker names each image it does not find (`No such image:
+/// REF`).
+pub fn survey(engine: &Engine, config: &Config, images: Vec<StackImage>) -> anyhow::Result<Survey> {
+    let php_fpm = config.use_prebuilt.then(|| config.prebuilt_reference());
     let mut args = vec![
         "image".to_owned(),
         "inspect".to_owned(),
         "--format".to_owned(),
-        "{{.Id}}".to_owned(),
+        "{{json .}}".to_owned(),
         "--".to_owned(),
     ];
+    args.extend(php_fpm.iter().cloned());
     args.extend(images.iter().map(|i| i.reference.clone()));
+    if args.len() == 5 {
+        return Ok(Survey {
+            missing: images,
+            php_fpm: None,
+        });
+    }
     let error = match engine.output(&DockerCommand::new(args)) {
-        Ok(_) => return Ok(Vec::new()),
+        Ok(listed) => {
+            let facts = match &php_fpm {
+                Some(reference) => {
+                    let first = listed.split(|&b| b == b'\n').next().unwrap_or_default();
+                    Some(Facts {
+                        prebuilt: Some(acquire::local_image(first, reference)?),
+                        ..Facts::default()
+                    })
+                }
+                None => None,
+            };
+            return Ok(Survey {
+                missing: Vec::new(),
+                php_fpm: facts,
+            });
+        }
         Err(error) if error.kind == FailureKind::NotFound => error,
         Err(error) => {
             return Err(error)
@@ -146,10 +175,17 @@ pub fn missing(engine: &Engine, images: Vec<StackImage>) -> anyhow::Result<Vec<S
         }
     };
     let absent = absent_in(&error.stderr);
-    Ok(images
-        .into_iter()
-        .filter(|image| absent.contains(&image.reference))
-        .collect())
+    // The PHP-FPM image absent is a fact as good as a read; present (its labels unread here), `acquire` reads it.
+    let php_fpm = php_fpm
+        .filter(|reference| absent.contains(reference))
+        .map(|_| Facts::default());
+    Ok(Survey {
+        missing: images
+            .into_iter()
+            .filter(|image| absent.contains(&image.reference))
+            .collect(),
+        php_fpm,
+    })
 }
 
 /// The references `docker image inspect` said it has no image of.
@@ -203,6 +239,7 @@ pub fn fetch(
     config: &Config,
     missing: &[StackImage],
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+    known: Option<Facts>,
 ) -> anyhow::Result<Fetched> {
     let started = Instant::now();
     let board = Board::stderr();
@@ -251,7 +288,14 @@ pub fn fetch(
             });
         }
         let mut log = BoardLog::new(&board);
-        acquire::acquire(engine, config, &mut log, before_work, (&board, php_row))
+        acquire::acquire(
+            engine,
+            config,
+            &mut log,
+            before_work,
+            (&board, php_row),
+            known,
+        )
     });
     board.finish();
     let acquired = acquired?;

@@ -11,13 +11,20 @@ use crate::{
 
 pub fn run(config: &Config) -> anyhow::Result<()> {
     let engine = Engine::new()?;
-    let missing = if config.stack_file.is_file() {
+    let images = if config.stack_file.is_file() {
         let compose = Compose::new(config, &config.selected_reference())?;
-        fetch::missing(&engine, fetch::stack_images(&engine, config, &compose)?)?
+        fetch::stack_images(&engine, config, &compose)?
     } else {
         Vec::new()
     };
-    let fetched = fetch::fetch(&engine, config, &missing, &mut || Ok(()))?;
+    let survey = fetch::survey(&engine, config, images)?;
+    let fetched = fetch::fetch(
+        &engine,
+        config,
+        &survey.missing,
+        &mut || Ok(()),
+        survey.php_fpm,
+    )?;
     let acquired = &fetched.acquired;
     println!("php-fpm  {} ({})", acquired.reference, acquired.origin);
     for (what, took) in &acquired.steps {

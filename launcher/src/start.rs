@@ -33,19 +33,30 @@ pub fn run(config: &Config, started: Instant) -> anyhow::Result<()> {
     let engine = Engine::new()?;
     // Every image compose will run that the local store lacks is pulled now, alongside the PHP-FPM image, so
     // that `up` has nothing left to pull; with anything to pull, compose reads the files first.
-    let missing = fetch::missing(&engine, fetch::stack_images(&engine, config, &compose)?)?;
+    let survey = fetch::survey(
+        &engine,
+        config,
+        fetch::stack_images(&engine, config, &compose)?,
+    )?;
+    let missing = survey.missing;
     let mut validated = false;
     if !missing.is_empty() {
         compose.validate(&engine, config)?;
         validated = true;
     }
-    let fetched = fetch::fetch(&engine, config, &missing, &mut || {
-        if !validated {
-            compose.validate(&engine, config)?;
-            validated = true;
-        }
-        Ok(())
-    })?;
+    let fetched = fetch::fetch(
+        &engine,
+        config,
+        &missing,
+        &mut || {
+            if !validated {
+                compose.validate(&engine, config)?;
+                validated = true;
+            }
+            Ok(())
+        },
+        survey.php_fpm,
+    )?;
     let acquired = &fetched.acquired;
     compose.set_image(&acquired.reference);
     let timeout = config.wait_timeout.to_string();
