@@ -383,8 +383,11 @@ impl Board {
                 text.push_str(&format!("\x1b[{}A", state.drawn));
             }
             let width = reference_width(&state.rows);
+            // A line longer than the terminal would wrap, and the cursor would no longer go back to the first.
+            let columns = terminal_columns().saturating_sub(1).max(20);
             for row in &state.rows {
-                text.push_str(&format!("\r\x1b[2K{}\n", row.line(width)));
+                let line: String = row.line(width).chars().take(columns).collect();
+                text.push_str(&format!("\r\x1b[2K{line}\n"));
             }
             let _ = out.write_all(text.as_bytes());
             let _ = out.flush();
@@ -410,6 +413,18 @@ impl Board {
         }
         self.draw(&mut state, true);
         state.drawn = 0;
+    }
+}
+
+/// The width of the terminal on standard error (80 when it cannot be read).
+fn terminal_columns() -> usize {
+    // SAFETY: TIOCGWINSZ fills the `winsize` passed; a failure leaves it zeroed, and that is checked.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if read == 0 && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
     }
 }
 
