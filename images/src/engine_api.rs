@@ -81,6 +81,8 @@ pub struct Layer {
     pub total: Option<u64>,
     /// Downloaded (or already in the store).
     pub done: bool,
+    /// Already in the store: nothing downloaded.
+    pub present: bool,
 }
 
 /// A pull as far as it went: every layer the engine named.
@@ -98,6 +100,11 @@ impl PullProgress {
 
     pub fn layers_done(&self) -> usize {
         self.layers.values().filter(|l| l.done).count()
+    }
+
+    /// Layers the store held already (`Already exists`).
+    pub fn layers_present(&self) -> usize {
+        self.layers.values().filter(|l| l.present).count()
     }
 
     /// What moving means: a byte more, a layer more, or more extracted.
@@ -133,6 +140,7 @@ impl PullProgress {
                     layer.downloaded = total;
                 }
                 layer.done = status != "Verifying Checksum" || layer.done;
+                layer.present |= status == "Already exists";
             }
             "Extracting" => {
                 layer.done = true;
@@ -654,7 +662,10 @@ mod tests {
         p.apply("a", "Downloading", Some(100), Some(1000));
         p.apply("a", "Downloading", Some(600), Some(1000));
         p.apply("b", "Already exists", None, None);
-        assert_eq!((p.bytes(), p.layers_done()), (600, 1));
+        assert_eq!(
+            (p.bytes(), p.layers_done(), p.layers_present()),
+            (600, 1, 1)
+        );
         p.apply("a", "Download complete", None, None);
         assert_eq!((p.bytes(), p.layers_done()), (1000, 2));
         p.apply("", "Digest: sha256:00", None, None);

@@ -212,14 +212,15 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 /// Makes the selected image available locally and says where it came from. `before_work` runs once, before the
 /// first pull or build and only then: what must hold before anything is fetched (a cached image needs neither).
 /// Its progress is `board`'s row `row`: its size before the first byte, then bytes and layers as they come.
-/// `known`: the local store's facts when the caller read them already (one docker call fewer), else read here.
+/// `known`: the local store's facts and how long reading them took, when the caller read them already (one
+/// docker call fewer), else read here.
 pub fn acquire(
     engine: &Engine,
     config: &Config,
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
     progress: (&Board, RowId),
-    known: Option<Facts>,
+    known: Option<(Facts, Duration)>,
 ) -> anyhow::Result<Acquired> {
     let (board, row) = progress;
     let acquired = acquire_inner(engine, config, log, before_work, progress, known);
@@ -240,21 +241,18 @@ fn acquire_inner(
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
     progress: (&Board, RowId),
-    known: Option<Facts>,
+    known: Option<(Facts, Duration)>,
 ) -> anyhow::Result<Acquired> {
     let (board, row) = progress;
     let mut steps = Vec::new();
     // Read before docker is asked anything: a bad override stops here.
     let policy = Policy::from_env().map_err(Exit::config)?;
     let started = Instant::now();
-    let facts = match known {
-        Some(facts) => facts,
-        None => facts(engine, config)?,
+    let (facts, checked) = match known {
+        Some((facts, took)) => (facts, took),
+        None => (facts(engine, config)?, started.elapsed()),
     };
-    steps.push((
-        "checked the local image store".to_owned(),
-        started.elapsed(),
-    ));
+    steps.push(("checked the local image store".to_owned(), checked));
     let (reference, why) = match selection::decide(config, &facts) {
         Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
             fresh @ (Fresh::Unasked | Fresh::Asked) => {

@@ -126,8 +126,8 @@ pub fn stack_images(
 pub struct Survey {
     /// The stack's images it lacks.
     pub missing: Vec<StackImage>,
-    /// The PHP-FPM image's facts, when this survey read them (`USE_PREBUILT=true`).
-    pub php_fpm: Option<Facts>,
+    /// The PHP-FPM image's facts, when this survey read them (`USE_PREBUILT=true`), and how long it took.
+    pub php_fpm: Option<(Facts, Duration)>,
 }
 
 /// Reads the store for the pre-built PHP-FPM image (`USE_PREBUILT=true`) and `images`, all in one `docker image
@@ -135,6 +135,7 @@ pub struct Survey {
 /// start asks docker this once, then runs `up`. Docker names each image it does not find (`No such image:
 /// REF`).
 pub fn survey(engine: &Engine, config: &Config, images: Vec<StackImage>) -> anyhow::Result<Survey> {
+    let started = Instant::now();
     let php_fpm = config.use_prebuilt.then(|| config.prebuilt_reference());
     let mut args = vec![
         "image".to_owned(),
@@ -156,10 +157,13 @@ pub fn survey(engine: &Engine, config: &Config, images: Vec<StackImage>) -> anyh
             let facts = match &php_fpm {
                 Some(reference) => {
                     let first = listed.split(|&b| b == b'\n').next().unwrap_or_default();
-                    Some(Facts {
-                        prebuilt: Some(acquire::local_image(first, reference)?),
-                        ..Facts::default()
-                    })
+                    Some((
+                        Facts {
+                            prebuilt: Some(acquire::local_image(first, reference)?),
+                            ..Facts::default()
+                        },
+                        started.elapsed(),
+                    ))
                 }
                 None => None,
             };
@@ -178,7 +182,7 @@ pub fn survey(engine: &Engine, config: &Config, images: Vec<StackImage>) -> anyh
     // The PHP-FPM image absent is a fact as good as a read; present (its labels unread here), `acquire` reads it.
     let php_fpm = php_fpm
         .filter(|reference| absent.contains(reference))
-        .map(|_| Facts::default());
+        .map(|_| (Facts::default(), started.elapsed()));
     Ok(Survey {
         missing: images
             .into_iter()
@@ -239,7 +243,7 @@ pub fn fetch(
     config: &Config,
     missing: &[StackImage],
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
-    known: Option<Facts>,
+    known: Option<(Facts, Duration)>,
 ) -> anyhow::Result<Fetched> {
     let started = Instant::now();
     let board = Board::stderr();

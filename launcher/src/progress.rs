@@ -71,6 +71,8 @@ pub struct Row {
     pub bytes: u64,
     pub layers_done: usize,
     pub layers_seen: usize,
+    /// Layers the store held already.
+    pub layers_present: usize,
     /// Bytes at recent instants, for the rate.
     samples: VecDeque<(Instant, u64)>,
     started: Option<Instant>,
@@ -88,6 +90,7 @@ impl Row {
             bytes: 0,
             layers_done: 0,
             layers_seen: 0,
+            layers_present: 0,
             samples: VecDeque::new(),
             started: None,
             printed: String::new(),
@@ -138,12 +141,18 @@ impl Row {
                 stall.saturating_sub(*quiet).as_secs()
             ),
             Phase::Done { took } => format!(
-                "{head}  {}  done in {:.1} s",
+                "{head}  {}  done in {:.1} s{}",
                 match total {
                     Some(size) => human_size(size.bytes),
                     None => human_size(self.bytes),
                 },
-                took.as_secs_f64()
+                took.as_secs_f64(),
+                match (self.layers_present, total) {
+                    (0, _) => String::new(),
+                    (n, Some(size)) =>
+                        format!(" ({n} of {} layers were here already)", size.layers),
+                    (n, None) => format!(" ({n} layers were here already)"),
+                }
             ),
             Phase::Failed { why } => format!("{head}  failed: {why}"),
             Phase::NotPulled { why } => format!("{head}  {why}"),
@@ -265,6 +274,7 @@ impl Board {
                 row.bytes = report.progress.bytes();
                 row.layers_done = report.progress.layers_done();
                 row.layers_seen = report.progress.layers.len();
+                row.layers_present = report.progress.layers_present();
                 row.samples.push_back((now, row.bytes));
                 while row
                     .samples
@@ -295,6 +305,7 @@ impl Board {
             |row| {
                 row.bytes = 0;
                 row.layers_done = 0;
+                row.layers_present = 0;
                 row.samples.clear();
             },
             true,
@@ -602,6 +613,14 @@ mod tests {
                 expected.replacen("r/nginx:1", "r/nginx:1  ", 1)
             );
         }
+        let here = Row {
+            layers_present: 4,
+            ..row(known, Phase::Done { took: secs(1) }, 0, 5)
+        };
+        assert_eq!(
+            here.line(9),
+            "  nginx       r/nginx:1  40.0 MB  done in 1.0 s (4 of 5 layers were here already)"
+        );
     }
 
     #[test]
