@@ -61,6 +61,11 @@ impl Engine {
         self.timed(|d| d.run_attached(command, env))
     }
 
+    /// Counts `took` as time in docker: the other images' pulls, run on their own handles alongside this one's.
+    pub fn add_docker_time(&self, took: Duration) {
+        self.in_docker.set(self.in_docker.get() + took);
+    }
+
     /// Time spent in docker commands so far.
     pub fn docker_time(&self) -> Duration {
         self.in_docker.get()

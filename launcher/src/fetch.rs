@@ -257,6 +257,7 @@ pub fn fetch(
         Mutex::new(missing.iter().map(|_| None).collect());
     let policy = Policy::from_env().map_err(Exit::config)?;
     let workers = missing.len().min(MAX_PULLS - 1);
+    let (in_docker, scoped) = (engine.docker_time(), Instant::now());
     let acquired = std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -302,6 +303,11 @@ pub fn fetch(
         )
     });
     board.finish();
+    // The other pulls ran on their own handles: what the scope took beyond this handle's docker time was theirs.
+    if workers > 0 {
+        let own = engine.docker_time().saturating_sub(in_docker);
+        engine.add_docker_time(scoped.elapsed().saturating_sub(own));
+    }
     let acquired = acquired?;
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut pulled = Vec::new();
