@@ -8,11 +8,13 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Duration,
 };
 
 pub use crate::failure::FailureKind;
 pub use crate::process::Bounds;
 use crate::{
+    engine_api,
     failure::{retry_saying, Policy},
     process::{self, End},
 };
@@ -279,6 +281,50 @@ impl Docker {
             .map(drop)
     }
 
+    /// Pulls `reference`, reporting its progress in bytes as it goes: through the engine's API on its unix
+    /// socket ([`crate::engine_api`], this door's own part), with the login docker holds for the registry; a
+    /// pull that moved no byte for `bounds.stall`, or ran past `bounds.total`, is stopped as
+    /// [`FailureKind::Stalled`] or [`FailureKind::TimedOut`]. When the engine is reached another way (TCP, SSH,
+    /// a context), `docker pull` runs instead, [watched](Self::watch) line by line as before.
+    pub fn pull(
+        &self,
+        reference: &str,
+        bounds: Bounds,
+        on_report: &mut dyn FnMut(engine_api::Report<'_>),
+    ) -> Result<(), DockerError> {
+        let command = DockerCommand::new(["pull", "--", reference]);
+        let failed = |kind, stderr: String| DockerError {
+            command: command.to_string(),
+            kind,
+            stderr,
+        };
+        if reference.is_empty() || reference.starts_with('-') {
+            return Err(failed(
+                FailureKind::Other,
+                format!("`{reference}` is not an image reference"),
+            ));
+        }
+        let socket = match engine_api::Endpoint::from_env() {
+            engine_api::Endpoint::Unix(socket) => socket,
+            engine_api::Endpoint::Cli { .. } => {
+                let mut progress = engine_api::PullProgress::default();
+                return self.watch(&command, bounds, &mut |line| {
+                    progress.apply_cli_line(line);
+                    on_report(engine_api::Report {
+                        progress: &progress,
+                        quiet_for: Duration::ZERO,
+                    });
+                });
+            }
+        };
+        self.record_line(&format!("{command} (engine API, {})", socket.display()));
+        let header =
+            engine_api::registry_auth(self.config_dir.as_deref(), registry_host(reference))
+                .map_err(|error| failed(FailureKind::Unauthorized, format!("{error:#}")))?;
+        engine_api::pull(&socket, reference, header.as_deref(), bounds, on_report)
+            .map_err(|error| failed(error.kind, error.message))
+    }
+
     /// Runs a command attached to the terminal (its output streams, as `logs --follow` needs), with extra
     /// environment variables. Its error output is not captured, so a failure is classified as [`FailureKind::Other`].
     pub fn run_attached(
@@ -303,6 +349,15 @@ impl Docker {
             kind: FailureKind::Other,
             stderr: format!("exited with {status}"),
         })
+    }
+}
+
+/// The registry host of a reference as docker reads it: the first component when it names a host (a `.` or a
+/// `:`, or `localhost`), else Docker Hub.
+fn registry_host(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cosign;
 pub mod digest;
 pub mod dist;
 pub mod docker;
+pub mod engine_api;
 pub mod failure;
 pub mod matrix;
 mod php_line;

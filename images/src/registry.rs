@@ -9,6 +9,7 @@
 mod attempt;
 pub mod auth;
 mod copy;
+pub mod size;
 mod token;
 pub mod transport;
 

@@ -22,7 +22,9 @@ use crate::{
     config::Config,
     engine::{seconds, Engine},
     exit::Exit,
+    fetch,
     freshness::{self, Check, Checks, Freshness, Remote},
+    progress::{Board, RowId},
     selection::{self, BaseImage, Build, Decision, Facts, Fault, LocalImage, Next, PullFailure},
     version,
 };
@@ -87,7 +89,12 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
                 .context("reading the local image store: is the Docker daemon running?")
         }
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes)
+    local_image(&bytes, reference).map(Some)
+}
+
+/// One image of `docker image inspect --format '{{json .}}'`: its digests and labels.
+pub fn local_image(json: &[u8], reference: &str) -> anyhow::Result<LocalImage> {
+    let value: serde_json::Value = serde_json::from_slice(json)
         .with_context(|| format!("reading `docker image inspect` of {reference}"))?;
     // The same content under several names lists its digest once per name.
     let mut digests: Vec<Digest> = value["RepoDigests"]
@@ -105,7 +112,7 @@ pub fn inspect_local(engine: &Engine, reference: &str) -> anyhow::Result<Option<
         .flatten()
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
         .collect();
-    Ok(Some(LocalImage { digests, labels }))
+    Ok(LocalImage { digests, labels })
 }
 
 /// The digest of a build context (every file's path and content, a symbolic link's target) and of its
@@ -203,21 +210,48 @@ fn local_facts(engine: &Engine, config: &Config) -> anyhow::Result<Facts> {
 
 /// Makes the selected image available locally and says where it came from. `before_work` runs once, before the
 /// first pull or build and only then: what must hold before anything is fetched (a cached image needs neither).
+/// Its progress is `board`'s row `row`: its size before the first byte, then bytes and layers as they come.
+/// `known`: the local store's facts and how long reading them took, when the caller read them already (one
+/// docker call fewer), else read here.
 pub fn acquire(
     engine: &Engine,
     config: &Config,
     log: &mut dyn Write,
     before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+    progress: (&Board, RowId),
+    known: Option<(Facts, Duration)>,
 ) -> anyhow::Result<Acquired> {
+    let (board, row) = progress;
+    let acquired = acquire_inner(engine, config, log, before_work, progress, known);
+    match &acquired {
+        Ok(Acquired {
+            origin: Origin::Pulled { .. } | Origin::Mirror { .. },
+            ..
+        }) => board.done(row),
+        Ok(acquired) => board.not_pulled(row, &acquired.origin.to_string()),
+        Err(_) => board.failed(row, "see below"),
+    }
+    acquired
+}
+
+fn acquire_inner(
+    engine: &Engine,
+    config: &Config,
+    log: &mut dyn Write,
+    before_work: &mut dyn FnMut() -> anyhow::Result<()>,
+    progress: (&Board, RowId),
+    known: Option<(Facts, Duration)>,
+) -> anyhow::Result<Acquired> {
+    let (board, row) = progress;
     let mut steps = Vec::new();
     // Read before docker is asked anything: a bad override stops here.
     let policy = Policy::from_env().map_err(Exit::config)?;
     let started = Instant::now();
-    let facts = facts(engine, config)?;
-    steps.push((
-        "checked the local image store".to_owned(),
-        started.elapsed(),
-    ));
+    let (facts, checked) = match known {
+        Some((facts, took)) => (facts, took),
+        None => (facts(engine, config)?, started.elapsed()),
+    };
+    steps.push(("checked the local image store".to_owned(), checked));
     let (reference, why) = match selection::decide(config, &facts) {
         Decision::Cached { reference } => match freshen(config, &facts, &reference, log)? {
             fresh @ (Fresh::Unasked | Fresh::Asked) => {
@@ -229,7 +263,7 @@ pub fn acquire(
                     ));
                     writeln!(log, "{}", failure.describe(config))?;
                     let next = selection::after_pull_failure(config, &failure, &[]);
-                    return build_or_stop(next, engine, config, steps, log);
+                    return build_or_stop(next, engine, config, steps, log, progress);
                 }
                 let origin = match config.signature {
                     Some(_) => {
@@ -255,6 +289,7 @@ pub fn acquire(
             Fresh::Newer(why) => (reference, why),
         },
         Decision::Local(_) => {
+            board.not_pulled(row, "built here (USE_PREBUILT=false)");
             before_work()?;
             return build(engine, config, "USE_PREBUILT=false", steps, log);
         }
@@ -262,11 +297,21 @@ pub fn acquire(
     };
     before_work()?;
     writeln!(log, "pulling {reference} ({why})")?;
+    board.set_reference(row, &reference);
+    board.sized(row, fetch::pull_size(&reference));
     let started = Instant::now();
     // The wrong digest of the last damaged download: a mirror's pull that meets the very same one is meeting the
     // engine's stale copy of it, not the mirror's bytes.
     let mut damaged: Option<String> = None;
-    let failure = match pull(engine, config, &policy, &reference, &mut damaged, log) {
+    let failure = match pull(
+        engine,
+        config,
+        &policy,
+        &reference,
+        &mut damaged,
+        log,
+        progress,
+    ) {
         Ok(()) => {
             steps.push((format!("pulled {reference}"), started.elapsed()));
             return Ok(Acquired {
@@ -296,8 +341,19 @@ pub fn acquire(
             }
             let mirrored = config.reference_in(mirror);
             writeln!(log, "trying the mirror: pulling {mirrored}")?;
+            board.set_reference(row, &mirrored);
+            board.sized(row, fetch::pull_size(&mirrored));
+            board.restart(row);
             let started = Instant::now();
-            match pull(engine, config, &policy, &mirrored, &mut damaged, log) {
+            match pull(
+                engine,
+                config,
+                &policy,
+                &mirrored,
+                &mut damaged,
+                log,
+                progress,
+            ) {
                 Ok(()) => {
                     // Known locally under the canonical reference from now on: the next start finds it cached.
                     engine
@@ -321,7 +377,7 @@ pub fn acquire(
         }
         next = selection::after_pull_failure(config, &failure, &mirror_failures);
     }
-    build_or_stop(next, engine, config, steps, log)
+    build_or_stop(next, engine, config, steps, log, progress)
 }
 
 /// After the pulls failed for good: the local build `next` falls back to, or its stop.
@@ -331,6 +387,7 @@ fn build_or_stop(
     config: &Config,
     steps: Vec<(String, Duration)>,
     log: &mut dyn Write,
+    (board, row): (&Board, RowId),
 ) -> anyhow::Result<Acquired> {
     match next {
         Next::Fallback { why } => {
@@ -338,6 +395,7 @@ fn build_or_stop(
                 log,
                 "{why}: building locally (ALLOW_LOCAL_BUILD_FALLBACK=true)"
             )?;
+            board.not_pulled(row, "building locally");
             build(engine, config, &why, steps, log)
         }
         Next::Stop { message } => Err(Exit::image(message).into()),
@@ -445,10 +503,8 @@ fn freshen(
     )
 }
 
-/// `docker pull` from one registry, watched: no output for `PULL_STALL_TIMEOUT` stops an attempt as stalled, and
-/// `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is retried with the
-/// shared policy's backoff (its `Retry-After` when docker's message shows one), a digest mismatch once. With a pin,
-/// a pulled image of another digest is untagged again and refused.
+/// The PHP-FPM image pulled from one registry ([`pull_with_retries`]), then held to the pin and its signature.
+/// With a pin, a pulled image of another digest is untagged again and refused.
 /// `damaged` is the wrong digest of the damaged download an earlier registry's pull left (if any), and on a
 /// digest mismatch here becomes this one's.
 fn pull(
@@ -458,9 +514,50 @@ fn pull(
     reference: &str,
     damaged: &mut Option<String>,
     log: &mut dyn Write,
+    progress: (&Board, RowId),
 ) -> Result<(), PullFailure> {
+    let (attempt, waited) =
+        pull_with_retries(engine, config, policy, reference, damaged, log, progress)?;
+    if let Some(pin) = config.pinned_digest() {
+        let pulled = inspect_local(engine, reference)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if !pulled.digests.contains(pin) {
+            let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
+            return Err(PullFailure {
+                reference: reference.to_owned(),
+                fault: Fault::NotThePin {
+                    got: pulled.digests,
+                },
+                attempts: attempt,
+                waited,
+            });
+        }
+    }
+    verify_signature(engine, config, reference, log).map_err(|failure| PullFailure {
+        attempts: attempt,
+        waited,
+        ..failure
+    })
+}
+
+/// A pull from one registry through the docker door ([`Engine::pull`]: progress in bytes to `progress`), the
+/// one retry loop of every image the launcher pulls: no byte for `PULL_STALL_TIMEOUT` stops an attempt as
+/// stalled, and `PULL_TIMEOUT` bounds the whole, retries included. An unreachable or rate-limiting registry is
+/// retried with the shared policy's backoff (its `Retry-After` when docker's message shows one), a digest
+/// mismatch once. Returns the attempts it took and the time waited between them. `damaged`: see [`pull`].
+pub fn pull_with_retries(
+    engine: &Engine,
+    config: &Config,
+    policy: &Policy,
+    reference: &str,
+    damaged: &mut Option<String>,
+    log: &mut dyn Write,
+    progress: (&Board, RowId),
+) -> Result<(u32, Duration), PullFailure> {
+    let (board, row) = progress;
     let inherited = damaged.take();
-    let command = DockerCommand::new(["pull", reference]);
     let stall = Duration::from_secs(config.pull_stall_timeout.get().into());
     let budget = Duration::from_secs(config.pull_timeout.get().into());
     let started = Instant::now();
@@ -482,9 +579,10 @@ fn pull(
                 return Err(None);
             }
             let bounds = Bounds { stall, total: left };
+            board.restart(row);
             engine
-                .watch(&command, bounds, &mut |line| {
-                    let _ = writeln!(log.borrow_mut(), "  {line}");
+                .pull(reference, bounds, &mut |report| {
+                    board.report(row, &report, stall)
                 })
                 .map_err(Some)
         },
@@ -551,35 +649,12 @@ fn pull(
             Verdict::Wait(wait)
         },
     );
-    let log = log.into_inner();
     let waited = tried.waited;
     match pulled {
-        Ok(()) => {}
-        Err(None) => return Err(failure(FailureKind::TimedOut, attempt - 1, waited)),
-        Err(Some(error)) => return Err(failure(error.kind, attempt, waited)),
+        Ok(()) => Ok((attempt, waited)),
+        Err(None) => Err(failure(FailureKind::TimedOut, attempt - 1, waited)),
+        Err(Some(error)) => Err(failure(error.kind, attempt, waited)),
     }
-    if let Some(pin) = config.pinned_digest() {
-        let pulled = inspect_local(engine, reference)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        if !pulled.digests.contains(pin) {
-            let _ = engine.output(&DockerCommand::new(["image", "rm", reference]));
-            return Err(PullFailure {
-                reference: reference.to_owned(),
-                fault: Fault::NotThePin {
-                    got: pulled.digests,
-                },
-                attempts: attempt,
-                waited,
-            });
-        }
-    }
-    verify_signature(engine, config, reference, log).map_err(|failure| PullFailure {
-        attempts: attempt,
-        waited,
-        ..failure
-    })
 }
 
 /// With VERIFY_SIGNATURE=true: the image `reference` names in the local store (by `PHP_FPM_PIN`'s digest, else

@@ -526,8 +526,8 @@ variables! {
                lock's";
     WAIT_TIMEOUT wait_timeout: Seconds = default(120),
         about "seconds `20i start` waits for every service to be healthy";
-    PULL_STALL_TIMEOUT pull_stall_timeout: Seconds = default(300),
-        about "seconds a pull may go without output from docker before it is stopped as stalled (then the mirror)";
+    PULL_STALL_TIMEOUT pull_stall_timeout: Seconds = default(30),
+        about "seconds a pull may go without a byte downloaded before it is stopped as stalled (then the mirror)";
     PULL_POLICY pull_policy: PullPolicy = default(PullPolicy::default()),
         about "when a cached image is checked against its registry for a republish: missing (never), daily, weekly, \
                always";

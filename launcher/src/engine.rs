@@ -6,7 +6,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use stack_images::docker::{Bounds, Docker, DockerCommand, DockerError};
+use stack_images::{
+    docker::{Bounds, Docker, DockerCommand, DockerError},
+    engine_api::Report,
+};
 
 pub struct Engine {
     docker: Docker,
@@ -40,13 +43,14 @@ impl Engine {
         self.timed(|d| d.output_with_env(command, env))
     }
 
-    pub fn watch(
+    /// Pulls with progress in bytes ([`Docker::pull`]: the engine's API, or the CLI watched).
+    pub fn pull(
         &self,
-        command: &DockerCommand,
+        reference: &str,
         bounds: Bounds,
-        on_line: &mut dyn FnMut(&str),
+        on_report: &mut dyn FnMut(Report<'_>),
     ) -> Result<(), DockerError> {
-        self.timed(|d| d.watch(command, bounds, on_line))
+        self.timed(|d| d.pull(reference, bounds, on_report))
     }
 
     pub fn run_attached(
@@ -55,6 +59,11 @@ impl Engine {
         env: &[(String, String)],
     ) -> Result<(), DockerError> {
         self.timed(|d| d.run_attached(command, env))
+    }
+
+    /// Counts `took` as time in docker: the other images' pulls, run on their own handles alongside this one's.
+    pub fn add_docker_time(&self, took: Duration) {
+        self.in_docker.set(self.in_docker.get() + took);
     }
 
     /// Time spent in docker commands so far.

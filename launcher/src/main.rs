@@ -9,12 +9,14 @@ mod destroy;
 mod doctor;
 mod engine;
 mod exit;
+mod fetch;
 mod freshness;
 mod image;
 mod init;
 mod logs;
 mod pin;
 mod preflight;
+mod progress;
 mod prune;
 mod pull;
 mod redact;
@@ -140,7 +142,7 @@ enum Command {
     Destroy,
     /// Print the image reference `20i start` uses, and nothing else
     Image,
-    /// Get the PHP-FPM image as `20i start` would (cache, pull, mirror, build), without starting anything
+    /// Get the PHP-FPM image as `20i start` would (cache, pull, mirror, build) and the stack's other images, start nothing
     Pull,
     /// Write the shipped stack (compose file, nginx template, stack vars, PHP-FPM build context) to STACK_DIR
     Init {

@@ -9,10 +9,11 @@ use std::{
 use anyhow::Context;
 
 use crate::{
-    acquire::{self, Acquired},
+    acquire,
     config::{self, Config, Loaded, Source},
     engine::Engine,
     exit::Exit,
+    fetch::{self, Fetched},
     preflight,
     selection::{self, BaseImage, Build, Decision},
     stack::{self, Compose, Health, Unready},
@@ -36,12 +37,33 @@ pub fn run(config: &Config, started: Instant, json: bool) -> anyhow::Result<()> 
     let mut compose = Compose::new(config, &config.selected_reference())?;
     let engine = Engine::new()?;
     preflight::before_start(config, &engine)?;
+    // Every image compose will run that the local store lacks is pulled now, alongside the PHP-FPM image, so
+    // that `up` has nothing left to pull; with anything to pull, compose reads the files first.
+    let survey = fetch::survey(
+        &engine,
+        config,
+        fetch::stack_images(&engine, config, &compose)?,
+    )?;
+    let missing = survey.missing;
     let mut validated = false;
-    let acquired = acquire::acquire(&engine, config, &mut log, &mut || {
+    if !missing.is_empty() {
         compose.validate(&engine, config)?;
         validated = true;
-        Ok(())
-    })?;
+    }
+    let fetched = fetch::fetch(
+        &engine,
+        config,
+        &missing,
+        &mut || {
+            if !validated {
+                compose.validate(&engine, config)?;
+                validated = true;
+            }
+            Ok(())
+        },
+        survey.php_fpm,
+    )?;
+    let acquired = &fetched.acquired;
     compose.set_image(&acquired.reference);
     let timeout = config.wait_timeout.to_string();
     let up = compose.command([
@@ -95,7 +117,7 @@ pub fn run(config: &Config, started: Instant, json: bool) -> anyhow::Result<()> 
     }
     let up_took = up_started.elapsed();
     report(
-        &mut out, config, &acquired, &compose, up_took, &engine, started, json,
+        &mut out, config, &fetched, &compose, up_took, &engine, started, json,
     )?;
     Ok(())
 }
@@ -217,13 +239,14 @@ fn ensure_stack(config: &Config, log: &mut dyn Write) -> anyhow::Result<()> {
 fn report(
     out: &mut dyn Write,
     config: &Config,
-    acquired: &Acquired,
+    fetched: &Fetched,
     compose: &Compose,
     up_took: Duration,
     engine: &Engine,
     started: Instant,
     json: bool,
 ) -> anyhow::Result<()> {
+    let acquired = &fetched.acquired;
     let modules = compose.files.len() - 1;
     let started_what = if modules == 0 {
         "started the stack, every service healthy".to_owned()
@@ -239,6 +262,20 @@ fn report(
             seconds: took.as_secs_f64(),
         })
         .collect();
+    for (image, took) in &fetched.pulled {
+        steps.push(Step {
+            phase: Phase::Pull,
+            what: format!("pulled the {} image {}", image.label, image.reference),
+            seconds: took.as_secs_f64(),
+        });
+    }
+    if !fetched.pulled.is_empty() {
+        steps.push(Step {
+            phase: Phase::Pull,
+            what: format!("pulled {} images at once", fetched.pulled.len() + 1),
+            seconds: fetched.took.as_secs_f64(),
+        });
+    }
     steps.push(Step {
         phase: Phase::Start,
         what: started_what,

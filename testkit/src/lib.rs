@@ -10,6 +10,7 @@ pub mod faults;
 pub mod files;
 pub mod fixtures;
 pub mod hosted;
+pub mod noise;
 pub mod personality;
 pub mod probe;
 pub mod real;

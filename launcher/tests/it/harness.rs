@@ -196,6 +196,42 @@ impl Site {
         run
     }
 
+    /// Runs `20i ARGS` as [`Site::run`] does, but in a pseudo-terminal (`script` from util-linux): what a person
+    /// sees, standard output and error in one stream, escape sequences included (in `stdout`).
+    pub fn run_in_terminal(&self, args: &[&str]) -> Run {
+        let mut line = String::from(env!("CARGO_BIN_EXE_20i"));
+        for arg in args {
+            line.push_str(&format!(" '{}'", arg.replace('\'', r"'\''")));
+        }
+        let mut command = Command::new("script");
+        command
+            .args(["-qfec", &line, "/dev/null"])
+            .current_dir(&self.code)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home.path())
+            .env("TERM", "xterm-256color");
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        let started = Instant::now();
+        let output = command.output().expect("running 20i under script");
+        let run = Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            took: started.elapsed(),
+        };
+        eprintln!(
+            "$ 20i {} in a terminal ({:.2} s, exit {})\n{}",
+            args.join(" "),
+            run.took.as_secs_f64(),
+            run.code,
+            run.stdout.escape_debug()
+        );
+        run
+    }
+
     /// The containers of this project, as `name status` lines.
     pub fn containers(&self) -> Vec<String> {
         let out = docker(&[

@@ -8,6 +8,7 @@ mod fresh;
 mod harness;
 mod hosted;
 mod pin;
+mod progress;
 mod prune;
 mod pull;
 mod real_stack;

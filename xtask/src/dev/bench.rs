@@ -63,6 +63,10 @@ pub struct BenchCmd {
     /// sections); the release comparisons always run (the launcher's sections pull their pins)
     #[arg(long, value_delimiter = ',', value_enum)]
     skip: Vec<Skippable>,
+    /// Run only the first start's comparison (four images pulled at once by `20i start` against one pull after
+    /// another), in about a minute per round
+    #[arg(long)]
+    first_start_only: bool,
 }
 
 /// A section of the bench that can be left out.
@@ -123,6 +127,11 @@ impl BenchCmd {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
+        if self.first_start_only {
+            crate::dev::first_start::run(self.rounds, &crate::dev::first_start::scratch(&scratch))?;
+            eprintln!("bench took {:.0} s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
         let choice = match &self.context {
             Some(choice) => choice.clone(),
             None if standins::real_bases_saved() => ContextChoice::Real,
@@ -189,6 +198,15 @@ impl BenchCmd {
         }
         let figures = Figures::of(&raw);
         print!("{}", report(&figures, &raw));
+        if !self.skip.contains(&Skippable::Launcher) {
+            // Its own table, after the others: a failure is reported, not fatal.
+            if let Err(error) = crate::dev::first_start::run(
+                self.rounds,
+                &crate::dev::first_start::scratch(&bench.scratch),
+            ) {
+                eprintln!("bench: the first start comparison failed: {error:#}");
+            }
+        }
         eprintln!("bench took {:.0} s", started.elapsed().as_secs_f64());
         if let Some(path) = &self.json {
             let json = serde_json::to_string_pretty(&figures.json(&raw, self.rounds))?;
