@@ -102,8 +102,13 @@ fn assert_first_start(screen: &str, site: &Site) {
         );
     }
     let port = site.var("HOST_PORT").unwrap();
-    let url = format!("site http://127.0.0.1:{port}");
-    assert!(screen.contains(&url), "no {url} in:\n{screen}");
+    let url = format!("http://127.0.0.1:{port}/");
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.starts_with("site ") && l.trim_end().ends_with(&url)),
+        "no site line with {url} in:\n{screen}"
+    );
     assert!(
         screen.contains("pulled 4 images at once"),
         "no summary of the pulls in:\n{screen}"
