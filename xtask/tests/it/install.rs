@@ -631,11 +631,19 @@ fn refusals_say_what_to_do_and_leave_nothing_behind() {
                 .unwrap();
             }
             Setup::SumsWithoutHost => write_sums(machine.served.path(), &["install.sh"]),
-            Setup::SumsWithPath => std::fs::write(
-                machine.file("SHA256SUMS"),
-                format!("{}  20i-v1.0.0/../../escaped-{}.tar.gz\n", "ab".repeat(32), host_target()),
-            )
-            .unwrap(),
+            Setup::SumsWithPath => {
+                // The checkout's installer, whose version no seal filled in: it reads one from SHA256SUMS.
+                std::fs::copy(
+                    xtask::project_root().join("launcher/install.sh"),
+                    machine.file("install.sh"),
+                )
+                .unwrap();
+                std::fs::write(
+                    machine.file("SHA256SUMS"),
+                    format!("{}  20i-v1.0.0/../../escaped-{}.tar.gz\n", "ab".repeat(32), host_target()),
+                )
+                .unwrap()
+            }
             Setup::Uname(system, machine_name) => write_script(
                 &machine.bin.path().join("uname"),
                 &format!(
