@@ -40,6 +40,20 @@ impl DockerCommand {
     pub fn inspect_raw(reference: &str) -> DockerCommand {
         DockerCommand::new(["buildx", "imagetools", "inspect", "--raw", reference])
     }
+
+    /// `docker image inspect` of the local images `references` name, one JSON object a line for each one the store
+    /// holds (an absent one fails the command, after the lines of those present).
+    pub fn inspect_images<I, S>(references: I) -> DockerCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut args: Vec<String> = ["image", "inspect", "--format", "{{json .}}", "--"]
+            .map(str::to_owned)
+            .into();
+        args.extend(references.into_iter().map(Into::into));
+        DockerCommand { args }
+    }
 }
 
 /// Shell-quoted, so a printed command can be pasted into a terminal.

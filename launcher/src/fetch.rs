@@ -137,22 +137,18 @@ pub struct Survey {
 pub fn survey(engine: &Engine, config: &Config, images: Vec<StackImage>) -> anyhow::Result<Survey> {
     let started = Instant::now();
     let php_fpm = config.use_prebuilt.then(|| config.prebuilt_reference());
-    let mut args = vec![
-        "image".to_owned(),
-        "inspect".to_owned(),
-        "--format".to_owned(),
-        "{{json .}}".to_owned(),
-        "--".to_owned(),
-    ];
-    args.extend(php_fpm.iter().cloned());
-    args.extend(images.iter().map(|i| i.reference.clone()));
-    if args.len() == 5 {
+    let references: Vec<String> = php_fpm
+        .iter()
+        .cloned()
+        .chain(images.iter().map(|i| i.reference.clone()))
+        .collect();
+    if references.is_empty() {
         return Ok(Survey {
             missing: images,
             php_fpm: None,
         });
     }
-    let error = match engine.output(&DockerCommand::new(args)) {
+    let error = match engine.output(&DockerCommand::inspect_images(references)) {
         Ok(listed) => {
             let facts = match &php_fpm {
                 Some(reference) => {

@@ -227,16 +227,10 @@ fn local_images(engine: &Engine, current: &Current) -> anyhow::Result<Vec<LocalI
     if references.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args = vec![
-        "image".to_owned(),
-        "inspect".to_owned(),
-        "--format".to_owned(),
-        "{{json .}}".to_owned(),
-        "--".to_owned(),
-    ];
-    args.extend(references.iter().map(|(r, t)| format!("{r}:{t}")));
     let inspected = engine
-        .output(&DockerCommand::new(args))
+        .output(&DockerCommand::inspect_images(
+            references.iter().map(|(r, t)| format!("{r}:{t}")),
+        ))
         .context("inspecting the local images")?;
     let mut images = Vec::new();
     for ((repository, tag), line) in references
