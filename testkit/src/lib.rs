@@ -12,6 +12,7 @@ pub mod fixtures;
 pub mod hosted;
 pub mod noise;
 pub mod personality;
+pub mod plain_http;
 pub mod probe;
 pub mod real;
 pub mod registry;
