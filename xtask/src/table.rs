@@ -1,4 +1,4 @@
-//! Plain-text tables with aligned columns, for the xtask's readable output.
+//! Plain-text tables with aligned columns, and counted nouns, for the xtask's readable output.
 
 /// Left-aligns every column to its widest cell; the last column is not padded.
 pub fn render(rows: &[Vec<String>], indent: &str) -> String {
@@ -26,6 +26,15 @@ pub fn render(rows: &[Vec<String>], indent: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The plural ending of a noun counted `n`: `""` for one, `"s"` otherwise.
+pub fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 #[cfg(test)]

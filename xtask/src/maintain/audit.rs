@@ -32,7 +32,7 @@ use stack_images::{
 };
 use xshell::Shell;
 
-use crate::{display_path, maintain::notes, project_root, Exit};
+use crate::{display_path, maintain::notes, project_root, table::plural, Exit};
 
 #[derive(Args, Debug)]
 pub struct AuditCmd {
@@ -939,14 +939,6 @@ fn describe_repair(repair: &Repair, result: &Repaired) -> String {
             )
         }
         (Repair::Copy { to, .. }, Repaired::Manual) => format!("{to}: nothing done"),
-    }
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 

@@ -24,7 +24,10 @@ use stack_images::{
 };
 use xshell::Shell;
 
-use crate::{display_path, maintain::notes, project_root, release::split::PlatformDigests, table};
+use crate::{
+    display_path, maintain::notes, project_root, release::split::PlatformDigests, table,
+    table::plural,
+};
 
 #[derive(Args, Debug)]
 pub struct PruneCmd {
@@ -471,14 +474,6 @@ fn recorded(notes: &ReleaseNotes) -> Vec<(Repository, Digest)> {
         }
     }
     all
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 #[cfg(test)]
