@@ -186,3 +186,54 @@ fn a_pull_policy_check_says_a_newer_release_is_out_with_one_tag_list() {
     site.run(&["pull"], &[]).ok();
     assert_eq!(tag_lists(), before + 2, "PULL_POLICY=missing listed tags");
 }
+
+/// The tag list stalled (accepted, never answered) and answered with garbage (cut short mid-body): each is "could
+/// not check" in bounded time, with the registry named, and each fault fired.
+#[test]
+fn version_check_bounds_a_stalled_registry_and_refuses_a_garbled_tag_list() {
+    use testkit::{Fault, FaultProxy, RequestKind};
+
+    let registry = testkit::Registry::start().unwrap();
+    let proxy = FaultProxy::in_front_of(&registry).unwrap();
+    tag(
+        &registry.namespace("stack"),
+        &[&format!("{}-php-8.5", next_minor())],
+    );
+    let namespace = proxy.namespace("stack");
+    for (name, fault) in [("stalled", Fault::Stall), ("garbled", Fault::CutBody)] {
+        proxy.set(RequestKind::TagsList, fault);
+        let started = std::time::Instant::now();
+        let (code, out, err) = check(&[
+            ("IMAGE_REGISTRY", namespace.as_str()),
+            ("IMAGE_MIRRORS", ""),
+            (
+                "STACK_REGISTRY_POLICY",
+                "read=1s,operation=2s,attempts=2,backoff=100ms,backoff-cap=200ms",
+            ),
+        ]);
+        let took = started.elapsed();
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(
+            err.contains("error: could not check for a newer release")
+                && err.contains(&format!(
+                    "{namespace}: listing the tags of {namespace}/php-fpm"
+                )),
+            "{name}: {err}"
+        );
+        assert!(
+            !out.contains("newer stable release is out"),
+            "{name}: {out}"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(30),
+            "{name}: took {took:?}"
+        );
+        assert!(
+            proxy
+                .requests()
+                .iter()
+                .any(|r| r.kind == RequestKind::TagsList && r.fault.is_some()),
+            "{name}: the fault never fired"
+        );
+    }
+}
